@@ -1,0 +1,208 @@
+//! Configuration: read in layers, validated into one [`Config`] before anything binds.
+//!
+//! Layers, lowest first:
+//! 1. the defaults of the environment (`development`, `staging` or `production`), itself named
+//!    by `KEEPALIVE_ENV`, else `NODE_ENV` (so existing deployments keep working), else the
+//!    file's `env`, else `development`;
+//! 2. an optional TOML file (`--config FILE` or `KEEPALIVE_CONFIG`);
+//! 3. environment variables: `PORT`, `REDIS_URL`, and every setting as `KEEPALIVE_` plus its
+//!    name in upper snake case (`KEEPALIVE_TICK=30s`, `KEEPALIVE_IDLE_TIMEOUT=10m`, ...).
+//!
+//! `serve` and `config` share this code. Any error names the key, its value, where that value
+//! came from and the rule it breaks; the binary exits with code 64 on it.
+
+mod error;
+mod raw;
+mod sources;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::ConfigError;
+pub use raw::{KEYS, RawConfig, SECRET_KEYS};
+pub use sources::{Layers, Origin, redact_url};
+
+/// The deployment environment, which picks the defaults and a few rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// A developer's machine: human-readable logs, no `Secure` cookie, fast ticks.
+    Development,
+    /// A pre-production deployment, configured like production.
+    Staging,
+    /// Production: JSON logs, `Secure` cookie, tick of at least 25 s.
+    Production,
+}
+
+impl Environment {
+    /// Parses an environment name as `KEEPALIVE_ENV` or `NODE_ENV` write it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" | "test" => Some(Self::Development),
+            "staging" | "stage" => Some(Self::Staging),
+            "production" | "prod" => Some(Self::Production),
+            _ => None,
+        }
+    }
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Text => "text",
+        }
+    }
+}
+
+/// A string that must never be printed: its `Debug` shows only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What the browser client is told to do; sent in every keepalive answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Interval between two pings.
+    pub tick: Duration,
+    /// Time the client waits for an answer.
+    pub timeout: Duration,
+    /// Retries of a failed ping.
+    pub max_retries: u32,
+    /// The client checks health every this many ticks.
+    pub health_check_frequency: u32,
+}
+
+/// Session lifetimes and the cookie that carries the session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// A session not kept alive for this long expires.
+    pub idle_timeout: Duration,
+    /// No session lives longer than this, however active.
+    pub absolute_lifetime: Duration,
+    /// Name of the cookie.
+    pub cookie_name: String,
+    /// Whether the cookie carries `Secure`.
+    pub cookie_secure: bool,
+}
+
+/// The health monitor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// How often health is recomputed.
+    pub interval: Duration,
+    /// Memory use, in percent of the limit, at which memory turns `warning`.
+    pub memory_warning: f64,
+    /// Memory use, in percent of the limit, at which memory turns `critical`.
+    pub memory_critical: f64,
+    /// Bearer token that unlocks the details of `/health`; without one only the status shows.
+    pub token: Option<Secret>,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Directory of the store's file.
+    pub data_dir: PathBuf,
+    /// Period of the batched writes of keepalive extensions (at most 1 s).
+    pub flush_interval: Duration,
+    /// Period of the purge of expired sessions.
+    pub purge_interval: Duration,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Longest time one request may take.
+    pub request_timeout: Duration,
+    /// Time `/readyz` answers 503 before the listener closes, so load balancers move away.
+    pub drain_delay: Duration,
+    /// Longest time in-flight requests get to finish once the listener closed.
+    pub shutdown_timeout: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A tracing filter directive.
+    pub level: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+/// The validated configuration the whole program runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The environment.
+    pub environment: Environment,
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// The embedded store.
+    pub store: StoreSettings,
+    /// Redis URL of the shared store, when set.
+    pub redis_url: Option<Secret>,
+    /// What the browser client is told.
+    pub client: ClientSettings,
+    /// Session lifetimes and cookie.
+    pub session: SessionSettings,
+    /// Health monitor.
+    pub health: HealthSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Config {
+    /// Reads the layers (`file` if given, else `KEEPALIVE_CONFIG`) and validates them.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        Layers::read(file)?.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests;

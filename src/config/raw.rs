@@ -1,0 +1,168 @@
+//! The raw configuration: every setting as read from its layers, before validation.
+//!
+//! Settings are flat so that each one maps to exactly one environment variable
+//! (`KEEPALIVE_` plus its name in upper snake case) and one key of the optional TOML file.
+//! The per-environment defaults live here too: they are the bottom layer.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::Environment;
+
+/// Every setting, each optional until the layers are merged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Environment name; only read to pick the defaults, it is resolved before the rest.
+    pub env: Option<String>,
+    /// Address to bind.
+    pub bind: Option<String>,
+    /// Port to listen on.
+    pub port: Option<u16>,
+    /// Directory of the embedded session store.
+    pub data_dir: Option<String>,
+    /// Redis URL of the shared session store.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub redis_url: Option<String>,
+    /// Interval between two pings of the browser client.
+    #[serde(default, with = "humantime_serde")]
+    pub tick: Option<Duration>,
+    /// Time the client waits for an answer.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Retries of a failed ping.
+    pub max_retries: Option<u32>,
+    /// The client asks for health every this many ticks.
+    pub health_check_frequency: Option<u32>,
+    /// Idle timeout of a session.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Absolute lifetime of a session.
+    #[serde(default, with = "humantime_serde")]
+    pub absolute_lifetime: Option<Duration>,
+    /// Name of the session cookie.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub cookie_name: Option<String>,
+    /// Whether the session cookie carries `Secure`.
+    pub cookie_secure: Option<bool>,
+    /// Period of the background health monitor.
+    #[serde(default, with = "humantime_serde")]
+    pub health_interval: Option<Duration>,
+    /// Memory use (percent of the limit) at which memory turns `warning`.
+    pub memory_warning: Option<f64>,
+    /// Memory use (percent of the limit) at which memory turns `critical`.
+    pub memory_critical: Option<f64>,
+    /// Bearer token that unlocks the details of `/health`.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub health_token: Option<String>,
+    /// Period of the embedded store's batched writes.
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+    /// Period of the purge of expired sessions.
+    #[serde(default, with = "humantime_serde")]
+    pub purge_interval: Option<Duration>,
+    /// Longest time one request may take.
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// Time `/readyz` reports 503 before the listener stops accepting, on shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Option<Duration>,
+    /// Longest time in-flight requests get to finish on shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    /// Log filter (`info`, `debug`, `keepalive=debug,tower_http=info`, ...).
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json`.
+    pub log_format: Option<String>,
+}
+
+/// The names of all settings, in the order `keepalive config` shows them.
+pub const KEYS: &[&str] = &[
+    "env",
+    "bind",
+    "port",
+    "data_dir",
+    "redis_url",
+    "tick",
+    "timeout",
+    "max_retries",
+    "health_check_frequency",
+    "idle_timeout",
+    "absolute_lifetime",
+    "cookie_name",
+    "cookie_secure",
+    "health_interval",
+    "memory_warning",
+    "memory_critical",
+    "health_token",
+    "flush_interval",
+    "purge_interval",
+    "request_timeout",
+    "drain_delay",
+    "shutdown_timeout",
+    "log_level",
+    "log_format",
+];
+
+/// Settings whose values are secrets: never printed.
+pub const SECRET_KEYS: &[&str] = &["health_token"];
+
+impl RawConfig {
+    /// The defaults of one environment: the guide's production values (tick 30 s, timeout
+    /// 8 s, three retries, health every two ticks) for staging and production, and a faster,
+    /// chattier setup for development.
+    pub fn defaults_for(env: Environment) -> Self {
+        let secs = Duration::from_secs;
+        let (tick, timeout, retries, frequency) = match env {
+            Environment::Development => (secs(10), secs(5), 3, 1),
+            Environment::Staging | Environment::Production => (secs(30), secs(8), 3, 2),
+        };
+        let development = env == Environment::Development;
+        Self {
+            env: Some(env.as_str().to_owned()),
+            bind: Some("0.0.0.0".to_owned()),
+            port: Some(8080),
+            data_dir: Some("./data".to_owned()),
+            redis_url: None,
+            tick: Some(tick),
+            timeout: Some(timeout),
+            max_retries: Some(retries),
+            health_check_frequency: Some(frequency),
+            idle_timeout: Some(secs(10 * 60)),
+            absolute_lifetime: Some(secs(12 * 60 * 60)),
+            cookie_name: Some("keepalive_sid".to_owned()),
+            cookie_secure: Some(!development),
+            health_interval: Some(secs(1)),
+            memory_warning: Some(80.0),
+            memory_critical: Some(90.0),
+            health_token: None,
+            flush_interval: Some(Duration::from_millis(500)),
+            purge_interval: Some(secs(60)),
+            request_timeout: Some(secs(10)),
+            drain_delay: Some(if development { secs(0) } else { secs(5) }),
+            shutdown_timeout: Some(secs(15)),
+            log_level: Some("info".to_owned()),
+            log_format: Some(if development { "text" } else { "json" }.to_owned()),
+        }
+    }
+}
+
+/// Accepts a number where a string is expected: environment variables are untyped, and a
+/// token like `12345` must not be rejected for looking numeric.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringOrNumber {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+    }
+    Ok(Option::<StringOrNumber>::deserialize(d)?.map(|v| match v {
+        StringOrNumber::S(s) => s,
+        StringOrNumber::U(n) => n.to_string(),
+        StringOrNumber::I(n) => n.to_string(),
+        StringOrNumber::F(n) => n.to_string(),
+    }))
+}

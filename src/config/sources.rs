@@ -1,0 +1,278 @@
+//! The layers of the configuration and where each value came from.
+//!
+//! figment merges the layers and deserializes them; this module decides what the layers are
+//! and remembers, for each key, which layer gave it, so every message can say
+//! "KEEPALIVE_TICK (environment variable)" rather than just "tick".
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use super::error::ConfigError;
+use super::raw::{KEYS, RawConfig, SECRET_KEYS};
+use super::Environment;
+
+/// Prefix of the environment variables that set keepalive's settings.
+pub const ENV_PREFIX: &str = "KEEPALIVE_";
+/// Environment variable naming the configuration file.
+pub const CONFIG_FILE_VAR: &str = "KEEPALIVE_CONFIG";
+
+/// Variables read without the prefix, for compatibility with existing deployments. The
+/// prefixed name wins when both are set.
+const ALIASES: &[(&str, &str)] = &[("port", "PORT"), ("redis_url", "REDIS_URL"), ("env", "NODE_ENV")];
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The default of the environment.
+    Default(Environment),
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default(env) => write!(f, "default for {env}"),
+            Self::File(path) => write!(f, "config file {}", path.display()),
+            Self::Env(name) => write!(f, "environment variable {name}"),
+        }
+    }
+}
+
+/// The layers of one configuration, merged but not yet validated.
+#[derive(Debug)]
+pub struct Layers {
+    figment: Figment,
+    environment: Environment,
+    file: Option<(PathBuf, Dict)>,
+    /// Setting name to (variable name, value), for the variables that were set.
+    env: BTreeMap<String, (String, String)>,
+    unknown_vars: Vec<String>,
+}
+
+impl Layers {
+    /// Reads the process environment and the file (`file`, else `KEEPALIVE_CONFIG`).
+    pub fn read(file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        Self::new(file, std::env::vars())
+    }
+
+    /// Builds the layers from the given variables instead of the process environment.
+    pub fn new(
+        file: Option<PathBuf>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let mut env = BTreeMap::new();
+        let mut unknown_vars = Vec::new();
+        for (name, value) in &vars {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = rest.to_ascii_lowercase();
+            if KEYS.contains(&key.as_str()) {
+                env.insert(key, (name.clone(), value.clone()));
+            } else if name != CONFIG_FILE_VAR {
+                unknown_vars.push(name.clone());
+            }
+        }
+        for (key, alias) in ALIASES {
+            if let (false, Some(value)) = (env.contains_key(*key), vars.get(*alias)) {
+                env.insert((*key).to_owned(), ((*alias).to_owned(), value.clone()));
+            }
+        }
+
+        let file = file
+            .or_else(|| vars.get(CONFIG_FILE_VAR).map(PathBuf::from))
+            .map(|path| read_file(&path).map(|dict| (path, dict)))
+            .transpose()?;
+
+        let (environment, environment_origin) = match (env.get("env"), file_value(&file, "env")) {
+            (Some((var, value)), _) => (value.clone(), Origin::Env(var.clone())),
+            (None, Some((path, value))) => (value, Origin::File(path)),
+            (None, None) => ("development".to_owned(), Origin::Default(Environment::Development)),
+        };
+        let environment = Environment::parse(&environment).ok_or_else(|| ConfigError::Invalid {
+            key: "env",
+            value: environment.clone(),
+            origin: environment_origin,
+            rule: "must be one of development, staging, production".to_owned(),
+        })?;
+
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::defaults_for(environment)));
+        if let Some((path, dict)) = &file {
+            figment = figment.merge(DictLayer::new(format!("config file {}", path.display()), dict.clone()));
+        }
+        let env_dict: Dict = env
+            .iter()
+            .map(|(key, (_, value))| (key.clone(), parse_env_value(key, value)))
+            .collect();
+        figment = figment.merge(DictLayer::new("environment variables".to_owned(), env_dict));
+
+        Ok(Self { figment, environment, file, env, unknown_vars })
+    }
+
+    /// The environment whose defaults form the bottom layer.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// `KEEPALIVE_*` variables that name no setting (likely typos); they are ignored.
+    pub fn unknown_vars(&self) -> &[String] {
+        &self.unknown_vars
+    }
+
+    /// Where the value of `key` came from.
+    pub fn origin(&self, key: &str) -> Origin {
+        if let Some((var, _)) = self.env.get(key) {
+            return Origin::Env(var.clone());
+        }
+        match &self.file {
+            Some((path, dict)) if dict.contains_key(key) => Origin::File(path.clone()),
+            _ => Origin::Default(self.environment),
+        }
+    }
+
+    /// The merged value of `key` as text, with secrets redacted; `None` when unset.
+    pub fn display_value(&self, key: &str) -> Option<String> {
+        let value = self.figment.find_value(key).ok()?;
+        if SECRET_KEYS.contains(&key) {
+            return Some("<redacted>".to_owned());
+        }
+        Some(match key {
+            "redis_url" => redact_url(&value_text(&value)),
+            _ => value_text(&value),
+        })
+    }
+
+    /// Deserializes the merged layers; errors name the key, value and origin.
+    pub(super) fn extract(&self) -> Result<RawConfig, ConfigError> {
+        self.figment.extract::<RawConfig>().map_err(|err| {
+            let key = err.path.first().cloned().unwrap_or_default();
+            let static_key = KEYS.iter().copied().find(|k| *k == key).unwrap_or("configuration");
+            ConfigError::Invalid {
+                key: static_key,
+                value: self.display_value(&key).unwrap_or_default(),
+                origin: self.origin(&key),
+                rule: describe_kind(&err.kind, &key),
+            }
+        })
+    }
+}
+
+/// Reads and parses the TOML file; a missing or malformed file is an error, not an empty layer.
+fn read_file(path: &Path) -> Result<Dict, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let data = Toml::string(&text).data().map_err(|err| ConfigError::File {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    let dict = data.into_values().next().unwrap_or_default();
+    if let Some(key) = dict.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(ConfigError::File {
+            path: path.to_owned(),
+            reason: format!("unknown setting `{key}` (known settings: {})", KEYS.join(", ")),
+        });
+    }
+    Ok(dict)
+}
+
+fn file_value(file: &Option<(PathBuf, Dict)>, key: &str) -> Option<(PathBuf, String)> {
+    let (path, dict) = file.as_ref()?;
+    dict.get(key).map(|v| (path.clone(), value_text(v)))
+}
+
+/// Environment variables are untyped: numbers and booleans are recognised as such, the rest
+/// stays text (durations such as `30s` are parsed by the setting itself).
+fn parse_env_value(key: &str, value: &str) -> Value {
+    if SECRET_KEYS.contains(&key) || key == "redis_url" || key == "cookie_name" {
+        return Value::from(value.to_owned());
+    }
+    if let Ok(b) = value.parse::<bool>() {
+        return Value::from(b);
+    }
+    if let Ok(n) = value.parse::<u64>() {
+        return Value::from(n);
+    }
+    if let Ok(n) = value.parse::<f64>() {
+        return Value::from(n);
+    }
+    Value::from(value.to_owned())
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => s.clone(),
+        Value::Char(_, c) => c.to_string(),
+        Value::Bool(_, b) => b.to_string(),
+        Value::Num(_, n) => match n.to_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            Some(f) => f.to_string(),
+            None => format!("{n:?}"),
+        },
+        Value::Empty(_, _) => String::new(),
+        Value::Dict(_, _) | Value::Array(_, _) => format!("{value:?}"),
+    }
+}
+
+/// Hides the password (and user) of a URL, keeping scheme, host, port and path.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn describe_kind(kind: &figment::error::Kind, key: &str) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            if expected.contains("duration") || expected.contains("Duration") {
+                format!("must be a duration with a unit, such as 500ms, 30s, 10m or 12h (found {actual})")
+            } else {
+                format!("expected {expected}, found {actual}")
+            }
+        }
+        Kind::Message(msg) => {
+            if key.ends_with("timeout") || key.ends_with("interval") || key == "tick" || key.ends_with("lifetime") || key.ends_with("delay") {
+                format!("must be a duration with a unit, such as 500ms, 30s, 10m or 12h ({msg})")
+            } else {
+                msg.clone()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A figment provider over an already-read dictionary, with a readable name.
+struct DictLayer {
+    name: String,
+    dict: Dict,
+}
+
+impl DictLayer {
+    fn new(name: String, dict: Dict) -> Self {
+        Self { name, dict }
+    }
+}
+
+impl Provider for DictLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}

@@ -1,0 +1,148 @@
+use std::time::Duration;
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Layers::new(None, vars(pairs))?.validate()
+}
+
+#[test]
+fn development_is_the_default() {
+    let config = load(&[]).expect("defaults are valid");
+    assert_eq!(config.environment, Environment::Development);
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.store.data_dir, PathBuf::from("./data"));
+    assert_eq!(config.session.idle_timeout, Duration::from_secs(600));
+    assert_eq!(config.session.absolute_lifetime, Duration::from_secs(12 * 3600));
+    assert!(!config.session.cookie_secure);
+    assert_eq!(config.log.format, LogFormat::Text);
+}
+
+#[test]
+fn production_defaults_follow_the_guide() {
+    let config = load(&[("NODE_ENV", "production")]).expect("valid");
+    assert_eq!(config.environment, Environment::Production);
+    assert_eq!(config.client.tick, Duration::from_secs(30));
+    assert_eq!(config.client.timeout, Duration::from_secs(8));
+    assert_eq!(config.client.max_retries, 3);
+    assert_eq!(config.client.health_check_frequency, 2);
+    assert!(config.session.cookie_secure);
+    assert_eq!(config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn keepalive_env_wins_over_node_env() {
+    let config = load(&[("NODE_ENV", "production"), ("KEEPALIVE_ENV", "staging")]).expect("valid");
+    assert_eq!(config.environment, Environment::Staging);
+}
+
+#[test]
+fn environment_variables_override_defaults_with_units() {
+    let config = load(&[
+        ("PORT", "9000"),
+        ("KEEPALIVE_BIND", "127.0.0.1"),
+        ("KEEPALIVE_IDLE_TIMEOUT", "15m"),
+        ("KEEPALIVE_MEMORY_WARNING", "70"),
+        ("KEEPALIVE_COOKIE_NAME", "sid"),
+    ])
+    .expect("valid");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(config.session.idle_timeout, Duration::from_secs(900));
+    assert!((config.health.memory_warning - 70.0).abs() < f64::EPSILON);
+    assert_eq!(config.session.cookie_name, "sid");
+}
+
+#[test]
+fn prefixed_port_wins_over_plain_port() {
+    let config = load(&[("PORT", "9000"), ("KEEPALIVE_PORT", "9001")]).expect("valid");
+    assert_eq!(config.server.listen.port(), 9001);
+}
+
+#[test]
+fn production_tick_under_25s_names_key_value_origin_and_rule() {
+    let err = load(&[("NODE_ENV", "production"), ("KEEPALIVE_TICK", "10s")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tick"), "{text}");
+    assert!(text.contains("10s"), "{text}");
+    assert!(text.contains("environment variable KEEPALIVE_TICK"), "{text}");
+    assert!(text.contains("at least 25s in production"), "{text}");
+}
+
+#[test]
+fn warning_above_critical_is_rejected() {
+    let err = load(&[("KEEPALIVE_MEMORY_WARNING", "95")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("memory_warning = \"95\""), "{text}");
+    assert!(text.contains("below memory_critical"), "{text}");
+}
+
+#[test]
+fn durations_need_units() {
+    let err = load(&[("KEEPALIVE_TICK", "30")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("KEEPALIVE_TICK"), "{text}");
+    assert!(text.contains("duration with a unit"), "{text}");
+}
+
+#[test]
+fn unknown_environment_is_rejected() {
+    let err = load(&[("NODE_ENV", "prodution")]).unwrap_err();
+    assert!(err.to_string().contains("environment variable NODE_ENV"), "{err}");
+}
+
+#[test]
+fn unknown_prefixed_variables_are_reported_not_fatal() {
+    let layers = Layers::new(None, vars(&[("KEEPALIVE_TIKC", "30s")])).expect("layers");
+    assert_eq!(layers.unknown_vars(), ["KEEPALIVE_TIKC".to_owned()]);
+    assert!(layers.validate().is_ok());
+}
+
+#[test]
+fn file_layer_sits_between_defaults_and_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keepalive.toml");
+    std::fs::write(&path, "env = \"staging\"\ntick = \"40s\"\nidle_timeout = \"20m\"\n").expect("write");
+    let layers = Layers::new(Some(path.clone()), vars(&[("KEEPALIVE_IDLE_TIMEOUT", "30m")])).expect("layers");
+    let config = layers.validate().expect("valid");
+    assert_eq!(config.environment, Environment::Staging);
+    assert_eq!(config.client.tick, Duration::from_secs(40));
+    assert_eq!(config.session.idle_timeout, Duration::from_secs(1800));
+    assert_eq!(layers.origin("tick"), Origin::File(path));
+    assert_eq!(layers.origin("idle_timeout"), Origin::Env("KEEPALIVE_IDLE_TIMEOUT".to_owned()));
+    assert_eq!(layers.origin("timeout"), Origin::Default(Environment::Staging));
+}
+
+#[test]
+fn unknown_file_keys_and_missing_files_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keepalive.toml");
+    std::fs::write(&path, "tikc = \"40s\"\n").expect("write");
+    let err = Layers::new(Some(path), vars(&[])).unwrap_err();
+    assert!(err.to_string().contains("unknown setting `tikc`"), "{err}");
+    let err = Layers::new(Some(dir.path().join("missing.toml")), vars(&[])).unwrap_err();
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let layers = Layers::new(
+        None,
+        vars(&[("REDIS_URL", "redis://user:hunter2@cache:6379/0"), ("KEEPALIVE_HEALTH_TOKEN", "0123456789abcdef0")]),
+    )
+    .expect("layers");
+    assert_eq!(layers.display_value("redis_url").as_deref(), Some("redis://<redacted>@cache:6379/0"));
+    assert_eq!(layers.display_value("health_token").as_deref(), Some("<redacted>"));
+    let config = layers.validate().expect("valid");
+    assert!(!format!("{config:?}").contains("hunter2"));
+    assert!(!format!("{config:?}").contains("0123456789abcdef0"));
+}
+
+#[test]
+fn idle_timeout_must_outlast_a_tick() {
+    let err = load(&[("KEEPALIVE_TICK", "1m"), ("KEEPALIVE_IDLE_TIMEOUT", "1m")]).unwrap_err();
+    assert!(err.to_string().contains("idle_timeout"), "{err}");
+}

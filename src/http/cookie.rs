@@ -1,0 +1,103 @@
+//! The session cookie: reading the id from a request, setting and clearing it.
+
+use axum::http::header::{COOKIE, HeaderMap};
+use cookie::{Cookie, SameSite};
+
+use crate::config::SessionSettings;
+use crate::session::SessionId;
+
+/// Most `Cookie` pairs looked at in one request: a flood of cookies costs a bounded scan.
+const MAX_PAIRS: usize = 64;
+
+/// The session id carried by the request, if a well-formed one is present. The first pair
+/// with the cookie's name that parses as an id wins; malformed values are skipped without any
+/// store lookup.
+pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .take(MAX_PAIRS)
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(n, _)| *n == name)
+        .find_map(|(_, value)| SessionId::parse(value.trim_matches('"')))
+}
+
+/// The `Set-Cookie` value that gives the browser this session.
+pub fn set(settings: &SessionSettings, id: &SessionId) -> String {
+    Cookie::build((settings.cookie_name.as_str(), id.to_string()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.cookie_secure)
+        .build()
+        .to_string()
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn clear(settings: &SessionSettings) -> String {
+    Cookie::build((settings.cookie_name.as_str(), ""))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(settings.cookie_secure)
+        .max_age(cookie::time::Duration::ZERO)
+        .expires(cookie::time::OffsetDateTime::UNIX_EPOCH)
+        .build()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use std::time::Duration;
+
+    fn settings() -> SessionSettings {
+        SessionSettings {
+            idle_timeout: Duration::from_secs(600),
+            absolute_lifetime: Duration::from_secs(3600),
+            cookie_name: "sid".to_owned(),
+            cookie_secure: true,
+        }
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(COOKIE, HeaderValue::from_str(v).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn finds_the_id_among_other_cookies() {
+        let id = SessionId::generate().expect("rng");
+        let h = headers(&[&format!("theme=dark; sid={id}; lang=fr")]);
+        assert_eq!(session_id(&h, "sid"), Some(id));
+        let h = headers(&["theme=dark", &format!("sid={id}")]);
+        assert_eq!(session_id(&h, "sid"), Some(id));
+    }
+
+    #[test]
+    fn skips_malformed_and_foreign_values() {
+        let id = SessionId::generate().expect("rng");
+        assert_eq!(session_id(&headers(&["sid=garbage"]), "sid"), None);
+        assert_eq!(session_id(&headers(&[&format!("other={id}")]), "sid"), None);
+        assert_eq!(session_id(&headers(&[&format!("sid=bad; sid={id}")]), "sid"), Some(id));
+        assert_eq!(session_id(&HeaderMap::new(), "sid"), None);
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        let id = SessionId::generate().expect("rng");
+        let set = set(&settings(), &id);
+        assert!(set.starts_with(&format!("sid={id}")));
+        for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(set.contains(attr), "{set}");
+        }
+        let clear = clear(&settings());
+        assert!(clear.contains("Max-Age=0"), "{clear}");
+    }
+}

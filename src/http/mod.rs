@@ -1,0 +1,154 @@
+//! The HTTP interface.
+//!
+//! Endpoints:
+//! - `POST /api/v1/session`: create a session (201, `Set-Cookie`).
+//! - `DELETE /api/v1/session`: end it (204, cookie cleared).
+//! - `GET /api/v1/keepalive/` and `/api/v1/keepalive`: keep it alive; 200 with the session's
+//!   expiry, the server's health and the client's settings, or 401 `session_expired`.
+//! - `GET /livez`: 200 while the process serves; checks nothing.
+//! - `GET /readyz`: 200 when ready, 503 while starting or draining.
+//! - `GET /health`: `application/health+json`; details only for the configured bearer token.
+//! - `GET /metrics`: Prometheus text format.
+//! - `GET /`, `/keepalive.js`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the browser client
+//!   and its demo page.
+//!
+//! Anything else is a JSON 404 (or 405 for a known path with another method).
+
+mod assets;
+mod cookie;
+mod error;
+mod keepalive;
+mod observe;
+mod probes;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::ApiError;
+
+use crate::config::{ClientSettings, Secret};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::session::Sessions;
+
+/// Largest accepted body of `POST /api/v1/session`.
+pub const MAX_SESSION_BODY: usize = 4 * 1024;
+
+/// Whether the instance takes traffic: false while starting and once draining.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the instance ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The session lifecycle.
+    pub sessions: Sessions,
+    /// The latest health, published by the monitor.
+    pub health: watch::Receiver<Health>,
+    /// What browsers are told to do.
+    pub client: ClientSettings,
+    /// Token that unlocks `/health` details.
+    pub health_token: Option<Secret>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub readiness: Readiness,
+}
+
+/// The `keepalive` object of answers: the client's settings, the server being their source.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientView {
+    tick_ms: u128,
+    timeout_ms: u128,
+    max_retries: u32,
+    health_check_frequency: u32,
+}
+
+impl From<&ClientSettings> for ClientView {
+    fn from(c: &ClientSettings) -> Self {
+        Self {
+            tick_ms: c.tick.as_millis(),
+            timeout_ms: c.timeout.as_millis(),
+            max_retries: c.max_retries,
+            health_check_frequency: c.health_check_frequency,
+        }
+    }
+}
+
+/// The router, with every layer; `request_timeout` bounds each request.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v1/session",
+            axum::routing::post(session::create).delete(session::end),
+        )
+        .route("/api/v1/keepalive", get(keepalive::keepalive))
+        .route("/api/v1/keepalive/", get(keepalive::keepalive))
+        .layer(DefaultBodyLimit::max(MAX_SESSION_BODY))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+
+    Router::new()
+        .merge(api)
+        .merge(probes::routes())
+        .merge(assets::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found(axum::extract::State(state): axum::extract::State<AppState>, method: Method, uri: Uri) -> Response {
+    state
+        .metrics
+        .http_requests_total
+        .with_label_values(&[observe::method_label(&method), "unmatched", "404"])
+        .inc();
+    ApiError::not_found(format!("no route for {method} {}", uri.path())).into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}

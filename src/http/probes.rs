@@ -1,0 +1,139 @@
+//! Probes for orchestrators and operators: `/livez`, `/readyz`, `/health`, `/metrics`.
+//!
+//! `/livez` checks nothing, so a slow dependency never gets the process restarted. `/readyz`
+//! reads the readiness flag. `/health` follows draft-inadarei-api-health-check: `pass`, `warn`
+//! or `fail` for healthy, degraded or critical, with one entry per check for the holder of the
+//! configured bearer token and the status alone for everyone else.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::clock::rfc3339;
+use crate::health::{Health, MemoryCheck, RedisCheck, Status};
+
+use super::AppState;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+    if state.readiness.is_ready() {
+        (StatusCode::OK, no_store, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, no_store, Json(json!({"status": "not_ready"}))).into_response()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthDocument {
+    status: &'static str,
+    version: &'static str,
+    release_id: &'static str,
+    service_id: &'static str,
+    description: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<BTreeMap<&'static str, Vec<Value>>>,
+}
+
+fn health_status(status: Status) -> &'static str {
+    match status {
+        Status::Healthy => "pass",
+        Status::Degraded => "warn",
+        Status::Critical => "fail",
+    }
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.health_token else { return false };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.expose().as_bytes())))
+}
+
+fn details(health: &Health) -> BTreeMap<&'static str, Vec<Value>> {
+    let time = rfc3339(health.checked_at);
+    let memory_status = match health.summary.checks.memory {
+        MemoryCheck::Ok => "pass",
+        MemoryCheck::Warning => "warn",
+        MemoryCheck::Critical => "fail",
+    };
+    let mut memory = json!({
+        "componentType": "system",
+        "status": memory_status,
+        "time": time,
+        "observedUnit": "percent",
+        "observedValue": health.memory.map(|m| (m.percent() * 10.0).round() / 10.0),
+    });
+    if let Some(reading) = health.memory {
+        memory["output"] = Value::from(format!(
+            "{} of {} bytes in use (limit from {})",
+            reading.used_bytes,
+            reading.limit_bytes,
+            reading.source.as_str()
+        ));
+    }
+    let redis = health.summary.checks.redis;
+    let redis_entry = json!({
+        "componentType": "datastore",
+        "status": if redis == RedisCheck::Offline { "warn" } else { "pass" },
+        "time": time,
+        "observedValue": redis.as_str(),
+        "observedUnit": "state",
+    });
+    BTreeMap::from([("memory:utilization", vec![memory]), ("redis:connection", vec![redis_entry])])
+}
+
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let health = *state.health.borrow();
+    let status = health.summary.status;
+    let document = HealthDocument {
+        status: health_status(status),
+        version: "1",
+        release_id: env!("CARGO_PKG_VERSION"),
+        service_id: "keepalive",
+        description: "keepalive session service",
+        checks: authorized(&state, &headers).then(|| details(&health)),
+    };
+    let code = if status == Status::Critical { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = serde_json::to_vec(&document).unwrap_or_default();
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/health+json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,113 @@
+//! `POST /api/v1/session` and `DELETE /api/v1/session`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::rfc3339;
+use crate::health::ServerHealth;
+
+use super::{ApiError, AppState, ClientView, MAX_SESSION_BODY, cookie};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    created_at: String,
+    expires_at: String,
+    absolute_expires_at: String,
+    idle_timeout_ms: u128,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateResponse {
+    session: SessionView,
+    server_health: ServerHealth,
+    keepalive: ClientView,
+    server_time: String,
+}
+
+/// Creates a session carrying the optional `data` object; 201 with the cookie once durable.
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the session body may be at most {MAX_SESSION_BODY} bytes"),
+        ),
+        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
+    })?;
+    let data = parse_body(&headers, &body)?;
+    let record = state.sessions.create(data).await.map_err(|e| ApiError::store_unavailable(&e))?;
+    state.metrics.sessions_created_total.inc();
+    let settings = state.sessions.settings();
+    let answer = CreateResponse {
+        session: SessionView {
+            created_at: rfc3339(record.created_at),
+            expires_at: rfc3339(record.expires_at),
+            absolute_expires_at: rfc3339(record.absolute_expires_at),
+            idle_timeout_ms: settings.idle_timeout.as_millis(),
+        },
+        server_health: state.health.borrow().summary,
+        keepalive: ClientView::from(&state.client),
+        server_time: rfc3339(state.sessions.now()),
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie::set(settings, &record.id))],
+        Json(answer),
+    )
+        .into_response())
+}
+
+/// The body is optional; when present it must be a JSON object `{"data": {...}}`.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a session body must be sent as application/json",
+        ));
+    }
+    let request: CreateRequest = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid session body: {err}; expected {{\"data\": {{...}}}}")))?;
+    Ok(match request.data {
+        Some(data) => Value::Object(data).to_string(),
+        None => String::new(),
+    })
+}
+
+/// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.
+pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let settings = state.sessions.settings();
+    if let Some(id) = cookie::session_id(&headers, &settings.cookie_name) {
+        let existed = state.sessions.end(&id).await.map_err(|e| ApiError::store_unavailable(&e))?;
+        if existed {
+            state.metrics.sessions_ended_total.inc();
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie::clear(settings))]).into_response())
+}

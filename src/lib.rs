@@ -1,0 +1,33 @@
+//! # keepalive
+//!
+//! A service that keeps web sessions alive and tells browsers and operators how healthy the
+//! server is. Browsers ping `GET /api/v1/keepalive/` while their user is active; the server
+//! extends the session (idle timeout, capped by an absolute lifetime) and answers with the
+//! session's expiry and the server's health.
+//!
+//! A map of the crate:
+//!
+//! - [`config`]: the layered configuration (defaults per environment, an optional file,
+//!   environment variables), validated into one [`config::Config`] before anything binds.
+//! - [`session`]: the session model, its identifiers and the [`session::SessionStore`] trait
+//!   every store implements; [`session::Sessions`] applies the idle and absolute lifetimes.
+//! - [`store`]: the stores. [`store::local`] is the durable embedded store (redb).
+//! - [`health`]: the memory check and the background monitor whose cached result every
+//!   answer reads.
+//! - [`http`]: the axum router: sessions, keepalive, probes, metrics, the browser client.
+//! - [`metrics`]: the Prometheus registry and the metrics every part records.
+//! - [`server`]: wires it all together, serves, and shuts down cleanly.
+//! - [`cli`]: the command line (`serve`, `config`); `main.rs` only calls it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod store;

@@ -1,0 +1,165 @@
+//! The Prometheus metrics of one server instance.
+//!
+//! Every metric is prefixed `keepalive_`, measured in base units (seconds, bytes, ratios), and
+//! labelled only by bounded values (route templates, methods, status codes): never by a
+//! session id or a raw URI. Each server owns its own registry, so tests can run several.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Gauge, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, fine below a millisecond where keepalives live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// All metrics of one instance.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route template and status code.
+    pub http_requests_total: IntCounterVec,
+    /// HTTP request latency by method and route template.
+    pub http_request_duration_seconds: HistogramVec,
+    /// Sessions created.
+    pub sessions_created_total: IntCounter,
+    /// Keepalive requests by result (`extended`, `expired`).
+    pub keepalives_total: IntCounterVec,
+    /// Sessions ended by a logout.
+    pub sessions_ended_total: IntCounter,
+    /// Expired sessions removed by the purge.
+    pub sessions_purged_total: IntCounter,
+    /// Session changes written to the local store.
+    pub store_writes_total: IntCounter,
+    /// Duration of one batched commit of the local store.
+    pub store_flush_seconds: Histogram,
+    /// 1 for the current health status, 0 for the others.
+    pub health_status: IntGaugeVec,
+    /// Memory in use (working set), in bytes.
+    pub memory_used_bytes: Gauge,
+    /// Memory limit the use is measured against, in bytes.
+    pub memory_limit_bytes: Gauge,
+    /// 1 while the instance is ready for traffic.
+    pub ready: IntGauge,
+}
+
+/// Registering a metric only fails on a duplicate name or an invalid definition, both bugs in
+/// this file caught by its tests; there is no sensible way to run without metrics.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .unwrap_or_else(|err| panic!("invalid metric definition: {err}"));
+    metric
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("keepalive")
+}
+
+#[allow(clippy::new_without_default)]
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let build_info = register(
+            r,
+            IntGaugeVec::new(opts("build_info", "Version of the running keepalive, always 1."), &["version"])
+                .expect("valid metric"),
+        );
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let health_status = register(
+            r,
+            IntGaugeVec::new(
+                opts("health_status", "1 for the current health status (healthy, degraded, critical), 0 for the others."),
+                &["status"],
+            )
+            .expect("valid metric"),
+        );
+        for status in ["healthy", "degraded", "critical"] {
+            health_status.with_label_values(&[status]).set(0);
+        }
+        let keepalives_total = register(
+            r,
+            IntCounterVec::new(opts("keepalives_total", "Keepalive requests by result: extended or expired."), &["result"])
+                .expect("valid metric"),
+        );
+        for result in ["extended", "expired"] {
+            keepalives_total.with_label_values(&[result]);
+        }
+        Self {
+            http_requests_total: register(
+                r,
+                IntCounterVec::new(
+                    opts("http_requests_total", "HTTP requests by method, route template and status code."),
+                    &["method", "route", "status"],
+                )
+                .expect("valid metric"),
+            ),
+            http_request_duration_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::from(opts("http_request_duration_seconds", "HTTP request latency by method and route template."))
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["method", "route"],
+                )
+                .expect("valid metric"),
+            ),
+            sessions_created_total: register(r, IntCounter::with_opts(opts("sessions_created_total", "Sessions created.")).expect("valid metric")),
+            keepalives_total,
+            sessions_ended_total: register(r, IntCounter::with_opts(opts("sessions_ended_total", "Sessions ended by a logout.")).expect("valid metric")),
+            sessions_purged_total: register(
+                r,
+                IntCounter::with_opts(opts("sessions_purged_total", "Expired sessions removed from the local store.")).expect("valid metric"),
+            ),
+            store_writes_total: register(
+                r,
+                IntCounter::with_opts(opts("store_writes_total", "Session changes written to the local store.")).expect("valid metric"),
+            ),
+            store_flush_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::from(opts("store_flush_seconds", "Duration of one batched, durable commit of the local store."))
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            health_status,
+            memory_used_bytes: register(r, Gauge::with_opts(opts("memory_used_bytes", "Memory in use (working set), in bytes.")).expect("valid metric")),
+            memory_limit_bytes: register(
+                r,
+                Gauge::with_opts(opts("memory_limit_bytes", "Memory limit the use is measured against (container limit, else host memory), in bytes."))
+                    .expect("valid metric"),
+            ),
+            ready: register(r, IntGauge::with_opts(opts("ready", "1 while the instance is ready for traffic.")).expect("valid metric")),
+            registry,
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which `new` cannot build.
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_metrics() {
+        let metrics = Metrics::new();
+        metrics.sessions_created_total.inc();
+        let text = metrics.render();
+        assert!(text.contains("keepalive_sessions_created_total 1"), "{text}");
+        assert!(text.contains("keepalive_build_info{version="), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("keepalive_"), "{line}");
+        }
+    }
+}

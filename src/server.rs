@@ -1,0 +1,142 @@
+//! Wires the parts together and serves until shut down.
+//!
+//! Start: open the store, run the first health check, start the monitor, mark ready, serve.
+//! Shutdown (the `shutdown` future resolves, on SIGTERM or SIGINT in the binary): `/readyz`
+//! turns 503, the listener keeps accepting for the drain delay so load balancers move away,
+//! then closes; in-flight requests get the shutdown timeout to finish; the monitor stops; the
+//! store writes what is pending and closes. `run` returns only when all of that is done.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::health::{HealthMonitor, HealthOptions};
+use crate::http::{self, AppState, Readiness};
+use crate::metrics::Metrics;
+use crate::session::{SessionStore, Sessions, StoreError};
+use crate::store::local::{LocalStore, LocalStoreOptions};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The session store could not be opened.
+    #[error("cannot open the session store: {0}")]
+    Store(#[from] StoreError),
+    /// Serving failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What a test may replace: the clock and the root of `/proc` and `/sys`.
+#[derive(Clone)]
+pub struct Environment {
+    /// The wall clock sessions are timed by.
+    pub clock: Arc<dyn Clock>,
+    /// Root of `/proc` and `/sys` for the memory check.
+    pub proc_root: PathBuf,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), proc_root: PathBuf::from("/") }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then shuts down cleanly.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    run_with(config, listener, shutdown, Environment::default()).await
+}
+
+/// [`run`] with a chosen clock and `/proc` root.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    env: Environment,
+) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let local = LocalStore::open(
+        &config.store.data_dir,
+        LocalStoreOptions { flush_interval: config.store.flush_interval, purge_interval: config.store.purge_interval },
+        Arc::clone(&env.clock),
+        Arc::clone(&metrics),
+    )
+    .await?;
+    tracing::info!(path = %local.path().display(), "local session store opened");
+    if config.redis_url.is_some() {
+        tracing::warn!("REDIS_URL is set, but this version keeps sessions in the local store only; health reports redis: disabled");
+    }
+    let store: Arc<dyn SessionStore> = Arc::new(local);
+
+    let monitor = HealthMonitor::start(
+        HealthOptions {
+            interval: config.health.interval,
+            memory_warning: config.health.memory_warning,
+            memory_critical: config.health.memory_critical,
+            root: env.proc_root.clone(),
+        },
+        Arc::clone(&store),
+        Arc::clone(&env.clock),
+        Arc::clone(&metrics),
+    )
+    .await;
+
+    let readiness = Readiness::default();
+    let state = AppState {
+        sessions: Sessions::new(Arc::clone(&store), Arc::clone(&env.clock), config.session.clone()),
+        health: monitor.subscribe(),
+        client: config.client,
+        health_token: config.health.token.clone(),
+        metrics: Arc::clone(&metrics),
+        readiness: readiness.clone(),
+    };
+    let router = http::app(state, config.server.request_timeout);
+
+    let draining = CancellationToken::new();
+    let graceful = {
+        let draining = draining.clone();
+        let readiness = readiness.clone();
+        let metrics = Arc::clone(&metrics);
+        let drain_delay = config.server.drain_delay;
+        async move {
+            shutdown.await;
+            readiness.set(false);
+            metrics.ready.set(0);
+            draining.cancel();
+            tracing::info!(drain_delay = %humantime::format_duration(drain_delay), "shutting down: no longer ready, draining");
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
+    let deadline = {
+        let draining = draining.clone();
+        let limit = config.server.drain_delay + config.server.shutdown_timeout;
+        async move {
+            draining.cancelled().await;
+            tokio::time::sleep(limit).await;
+        }
+    };
+
+    tracing::info!(addr = %listener.local_addr()?, "listening on {}", listener.local_addr()?);
+    readiness.set(true);
+    metrics.ready.set(1);
+    let served = axum::serve(listener, router).with_graceful_shutdown(graceful);
+    let result = tokio::select! {
+        result = served => result,
+        () = deadline => {
+            tracing::warn!(shutdown_timeout = %humantime::format_duration(config.server.shutdown_timeout), "in-flight requests did not finish in time; closing them");
+            Ok(())
+        }
+    };
+
+    monitor.stop().await;
+    let closed = store.close().await;
+    result?;
+    closed?;
+    tracing::info!("stopped; sessions flushed to the local store");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The trait every session store implements, and its error type.
+//!
+//! A store keeps records and their expiry; the lifetime rules themselves live in
+//! [`SessionRecord`](super::SessionRecord). Stores compose: the failover store is two stores
+//! behind this same trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+
+use super::{SessionId, SessionRecord};
+
+/// What the health check reports about the shared (Redis) store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedStoreState {
+    /// No shared store is configured.
+    Disabled,
+    /// The shared store answers.
+    Ok,
+    /// The shared store does not answer; sessions are served locally.
+    Offline,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk, database, network).
+    #[error("session store backend failed: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("stored session record is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is shutting down and accepts no more work.
+    #[error("session store is closed")]
+    Closed,
+}
+
+/// A place sessions live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session. It is durable when this returns.
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError>;
+
+    /// The live session with this id at `now`, without extending it.
+    async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Keeps a live session alive at `now` (see [`SessionRecord::touch`]) and returns it as
+    /// extended; `None` when it is unknown or expired. Extensions may be batched: a crash may
+    /// lose the last second of them, never a creation.
+    async fn touch(&self, id: &SessionId, now: Millis, idle: Duration) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Ends a session. It is durable when this returns. Returns whether it existed.
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Writes everything pending to durable storage.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Flushes and stops the store's background work; later calls fail with `Closed`.
+    async fn close(&self) -> Result<(), StoreError>;
+
+    /// The state of the shared store, for the health check.
+    fn shared_state(&self) -> SharedStoreState {
+        SharedStoreState::Disabled
+    }
+}

@@ -1,0 +1,137 @@
+//! The redb file: two tables and the three transactions the store runs on them.
+//!
+//! `sessions` maps an id to its encoded record. `expiry` is an index of (idle expiry, id),
+//! so the purge walks only the expired prefix: its cost grows with the number of sessions that
+//! expired, not with the number stored.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::clock::Millis;
+use crate::session::{ID_BYTES, SessionId, SessionRecord, StoreError};
+
+use super::codec;
+
+type Key = [u8; ID_BYTES];
+const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
+const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
+
+/// A pending change to one session.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Store this record (a creation or an extension).
+    Put(SessionRecord),
+    /// Remove the session.
+    Delete,
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+fn index_key(expires_at: Millis, id: &Key) -> (u64, Key) {
+    (u64::try_from(expires_at).unwrap_or(0), *id)
+}
+
+/// Opens (or creates) the database file and its tables.
+pub fn open(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|err| match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+            "{} is already in use by another keepalive process; give each instance its own data directory",
+            path.display()
+        )),
+        other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
+    })?;
+    let txn = db.begin_write().map_err(backend)?;
+    txn.open_table(SESSIONS).map_err(backend)?;
+    txn.open_table(EXPIRY).map_err(backend)?;
+    txn.commit().map_err(backend)?;
+    Ok(db)
+}
+
+/// Reads one session as stored (live or not).
+pub fn get(db: &Database, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(SESSIONS).map_err(backend)?;
+    match table.get(id.as_bytes()).map_err(backend)? {
+        Some(value) => codec::decode(*id, value.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The number of stored sessions, live or awaiting the purge.
+pub fn count(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(SESSIONS).map_err(backend)?;
+    table.len().map_err(backend)
+}
+
+/// Writes batches of changes in one durable transaction, keeping the index in step.
+pub fn apply<'a>(
+    db: &Database,
+    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Change>>,
+) -> Result<usize, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let mut written = 0;
+    {
+        let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        for batch in batches {
+            for (id, change) in batch {
+                let key = id.as_bytes();
+                let old_expiry = match sessions.get(key).map_err(backend)? {
+                    Some(value) => Some(codec::expires_at(value.value())?),
+                    None => None,
+                };
+                if let Some(old) = old_expiry {
+                    expiry.remove(index_key(old, key)).map_err(backend)?;
+                }
+                match change {
+                    Change::Put(record) => {
+                        sessions.insert(key, codec::encode(record).as_slice()).map_err(backend)?;
+                        expiry.insert(index_key(record.expires_at, key), ()).map_err(backend)?;
+                    }
+                    Change::Delete => {
+                        sessions.remove(key).map_err(backend)?;
+                    }
+                }
+                written += 1;
+            }
+        }
+    }
+    txn.commit().map_err(backend)?;
+    Ok(written)
+}
+
+/// Removes up to `limit` sessions that expired before `now`; returns how many it removed.
+pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let removed;
+    {
+        let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        let upper = index_key(now, &[0; ID_BYTES]);
+        let expired: Vec<(u64, Key)> = expiry
+            .range(..upper)
+            .map_err(backend)?
+            .take(limit)
+            .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        removed = expired.len();
+        for (at, id) in expired {
+            expiry.remove((at, id)).map_err(backend)?;
+            let current = match sessions.get(&id).map_err(backend)? {
+                Some(value) => Some(codec::expires_at(value.value())?),
+                None => None,
+            };
+            // An index entry left behind by an extension points at a record that lives on.
+            if current.is_some_and(|exp| exp <= now) {
+                sessions.remove(&id).map_err(backend)?;
+            }
+        }
+    }
+    txn.commit().map_err(backend)?;
+    Ok(removed)
+}

@@ -1,0 +1,299 @@
+//! The durable embedded session store: a redb file in the data directory.
+//!
+//! It is the default store and, with Redis, the local copy that keeps sessions alive through
+//! an outage. Creations and logouts are on disk before they are answered; keepalive extensions
+//! gather in an [`overlay`] and one background writer commits them together every flush
+//! interval (at most a second), so a keepalive never costs a disk flush. The same writer
+//! purges expired sessions through the expiry index. The writer owns the database's write side
+//! and stops, after a last flush, when the store is closed.
+
+mod codec;
+mod db;
+mod overlay;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redb::Database;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Millis};
+use crate::metrics::Metrics;
+use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+
+use db::Change;
+use overlay::Overlay;
+
+/// Name of the database file inside the data directory.
+pub const FILE_NAME: &str = "sessions.redb";
+/// Most sessions one purge transaction removes; the purge loops until none is left.
+const PURGE_BATCH: usize = 10_000;
+
+/// Timing of the store's background work.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalStoreOptions {
+    /// Period of the batched writes.
+    pub flush_interval: Duration,
+    /// Period of the purge of expired sessions.
+    pub purge_interval: Duration,
+}
+
+/// State shared by the request side and the writer.
+struct Shared {
+    db: Database,
+    overlay: Overlay,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+/// The durable embedded store.
+pub struct LocalStore {
+    shared: Arc<Shared>,
+    flush_requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    closed: AtomicBool,
+    stop: CancellationToken,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store in `data_dir` and starts its writer.
+    pub async fn open(
+        data_dir: &Path,
+        options: LocalStoreOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        let dir = data_dir.to_owned();
+        let file = path.clone();
+        let db = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|err| {
+                StoreError::Backend(format!("cannot create the data directory {}: {err}", dir.display()))
+            })?;
+            db::open(&file)
+        })
+        .await
+        .map_err(|err| StoreError::Backend(err.to_string()))??;
+
+        let shared = Arc::new(Shared { db, overlay: Overlay::default(), clock, metrics });
+        let (tx, rx) = mpsc::channel(1024);
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(writer(Arc::clone(&shared), rx, options, stop.clone()));
+        Ok(Self {
+            shared,
+            flush_requests: tx,
+            closed: AtomicBool::new(false),
+            stop,
+            writer: Mutex::new(Some(writer)),
+            path,
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The number of stored sessions (live, or expired and awaiting the purge).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || db::count(&shared.db))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    /// Purges the sessions expired at the store's current time now; returns how many went.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || purge_all(&shared))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads the newest state of a session: the overlay, else the database.
+    fn current(&self, shard: &overlay::Shard, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        match shard.get(id) {
+            Some(Change::Put(record)) => Ok(Some(record.clone())),
+            Some(Change::Delete) => Ok(None),
+            None => db::get(&self.shared.db, id),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for LocalStore {
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.check_open()?;
+        self.shared.overlay.shard(&record.id).put(record.id, Change::Put(record));
+        self.flush().await
+    }
+
+    async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let shard = self.shared.overlay.shard(id);
+        Ok(self.current(&shard, id)?.filter(|r| r.is_live(now)))
+    }
+
+    async fn touch(&self, id: &SessionId, now: Millis, idle: Duration) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let mut shard = self.shared.overlay.shard(id);
+        let Some(mut record) = self.current(&shard, id)?.filter(|r| r.is_live(now)) else {
+            return Ok(None);
+        };
+        record.touch(now, idle);
+        shard.put(*id, Change::Put(record.clone()));
+        Ok(Some(record))
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.check_open()?;
+        let existed = {
+            let mut shard = self.shared.overlay.shard(id);
+            let existed = self.current(&shard, id)?.is_some();
+            shard.put(*id, Change::Delete);
+            existed
+        };
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_requests.send(tx).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Backend)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Release);
+        self.stop.cancel();
+        if let Some(writer) = self.writer.lock().await.take() {
+            writer.await.map_err(|err| StoreError::Backend(err.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // A store dropped without `close` still stops its writer, which flushes on its way out.
+        self.stop.cancel();
+    }
+}
+
+/// The writer: commits the overlay every flush interval or when asked (group commit: every
+/// request waiting when a commit starts is answered by it), purges every purge interval, and
+/// flushes one last time when stopped.
+async fn writer(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    options: LocalStoreOptions,
+    stop: CancellationToken,
+) {
+    let mut flush_tick = tokio::time::interval(options.flush_interval);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purge_tick = tokio::time::interval(options.purge_interval);
+    purge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    purge_tick.reset();
+    loop {
+        let mut waiters = Vec::new();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            Some(waiter) = requests.recv() => waiters.push(waiter),
+            _ = flush_tick.tick() => {}
+            _ = purge_tick.tick() => {
+                let s = Arc::clone(&shared);
+                match tokio::task::spawn_blocking(move || { flush_blocking(&s)?; purge_all(&s) }).await {
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(purged = n, "expired sessions purged"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::error!(error = %err, "purge of expired sessions failed"),
+                    Err(err) => tracing::error!(error = %err, "purge task failed"),
+                }
+                continue;
+            }
+        }
+        while let Ok(waiter) = requests.try_recv() {
+            waiters.push(waiter);
+        }
+        let result = flush(&shared).await.map_err(|e| e.to_string());
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "writing sessions to the local store failed; will retry");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+    requests.close();
+    let mut waiters = Vec::new();
+    while let Ok(waiter) = requests.try_recv() {
+        waiters.push(waiter);
+    }
+    let result = flush(&shared).await.map_err(|e| e.to_string());
+    match &result {
+        Ok(()) => tracing::debug!("local store flushed and closed"),
+        Err(err) => tracing::error!(error = %err, "last flush of the local store failed"),
+    }
+    for waiter in waiters {
+        let _ = waiter.send(result.clone());
+    }
+}
+
+async fn flush(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let s = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || flush_blocking(&s))
+        .await
+        .map_err(|err| StoreError::Backend(err.to_string()))?
+}
+
+fn flush_blocking(shared: &Shared) -> Result<(), StoreError> {
+    let batches = shared.overlay.begin_flush();
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    match db::apply(&shared.db, batches.iter().map(|b| b.as_ref())) {
+        Ok(written) => {
+            shared.overlay.end_flush();
+            shared.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+            shared.metrics.store_writes_total.inc_by(written as u64);
+            Ok(())
+        }
+        Err(err) => {
+            shared.overlay.abort_flush();
+            Err(err)
+        }
+    }
+}
+
+fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
+    let now = shared.clock.now();
+    let mut total = 0;
+    loop {
+        let removed = db::purge(&shared.db, now, PURGE_BATCH)?;
+        total += removed;
+        if removed < PURGE_BATCH {
+            break;
+        }
+    }
+    shared.metrics.sessions_purged_total.inc_by(total as u64);
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

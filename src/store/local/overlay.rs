@@ -1,0 +1,99 @@
+//! Changes not yet on disk, in front of the database.
+//!
+//! Keepalive extensions are not written one by one: each lands here and the writer commits
+//! them in one transaction per flush interval. Reads look here first. A change moves from
+//! `pending` to `flushing` while the writer commits it, and disappears once it is on disk, so
+//! a read always sees the newest state. Each shard's lock is held across a keepalive's read,
+//! extend and write, so a logout can never be undone by a keepalive that read the session
+//! just before it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::mem;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::session::SessionId;
+
+use super::db::Change;
+
+const SHARDS: usize = 64;
+
+/// One shard of the overlay.
+#[derive(Default)]
+pub struct Shard {
+    pending: HashMap<SessionId, Change>,
+    flushing: Arc<HashMap<SessionId, Change>>,
+}
+
+impl Shard {
+    /// The newest change to `id` not yet on disk.
+    pub fn get(&self, id: &SessionId) -> Option<&Change> {
+        self.pending.get(id).or_else(|| self.flushing.get(id))
+    }
+
+    /// Records a change.
+    pub fn put(&mut self, id: SessionId, change: Change) {
+        self.pending.insert(id, change);
+    }
+}
+
+/// The sharded overlay.
+pub struct Overlay {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Overlay {
+    /// Locks the shard that holds `id`. A poisoned lock only means a thread panicked while
+    /// holding it; the maps stay consistent, so the guard is taken back.
+    pub fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(id) as usize) % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves every pending change to `flushing` and returns them for the writer.
+    pub fn begin_flush(&self) -> Vec<Arc<HashMap<SessionId, Change>>> {
+        let mut batches = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if shard.pending.is_empty() {
+                continue;
+            }
+            let batch = Arc::new(mem::take(&mut shard.pending));
+            shard.flushing = Arc::clone(&batch);
+            batches.push(batch);
+        }
+        batches
+    }
+
+    /// The flushed changes are on disk: forget them.
+    pub fn end_flush(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if !shard.flushing.is_empty() {
+                shard.flushing = Arc::default();
+            }
+        }
+    }
+
+    /// The commit failed: put the flushed changes back under any newer pending ones, so the
+    /// next flush retries them.
+    pub fn abort_flush(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let flushing = mem::take(&mut shard.flushing);
+            for (id, change) in flushing.iter() {
+                shard.pending.entry(*id).or_insert_with(|| change.clone());
+            }
+        }
+    }
+}
