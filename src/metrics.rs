@@ -5,13 +5,14 @@
 //! session id or a raw URI. Each server owns its own registry, so tests can run several.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Gauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, fine below a millisecond where keepalives live.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// All metrics of one instance.
@@ -64,10 +65,15 @@ impl Metrics {
         let r = &registry;
         let build_info = register(
             r,
-            IntGaugeVec::new(opts("build_info", "Version of the running keepalive, always 1."), &["version"])
-                .expect("valid metric"),
+            IntGaugeVec::new(
+                opts("build_info", "Version of the running keepalive, always 1."),
+                &["version"],
+            )
+            .expect("valid metric"),
         );
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         let health_status = register(
             r,
             IntGaugeVec::new(
@@ -81,8 +87,14 @@ impl Metrics {
         }
         let keepalives_total = register(
             r,
-            IntCounterVec::new(opts("keepalives_total", "Keepalive requests by result: extended or expired."), &["result"])
-                .expect("valid metric"),
+            IntCounterVec::new(
+                opts(
+                    "keepalives_total",
+                    "Keepalive requests by result: extended or expired.",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
         );
         for result in ["extended", "expired"] {
             keepalives_total.with_label_values(&[result]);
@@ -156,7 +168,10 @@ mod tests {
         let metrics = Metrics::new();
         metrics.sessions_created_total.inc();
         let text = metrics.render();
-        assert!(text.contains("keepalive_sessions_created_total 1"), "{text}");
+        assert!(
+            text.contains("keepalive_sessions_created_total 1"),
+            "{text}"
+        );
         assert!(text.contains("keepalive_build_info{version="), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("keepalive_"), "{line}");

@@ -43,12 +43,19 @@ pub struct Environment {
 
 impl Default for Environment {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), proc_root: PathBuf::from("/") }
+        Self {
+            clock: Arc::new(SystemClock),
+            proc_root: PathBuf::from("/"),
+        }
     }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down cleanly.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     run_with(config, listener, shutdown, Environment::default()).await
 }
 
@@ -62,14 +69,19 @@ pub async fn run_with(
     let metrics = Arc::new(Metrics::new());
     let local = LocalStore::open(
         &config.store.data_dir,
-        LocalStoreOptions { flush_interval: config.store.flush_interval, purge_interval: config.store.purge_interval },
+        LocalStoreOptions {
+            flush_interval: config.store.flush_interval,
+            purge_interval: config.store.purge_interval,
+        },
         Arc::clone(&env.clock),
         Arc::clone(&metrics),
     )
     .await?;
     tracing::info!(path = %local.path().display(), "local session store opened");
     if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set, but this version keeps sessions in the local store only; health reports redis: disabled");
+        tracing::warn!(
+            "REDIS_URL is set, but this version keeps sessions in the local store only; health reports redis: disabled"
+        );
     }
     let store: Arc<dyn SessionStore> = Arc::new(local);
 
@@ -88,7 +100,11 @@ pub async fn run_with(
 
     let readiness = Readiness::default();
     let state = AppState {
-        sessions: Sessions::new(Arc::clone(&store), Arc::clone(&env.clock), config.session.clone()),
+        sessions: Sessions::new(
+            Arc::clone(&store),
+            Arc::clone(&env.clock),
+            config.session.clone(),
+        ),
         health: monitor.subscribe(),
         client: config.client,
         health_token: config.health.token.clone(),

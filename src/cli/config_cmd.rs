@@ -25,7 +25,10 @@ pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
             .iter()
             .map(|key| {
                 let value = layers.display_value(key);
-                (key.to_string(), json!({"value": value, "source": layers.origin(key).to_string()}))
+                (
+                    key.to_string(),
+                    json!({"value": value, "source": layers.origin(key).to_string()}),
+                )
             })
             .collect();
         let doc = json!({
@@ -40,7 +43,9 @@ pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
         println!("environment: {}", layers.environment());
         let width = KEYS.iter().map(|k| k.len()).max().unwrap_or(0);
         for key in KEYS {
-            let value = layers.display_value(key).unwrap_or_else(|| "(not set)".to_owned());
+            let value = layers
+                .display_value(key)
+                .unwrap_or_else(|| "(not set)".to_owned());
             println!("{key:<width$}  {value:<24}  {}", layers.origin(key));
         }
         for var in layers.unknown_vars() {

@@ -27,7 +27,10 @@ pub fn run(file: Option<PathBuf>) -> ExitCode {
     }
     banner(&config);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");
@@ -63,7 +66,11 @@ fn config_error(err: &crate::config::ConfigError) -> ExitCode {
 fn banner(config: &Config) {
     let c = &config.client;
     let health_period = c.tick * c.health_check_frequency;
-    let redis = config.redis_url.as_ref().map(|u| redact_url(u.expose())).unwrap_or_else(|| "not configured".to_owned());
+    let redis = config
+        .redis_url
+        .as_ref()
+        .map(|u| redact_url(u.expose()))
+        .unwrap_or_else(|| "not configured".to_owned());
     tracing::info!(
         environment = %config.environment,
         listen = %config.server.listen,

@@ -12,9 +12,9 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
+use super::Environment;
 use super::error::ConfigError;
 use super::raw::{KEYS, RawConfig, SECRET_KEYS};
-use super::Environment;
 
 /// Prefix of the environment variables that set keepalive's settings.
 pub const ENV_PREFIX: &str = "KEEPALIVE_";
@@ -23,7 +23,11 @@ pub const CONFIG_FILE_VAR: &str = "KEEPALIVE_CONFIG";
 
 /// Variables read without the prefix, for compatibility with existing deployments. The
 /// prefixed name wins when both are set.
-const ALIASES: &[(&str, &str)] = &[("port", "PORT"), ("redis_url", "REDIS_URL"), ("env", "NODE_ENV")];
+const ALIASES: &[(&str, &str)] = &[
+    ("port", "PORT"),
+    ("redis_url", "REDIS_URL"),
+    ("env", "NODE_ENV"),
+];
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +79,9 @@ impl Layers {
         let mut env = BTreeMap::new();
         let mut unknown_vars = Vec::new();
         for (name, value) in &vars {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let key = rest.to_ascii_lowercase();
             if KEYS.contains(&key.as_str()) {
                 env.insert(key, (name.clone(), value.clone()));
@@ -97,7 +103,10 @@ impl Layers {
         let (environment, environment_origin) = match (env.get("env"), file_value(&file, "env")) {
             (Some((var, value)), _) => (value.clone(), Origin::Env(var.clone())),
             (None, Some((path, value))) => (value, Origin::File(path)),
-            (None, None) => ("development".to_owned(), Origin::Default(Environment::Development)),
+            (None, None) => (
+                "development".to_owned(),
+                Origin::Default(Environment::Development),
+            ),
         };
         let environment = Environment::parse(&environment).ok_or_else(|| ConfigError::Invalid {
             key: "env",
@@ -108,7 +117,10 @@ impl Layers {
 
         let mut figment = Figment::from(Serialized::defaults(RawConfig::defaults_for(environment)));
         if let Some((path, dict)) = &file {
-            figment = figment.merge(DictLayer::new(format!("config file {}", path.display()), dict.clone()));
+            figment = figment.merge(DictLayer::new(
+                format!("config file {}", path.display()),
+                dict.clone(),
+            ));
         }
         let env_dict: Dict = env
             .iter()
@@ -116,7 +128,13 @@ impl Layers {
             .collect();
         figment = figment.merge(DictLayer::new("environment variables".to_owned(), env_dict));
 
-        Ok(Self { figment, environment, file, env, unknown_vars })
+        Ok(Self {
+            figment,
+            environment,
+            file,
+            env,
+            unknown_vars,
+        })
     }
 
     /// The environment whose defaults form the bottom layer.
@@ -156,7 +174,11 @@ impl Layers {
     pub(super) fn extract(&self) -> Result<RawConfig, ConfigError> {
         self.figment.extract::<RawConfig>().map_err(|err| {
             let key = err.path.first().cloned().unwrap_or_default();
-            let static_key = KEYS.iter().copied().find(|k| *k == key).unwrap_or("configuration");
+            let static_key = KEYS
+                .iter()
+                .copied()
+                .find(|k| *k == key)
+                .unwrap_or("configuration");
             ConfigError::Invalid {
                 key: static_key,
                 value: self.display_value(&key).unwrap_or_default(),
@@ -173,15 +195,20 @@ fn read_file(path: &Path) -> Result<Dict, ConfigError> {
         path: path.to_owned(),
         reason: err.to_string(),
     })?;
-    let data = Toml::string(&text).data().map_err(|err| ConfigError::File {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
+    let data = Toml::string(&text)
+        .data()
+        .map_err(|err| ConfigError::File {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
     let dict = data.into_values().next().unwrap_or_default();
     if let Some(key) = dict.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(ConfigError::File {
             path: path.to_owned(),
-            reason: format!("unknown setting `{key}` (known settings: {})", KEYS.join(", ")),
+            reason: format!(
+                "unknown setting `{key}` (known settings: {})",
+                KEYS.join(", ")
+            ),
         });
     }
     Ok(dict)
@@ -213,21 +240,19 @@ fn parse_env_value(key: &str, value: &str) -> Value {
 fn value_text(value: &Value) -> String {
     match value {
         Value::String(_, s) => s.clone(),
-        Value::Char(_, c) => c.to_string(),
-        Value::Bool(_, b) => b.to_string(),
-        Value::Num(_, n) => match n.to_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            Some(f) => f.to_string(),
-            None => format!("{n:?}"),
+        other => match serde_json::to_value(other) {
+            Ok(serde_json::Value::String(s)) => s,
+            Ok(json) => json.to_string(),
+            Err(_) => format!("{other:?}"),
         },
-        Value::Empty(_, _) => String::new(),
-        Value::Dict(_, _) | Value::Array(_, _) => format!("{value:?}"),
     }
 }
 
 /// Hides the password (and user) of a URL, keeping scheme, host, port and path.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     match rest.rsplit_once('@') {
         Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
         None => url.to_owned(),
@@ -239,13 +264,20 @@ fn describe_kind(kind: &figment::error::Kind, key: &str) -> String {
     match kind {
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
             if expected.contains("duration") || expected.contains("Duration") {
-                format!("must be a duration with a unit, such as 500ms, 30s, 10m or 12h (found {actual})")
+                format!(
+                    "must be a duration with a unit, such as 500ms, 30s, 10m or 12h (found {actual})"
+                )
             } else {
                 format!("expected {expected}, found {actual}")
             }
         }
         Kind::Message(msg) => {
-            if key.ends_with("timeout") || key.ends_with("interval") || key == "tick" || key.ends_with("lifetime") || key.ends_with("delay") {
+            if key.ends_with("timeout")
+                || key.ends_with("interval")
+                || key == "tick"
+                || key.ends_with("lifetime")
+                || key.ends_with("delay")
+            {
                 format!("must be a duration with a unit, such as 500ms, 30s, 10m or 12h ({msg})")
             } else {
                 msg.clone()

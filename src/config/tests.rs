@@ -3,7 +3,10 @@ use std::time::Duration;
 use super::*;
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -17,7 +20,10 @@ fn development_is_the_default() {
     assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(config.store.data_dir, PathBuf::from("./data"));
     assert_eq!(config.session.idle_timeout, Duration::from_secs(600));
-    assert_eq!(config.session.absolute_lifetime, Duration::from_secs(12 * 3600));
+    assert_eq!(
+        config.session.absolute_lifetime,
+        Duration::from_secs(12 * 3600)
+    );
     assert!(!config.session.cookie_secure);
     assert_eq!(config.log.format, LogFormat::Text);
 }
@@ -68,7 +74,10 @@ fn production_tick_under_25s_names_key_value_origin_and_rule() {
     let text = err.to_string();
     assert!(text.contains("tick"), "{text}");
     assert!(text.contains("10s"), "{text}");
-    assert!(text.contains("environment variable KEEPALIVE_TICK"), "{text}");
+    assert!(
+        text.contains("environment variable KEEPALIVE_TICK"),
+        "{text}"
+    );
     assert!(text.contains("at least 25s in production"), "{text}");
 }
 
@@ -91,7 +100,10 @@ fn durations_need_units() {
 #[test]
 fn unknown_environment_is_rejected() {
     let err = load(&[("NODE_ENV", "prodution")]).unwrap_err();
-    assert!(err.to_string().contains("environment variable NODE_ENV"), "{err}");
+    assert!(
+        err.to_string().contains("environment variable NODE_ENV"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,15 +117,29 @@ fn unknown_prefixed_variables_are_reported_not_fatal() {
 fn file_layer_sits_between_defaults_and_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keepalive.toml");
-    std::fs::write(&path, "env = \"staging\"\ntick = \"40s\"\nidle_timeout = \"20m\"\n").expect("write");
-    let layers = Layers::new(Some(path.clone()), vars(&[("KEEPALIVE_IDLE_TIMEOUT", "30m")])).expect("layers");
+    std::fs::write(
+        &path,
+        "env = \"staging\"\ntick = \"40s\"\nidle_timeout = \"20m\"\n",
+    )
+    .expect("write");
+    let layers = Layers::new(
+        Some(path.clone()),
+        vars(&[("KEEPALIVE_IDLE_TIMEOUT", "30m")]),
+    )
+    .expect("layers");
     let config = layers.validate().expect("valid");
     assert_eq!(config.environment, Environment::Staging);
     assert_eq!(config.client.tick, Duration::from_secs(40));
     assert_eq!(config.session.idle_timeout, Duration::from_secs(1800));
     assert_eq!(layers.origin("tick"), Origin::File(path));
-    assert_eq!(layers.origin("idle_timeout"), Origin::Env("KEEPALIVE_IDLE_TIMEOUT".to_owned()));
-    assert_eq!(layers.origin("timeout"), Origin::Default(Environment::Staging));
+    assert_eq!(
+        layers.origin("idle_timeout"),
+        Origin::Env("KEEPALIVE_IDLE_TIMEOUT".to_owned())
+    );
+    assert_eq!(
+        layers.origin("timeout"),
+        Origin::Default(Environment::Staging)
+    );
 }
 
 #[test]
@@ -131,11 +157,20 @@ fn unknown_file_keys_and_missing_files_are_errors() {
 fn secrets_are_redacted() {
     let layers = Layers::new(
         None,
-        vars(&[("REDIS_URL", "redis://user:hunter2@cache:6379/0"), ("KEEPALIVE_HEALTH_TOKEN", "0123456789abcdef0")]),
+        vars(&[
+            ("REDIS_URL", "redis://user:hunter2@cache:6379/0"),
+            ("KEEPALIVE_HEALTH_TOKEN", "0123456789abcdef0"),
+        ]),
     )
     .expect("layers");
-    assert_eq!(layers.display_value("redis_url").as_deref(), Some("redis://<redacted>@cache:6379/0"));
-    assert_eq!(layers.display_value("health_token").as_deref(), Some("<redacted>"));
+    assert_eq!(
+        layers.display_value("redis_url").as_deref(),
+        Some("redis://<redacted>@cache:6379/0")
+    );
+    assert_eq!(
+        layers.display_value("health_token").as_deref(),
+        Some("<redacted>")
+    );
     let config = layers.validate().expect("valid");
     assert!(!format!("{config:?}").contains("hunter2"));
     assert!(!format!("{config:?}").contains("0123456789abcdef0"));

@@ -28,7 +28,9 @@ impl Layers {
         // Every field has a default, so a missing one is a bug in the defaults, reported as such.
         macro_rules! get {
             ($field:ident) => {
-                raw.$field.clone().ok_or_else(|| fail(stringify!($field), "must be set".to_owned()))?
+                raw.$field
+                    .clone()
+                    .ok_or_else(|| fail(stringify!($field), "must be set".to_owned()))?
             };
         }
         let environment = self.environment();
@@ -36,7 +38,12 @@ impl Layers {
         let bind: IpAddr = get!(bind)
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
-            .map_err(|_| fail("bind", "must be an IP address such as 0.0.0.0, 127.0.0.1 or ::".to_owned()))?;
+            .map_err(|_| {
+                fail(
+                    "bind",
+                    "must be an IP address such as 0.0.0.0, 127.0.0.1 or ::".to_owned(),
+                )
+            })?;
         let listen = SocketAddr::new(bind, get!(port));
 
         let tick = get!(tick);
@@ -45,10 +52,19 @@ impl Layers {
             return Err(fail("tick", "must be greater than zero".to_owned()));
         }
         if environment == Environment::Production && tick < MIN_PRODUCTION_TICK {
-            return Err(fail("tick", "must be at least 25s in production: more frequent pings only add load".to_owned()));
+            return Err(fail(
+                "tick",
+                "must be at least 25s in production: more frequent pings only add load".to_owned(),
+            ));
         }
         if timeout.is_zero() || timeout >= tick {
-            return Err(fail("timeout", format!("must be greater than zero and shorter than the tick ({})", humantime::format_duration(tick))));
+            return Err(fail(
+                "timeout",
+                format!(
+                    "must be greater than zero and shorter than the tick ({})",
+                    humantime::format_duration(tick)
+                ),
+            ));
         }
         let max_retries = get!(max_retries);
         if max_retries > 10 {
@@ -56,42 +72,75 @@ impl Layers {
         }
         let health_check_frequency = get!(health_check_frequency);
         if health_check_frequency == 0 {
-            return Err(fail("health_check_frequency", "must be at least 1 (health every N ticks)".to_owned()));
+            return Err(fail(
+                "health_check_frequency",
+                "must be at least 1 (health every N ticks)".to_owned(),
+            ));
         }
 
         let idle_timeout = get!(idle_timeout);
         if idle_timeout <= tick + timeout {
-            return Err(fail("idle_timeout", format!(
-                "must be longer than tick + timeout ({}), or an active user's session could lapse between two pings",
-                humantime::format_duration(tick + timeout)
-            )));
+            return Err(fail(
+                "idle_timeout",
+                format!(
+                    "must be longer than tick + timeout ({}), or an active user's session could lapse between two pings",
+                    humantime::format_duration(tick + timeout)
+                ),
+            ));
         }
         let absolute_lifetime = get!(absolute_lifetime);
         if absolute_lifetime < idle_timeout {
-            return Err(fail("absolute_lifetime", format!("must be at least the idle timeout ({})", humantime::format_duration(idle_timeout))));
+            return Err(fail(
+                "absolute_lifetime",
+                format!(
+                    "must be at least the idle timeout ({})",
+                    humantime::format_duration(idle_timeout)
+                ),
+            ));
         }
         let cookie_name = get!(cookie_name);
-        if cookie_name.is_empty() || cookie_name.len() > 64 || !cookie_name.bytes().all(is_cookie_name_byte) {
-            return Err(fail("cookie_name", "must be 1 to 64 characters among letters, digits and !#$%&'*+-.^_`|~".to_owned()));
+        if cookie_name.is_empty()
+            || cookie_name.len() > 64
+            || !cookie_name.bytes().all(is_cookie_name_byte)
+        {
+            return Err(fail(
+                "cookie_name",
+                "must be 1 to 64 characters among letters, digits and !#$%&'*+-.^_`|~".to_owned(),
+            ));
         }
 
         let interval = get!(health_interval);
         if interval < Duration::from_millis(10) || interval > Duration::from_secs(60) {
-            return Err(fail("health_interval", "must be between 10ms and 60s".to_owned()));
+            return Err(fail(
+                "health_interval",
+                "must be between 10ms and 60s".to_owned(),
+            ));
         }
         let memory_warning = get!(memory_warning);
         let memory_critical = get!(memory_critical);
-        for (key, value) in [("memory_warning", memory_warning), ("memory_critical", memory_critical)] {
+        for (key, value) in [
+            ("memory_warning", memory_warning),
+            ("memory_critical", memory_critical),
+        ] {
             if !(value > 0.0 && value <= 100.0) {
-                return Err(fail(key, "must be a percentage above 0 and at most 100".to_owned()));
+                return Err(fail(
+                    key,
+                    "must be a percentage above 0 and at most 100".to_owned(),
+                ));
             }
         }
         if memory_warning >= memory_critical {
-            return Err(fail("memory_warning", format!("must be below memory_critical ({memory_critical})")));
+            return Err(fail(
+                "memory_warning",
+                format!("must be below memory_critical ({memory_critical})"),
+            ));
         }
         let token = raw.health_token.clone().map(Secret::new);
         if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-            return Err(fail("health_token", "must be at least 16 characters".to_owned()));
+            return Err(fail(
+                "health_token",
+                "must be at least 16 characters".to_owned(),
+            ));
         }
 
         let data_dir = PathBuf::from(get!(data_dir));
@@ -109,7 +158,10 @@ impl Layers {
 
         let request_timeout = get!(request_timeout);
         if request_timeout.is_zero() {
-            return Err(fail("request_timeout", "must be greater than zero".to_owned()));
+            return Err(fail(
+                "request_timeout",
+                "must be greater than zero".to_owned(),
+            ));
         }
         let redis_url = raw.redis_url.clone().map(|url| {
             let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
@@ -137,16 +189,30 @@ impl Layers {
                 drain_delay: get!(drain_delay),
                 shutdown_timeout: get!(shutdown_timeout),
             },
-            store: StoreSettings { data_dir, flush_interval, purge_interval },
+            store: StoreSettings {
+                data_dir,
+                flush_interval,
+                purge_interval,
+            },
             redis_url,
-            client: ClientSettings { tick, timeout, max_retries, health_check_frequency },
+            client: ClientSettings {
+                tick,
+                timeout,
+                max_retries,
+                health_check_frequency,
+            },
             session: SessionSettings {
                 idle_timeout,
                 absolute_lifetime,
                 cookie_name,
                 cookie_secure: get!(cookie_secure),
             },
-            health: HealthSettings { interval, memory_warning, memory_critical, token },
+            health: HealthSettings {
+                interval,
+                memory_warning,
+                memory_critical,
+                token,
+            },
             log: LogSettings { level, format },
         })
     }

@@ -66,7 +66,11 @@ pub fn read(root: &Path) -> io::Result<MemoryReading> {
     if let Some(reading) = cgroup_v1(root, &cgroups, host.total)? {
         return Ok(reading);
     }
-    Ok(MemoryReading { used_bytes: host.total.saturating_sub(host.available), limit_bytes: host.total, source: LimitSource::Host })
+    Ok(MemoryReading {
+        used_bytes: host.total.saturating_sub(host.available),
+        limit_bytes: host.total,
+        source: LimitSource::Host,
+    })
 }
 
 struct HostMemory {
@@ -83,8 +87,11 @@ fn host_memory(root: &Path) -> io::Result<HostMemory> {
             .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
             .map(|kib| kib * 1024)
     };
-    let total = field("MemTotal").ok_or_else(|| io::Error::other("no MemTotal in /proc/meminfo"))?;
-    let available = field("MemAvailable").or_else(|| field("MemFree")).unwrap_or(0);
+    let total =
+        field("MemTotal").ok_or_else(|| io::Error::other("no MemTotal in /proc/meminfo"))?;
+    let available = field("MemAvailable")
+        .or_else(|| field("MemFree"))
+        .unwrap_or(0);
     Ok(HostMemory { total, available })
 }
 
@@ -96,8 +103,13 @@ fn stat_field(dir: &Path, name: &str) -> u64 {
     fs::read_to_string(dir.join("memory.stat"))
         .ok()
         .and_then(|stat| {
-            stat.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            stat.lines().find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
         })
         .unwrap_or(0)
 }
@@ -105,7 +117,10 @@ fn stat_field(dir: &Path, name: &str) -> u64 {
 /// The cgroup directory of this process: the path from `/proc/self/cgroup` when it exists
 /// under the mount, else the mount itself (as seen inside a container's cgroup namespace).
 fn cgroup_dir(mount: PathBuf, relative: Option<&str>) -> PathBuf {
-    if let Some(rel) = relative.map(|r| r.trim_start_matches('/')).filter(|r| !r.is_empty()) {
+    if let Some(rel) = relative
+        .map(|r| r.trim_start_matches('/'))
+        .filter(|r| !r.is_empty())
+    {
         let dir = mount.join(rel);
         if dir.is_dir() {
             return dir;
@@ -121,7 +136,9 @@ fn cgroup_v2(root: &Path, cgroups: &str, host_total: u64) -> io::Result<Option<M
         return Ok(None);
     }
     let leaf = cgroup_dir(mount.clone(), relative);
-    let Some(current) = read_u64(&leaf.join("memory.current")) else { return Ok(None) };
+    let Some(current) = read_u64(&leaf.join("memory.current")) else {
+        return Ok(None);
+    };
     let used = current.saturating_sub(stat_field(&leaf, "inactive_file"));
     // A limit may be set on any ancestor; the tightest one applies.
     let mut limit = None::<u64>;
@@ -139,8 +156,16 @@ fn cgroup_v2(root: &Path, cgroups: &str, host_total: u64) -> io::Result<Option<M
         }
     }
     Ok(Some(match limit.filter(|l| *l < host_total) {
-        Some(limit) => MemoryReading { used_bytes: used, limit_bytes: limit, source: LimitSource::CgroupV2 },
-        None => MemoryReading { used_bytes: used, limit_bytes: host_total, source: LimitSource::Host },
+        Some(limit) => MemoryReading {
+            used_bytes: used,
+            limit_bytes: limit,
+            source: LimitSource::CgroupV2,
+        },
+        None => MemoryReading {
+            used_bytes: used,
+            limit_bytes: host_total,
+            source: LimitSource::Host,
+        },
     }))
 }
 
@@ -148,20 +173,35 @@ fn cgroup_v1(root: &Path, cgroups: &str, host_total: u64) -> io::Result<Option<M
     let relative = cgroups.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        controllers.split(',').any(|c| c == "memory").then_some(path)
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
     });
     let mount = root.join("sys/fs/cgroup/memory");
     if !mount.is_dir() {
         return Ok(None);
     }
     let dir = cgroup_dir(mount, relative);
-    let Some(usage) = read_u64(&dir.join("memory.usage_in_bytes")) else { return Ok(None) };
+    let Some(usage) = read_u64(&dir.join("memory.usage_in_bytes")) else {
+        return Ok(None);
+    };
     let used = usage.saturating_sub(stat_field(&dir, "total_inactive_file"));
     // "No limit" reads as a huge page-aligned number; anything above the host's memory is none.
-    Ok(Some(match read_u64(&dir.join("memory.limit_in_bytes")).filter(|l| *l < host_total) {
-        Some(limit) => MemoryReading { used_bytes: used, limit_bytes: limit, source: LimitSource::CgroupV1 },
-        None => MemoryReading { used_bytes: used, limit_bytes: host_total, source: LimitSource::Host },
-    }))
+    Ok(Some(
+        match read_u64(&dir.join("memory.limit_in_bytes")).filter(|l| *l < host_total) {
+            Some(limit) => MemoryReading {
+                used_bytes: used,
+                limit_bytes: limit,
+                source: LimitSource::CgroupV1,
+            },
+            None => MemoryReading {
+                used_bytes: used,
+                limit_bytes: host_total,
+                source: LimitSource::Host,
+            },
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -177,7 +217,11 @@ mod tests {
     }
 
     fn host(root: &Path) {
-        write(root, "proc/meminfo", "MemTotal:       16777216 kB\nMemFree:  1000 kB\nMemAvailable:    8388608 kB\n");
+        write(
+            root,
+            "proc/meminfo",
+            "MemTotal:       16777216 kB\nMemFree:  1000 kB\nMemAvailable:    8388608 kB\n",
+        );
     }
 
     #[test]
@@ -188,8 +232,19 @@ mod tests {
         write(root, "proc/self/cgroup", "0::/\n");
         write(root, "sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
         write(root, "sys/fs/cgroup/memory.max", &format!("{}\n", GIB));
-        write(root, "sys/fs/cgroup/memory.current", &format!("{}\n", 900 * 1024 * 1024));
-        write(root, "sys/fs/cgroup/memory.stat", &format!("anon 1\nfile 2\ninactive_file {}\nactive_file 3\n", 100 * 1024 * 1024));
+        write(
+            root,
+            "sys/fs/cgroup/memory.current",
+            &format!("{}\n", 900 * 1024 * 1024),
+        );
+        write(
+            root,
+            "sys/fs/cgroup/memory.stat",
+            &format!(
+                "anon 1\nfile 2\ninactive_file {}\nactive_file 3\n",
+                100 * 1024 * 1024
+            ),
+        );
         let reading = read(root).expect("reads");
         assert_eq!(reading.source, LimitSource::CgroupV2);
         assert_eq!(reading.used_bytes, 800 * 1024 * 1024);
@@ -204,9 +259,17 @@ mod tests {
         host(root);
         write(root, "proc/self/cgroup", "0::/kubepods/pod1/app\n");
         write(root, "sys/fs/cgroup/cgroup.controllers", "memory\n");
-        write(root, "sys/fs/cgroup/kubepods/pod1/memory.max", &format!("{}\n", 2 * GIB));
+        write(
+            root,
+            "sys/fs/cgroup/kubepods/pod1/memory.max",
+            &format!("{}\n", 2 * GIB),
+        );
         write(root, "sys/fs/cgroup/kubepods/pod1/app/memory.max", "max\n");
-        write(root, "sys/fs/cgroup/kubepods/pod1/app/memory.current", &format!("{}\n", GIB));
+        write(
+            root,
+            "sys/fs/cgroup/kubepods/pod1/app/memory.current",
+            &format!("{}\n", GIB),
+        );
         let reading = read(root).expect("reads");
         assert_eq!(reading.source, LimitSource::CgroupV2);
         assert_eq!(reading.limit_bytes, 2 * GIB);
@@ -233,10 +296,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         host(root);
-        write(root, "proc/self/cgroup", "12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n");
-        write(root, "sys/fs/cgroup/memory/memory.limit_in_bytes", &format!("{}\n", 512 * 1024 * 1024));
-        write(root, "sys/fs/cgroup/memory/memory.usage_in_bytes", &format!("{}\n", 500 * 1024 * 1024));
-        write(root, "sys/fs/cgroup/memory/memory.stat", &format!("cache 5\ntotal_inactive_file {}\n", 40 * 1024 * 1024));
+        write(
+            root,
+            "proc/self/cgroup",
+            "12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n",
+        );
+        write(
+            root,
+            "sys/fs/cgroup/memory/memory.limit_in_bytes",
+            &format!("{}\n", 512 * 1024 * 1024),
+        );
+        write(
+            root,
+            "sys/fs/cgroup/memory/memory.usage_in_bytes",
+            &format!("{}\n", 500 * 1024 * 1024),
+        );
+        write(
+            root,
+            "sys/fs/cgroup/memory/memory.stat",
+            &format!("cache 5\ntotal_inactive_file {}\n", 40 * 1024 * 1024),
+        );
         let reading = read(root).expect("reads");
         assert_eq!(reading.source, LimitSource::CgroupV1);
         assert_eq!(reading.used_bytes, 460 * 1024 * 1024);
@@ -249,8 +328,16 @@ mod tests {
         let root = dir.path();
         host(root);
         write(root, "proc/self/cgroup", "4:memory:/\n");
-        write(root, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
-        write(root, "sys/fs/cgroup/memory/memory.usage_in_bytes", &format!("{}\n", GIB));
+        write(
+            root,
+            "sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "9223372036854771712\n",
+        );
+        write(
+            root,
+            "sys/fs/cgroup/memory/memory.usage_in_bytes",
+            &format!("{}\n", GIB),
+        );
         let reading = read(root).expect("reads");
         assert_eq!(reading.source, LimitSource::Host);
         assert_eq!(reading.limit_bytes, 16 * GIB);

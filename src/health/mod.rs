@@ -151,12 +151,30 @@ mod tests {
     #[test]
     fn status_follows_the_worst_check() {
         let checks = |redis, memory| Checks { redis, memory };
-        assert_eq!(status_of(checks(RedisCheck::Ok, MemoryCheck::Ok)), Status::Healthy);
-        assert_eq!(status_of(checks(RedisCheck::Disabled, MemoryCheck::Ok)), Status::Healthy);
-        assert_eq!(status_of(checks(RedisCheck::Offline, MemoryCheck::Ok)), Status::Degraded);
-        assert_eq!(status_of(checks(RedisCheck::Ok, MemoryCheck::Warning)), Status::Degraded);
-        assert_eq!(status_of(checks(RedisCheck::Offline, MemoryCheck::Critical)), Status::Critical);
-        assert_eq!(status_of(checks(RedisCheck::Ok, MemoryCheck::Critical)), Status::Critical);
+        assert_eq!(
+            status_of(checks(RedisCheck::Ok, MemoryCheck::Ok)),
+            Status::Healthy
+        );
+        assert_eq!(
+            status_of(checks(RedisCheck::Disabled, MemoryCheck::Ok)),
+            Status::Healthy
+        );
+        assert_eq!(
+            status_of(checks(RedisCheck::Offline, MemoryCheck::Ok)),
+            Status::Degraded
+        );
+        assert_eq!(
+            status_of(checks(RedisCheck::Ok, MemoryCheck::Warning)),
+            Status::Degraded
+        );
+        assert_eq!(
+            status_of(checks(RedisCheck::Offline, MemoryCheck::Critical)),
+            Status::Critical
+        );
+        assert_eq!(
+            status_of(checks(RedisCheck::Ok, MemoryCheck::Critical)),
+            Status::Critical
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
 
-use super::{Checks, Health, MemoryCheck, RedisCheck, ServerHealth, memory, memory_check, status_of};
+use super::{
+    Checks, Health, MemoryCheck, RedisCheck, ServerHealth, memory, memory_check, status_of,
+};
 
 /// What the monitor checks and how often.
 #[derive(Debug, Clone)]
@@ -51,15 +53,25 @@ impl Checker {
             }
         };
         let memory = reading.map_or(MemoryCheck::Ok, |r| {
-            memory_check(r.percent(), self.options.memory_warning, self.options.memory_critical)
+            memory_check(
+                r.percent(),
+                self.options.memory_warning,
+                self.options.memory_critical,
+            )
         });
-        let checks = Checks { redis: RedisCheck::from(self.store.shared_state()), memory };
+        let checks = Checks {
+            redis: RedisCheck::from(self.store.shared_state()),
+            memory,
+        };
         if let Some(r) = reading {
             self.metrics.memory_used_bytes.set(r.used_bytes as f64);
             self.metrics.memory_limit_bytes.set(r.limit_bytes as f64);
         }
         Health {
-            summary: ServerHealth { status: status_of(checks), checks },
+            summary: ServerHealth {
+                status: status_of(checks),
+                checks,
+            },
             memory: reading,
             checked_at: self.clock.now(),
         }
@@ -81,13 +93,22 @@ impl HealthMonitor {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let checker = Checker { options, store, clock, metrics };
+        let checker = Checker {
+            options,
+            store,
+            clock,
+            metrics,
+        };
         let first = checker.evaluate().await;
         record(&checker.metrics, None, &first);
         let (tx, rx) = watch::channel(first);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(checker, tx, stop.clone()));
-        Self { latest: rx, stop, task }
+        Self {
+            latest: rx,
+            stop,
+            task,
+        }
     }
 
     /// A receiver of the latest health, for request handlers.
@@ -126,13 +147,20 @@ fn record(metrics: &Metrics, previous: Option<ServerHealth>, health: &Health) {
     if previous == Some(summary) {
         return;
     }
-    for status in [super::Status::Healthy, super::Status::Degraded, super::Status::Critical] {
+    for status in [
+        super::Status::Healthy,
+        super::Status::Degraded,
+        super::Status::Critical,
+    ] {
         metrics
             .health_status
             .with_label_values(&[status.as_str()])
             .set(i64::from(status == summary.status));
     }
-    let percent = health.memory.map(|m| format!("{:.1}", m.percent())).unwrap_or_else(|| "unknown".to_owned());
+    let percent = health
+        .memory
+        .map(|m| format!("{:.1}", m.percent()))
+        .unwrap_or_else(|| "unknown".to_owned());
     let line = format!(
         "Server health: {} {{redis: {}, memory: {}}}",
         summary.status.as_str(),

@@ -23,28 +23,49 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 async fn index() -> Response {
-    let mut response = asset(include_str!("../../web/index.html"), "text/html; charset=utf-8");
+    let mut response = asset(
+        include_str!("../../web/index.html"),
+        "text/html; charset=utf-8",
+    );
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
 async fn client() -> Response {
-    asset(include_str!("../../web/keepalive.js"), "text/javascript; charset=utf-8")
+    asset(
+        include_str!("../../web/keepalive.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 async fn declarations() -> Response {
-    asset(include_str!("../../web/keepalive.d.ts"), "application/typescript; charset=utf-8")
+    asset(
+        include_str!("../../web/keepalive.d.ts"),
+        "application/typescript; charset=utf-8",
+    )
 }
 
 async fn demo_script() -> Response {
-    asset(include_str!("../../web/demo.js"), "text/javascript; charset=utf-8")
+    asset(
+        include_str!("../../web/demo.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 async fn demo_style() -> Response {
-    asset(include_str!("../../web/demo.css"), "text/css; charset=utf-8")
+    asset(
+        include_str!("../../web/demo.css"),
+        "text/css; charset=utf-8",
+    )
 }
 
 /// Routes of this module.

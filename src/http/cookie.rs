@@ -85,7 +85,10 @@ mod tests {
         let id = SessionId::generate().expect("rng");
         assert_eq!(session_id(&headers(&["sid=garbage"]), "sid"), None);
         assert_eq!(session_id(&headers(&[&format!("other={id}")]), "sid"), None);
-        assert_eq!(session_id(&headers(&[&format!("sid=bad; sid={id}")]), "sid"), Some(id));
+        assert_eq!(
+            session_id(&headers(&[&format!("sid=bad; sid={id}")]), "sid"),
+            Some(id)
+        );
         assert_eq!(session_id(&HeaderMap::new(), "sid"), None);
     }
 

@@ -26,7 +26,11 @@ struct Body<'a> {
 impl ApiError {
     /// An answer with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400: the request is malformed.
@@ -57,7 +61,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body { error: self.code, message: &self.message });
+        let body = Json(Body {
+            error: self.code,
+            message: &self.message,
+        });
         (self.status, body).into_response()
     }
 }

@@ -51,7 +51,11 @@ pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Res
         None => None,
     };
     let Some(record) = record else {
-        state.metrics.keepalives_total.with_label_values(&["expired"]).inc();
+        state
+            .metrics
+            .keepalives_total
+            .with_label_values(&["expired"])
+            .inc();
         let body = Expired {
             error: "session_expired",
             message: "no live session: sign in again",
@@ -59,7 +63,11 @@ pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Res
         };
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     };
-    state.metrics.keepalives_total.with_label_values(&["extended"]).inc();
+    state
+        .metrics
+        .keepalives_total
+        .with_label_values(&["extended"])
+        .inc();
     Json(Alive {
         session: SessionExpiry {
             expires_at: rfc3339(record.expires_at),

@@ -120,22 +120,37 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(api)
         .merge(probes::routes())
         .merge(assets::routes())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            )
+            .into_response()
         }))
         .with_state(state)
 }
 
-async fn not_found(axum::extract::State(state): axum::extract::State<AppState>, method: Method, uri: Uri) -> Response {
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    method: Method,
+    uri: Uri,
+) -> Response {
     state
         .metrics
         .http_requests_total

@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -40,7 +40,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.readiness.is_ready() {
         (StatusCode::OK, no_store, Json(json!({"status": "ready"}))).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, no_store, Json(json!({"status": "not_ready"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            no_store,
+            Json(json!({"status": "not_ready"})),
+        )
+            .into_response()
     }
 }
 
@@ -65,7 +70,9 @@ fn health_status(status: Status) -> &'static str {
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.health_token else { return false };
+    let Some(token) = &state.health_token else {
+        return false;
+    };
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,7 +110,10 @@ fn details(health: &Health) -> BTreeMap<&'static str, Vec<Value>> {
         "observedValue": redis.as_str(),
         "observedUnit": "state",
     });
-    BTreeMap::from([("memory:utilization", vec![memory]), ("redis:connection", vec![redis_entry])])
+    BTreeMap::from([
+        ("memory:utilization", vec![memory]),
+        ("redis:connection", vec![redis_entry]),
+    ])
 }
 
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -117,12 +127,19 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
         description: "keepalive session service",
         checks: authorized(&state, &headers).then(|| details(&health)),
     };
-    let code = if status == Status::Critical { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if status == Status::Critical {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = serde_json::to_vec(&document).unwrap_or_default();
     (
         code,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/health+json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/health+json"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body,
@@ -132,7 +149,10 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
         state.metrics.render(),
     )
         .into_response()

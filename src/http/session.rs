@@ -40,7 +40,11 @@ struct CreateResponse {
 }
 
 /// Creates a session carrying the optional `data` object; 201 with the cookie once durable.
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,7 +54,11 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Res
         _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
     })?;
     let data = parse_body(&headers, &body)?;
-    let record = state.sessions.create(data).await.map_err(|e| ApiError::store_unavailable(&e))?;
+    let record = state
+        .sessions
+        .create(data)
+        .await
+        .map_err(|e| ApiError::store_unavailable(&e))?;
     state.metrics.sessions_created_total.inc();
     let settings = state.sessions.settings();
     let answer = CreateResponse {
@@ -83,7 +91,8 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         });
     if !is_json {
         return Err(ApiError::new(
@@ -92,8 +101,11 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
             "a session body must be sent as application/json",
         ));
     }
-    let request: CreateRequest = serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid session body: {err}; expected {{\"data\": {{...}}}}")))?;
+    let request: CreateRequest = serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(format!(
+            "invalid session body: {err}; expected {{\"data\": {{...}}}}"
+        ))
+    })?;
     Ok(match request.data {
         Some(data) => Value::Object(data).to_string(),
         None => String::new(),
@@ -104,10 +116,18 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
 pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();
     if let Some(id) = cookie::session_id(&headers, &settings.cookie_name) {
-        let existed = state.sessions.end(&id).await.map_err(|e| ApiError::store_unavailable(&e))?;
+        let existed = state
+            .sessions
+            .end(&id)
+            .await
+            .map_err(|e| ApiError::store_unavailable(&e))?;
         if existed {
             state.metrics.sessions_ended_total.inc();
         }
     }
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie::clear(settings))]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie::clear(settings))],
+    )
+        .into_response())
 }

@@ -31,7 +31,11 @@ impl SessionId {
     /// Parses the cookie form. Anything but exactly 22 base64url characters is rejected
     /// before any allocation or store lookup.
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != ID_TEXT_LEN || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if text.len() != ID_TEXT_LEN
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return None;
         }
         let mut bytes = [0u8; ID_BYTES];
@@ -56,7 +60,9 @@ impl fmt::Display for SessionId {
     /// The cookie form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; ID_TEXT_LEN];
-        let n = URL_SAFE_NO_PAD.encode_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf)
+            .map_err(|_| fmt::Error)?;
         f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }
@@ -90,7 +96,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_text() {
-        for bad in ["", "short", "AAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAA+/", "AAAAAAAAAAAAAAAAAAAA==", "ÀAAAAAAAAAAAAAAAAAAAA"] {
+        for bad in [
+            "",
+            "short",
+            "AAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAA+/",
+            "AAAAAAAAAAAAAAAAAAAA==",
+            "ÀAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert_eq!(SessionId::parse(bad), None, "{bad:?}");
         }
         // 22 characters whose last one carries bits beyond 128 are not canonical.

@@ -35,8 +35,16 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions kept in `store`, timed by `clock`.
-    pub fn new(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>, settings: SessionSettings) -> Self {
-        Self { store, clock, settings }
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+        settings: SessionSettings,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            settings,
+        }
     }
 
     /// The lifetimes and cookie settings.
@@ -69,7 +77,10 @@ impl Sessions {
 
     /// Keeps a session alive; `None` when it is unknown or expired.
     pub async fn keep_alive(&self, id: &SessionId) -> Result<Option<SessionRecord>, SessionError> {
-        Ok(self.store.touch(id, self.clock.now(), self.settings.idle_timeout).await?)
+        Ok(self
+            .store
+            .touch(id, self.clock.now(), self.settings.idle_timeout)
+            .await?)
     }
 
     /// The live session, not extended.

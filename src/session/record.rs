@@ -25,13 +25,21 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     /// A new session created at `now`.
-    pub fn new(id: SessionId, now: Millis, idle: Duration, absolute: Duration, data: String) -> Self {
+    pub fn new(
+        id: SessionId,
+        now: Millis,
+        idle: Duration,
+        absolute: Duration,
+        data: String,
+    ) -> Self {
         let absolute_expires_at = now.saturating_add(duration_millis(absolute));
         Self {
             id,
             created_at: now,
             last_seen_at: now,
-            expires_at: now.saturating_add(duration_millis(idle)).min(absolute_expires_at),
+            expires_at: now
+                .saturating_add(duration_millis(idle))
+                .min(absolute_expires_at),
             absolute_expires_at,
             data,
         }
@@ -46,7 +54,9 @@ impl SessionRecord {
     /// lifetime, so activity can never keep a session alive forever.
     pub fn touch(&mut self, now: Millis, idle: Duration) {
         self.last_seen_at = self.last_seen_at.max(now);
-        let extended = now.saturating_add(duration_millis(idle)).min(self.absolute_expires_at);
+        let extended = now
+            .saturating_add(duration_millis(idle))
+            .min(self.absolute_expires_at);
         self.expires_at = self.expires_at.max(extended);
     }
 }

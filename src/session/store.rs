@@ -49,7 +49,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Keeps a live session alive at `now` (see [`SessionRecord::touch`]) and returns it as
     /// extended; `None` when it is unknown or expired. Extensions may be batched: a crash may
     /// lose the last second of them, never a creation.
-    async fn touch(&self, id: &SessionId, now: Millis, idle: Duration) -> Result<Option<SessionRecord>, StoreError>;
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Ends a session. It is durable when this returns. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;

@@ -14,7 +14,12 @@ const HEADER: usize = 1 + 4 * 8;
 pub fn encode(record: &SessionRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + record.data.len());
     out.push(VERSION);
-    for t in [record.created_at, record.last_seen_at, record.expires_at, record.absolute_expires_at] {
+    for t in [
+        record.created_at,
+        record.last_seen_at,
+        record.expires_at,
+        record.absolute_expires_at,
+    ] {
         out.extend_from_slice(&t.to_le_bytes());
     }
     out.extend_from_slice(record.data.as_bytes());
@@ -44,10 +49,16 @@ pub fn expires_at(bytes: &[u8]) -> Result<i64, StoreError> {
 
 fn header(bytes: &[u8]) -> Result<[i64; 4], StoreError> {
     if bytes.len() < HEADER {
-        return Err(StoreError::Corrupt(format!("record of {} bytes is shorter than its header", bytes.len())));
+        return Err(StoreError::Corrupt(format!(
+            "record of {} bytes is shorter than its header",
+            bytes.len()
+        )));
     }
     if bytes[0] != VERSION {
-        return Err(StoreError::Corrupt(format!("unknown record version {}", bytes[0])));
+        return Err(StoreError::Corrupt(format!(
+            "unknown record version {}",
+            bytes[0]
+        )));
     }
     let mut times = [0i64; 4];
     for (i, t) in times.iter_mut().enumerate() {

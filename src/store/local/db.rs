@@ -90,8 +90,12 @@ pub fn apply<'a>(
                 }
                 match change {
                     Change::Put(record) => {
-                        sessions.insert(key, codec::encode(record).as_slice()).map_err(backend)?;
-                        expiry.insert(index_key(record.expires_at, key), ()).map_err(backend)?;
+                        sessions
+                            .insert(key, codec::encode(record).as_slice())
+                            .map_err(backend)?;
+                        expiry
+                            .insert(index_key(record.expires_at, key), ())
+                            .map_err(backend)?;
                     }
                     Change::Delete => {
                         sessions.remove(key).map_err(backend)?;

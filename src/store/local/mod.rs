@@ -74,14 +74,22 @@ impl LocalStore {
         let file = path.clone();
         let db = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|err| {
-                StoreError::Backend(format!("cannot create the data directory {}: {err}", dir.display()))
+                StoreError::Backend(format!(
+                    "cannot create the data directory {}: {err}",
+                    dir.display()
+                ))
             })?;
             db::open(&file)
         })
         .await
         .map_err(|err| StoreError::Backend(err.to_string()))??;
 
-        let shared = Arc::new(Shared { db, overlay: Overlay::default(), clock, metrics });
+        let shared = Arc::new(Shared {
+            db,
+            overlay: Overlay::default(),
+            clock,
+            metrics,
+        });
         let (tx, rx) = mpsc::channel(1024);
         let stop = CancellationToken::new();
         let writer = tokio::spawn(writer(Arc::clone(&shared), rx, options, stop.clone()));
@@ -127,7 +135,11 @@ impl LocalStore {
     }
 
     /// Reads the newest state of a session: the overlay, else the database.
-    fn current(&self, shard: &overlay::Shard, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+    fn current(
+        &self,
+        shard: &overlay::Shard,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         match shard.get(id) {
             Some(Change::Put(record)) => Ok(Some(record.clone())),
             Some(Change::Delete) => Ok(None),
@@ -140,7 +152,10 @@ impl LocalStore {
 impl SessionStore for LocalStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
-        self.shared.overlay.shard(&record.id).put(record.id, Change::Put(record));
+        self.shared
+            .overlay
+            .shard(&record.id)
+            .put(record.id, Change::Put(record));
         self.flush().await
     }
 
@@ -150,7 +165,12 @@ impl SessionStore for LocalStore {
         Ok(self.current(&shard, id)?.filter(|r| r.is_live(now)))
     }
 
-    async fn touch(&self, id: &SessionId, now: Millis, idle: Duration) -> Result<Option<SessionRecord>, StoreError> {
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(id);
         let Some(mut record) = self.current(&shard, id)?.filter(|r| r.is_live(now)) else {
@@ -175,15 +195,22 @@ impl SessionStore for LocalStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.flush_requests.send(tx).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Backend)
+        self.flush_requests
+            .send(tx)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Backend)
     }
 
     async fn close(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::Release);
         self.stop.cancel();
         if let Some(writer) = self.writer.lock().await.take() {
-            writer.await.map_err(|err| StoreError::Backend(err.to_string()))?;
+            writer
+                .await
+                .map_err(|err| StoreError::Backend(err.to_string()))?;
         }
         Ok(())
     }
@@ -270,7 +297,10 @@ fn flush_blocking(shared: &Shared) -> Result<(), StoreError> {
     match db::apply(&shared.db, batches.iter().map(|b| b.as_ref())) {
         Ok(written) => {
             shared.overlay.end_flush();
-            shared.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+            shared
+                .metrics
+                .store_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
             shared.metrics.store_writes_total.inc_by(written as u64);
             Ok(())
         }

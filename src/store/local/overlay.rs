@@ -57,7 +57,9 @@ impl Overlay {
     /// holding it; the maps stay consistent, so the guard is taken back.
     pub fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
         let index = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Moves every pending change to `flushing` and returns them for the writer.

@@ -1,0 +1,272 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+
+const MIN: Duration = Duration::from_secs(60);
+const START: Millis = 1_700_000_000_000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            clock: ManualClock::new(START),
+        }
+    }
+
+    async fn open(&self) -> LocalStore {
+        LocalStore::open(
+            self.dir.path(),
+            LocalStoreOptions {
+                flush_interval: Duration::from_millis(50),
+                purge_interval: Duration::from_secs(3600),
+            },
+            Arc::new(self.clock.clone()),
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("opens")
+    }
+
+    fn record(&self, idle: Duration) -> SessionRecord {
+        SessionRecord::new(
+            SessionId::generate().expect("rng"),
+            self.clock.now(),
+            idle,
+            60 * MIN,
+            r#"{"user":"ana"}"#.to_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn created_sessions_survive_reopening() {
+    let f = Fixture::new();
+    let record = f.record(10 * MIN);
+    {
+        let store = f.open().await;
+        store.create(record.clone()).await.expect("create");
+        store.close().await.expect("close");
+    }
+    let store = f.open().await;
+    assert_eq!(
+        store.load(&record.id, f.clock.now()).await.expect("load"),
+        Some(record)
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn touch_extends_and_the_extension_is_persisted() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let record = f.record(10 * MIN);
+    store.create(record.clone()).await.expect("create");
+    f.clock.advance(5 * MIN);
+    let touched = store
+        .touch(&record.id, f.clock.now(), 10 * MIN)
+        .await
+        .expect("touch")
+        .expect("live");
+    assert_eq!(touched.expires_at, f.clock.now() + 600_000);
+    store.close().await.expect("close");
+    drop(store);
+
+    let store = f.open().await;
+    let loaded = store
+        .load(&record.id, f.clock.now())
+        .await
+        .expect("load")
+        .expect("live");
+    assert_eq!(loaded.expires_at, touched.expires_at);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn expired_sessions_are_neither_loaded_nor_extended() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let record = f.record(10 * MIN);
+    store.create(record.clone()).await.expect("create");
+    f.clock.advance(10 * MIN);
+    assert_eq!(
+        store.load(&record.id, f.clock.now()).await.expect("load"),
+        None
+    );
+    assert_eq!(
+        store
+            .touch(&record.id, f.clock.now(), 10 * MIN)
+            .await
+            .expect("touch"),
+        None
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn delete_is_durable_and_final() {
+    let f = Fixture::new();
+    let record = f.record(10 * MIN);
+    {
+        let store = f.open().await;
+        store.create(record.clone()).await.expect("create");
+        assert!(store.delete(&record.id).await.expect("delete"));
+        assert!(!store.delete(&record.id).await.expect("delete again"));
+        assert_eq!(
+            store
+                .touch(&record.id, f.clock.now(), 10 * MIN)
+                .await
+                .expect("touch"),
+            None
+        );
+        store.close().await.expect("close");
+    }
+    let store = f.open().await;
+    assert_eq!(
+        store.load(&record.id, f.clock.now()).await.expect("load"),
+        None
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_keepalive_racing_a_logout_never_resurrects_the_session() {
+    let f = Fixture::new();
+    let store = Arc::new(f.open().await);
+    for _ in 0..50 {
+        let record = f.record(10 * MIN);
+        store.create(record.clone()).await.expect("create");
+        let toucher = {
+            let store = Arc::clone(&store);
+            let now = f.clock.now();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let _ = store.touch(&record.id, now, 10 * MIN).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        store.delete(&record.id).await.expect("delete");
+        toucher.await.expect("toucher");
+        assert_eq!(
+            store.load(&record.id, f.clock.now()).await.expect("load"),
+            None
+        );
+    }
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn purge_removes_only_the_expired() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let short: Vec<_> = (0..300).map(|_| f.record(2 * MIN)).collect();
+    let long: Vec<_> = (0..20).map(|_| f.record(30 * MIN)).collect();
+    for r in short.iter().chain(&long) {
+        store.create(r.clone()).await.expect("create");
+    }
+    // One short session is kept alive past the others' expiry: the purge must spare it.
+    f.clock.advance(MIN);
+    store
+        .touch(&short[0].id, f.clock.now(), 2 * MIN)
+        .await
+        .expect("touch")
+        .expect("live");
+    f.clock.advance(90 * Duration::from_secs(1));
+
+    assert_eq!(store.count().await.expect("count"), 320);
+    assert_eq!(store.purge_expired().await.expect("purge"), 299);
+    assert_eq!(store.count().await.expect("count"), 21);
+    assert_eq!(
+        store.purge_expired().await.expect("purge"),
+        0,
+        "nothing left to purge"
+    );
+    assert!(
+        store
+            .load(&short[0].id, f.clock.now())
+            .await
+            .expect("load")
+            .is_some()
+    );
+    assert!(
+        store
+            .load(&long[0].id, f.clock.now())
+            .await
+            .expect("load")
+            .is_some()
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn extensions_are_batched_not_flushed_one_by_one() {
+    let f = Fixture::new();
+    let metrics = Arc::new(Metrics::new());
+    let store = LocalStore::open(
+        f.dir.path(),
+        LocalStoreOptions {
+            flush_interval: Duration::from_secs(1),
+            purge_interval: Duration::from_secs(3600),
+        },
+        Arc::new(f.clock.clone()),
+        Arc::clone(&metrics),
+    )
+    .await
+    .expect("opens");
+    let records: Vec<_> = (0..10).map(|_| f.record(10 * MIN)).collect();
+    for r in &records {
+        store.create(r.clone()).await.expect("create");
+    }
+    let commits_before = metrics.store_flush_seconds.get_sample_count();
+    for _ in 0..20 {
+        for r in &records {
+            store
+                .touch(&r.id, f.clock.now(), 10 * MIN)
+                .await
+                .expect("touch")
+                .expect("live");
+        }
+    }
+    let commits_after = metrics.store_flush_seconds.get_sample_count();
+    assert!(
+        commits_after - commits_before <= 1,
+        "200 keepalives cost {} commits",
+        commits_after - commits_before
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_directory_is_refused_clearly() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let second = LocalStore::open(
+        f.dir.path(),
+        LocalStoreOptions {
+            flush_interval: Duration::from_millis(50),
+            purge_interval: Duration::from_secs(60),
+        },
+        Arc::new(f.clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await;
+    let err = second.err().expect("refused").to_string();
+    assert!(err.contains("already in use"), "{err}");
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn closed_store_refuses_work() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    store.close().await.expect("close");
+    let err = store.create(f.record(MIN)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Closed));
+}

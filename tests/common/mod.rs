@@ -1,0 +1,265 @@
+//! Test harness: a keepalive server on a real port, either in this process (with a clock the
+//! test moves) or as the real binary (for signals, crashes and exit codes).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keepalive::clock::ManualClock;
+use keepalive::config::Layers;
+use keepalive::server::{self, Environment};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A fixed instant for tests with a manual clock.
+pub const START: i64 = 1_800_000_000_000;
+
+/// An in-process server on 127.0.0.1 with a fresh data directory.
+pub struct TestServer {
+    pub base: String,
+    pub clock: ManualClock,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServerError>>>,
+}
+
+/// Settings every test server gets, before the test's own.
+fn base_vars(data_dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("KEEPALIVE_BIND".into(), "127.0.0.1".into()),
+        ("PORT".into(), "0".into()),
+        ("KEEPALIVE_DATA_DIR".into(), data_dir.display().to_string()),
+        ("KEEPALIVE_HEALTH_INTERVAL".into(), "50ms".into()),
+        ("KEEPALIVE_FLUSH_INTERVAL".into(), "50ms".into()),
+    ]
+}
+
+impl TestServer {
+    /// Starts a server with the given environment variables, timed by a manual clock and
+    /// reading memory from the real `/proc` and `/sys`.
+    pub async fn start(vars: &[(&str, &str)]) -> Self {
+        Self::start_with_root(vars, PathBuf::from("/")).await
+    }
+
+    /// Starts a server whose memory check reads `/proc` and `/sys` under `root`.
+    pub async fn start_with_root(vars: &[(&str, &str)], root: PathBuf) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut all = base_vars(dir.path());
+        all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = Layers::new(None, all)
+            .expect("layers")
+            .validate()
+            .expect("valid config");
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let clock = ManualClock::new(START);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let env = Environment {
+            clock: std::sync::Arc::new(clock.clone()),
+            proc_root: root,
+        };
+        let task = tokio::spawn(server::run_with(
+            config,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            env,
+        ));
+        Self {
+            base: format!("http://{addr}"),
+            clock,
+            dir,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Shuts the server down and checks it stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("stops in time");
+            result.expect("task").expect("clean shutdown");
+        }
+    }
+}
+
+/// A plain HTTP client; cookies are handled by hand so tests see exactly what is sent.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// The `name=value` pair of a `Set-Cookie` header.
+pub fn cookie_pair(response: &reqwest::Response) -> String {
+    let set = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .expect("Set-Cookie")
+        .to_str()
+        .expect("ascii");
+    set.split(';').next().expect("pair").to_owned()
+}
+
+/// Creates a session and returns its cookie pair.
+pub async fn create_session(base: &str) -> String {
+    let response = client()
+        .post(format!("{base}/api/v1/session"))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), 201);
+    cookie_pair(&response)
+}
+
+/// A keepalive with this cookie header; returns status and JSON body.
+pub async fn keepalive(base: &str, cookie: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = client().get(format!("{base}/api/v1/keepalive/"));
+    if let Some(cookie) = cookie {
+        request = request.header(reqwest::header::COOKIE, cookie);
+    }
+    let response = request.send().await.expect("keepalive");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// The real binary, started with the given environment on a free port of 127.0.0.1.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+    pub lines: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
+    /// Lines read while waiting for the listening line.
+    early: Vec<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_keepalive")
+}
+
+/// A command for the binary with a clean environment plus `vars`.
+pub fn command(vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn pipe_lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Process {
+    /// Starts the binary with JSON logs and waits for its `listening` line.
+    pub fn start(data_dir: &Path, vars: &[(&str, &str)]) -> Self {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("KEEPALIVE_BIND", "127.0.0.1"),
+            ("PORT", "0"),
+            ("KEEPALIVE_LOG_FORMAT", "json"),
+            ("KEEPALIVE_FLUSH_INTERVAL", "100ms"),
+        ];
+        let dir = data_dir.display().to_string();
+        all.push(("KEEPALIVE_DATA_DIR", &dir));
+        all.extend_from_slice(vars);
+        let mut child = command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let lines = pipe_lines(child.stdout.take().expect("stdout"));
+        let stderr = pipe_lines(child.stderr.take().expect("stderr"));
+        // Owned from here on, so a failed start still kills and reaps the child (Drop).
+        let mut process = Self {
+            child,
+            base: String::new(),
+            lines,
+            stderr,
+            early: Vec::new(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = process
+                .lines
+                .recv_timeout(left)
+                .expect("server printed its listening line in time");
+            let addr = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|json| json.get("addr").and_then(|a| a.as_str()).map(str::to_owned));
+            process.early.push(line);
+            if let Some(addr) = addr {
+                let addr: SocketAddr = addr.parse().expect("addr");
+                process.base = format!("http://{addr}");
+                return process;
+            }
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Log lines printed so far and not yet taken.
+    pub fn drain_lines(&mut self) -> Vec<String> {
+        let mut lines = std::mem::take(&mut self.early);
+        lines.extend(self.lines.try_iter());
+        lines
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
