@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test suite of keepalive from a fresh clone: formatting, lints, the Rust unit and
+# integration tests, and the browser tests in headless Chromium. Installs what the suites need
+# when it is missing (Debian packages, npm packages) and does nothing more when it is there, so
+# it can be run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages: promtool validates /metrics, redis-server serves the Redis tests, Chromium
+# runs the browser tests (driven by playwright-core; no browser download).
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+log "browser tests (headless Chromium)"
+cargo build --locked --bin keepalive
+if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+    npm ci --prefix tests/browser --no-audit --no-fund
+fi
+KEEPALIVE_BIN="$PWD/target/debug/keepalive" npm test --prefix tests/browser
