@@ -42,6 +42,18 @@ pub struct Metrics {
     pub memory_limit_bytes: Gauge,
     /// 1 while the instance is ready for traffic.
     pub ready: IntGauge,
+    /// 1 while Redis answers, 0 while offline (absent without Redis).
+    pub redis_up: IntGauge,
+    /// Latency of Redis operations by operation.
+    pub redis_operation_duration_seconds: HistogramVec,
+    /// Session operations served from the local store because Redis was offline.
+    pub redis_fallbacks_total: IntCounter,
+    /// Times Redis went offline.
+    pub redis_outages_total: IntCounter,
+    /// Sessions written back to Redis by a re-sync.
+    pub redis_resynced_sessions_total: IntCounter,
+    /// Logouts written back to Redis by a re-sync.
+    pub redis_resynced_logouts_total: IntCounter,
 }
 
 /// Registering a metric only fails on a duplicate name or an invalid definition, both bugs in
@@ -144,6 +156,30 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             ready: register(r, IntGauge::with_opts(opts("ready", "1 while the instance is ready for traffic.")).expect("valid metric")),
+            redis_up: register(r, IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric")),
+            redis_operation_duration_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::from(opts("redis_operation_duration_seconds", "Latency of Redis operations by operation."))
+                        .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["operation"],
+                )
+                .expect("valid metric"),
+            ),
+            redis_fallbacks_total: register(
+                r,
+                IntCounter::with_opts(opts("redis_fallbacks_total", "Session operations served from the local store because Redis was offline."))
+                    .expect("valid metric"),
+            ),
+            redis_outages_total: register(r, IntCounter::with_opts(opts("redis_outages_total", "Times Redis went offline.")).expect("valid metric")),
+            redis_resynced_sessions_total: register(
+                r,
+                IntCounter::with_opts(opts("redis_resynced_sessions_total", "Sessions written back to Redis by a re-sync.")).expect("valid metric"),
+            ),
+            redis_resynced_logouts_total: register(
+                r,
+                IntCounter::with_opts(opts("redis_resynced_logouts_total", "Logouts written back to Redis by a re-sync.")).expect("valid metric"),
+            ),
             registry,
         }
     }

@@ -19,7 +19,9 @@ use crate::health::{HealthMonitor, HealthOptions};
 use crate::http::{self, AppState, Readiness};
 use crate::metrics::Metrics;
 use crate::session::{SessionStore, Sessions, StoreError};
+use crate::store::failover::{FailoverOptions, FailoverStore};
 use crate::store::local::{LocalStore, LocalStoreOptions};
+use crate::store::redis::{RedisOptions, RedisStore};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +80,36 @@ pub async fn run_with(
     )
     .await?;
     tracing::info!(path = %local.path().display(), "local session store opened");
-    if config.redis_url.is_some() {
-        tracing::warn!(
-            "REDIS_URL is set, but this version keeps sessions in the local store only; health reports redis: disabled"
-        );
-    }
-    let store: Arc<dyn SessionStore> = Arc::new(local);
+    let store: Arc<dyn SessionStore> = match &config.redis {
+        None => Arc::new(local),
+        Some(redis) => {
+            let remote = RedisStore::new(
+                redis.target.clone(),
+                RedisOptions {
+                    prefix: redis.prefix.clone(),
+                    timeout: redis.timeout,
+                    connect_timeout: redis.connect_timeout,
+                    absolute_lifetime: config.session.absolute_lifetime,
+                },
+                Arc::clone(&env.clock),
+                Arc::clone(&metrics),
+            );
+            tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
+            Arc::new(
+                FailoverStore::start(
+                    remote,
+                    local,
+                    FailoverOptions {
+                        probe_interval: redis.probe_interval,
+                        backoff_max: redis.backoff_max,
+                    },
+                    Arc::clone(&env.clock),
+                    Arc::clone(&metrics),
+                )
+                .await,
+            )
+        }
+    };
 
     let monitor = HealthMonitor::start(
         HealthOptions {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Layers, redact_url};
+use crate::config::{Config, Layers};
 use crate::{logging, server};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
@@ -67,10 +67,10 @@ fn banner(config: &Config) {
     let c = &config.client;
     let health_period = c.tick * c.health_check_frequency;
     let redis = config
-        .redis_url
+        .redis
         .as_ref()
-        .map(|u| redact_url(u.expose()))
-        .unwrap_or_else(|| "not configured".to_owned());
+        .map(|r| r.display_url.clone())
+        .unwrap_or_else(|| "not configured (local store only)".to_owned());
     tracing::info!(
         environment = %config.environment,
         listen = %config.server.listen,

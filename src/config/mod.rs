@@ -167,6 +167,25 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// The shared Redis store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Where Redis is: one server, a cluster or a sentinel-managed master.
+    pub target: crate::store::redis::Target,
+    /// The URL as given, password redacted, for logs.
+    pub display_url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Longest wait for one operation before it counts as an outage.
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Period of the probe while Redis answers.
+    pub probe_interval: Duration,
+    /// Longest wait between two reconnection attempts while Redis is offline.
+    pub backoff_max: Duration,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -185,8 +204,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// The embedded store.
     pub store: StoreSettings,
-    /// Redis URL of the shared store, when set.
-    pub redis_url: Option<Secret>,
+    /// The shared Redis store, when `REDIS_URL` is set.
+    pub redis: Option<RedisSettings>,
     /// What the browser client is told.
     pub client: ClientSettings,
     /// Session lifetimes and cookie.

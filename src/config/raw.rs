@@ -25,6 +25,21 @@ pub struct RawConfig {
     /// Redis URL of the shared session store.
     #[serde(default, deserialize_with = "lenient_string")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub redis_prefix: Option<String>,
+    /// Longest wait for one Redis operation before it counts as an outage.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_timeout: Option<Duration>,
+    /// Longest wait for a connection to Redis.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_connect_timeout: Option<Duration>,
+    /// Period of the Redis probe while Redis answers.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_probe_interval: Option<Duration>,
+    /// Longest wait between two reconnection attempts while Redis is offline.
+    #[serde(default, with = "humantime_serde")]
+    pub redis_backoff_max: Option<Duration>,
     /// Interval between two pings of the browser client.
     #[serde(default, with = "humantime_serde")]
     pub tick: Option<Duration>,
@@ -84,6 +99,11 @@ pub const KEYS: &[&str] = &[
     "port",
     "data_dir",
     "redis_url",
+    "redis_prefix",
+    "redis_timeout",
+    "redis_connect_timeout",
+    "redis_probe_interval",
+    "redis_backoff_max",
     "tick",
     "timeout",
     "max_retries",
@@ -125,6 +145,11 @@ impl RawConfig {
             port: Some(8080),
             data_dir: Some("./data".to_owned()),
             redis_url: None,
+            redis_prefix: Some("keepalive:".to_owned()),
+            redis_timeout: Some(Duration::from_millis(100)),
+            redis_connect_timeout: Some(secs(1)),
+            redis_probe_interval: Some(Duration::from_millis(500)),
+            redis_backoff_max: Some(secs(1)),
             tick: Some(tick),
             timeout: Some(timeout),
             max_retries: Some(retries),

@@ -222,7 +222,7 @@ fn file_value(file: &Option<(PathBuf, Dict)>, key: &str) -> Option<(PathBuf, Str
 /// Environment variables are untyped: numbers and booleans are recognised as such, the rest
 /// stays text (durations such as `30s` are parsed by the setting itself).
 fn parse_env_value(key: &str, value: &str) -> Value {
-    if SECRET_KEYS.contains(&key) || key == "redis_url" || key == "cookie_name" {
+    if SECRET_KEYS.contains(&key) || matches!(key, "redis_url" | "redis_prefix" | "cookie_name") {
         return Value::from(value.to_owned());
     }
     if let Ok(b) = value.parse::<bool>() {

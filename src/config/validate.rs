@@ -4,9 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::sources::redact_url;
 use super::{
     ClientSettings, Config, ConfigError, Environment, HealthSettings, Layers, LogFormat,
-    LogSettings, Secret, ServerSettings, SessionSettings, StoreSettings,
+    LogSettings, RedisSettings, Secret, ServerSettings, SessionSettings, StoreSettings,
 };
 
 /// The production tick may not go below this: more frequent pings only add load (the guide's
@@ -163,13 +164,59 @@ impl Layers {
                 "must be greater than zero".to_owned(),
             ));
         }
-        let redis_url = raw.redis_url.clone().map(|url| {
-            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-            match scheme.as_deref() {
-                Some("redis" | "rediss" | "redis+unix" | "unix") => Ok(Secret::new(url)),
-                _ => Err(fail("redis_url", "must be a URL such as redis://host:6379/0 or rediss://user:password@host:6380".to_owned())),
+        let redis = match raw.redis_url.clone() {
+            None => None,
+            Some(url) => {
+                let target = crate::store::redis::Target::parse(&url)
+                    .map_err(|reason| fail("redis_url", reason))?;
+                let prefix = get!(redis_prefix);
+                if prefix.len() > 64 || prefix.contains(['{', '}']) {
+                    return Err(fail("redis_prefix", "must be at most 64 characters, without braces (they are used as cluster hash tags)".to_owned()));
+                }
+                let timeout = get!(redis_timeout);
+                if timeout < Duration::from_millis(5) || timeout > Duration::from_secs(10) {
+                    return Err(fail(
+                        "redis_timeout",
+                        "must be between 5ms and 10s".to_owned(),
+                    ));
+                }
+                let connect_timeout = get!(redis_connect_timeout);
+                if connect_timeout < Duration::from_millis(10)
+                    || connect_timeout > Duration::from_secs(60)
+                {
+                    return Err(fail(
+                        "redis_connect_timeout",
+                        "must be between 10ms and 60s".to_owned(),
+                    ));
+                }
+                let probe_interval = get!(redis_probe_interval);
+                if probe_interval < Duration::from_millis(10)
+                    || probe_interval > Duration::from_secs(60)
+                {
+                    return Err(fail(
+                        "redis_probe_interval",
+                        "must be between 10ms and 60s".to_owned(),
+                    ));
+                }
+                let backoff_max = get!(redis_backoff_max);
+                if backoff_max < Duration::from_millis(10) || backoff_max > Duration::from_secs(300)
+                {
+                    return Err(fail(
+                        "redis_backoff_max",
+                        "must be between 10ms and 5m".to_owned(),
+                    ));
+                }
+                Some(RedisSettings {
+                    target,
+                    display_url: redact_url(&url),
+                    prefix,
+                    timeout,
+                    connect_timeout,
+                    probe_interval,
+                    backoff_max,
+                })
             }
-        }).transpose()?;
+        };
 
         let level = get!(log_level);
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
@@ -194,7 +241,7 @@ impl Layers {
                 flush_interval,
                 purge_interval,
             },
-            redis_url,
+            redis,
             client: ClientSettings {
                 tick,
                 timeout,

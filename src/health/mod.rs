@@ -113,6 +113,21 @@ pub struct ServerHealth {
     pub checks: Checks,
 }
 
+impl ServerHealth {
+    /// The same health with the Redis check replaced by a fresher reading (the store knows of
+    /// an outage at once; the monitor only at its next run), and the status recomputed.
+    pub fn with_redis(self, redis: RedisCheck) -> Self {
+        let checks = Checks {
+            redis,
+            ..self.checks
+        };
+        Self {
+            status: status_of(checks),
+            checks,
+        }
+    }
+}
+
 /// One evaluation of every check.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Health {

@@ -41,7 +41,7 @@ struct Expired {
 
 /// Extends the caller's session, or answers 401 `session_expired`.
 pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let health = state.health.borrow().summary;
+    let health = state.server_health();
     let settings = state.sessions.settings();
     let record = match cookie::session_id(&headers, &settings.cookie_name) {
         Some(id) => match state.sessions.keep_alive(&id).await {

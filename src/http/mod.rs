@@ -40,7 +40,7 @@ use tower_http::timeout::TimeoutLayer;
 pub use error::ApiError;
 
 use crate::config::{ClientSettings, Secret};
-use crate::health::Health;
+use crate::health::{Health, ServerHealth};
 use crate::metrics::Metrics;
 use crate::session::Sessions;
 
@@ -78,6 +78,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub readiness: Readiness,
+}
+
+impl AppState {
+    /// The health to report now: the monitor's last result, with the shared store's state as
+    /// the store sees it this instant.
+    pub fn server_health(&self) -> ServerHealth {
+        let cached = self.health.borrow().summary;
+        cached.with_redis(self.sessions.store().shared_state().into())
+    }
 }
 
 /// The `keepalive` object of answers: the client's settings, the server being their source.

@@ -117,7 +117,8 @@ fn details(health: &Health) -> BTreeMap<&'static str, Vec<Value>> {
 }
 
 async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let health = *state.health.borrow();
+    let mut health = *state.health.borrow();
+    health.summary = state.server_health();
     let status = health.summary.status;
     let document = HealthDocument {
         status: health_status(status),

@@ -68,7 +68,7 @@ pub async fn create(
             absolute_expires_at: rfc3339(record.absolute_expires_at),
             idle_timeout_ms: settings.idle_timeout.as_millis(),
         },
-        server_health: state.health.borrow().summary,
+        server_health: state.server_health(),
         keepalive: ClientView::from(&state.client),
         server_time: rfc3339(state.sessions.now()),
     };

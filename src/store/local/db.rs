@@ -61,6 +61,24 @@ pub fn get(db: &Database, id: &SessionId) -> Result<Option<SessionRecord>, Store
     }
 }
 
+/// Every stored session that `keep` accepts.
+pub fn scan(
+    db: &Database,
+    keep: impl Fn(&SessionRecord) -> bool,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(SESSIONS).map_err(backend)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let record = codec::decode(SessionId::from_bytes(key.value()), value.value())?;
+        if keep(&record) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
 /// The number of stored sessions, live or awaiting the purge.
 pub fn count(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_read().map_err(backend)?;

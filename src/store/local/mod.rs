@@ -126,6 +126,73 @@ impl LocalStore {
             .map_err(|err| StoreError::Backend(err.to_string()))?
     }
 
+    /// Keeps a copy of a session that lives elsewhere (Redis): written with the next batch,
+    /// not durably on return, since the primary copy is already safe.
+    pub fn mirror(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.check_open()?;
+        self.shared
+            .overlay
+            .shard(&record.id)
+            .put(record.id, Change::Put(record));
+        Ok(())
+    }
+
+    /// Drops the copy of a session that ended or expired elsewhere, with the next batch.
+    pub fn forget(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.check_open()?;
+        self.shared.overlay.shard(id).put(*id, Change::Delete);
+        Ok(())
+    }
+
+    /// Like [`SessionStore::touch`], but during an outage of the shared store: a session whose
+    /// idle expiry passed after `outage_began` may have been kept alive on another instance
+    /// meanwhile, so it is accepted (within its absolute lifetime) rather than dropped because
+    /// Redis blinked.
+    pub fn touch_in_outage(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+        outage_began: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let mut shard = self.shared.overlay.shard(id);
+        let alive = |r: &SessionRecord| {
+            r.is_live(now) || (r.expires_at > outage_began && now < r.absolute_expires_at)
+        };
+        let Some(mut record) = self.current(&shard, id)?.filter(alive) else {
+            return Ok(None);
+        };
+        record.touch(now, idle);
+        shard.put(*id, Change::Put(record.clone()));
+        Ok(Some(record))
+    }
+
+    /// The newest local state of a session, live or not.
+    pub fn get_any(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let shard = self.shared.overlay.shard(id);
+        self.current(&shard, id)
+    }
+
+    /// Live sessions (at `now`) last seen at or after `since` (all live sessions for `None`),
+    /// for the re-sync of the shared store.
+    pub async fn changed_since(
+        &self,
+        since: Option<Millis>,
+        now: Millis,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            db::scan(&shared.db, |r| {
+                r.is_live(now) && since.is_none_or(|s| r.last_seen_at >= s)
+            })
+        })
+        .await
+        .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
     fn check_open(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             Err(StoreError::Closed)

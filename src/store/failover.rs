@@ -1,0 +1,413 @@
+//! Redis first, the local store as mirror and fallback, and the re-sync after an outage.
+//!
+//! While Redis answers, every operation goes to Redis and what it returns is mirrored into the
+//! local store (batched, not flushed: Redis holds the primary copy). The first operation that
+//! fails or times out marks Redis offline: from then on operations go straight to the local
+//! store, which keeps every session this instance created or touched alive; new sessions and
+//! logouts are written there durably, and their ids are remembered as changed.
+//!
+//! A background task owns the link to Redis. While online it probes Redis every probe interval
+//! (a silent Redis is noticed even without traffic) and watches its run id (a restarted Redis
+//! may have lost everything). While offline it reconnects with exponential backoff and jitter;
+//! when Redis answers it writes back what changed during the outage (new sessions, extensions,
+//! logouts; the newest activity wins, a logout always wins), and all live local sessions when
+//! Redis came back with a new run id. Only then does it report Redis as ok: the last changed
+//! ids are drained under the same lock that flips the state, so no change slips between the
+//! re-sync and the return to Redis.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, join_all};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Millis};
+use crate::metrics::Metrics;
+use crate::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
+
+use super::local::LocalStore;
+use super::redis::RedisStore;
+
+/// Changes written back concurrently during a re-sync (they share one pipelined connection).
+const RESYNC_CONCURRENCY: usize = 64;
+/// Slack subtracted from the outage start when choosing what to write back: a change made
+/// just before Redis was declared offline may not have reached it.
+const RESYNC_SLACK_MS: Millis = 2_000;
+/// First wait before reconnecting.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// Timing of the link to Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverOptions {
+    /// Period of the probe while Redis answers.
+    pub probe_interval: Duration,
+    /// Longest wait between two reconnection attempts.
+    pub backoff_max: Duration,
+}
+
+/// State shared by request handlers and the link task.
+struct Shared {
+    redis: RedisStore,
+    local: LocalStore,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    online: AtomicBool,
+    outage_began: AtomicI64,
+    /// Sessions changed while offline and not yet written back.
+    dirty: Mutex<HashSet<SessionId>>,
+    /// Run id of the Redis the local changes were last reconciled with.
+    run_id: Mutex<Option<String>>,
+}
+
+/// The failover store.
+pub struct FailoverStore {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FailoverStore {
+    /// Composes the two stores, tries Redis once (bounded by its timeouts), and starts the
+    /// task that keeps the link.
+    pub async fn start(
+        redis: RedisStore,
+        local: LocalStore,
+        options: FailoverOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let now = clock.now();
+        let shared = Arc::new(Shared {
+            redis,
+            local,
+            clock,
+            metrics,
+            online: AtomicBool::new(false),
+            outage_began: AtomicI64::new(now),
+            dirty: Mutex::new(HashSet::new()),
+            run_id: Mutex::new(None),
+        });
+        shared.metrics.redis_up.set(0);
+        if let Err(err) = shared.reconnect().await {
+            tracing::warn!(reason = %err, "[redis] unreachable at start: {err}; degraded mode on: sessions are served from the local store until Redis answers");
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(link(Arc::clone(&shared), options, stop.clone()));
+        Self {
+            shared,
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// The local store behind this one.
+    pub fn local(&self) -> &LocalStore {
+        &self.shared.local
+    }
+}
+
+impl Shared {
+    fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<SessionId>> {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks Redis offline; logs and counts the transition once.
+    fn go_offline(&self, reason: &str) {
+        if self.online.swap(false, Ordering::AcqRel) {
+            self.outage_began.store(self.clock.now(), Ordering::Release);
+            self.redis.disconnect();
+            self.metrics.redis_up.set(0);
+            self.metrics.redis_outages_total.inc();
+            tracing::warn!(reason = %reason, "[redis] connection lost: {reason}");
+            tracing::warn!(
+                "[redis] degraded mode on: sessions are served from the local store until Redis answers"
+            );
+        }
+    }
+
+    /// An operation failed on Redis: a corrupt record is the caller's error; anything else
+    /// is an outage.
+    fn failed(&self, err: StoreError) -> Result<(), StoreError> {
+        match err {
+            StoreError::Corrupt(_) => Err(err),
+            other => {
+                self.go_offline(&other.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// Remembers a change made while offline. If Redis came back in the meantime, the change
+    /// missed the re-sync, so it is written back here.
+    async fn changed(&self, id: SessionId) {
+        {
+            let mut dirty = self.dirty();
+            if !self.is_online() {
+                dirty.insert(id);
+                return;
+            }
+        }
+        if let Err(err) = self.write_back(&id).await {
+            self.go_offline(&err.to_string());
+            self.dirty().insert(id);
+        }
+    }
+
+    /// Writes the local state of one session to Redis: the session if it lives, its logout if
+    /// it is gone. Returns (sessions written, logouts written).
+    async fn write_back(&self, id: &SessionId) -> Result<(u64, u64), StoreError> {
+        let now = self.clock.now();
+        match self.local.get_any(id)? {
+            Some(record) if record.is_live(now) => {
+                Ok((u64::from(self.redis.merge(&record, now).await?), 0))
+            }
+            Some(_) => Ok((0, 0)),
+            None => {
+                self.redis.end(id, now).await?;
+                Ok((0, 1))
+            }
+        }
+    }
+
+    /// Connects, writes back what changed, and only then reports Redis as ok.
+    async fn reconnect(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let run_id = self.redis.connect().await?;
+        let known = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let same_redis = known.as_deref() == Some(run_id.as_str());
+        let since = same_redis.then(|| self.outage_began.load(Ordering::Acquire) - RESYNC_SLACK_MS);
+        tracing::info!(run_id = %run_id, "[redis] connected; writing back {}", if same_redis { "what changed during the outage" } else { "every live local session" });
+
+        let now = self.clock.now();
+        let records = self.local.changed_since(since, now).await?;
+        let mut sessions = 0u64;
+        for chunk in records.chunks(RESYNC_CONCURRENCY) {
+            let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
+                .iter()
+                .map(|r| self.redis.merge(r, now).boxed())
+                .collect();
+            for written in join_all(writes).await {
+                sessions += u64::from(written?);
+            }
+        }
+
+        let mut logouts = 0u64;
+        loop {
+            let batch: Vec<SessionId> = {
+                let mut dirty = self.dirty();
+                if dirty.is_empty() {
+                    self.online.store(true, Ordering::Release);
+                    break;
+                }
+                dirty.drain().collect()
+            };
+            let mut failure = None;
+            for chunk in batch.chunks(RESYNC_CONCURRENCY) {
+                let writes: Vec<BoxFuture<'_, Result<(u64, u64), StoreError>>> =
+                    chunk.iter().map(|id| self.write_back(id).boxed()).collect();
+                for result in join_all(writes).await {
+                    match result {
+                        Ok((s, l)) => {
+                            sessions += s;
+                            logouts += l;
+                        }
+                        Err(err) => failure = Some(err),
+                    }
+                }
+            }
+            if let Some(err) = failure {
+                // Nothing is lost: put the whole batch back for the next attempt.
+                self.dirty().extend(batch);
+                self.redis.disconnect();
+                return Err(err);
+            }
+        }
+        *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
+        self.metrics.redis_up.set(1);
+        self.metrics.redis_resynced_sessions_total.inc_by(sessions);
+        self.metrics.redis_resynced_logouts_total.inc_by(logouts);
+        tracing::info!(
+            sessions,
+            logouts,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "[redis] re-sync done: {sessions} sessions and {logouts} logouts written back; sessions live in Redis"
+        );
+        Ok(())
+    }
+}
+
+/// Waits `base/2 + random(base/2)`: spread out so many instances do not reconnect in step.
+fn jittered(base: Duration) -> Duration {
+    let fraction = f64::from(getrandom::u32().unwrap_or(u32::MAX / 2)) / f64::from(u32::MAX);
+    base / 2 + base.mul_f64(fraction / 2.0)
+}
+
+/// The task that owns the link to Redis.
+async fn link(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationToken) {
+    let mut backoff = BACKOFF_BASE;
+    let mut attempts = 0u32;
+    loop {
+        if shared.is_online() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(options.probe_interval) => {}
+            }
+            if !shared.is_online() {
+                continue;
+            }
+            match shared.redis.probe().await {
+                Ok(run_id) => {
+                    let known = shared
+                        .run_id
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if known.as_deref() != Some(run_id.as_str()) {
+                        shared.go_offline(
+                            "Redis restarted (its run id changed) and may have lost sessions",
+                        );
+                    }
+                }
+                Err(err) => shared.go_offline(&err.to_string()),
+            }
+            backoff = BACKOFF_BASE;
+            attempts = 0;
+        } else {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(jittered(backoff)) => {}
+            }
+            match shared.reconnect().await {
+                Ok(()) => {
+                    backoff = BACKOFF_BASE;
+                    attempts = 0;
+                }
+                Err(err) => {
+                    attempts += 1;
+                    // Every attempt would flood the log during a long outage; say it now and then.
+                    if attempts.is_power_of_two() {
+                        tracing::warn!(reason = %err, attempts, "[redis] still offline: {err}");
+                    }
+                    backoff = (backoff * 2).min(options.backoff_max);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for FailoverStore {
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.create(record.clone()).await {
+                Ok(()) => return s.local.mirror(record),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let id = record.id;
+        s.local.create(record).await?;
+        s.changed(id).await;
+        Ok(())
+    }
+
+    async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.load(id, now).await {
+                Ok(record) => return Ok(record),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        s.local.load(id, now).await
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.touch(id, now, idle).await {
+                Ok(Some(record)) => {
+                    s.local.mirror(record.clone())?;
+                    return Ok(Some(record));
+                }
+                Ok(None) => {
+                    // Gone from Redis (expired, ended elsewhere): drop a stale local copy, if any,
+                    // so a later outage cannot revive it. Unknown ids cost no write.
+                    if s.local.get_any(id)?.is_some() {
+                        s.local.forget(id)?;
+                    }
+                    return Ok(None);
+                }
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let outage_began = s.outage_began.load(Ordering::Acquire);
+        let record = s.local.touch_in_outage(id, now, idle, outage_began)?;
+        if record.is_some() {
+            s.changed(*id).await;
+        }
+        Ok(record)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.end(id, s.clock.now()).await {
+                Ok(existed) => {
+                    if s.local.get_any(id)?.is_some() {
+                        s.local.forget(id)?;
+                    }
+                    return Ok(existed);
+                }
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let existed = s.local.delete(id).await?;
+        s.changed(*id).await;
+        Ok(existed)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.local.flush().await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.stop.cancel();
+        if let Some(task) = self.task.lock().await.take() {
+            task.await
+                .map_err(|err| StoreError::Backend(err.to_string()))?;
+        }
+        self.shared.redis.disconnect();
+        self.shared.local.close().await
+    }
+
+    fn shared_state(&self) -> SharedStoreState {
+        if self.shared.is_online() {
+            SharedStoreState::Ok
+        } else {
+            SharedStoreState::Offline
+        }
+    }
+}

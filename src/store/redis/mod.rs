@@ -1,0 +1,440 @@
+//! Sessions in Redis, shared by every instance.
+//!
+//! Each operation is one round trip (a Lua script or an atomic pipeline) over a multiplexed
+//! connection that concurrent requests share, and each has a short timeout: a Redis that
+//! refuses, hangs or drops never holds a request longer than that. This store only reports
+//! failures; deciding what to do about them is the [failover](super::failover) store's job.
+
+mod scripts;
+mod target;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+pub use target::Target;
+
+use crate::clock::{Clock, Millis, duration_millis};
+use crate::metrics::Metrics;
+use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+
+/// Timing and naming of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Longest wait for one operation.
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Marker lifetime for a logout of a session Redis does not know (its absolute lifetime is
+    /// unknown then): the configured absolute lifetime.
+    pub absolute_lifetime: Duration,
+}
+
+/// A connection to one server or to a cluster; both pipeline concurrent requests.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Why Redis could not be used, in words an operator can act on.
+fn describe(err: &redis::RedisError) -> String {
+    use redis::ErrorKind;
+    let detail = match err.kind() {
+        ErrorKind::AuthenticationFailed => {
+            "authentication failed: check the user and password in REDIS_URL"
+        }
+        ErrorKind::Io if err.is_connection_refusal() => {
+            "connection refused: is Redis running on that host and port?"
+        }
+        ErrorKind::Io if err.is_timeout() => {
+            "timed out: Redis is overloaded, frozen or unreachable"
+        }
+        _ if err.code() == Some("NOAUTH") => {
+            "authentication required: add the password to REDIS_URL"
+        }
+        _ if err.code() == Some("WRONGPASS") => {
+            "authentication failed: check the user and password in REDIS_URL"
+        }
+        _ => "",
+    };
+    // The error's own text may quote the URL; keep only its category and server message.
+    let code = err.code().map(|c| format!(" [{c}]")).unwrap_or_default();
+    if detail.is_empty() {
+        format!("{:?}{code}", err.kind())
+    } else {
+        format!("{detail}{code}")
+    }
+}
+
+/// The Redis session store.
+pub struct RedisStore {
+    target: Target,
+    options: RedisOptions,
+    conn: RwLock<Option<Conn>>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+fn timed_out(what: &str, after: Duration) -> StoreError {
+    StoreError::Backend(format!(
+        "redis {what} timed out after {}",
+        humantime::format_duration(after)
+    ))
+}
+
+impl RedisStore {
+    /// A store for `target`; it connects on [`connect`](Self::connect).
+    pub fn new(
+        target: Target,
+        options: RedisOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            target,
+            options,
+            conn: RwLock::new(None),
+            clock,
+            metrics,
+        }
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}{{{id}}}", self.options.prefix)
+    }
+
+    fn marker_key(&self, id: &SessionId) -> String {
+        format!("{}{{{id}}}:ended", self.options.prefix)
+    }
+
+    /// Opens a fresh connection, checks it answers, and makes it the one operations use.
+    /// Returns the server's run id (changes when Redis restarts).
+    pub async fn connect(&self) -> Result<String, StoreError> {
+        let budget = self.options.connect_timeout + self.options.timeout;
+        let conn = tokio::time::timeout(budget, self.open())
+            .await
+            .map_err(|_| timed_out("connection", budget))??;
+        let run_id = self.run_id_on(conn.clone()).await?;
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        Ok(run_id)
+    }
+
+    /// Forgets the connection: operations fail fast until the next [`connect`](Self::connect).
+    pub fn disconnect(&self) {
+        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Asks the current connection for the run id; fails if there is none or Redis is silent.
+    pub async fn probe(&self) -> Result<String, StoreError> {
+        let conn = self.current()?;
+        self.run_id_on(conn).await
+    }
+
+    async fn open(&self) -> Result<Conn, StoreError> {
+        let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.options.connect_timeout))
+            .set_response_timeout(Some(self.options.timeout));
+        match &self.target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(backend)?;
+                Ok(Conn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(backend)?,
+                ))
+            }
+            Target::Cluster(urls) => {
+                let client =
+                    redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+                        .connection_timeout(self.options.connect_timeout)
+                        .response_timeout(self.options.timeout)
+                        .build()
+                        .map_err(backend)?;
+                Ok(Conn::Cluster(
+                    client.get_async_connection().await.map_err(backend)?,
+                ))
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => {
+                let info: redis::ConnectionInfo =
+                    redis::IntoConnectionInfo::into_connection_info(node.as_str())
+                        .map_err(backend)?;
+                let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(info.redis_settings().clone());
+                let mut client = redis::sentinel::SentinelClient::build(
+                    sentinels.iter().map(String::as_str).collect(),
+                    master.clone(),
+                    Some(node_info),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(backend)?;
+                Ok(Conn::Single(
+                    client.get_async_connection().await.map_err(backend)?,
+                ))
+            }
+        }
+    }
+
+    async fn run_id_on(&self, mut conn: Conn) -> Result<String, StoreError> {
+        let info = self
+            .run(&mut conn, "probe", redis::cmd("INFO").arg("server"))
+            .await?;
+        let text = match info {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            Value::SimpleString(s) => s,
+            // A cluster answers once per node: any stable combination identifies it.
+            Value::Map(pairs) => pairs
+                .iter()
+                .map(|(_, v)| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => format!("{other:?}"),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once("run_id:").map(|(_, id)| id.trim().to_owned()))
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
+    fn current(&self) -> Result<Conn, StoreError> {
+        self.conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Backend("not connected to redis".to_owned()))
+    }
+
+    /// Runs one command with the operation timeout, recording its latency.
+    async fn run(
+        &self,
+        conn: &mut Conn,
+        op: &'static str,
+        cmd: &mut Cmd,
+    ) -> Result<Value, StoreError> {
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.options.timeout, cmd.query_async::<Value>(conn)).await;
+        self.observe(op, started);
+        result
+            .map_err(|_| timed_out(op, self.options.timeout))?
+            .map_err(|e| StoreError::Backend(describe(&e)))
+    }
+
+    async fn invoke(
+        &self,
+        op: &'static str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
+        let mut conn = self.current()?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.options.timeout,
+            invocation.invoke_async::<Value>(&mut conn),
+        )
+        .await;
+        self.observe(op, started);
+        result
+            .map_err(|_| timed_out(op, self.options.timeout))?
+            .map_err(|e| StoreError::Backend(describe(&e)))
+    }
+
+    fn observe(&self, op: &'static str, started: Instant) {
+        self.metrics
+            .redis_operation_duration_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Writes back a session kept locally unless Redis has newer activity or its logout.
+    /// Returns whether it was written.
+    pub async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError> {
+        let mut invocation = scripts::MERGE.prepare_invoke();
+        invocation
+            .key(self.session_key(&record.id))
+            .key(self.marker_key(&record.id))
+            .arg(record.created_at)
+            .arg(record.last_seen_at)
+            .arg(record.expires_at)
+            .arg(record.absolute_expires_at)
+            .arg(record.data.as_str())
+            .arg(now);
+        let written = self.invoke("merge", invocation).await?;
+        Ok(matches!(written, Value::Int(1)))
+    }
+
+    /// Ends a session at `now`, leaving the logout marker.
+    pub async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        let mut invocation = scripts::END.prepare_invoke();
+        invocation
+            .key(self.session_key(id))
+            .key(self.marker_key(id))
+            .arg(now)
+            .arg(duration_millis(self.options.absolute_lifetime));
+        Ok(matches!(
+            self.invoke("end", invocation).await?,
+            Value::Int(1)
+        ))
+    }
+}
+
+fn field_i64(value: &Value, name: &str) -> Result<i64, StoreError> {
+    let text = match value {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => return Ok(*n),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "session field {name} is {other:?}"
+            )));
+        }
+    };
+    text.trim()
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("session field {name} is not a number")))
+}
+
+fn field_string(value: &Value) -> String {
+    match value {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Decodes the five fields `c l e a d`; `None` when the session is absent.
+fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreError> {
+    let fields = match value {
+        Value::Nil => return Ok(None),
+        Value::Array(fields) if fields.len() == 5 => fields,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unexpected session reply {other:?}"
+            )));
+        }
+    };
+    if matches!(fields[2], Value::Nil) {
+        return Ok(None);
+    }
+    Ok(Some(SessionRecord {
+        id,
+        created_at: field_i64(&fields[0], "c")?,
+        last_seen_at: field_i64(&fields[1], "l")?,
+        expires_at: field_i64(&fields[2], "e")?,
+        absolute_expires_at: field_i64(&fields[3], "a")?,
+        data: field_string(&fields[4]),
+    }))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        let key = self.session_key(&record.id);
+        let ttl = (record.expires_at - record.created_at).max(1);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("c", record.created_at.to_string()),
+                    ("l", record.last_seen_at.to_string()),
+                    ("e", record.expires_at.to_string()),
+                    ("a", record.absolute_expires_at.to_string()),
+                    ("d", record.data.clone()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, ttl)
+            .ignore();
+        let mut conn = self.current()?;
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.options.timeout, pipe.query_async::<()>(&mut conn)).await;
+        self.observe("create", started);
+        result
+            .map_err(|_| timed_out("create", self.options.timeout))?
+            .map_err(|e| StoreError::Backend(describe(&e)))
+    }
+
+    async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
+        let mut conn = self.current()?;
+        let value = self
+            .run(
+                &mut conn,
+                "load",
+                redis::cmd("HMGET")
+                    .arg(self.session_key(id))
+                    .arg(&["c", "l", "e", "a", "d"]),
+            )
+            .await?;
+        Ok(decode(*id, value)?.filter(|r| r.is_live(now)))
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut invocation = scripts::TOUCH.prepare_invoke();
+        invocation
+            .key(self.session_key(id))
+            .arg(now)
+            .arg(duration_millis(idle));
+        decode(*id, self.invoke("touch", invocation).await?)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.end(id, self.clock.now()).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.disconnect();
+        Ok(())
+    }
+}

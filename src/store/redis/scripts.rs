@@ -1,0 +1,68 @@
+//! The Lua scripts that make each session operation one Redis round trip, atomically.
+//!
+//! A session is a hash under `{prefix}{<id>}` with fields `c` (created), `l` (last seen),
+//! `e` (idle expiry), `a` (absolute expiry), all in Unix milliseconds, and `d` (data, JSON
+//! text). The key's own TTL follows `e`, so Redis expires sessions by itself. A logout leaves
+//! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
+//! instance that missed the logout cannot bring the session back. The id sits in braces so a
+//! session and its marker share a cluster slot.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Extends a live session. KEYS: session. ARGV: now, idle ms. Returns the five fields, or nil.
+pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'd')
+if not v[3] then return false end
+local now = tonumber(ARGV[1])
+local exp = tonumber(v[3])
+if exp <= now then return false end
+local abs = tonumber(v[4])
+local new = math.min(now + tonumber(ARGV[2]), abs)
+if new < exp then new = exp end
+local last = math.max(tonumber(v[2]), now)
+local l = string.format('%.0f', last)
+local e = string.format('%.0f', new)
+redis.call('HSET', KEYS[1], 'l', l, 'e', e)
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(new - now, 1)))
+return {v[1], l, e, v[4], v[5] or ''}
+",
+    )
+});
+
+/// Ends a session and leaves the marker. KEYS: session, marker. ARGV: now, marker ttl ms when
+/// the session is unknown. Returns 1 if the session existed.
+pub static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local a = redis.call('HGET', KEYS[1], 'a')
+local existed = redis.call('DEL', KEYS[1])
+local ttl = tonumber(ARGV[2])
+if a then ttl = tonumber(a) - tonumber(ARGV[1]) end
+if ttl > 0 then redis.call('SET', KEYS[2], '1', 'PX', string.format('%.0f', ttl)) end
+return existed
+",
+    )
+});
+
+/// Writes back a session kept locally, unless Redis knows newer activity or a logout.
+/// KEYS: session, marker. ARGV: c, l, e, a, d, now. Returns 1 if written.
+pub static MERGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local now = tonumber(ARGV[6])
+local exp = tonumber(ARGV[3])
+if exp <= now then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'l', 'e')
+if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[2]) then return 0 end
+if cur[2] and tonumber(cur[2]) > exp then exp = tonumber(cur[2]) end
+redis.call('HSET', KEYS[1], 'c', ARGV[1], 'l', ARGV[2], 'e', string.format('%.0f', exp), 'a', ARGV[4], 'd', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(exp - now, 1)))
+return 1
+",
+    )
+});
