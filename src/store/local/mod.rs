@@ -144,10 +144,11 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Like [`SessionStore::touch`], but during an outage of the shared store: a session whose
-    /// idle expiry passed after `outage_began` may have been kept alive on another instance
-    /// meanwhile, so it is accepted (within its absolute lifetime) rather than dropped because
-    /// Redis blinked.
+    /// Like [`SessionStore::touch`], but during an outage of the shared store. A session last
+    /// seen here before the outage began may have been kept alive on another instance since,
+    /// up to `outage_began + idle` at the latest; until then it is accepted (within its absolute
+    /// lifetime) even if this copy's idle expiry passed, rather than dropped because Redis
+    /// blinked. Sessions seen here during the outage follow the normal rule.
     pub fn touch_in_outage(
         &self,
         id: &SessionId,
@@ -157,8 +158,12 @@ impl LocalStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(id);
+        let grace_until = outage_began.saturating_add(crate::clock::duration_millis(idle));
         let alive = |r: &SessionRecord| {
-            r.is_live(now) || (r.expires_at > outage_began && now < r.absolute_expires_at)
+            r.is_live(now)
+                || (r.last_seen_at < outage_began
+                    && now < grace_until
+                    && now < r.absolute_expires_at)
         };
         let Some(mut record) = self.current(&shard, id)?.filter(alive) else {
             return Ok(None);

@@ -1,0 +1,710 @@
+//! Test harness: real `redis-server` processes for the Redis session store tests.
+//!
+//! Every server is started by the harness itself on a free port of 127.0.0.1, in its own
+//! temporary directory, with persistence off. The machine's shared Redis (port 6379) is never
+//! used, connected to or signalled.
+//!
+//! * [`RedisServer`]: one standalone server, with fault injection (`kill`, `freeze`, `thaw`,
+//!   `restart_empty`, `start_again`) and data helpers for assertions (`keys`, `get_hash`,
+//!   `pttl`, `flushall`).
+//! * [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//!
+//! All functions are synchronous and bounded in time; they panic with a message (including
+//! the tail of the server log) when something does not work. They can be called from
+//! `#[tokio::test]` directly: the slowest, [`RedisCluster::start`], blocks the calling thread for
+//! about 2 s, a server start or restart for a few tens of milliseconds. A test that needs its own
+//! tasks to keep running meanwhile uses `flavor = "multi_thread"` or `spawn_blocking`.
+//!
+//! Cleanup: `Drop` kills (SIGKILL) and reaps the process, also while a test panics. As a second
+//! line of defence every redis-server gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test
+//! process even when `Drop` never runs (test binary killed by a timeout, abort, leaked value).
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// The machine's shared Redis: never ours, never touched.
+const SHARED_REDIS_PORT: u16 = 6379;
+/// Redis Cluster listens for its bus on the client port plus this.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+/// How long a (re)started server may take to answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a port that is still held by someone else is retried on restart.
+const SAME_PORT_RETRY: Duration = Duration::from_secs(5);
+/// Connect, read and write timeout of every command the harness sends itself.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `redis-cli --cluster create` plus the wait for `cluster_state:ok` may take.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+const CLUSTER_SIZE: usize = 3;
+
+const INSTALL_HINT: &str = "run scripts/test.sh, which installs redis-server and redis-cli";
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+
+/// Ports handed out by this process. Tests of one binary run in parallel threads; remembering
+/// the ports keeps two of them from getting the same port between "bind 0, drop" and the server
+/// binding it. Other processes are handled by retrying when the server reports the port in use.
+fn reserved_ports() -> &'static Mutex<HashSet<u16>> {
+    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// A port of 127.0.0.1 that is free right now (bind port 0, read it, drop the listener) and
+/// that no other caller in this process got. Never 6379.
+pub fn free_port() -> u16 {
+    reserve_port(false)
+}
+
+/// A free port `p` for a cluster node: `p + 10000` (its cluster bus) must be free as well, so
+/// `p <= 55535`.
+fn free_cluster_port() -> u16 {
+    reserve_port(true)
+}
+
+fn reserve_port(with_bus: bool) -> u16 {
+    let mut reserved = reserved_ports().lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..500 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        if port == SHARED_REDIS_PORT || reserved.contains(&port) {
+            continue;
+        }
+        if with_bus {
+            let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+                continue;
+            };
+            if bus == SHARED_REDIS_PORT + CLUSTER_BUS_OFFSET
+                || reserved.contains(&bus)
+                || TcpListener::bind(("127.0.0.1", bus)).is_err()
+            {
+                continue;
+            }
+            reserved.insert(bus);
+        }
+        reserved.insert(port);
+        return port;
+    }
+    panic!("no free port on 127.0.0.1 after 500 tries (with cluster bus: {with_bus})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// Spawns `command` so that the child is killed when the test process dies.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; a
+/// test thread (or a tokio blocking thread) would take its servers with it. So every spawn goes
+/// through one thread that lives as long as the process.
+fn spawn_tied_to_process(mut command: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawn the redis-spawner thread");
+        tx
+    });
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec only async-signal-safe system calls run (prctl, getppid),
+    // and nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+            // The test process may have died before prctl: then nobody would kill us.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(
+                    nix::errno::Errno::ESRCH as i32,
+                ));
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner
+        .send((command, tx))
+        .expect("redis-spawner thread alive");
+    rx.recv().expect("redis-spawner thread answers")
+}
+
+/// Spawns `program`, panicking with the install hint when it is not installed.
+fn spawn_program(program: &str, command: Command) -> Child {
+    match spawn_tied_to_process(command) {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            panic!("`{program}` is not installed (not found on PATH): {INSTALL_HINT}")
+        }
+        Err(e) => panic!("cannot start `{program}`: {e}"),
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` = stopped, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may contain spaces; the state follows the last ')'.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// The last `lines` lines of a file, or a note that it cannot be read.
+fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
+
+/// The part of a file from byte `offset` on: what a server wrote during this start.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.read_to_string(&mut text);
+        }
+    }
+    text
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `%`-encodes everything but RFC 3986 "unreserved" characters, for the password in a URL.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// One server
+
+/// What happened to one launch of redis-server.
+enum Launch {
+    Ready,
+    /// The port (or the cluster bus port) was taken by someone else; the process has exited.
+    PortInUse,
+}
+
+/// A redis-server process owned by the test. Dropping it kills and reaps the process and
+/// removes its directory.
+pub struct RedisServer {
+    port: u16,
+    password: Option<String>,
+    cluster: bool,
+    child: Option<Child>,
+    // Declared last: dropped after `Drop::drop` killed the process that writes into it.
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A server on a free port of 127.0.0.1, ready to answer.
+    pub fn start() -> Self {
+        Self::start_new(None, false)
+    }
+
+    /// A server that requires `password` (`--requirepass`); [`RedisServer::url`] carries it.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_new(Some(password.to_owned()), false)
+    }
+
+    /// A server on a given port (one a test reserved with [`free_port`] and pointed keepalive
+    /// at before any Redis listened there). Retries the bind for a few seconds.
+    pub fn start_on(port: u16) -> Self {
+        let mut server = Self {
+            port,
+            password: None,
+            cluster: false,
+            child: None,
+            dir: tempfile::Builder::new()
+                .prefix("keepalive-redis-")
+                .tempdir()
+                .expect("temp dir for redis-server"),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts on fresh ports until one is not taken by another process in the meantime.
+    fn start_new(password: Option<String>, cluster: bool) -> Self {
+        let pick = if cluster {
+            free_cluster_port
+        } else {
+            free_port
+        };
+        let mut server = Self {
+            port: pick(),
+            password,
+            cluster,
+            child: None,
+            dir: tempfile::Builder::new()
+                .prefix("keepalive-redis-")
+                .tempdir()
+                .expect("temp dir for redis-server"),
+        };
+        for _ in 0..20 {
+            match server.launch() {
+                Launch::Ready => return server,
+                Launch::PortInUse => {
+                    // A half-initialised cluster node may have written its config already.
+                    let _ = std::fs::remove_file(server.dir.path().join("nodes.conf"));
+                    server.port = pick();
+                }
+            }
+        }
+        panic!("redis-server: every port tried was already in use (20 tries)");
+    }
+
+    /// Starts redis-server on `self.port` and waits until it answers as itself.
+    fn launch(&mut self) -> Launch {
+        assert!(self.child.is_none(), "redis-server already running");
+        assert_ne!(
+            self.port, SHARED_REDIS_PORT,
+            "port 6379 is the shared Redis"
+        );
+        let dir = self.dir.path();
+        let log = self.log_path();
+        let log_offset = file_len(&log);
+        // Output before the log file is opened (bad arguments) goes to stdio.log.
+        let stdio = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("stdio.log"))
+            .expect("open stdio.log");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(stdio.try_clone().expect("clone stdio.log"))
+            .stderr(stdio);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        if self.cluster {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .arg("--cluster-config-file")
+                .arg(dir.join("nodes.conf"))
+                .args(["--cluster-node-timeout", "2000"]);
+        }
+        self.child = Some(spawn_program("redis-server", command));
+        self.wait_ready(log_offset)
+    }
+
+    /// Polls until the server answers `INFO` with its own pid. Checking the pid (not just a
+    /// PONG) matters: if another process holds the port, a PING could be answered by it.
+    fn wait_ready(&mut self, log_offset: u64) -> Launch {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let pid = self.child.as_ref().expect("child").id();
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .expect("child")
+                .try_wait()
+                .expect("try_wait redis-server");
+            if let Some(status) = exited {
+                self.child = None;
+                if read_from(&self.log_path(), log_offset).contains("Address already in use") {
+                    return Launch::PortInUse;
+                }
+                panic!(
+                    "redis-server on port {} exited during startup ({status}).\n{}",
+                    self.port,
+                    self.log_tail(20)
+                );
+            }
+            if self.answering_pid() == Some(pid) {
+                return Launch::Ready;
+            }
+            if Instant::now() >= deadline {
+                // `self` is dropped by the unwinding panic, which kills the process.
+                panic!(
+                    "redis-server on port {} did not answer within {READY_TIMEOUT:?}.\n{}",
+                    self.port,
+                    self.log_tail(20)
+                );
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `process_id` of whoever answers on our port with our password, if anyone.
+    fn answering_pid(&self) -> Option<u32> {
+        let mut con = self.try_connection(Duration::from_millis(500)).ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
+        info_field(&info, "process_id")?.parse().ok()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT/0`, or `redis://:PASSWORD@127.0.0.1:PORT/0` with a password.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!(
+                "redis://:{}@127.0.0.1:{}/0",
+                percent_encode(password),
+                self.port
+            ),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The server's directory (`--dir`), holding `redis.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The last lines of the server log and of its stdout/stderr, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        format!(
+            "--- {} ---\n{}\n--- stdout/stderr ---\n{}",
+            self.log_path().display(),
+            tail(&self.log_path(), lines),
+            tail(&self.dir.path().join("stdio.log"), lines)
+        )
+    }
+
+    /// The process id, while the process exists (running or frozen).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process exists (it may be frozen).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                // Died on its own: reap it so no zombie stays behind.
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// `run_id` from `INFO server`: differs for every start of a server.
+    pub fn run_id(&self) -> String {
+        let info: String = self.query(redis::cmd("INFO").arg("server"), "INFO server");
+        info_field(&info, "run_id")
+            .unwrap_or_else(|| panic!("no run_id in INFO server:\n{info}"))
+            .to_owned()
+    }
+
+    // ---- fault injection -------------------------------------------------------------------
+
+    /// SIGKILL, then reap. The port is free when this returns. No-op when not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().expect("reap redis-server");
+        }
+    }
+
+    /// SIGSTOP: the process keeps its port (the kernel still accepts connections) but answers
+    /// nothing, like a hung server. Returns once the process is stopped.
+    pub fn freeze(&self) {
+        let pid = self.pid().expect("freeze: redis-server is not running");
+        self.signal(Signal::SIGSTOP);
+        self.wait_state(pid, "stopped", |state| state == 'T');
+    }
+
+    /// SIGCONT after [`RedisServer::freeze`]. Returns once the process runs again.
+    pub fn thaw(&self) {
+        let pid = self.pid().expect("thaw: redis-server is not running");
+        self.signal(Signal::SIGCONT);
+        self.wait_state(pid, "running", |state| state != 'T');
+    }
+
+    /// Kills the server and starts a new, empty one on the same port with the same password.
+    /// A cluster node keeps its `nodes.conf`, so it rejoins with its id and slots but no data.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// After [`RedisServer::kill`]: starts an empty server on the same port. The port can be
+    /// briefly held by someone else (an outgoing connection that got it as its source port),
+    /// so binding is retried for a few seconds.
+    pub fn start_again(&mut self) {
+        assert!(
+            !self.is_running(),
+            "start_again: redis-server on port {} is still running (use restart_empty)",
+            self.port
+        );
+        // Persistence is off, but make "empty" not depend on that.
+        let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        let _ = std::fs::remove_dir_all(self.dir.path().join("appendonlydir"));
+        let deadline = Instant::now() + SAME_PORT_RETRY;
+        loop {
+            match self.launch() {
+                Launch::Ready => return,
+                Launch::PortInUse if Instant::now() < deadline => sleep(Duration::from_millis(100)),
+                Launch::PortInUse => panic!(
+                    "redis-server: port {} still in use after {SAME_PORT_RETRY:?}.\n{}",
+                    self.port,
+                    self.log_tail(20)
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = self.pid().expect("redis-server is not running");
+        nix::sys::signal::kill(Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} to redis-server {pid}: {e}"));
+    }
+
+    fn wait_state(&self, pid: u32, what: &str, wanted: impl Fn(char) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match process_state(pid) {
+                Some(state) if wanted(state) => return,
+                state => assert!(
+                    Instant::now() < deadline,
+                    "redis-server {pid} not {what} after 2 s (state {state:?})"
+                ),
+            }
+            sleep(Duration::from_millis(2));
+        }
+    }
+
+    // ---- data helpers ----------------------------------------------------------------------
+
+    /// A new connection with connect, read and write timeouts of 2 s, authenticated.
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection(COMMAND_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to redis-server on port {}: {e}", self.port))
+    }
+
+    fn try_connection(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        let con = client.get_connection_with_timeout(timeout)?;
+        con.set_read_timeout(Some(timeout))?;
+        con.set_write_timeout(Some(timeout))?;
+        Ok(con)
+    }
+
+    /// Runs `cmd` on a new connection; panics naming `what` on error.
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, what: &str) -> T {
+        cmd.query(&mut self.connection())
+            .unwrap_or_else(|e| panic!("{what} on redis-server port {}: {e}", self.port))
+    }
+
+    /// Keys matching `pattern` (SCAN, all of them), sorted.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut con = self.connection();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("SCAN on redis-server port {}: {e}", self.port));
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice.
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// `HGETALL key` (empty when the key does not exist).
+    pub fn get_hash(&self, key: &str) -> HashMap<String, String> {
+        self.query(redis::cmd("HGETALL").arg(key), "HGETALL")
+    }
+
+    /// `PTTL key`: milliseconds left, -1 without expiry, -2 when the key does not exist.
+    pub fn pttl(&self, key: &str) -> i64 {
+        self.query(redis::cmd("PTTL").arg(key), "PTTL")
+    }
+
+    pub fn flushall(&self) {
+        let _: () = self.query(&redis::cmd("FLUSHALL"), "FLUSHALL");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Never panic here: this also runs while a failed test unwinds. SIGKILL works on a
+        // frozen (SIGSTOP) process too.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of `name:` in an `INFO` reply.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster
+
+/// Three cluster masters on 127.0.0.1 (no replicas), all slots assigned, `cluster_state:ok`.
+/// Dropping it kills every node.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..CLUSTER_SIZE)
+            .map(|_| RedisServer::start_new(None, true))
+            .collect();
+        let cluster = Self { nodes };
+        cluster.create();
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// `redis-cli --cluster create`, bounded; its output goes to the first node's directory.
+    fn create(&self) {
+        let output_path = self.nodes[0].dir().join("cluster-create.log");
+        let output = File::create(&output_path).expect("create cluster-create.log");
+        let mut command = Command::new("redis-cli");
+        command
+            .args(["--cluster", "create"])
+            .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("clone cluster-create.log"))
+            .stderr(output);
+        let mut child = spawn_program("redis-cli", command);
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait redis-cli") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "redis-cli --cluster create did not finish within {CLUSTER_TIMEOUT:?}:\n{}",
+                    tail(&output_path, 40)
+                );
+            }
+            sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "redis-cli --cluster create failed ({status}):\n{}",
+            tail(&output_path, 40)
+        );
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and knows all nodes, so a client
+    /// gets the full slot map from whichever node it asks.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let infos: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    node.try_connection(Duration::from_millis(500))
+                        .and_then(|mut con| redis::cmd("CLUSTER").arg("INFO").query(&mut con))
+                        .unwrap_or_else(|e| format!("(error: {e})"))
+                })
+                .collect();
+            let known = CLUSTER_SIZE.to_string();
+            let all_ok = infos.iter().all(|info| {
+                info_field(info, "cluster_state") == Some("ok")
+                    && info_field(info, "cluster_known_nodes") == Some(known.as_str())
+            });
+            if all_ok {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let report: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .zip(&infos)
+                    .map(|(node, info)| {
+                        format!("== node {} ==\n{info}\n{}", node.port(), node.log_tail(10))
+                    })
+                    .collect();
+                panic!(
+                    "cluster not ok within {CLUSTER_TIMEOUT:?}:\n{}",
+                    report.join("\n")
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One `redis://127.0.0.1:PORT/` per node, for a cluster client.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}/", node.port()))
+            .collect()
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// For fault injection on single nodes (`kill`, `freeze`, ...).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+}

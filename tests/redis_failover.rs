@@ -1,0 +1,364 @@
+//! Redis as the shared store, with real faults: Redis killed, frozen (SIGSTOP), restarted
+//! empty, a wrong password, nothing listening at start, and two instances sharing one Redis
+//! across an outage. Every redis-server is started by the harness on a free port.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::redis::{RedisServer, free_port};
+use common::{Process, TestServer, client, create_session, keepalive};
+use reqwest::header::COOKIE;
+use serde_json::Value;
+
+const TOKEN: &str = "test-health-token-0123456789";
+
+async fn start(url: &str) -> TestServer {
+    TestServer::start(&[("REDIS_URL", url), ("KEEPALIVE_HEALTH_TOKEN", TOKEN)]).await
+}
+
+/// The Redis check as `/health` reports it (no traffic to the store involved).
+async fn redis_check(server: &TestServer) -> String {
+    let body: Value = client()
+        .get(server.url("/health"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    body["checks"]["redis:connection"][0]["observedValue"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls `condition` every 20 ms until it holds; returns how long that took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A keepalive that must succeed; returns its latency.
+async fn timed_keepalive(base: &str, cookie: &str) -> Duration {
+    let started = Instant::now();
+    let (status, body) = keepalive(base, Some(cookie)).await;
+    assert_eq!(status, 200, "{body}");
+    started.elapsed()
+}
+
+fn session_key(cookie: &str) -> String {
+    format!("keepalive:{{{}}}", cookie.split_once('=').expect("pair").1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_then_back_nothing_is_lost() {
+    let mut redis = RedisServer::start();
+    let server = start(&redis.url()).await;
+    assert_eq!(redis_check(&server).await, "ok");
+    let before = create_session(&server.base).await;
+    let ended = create_session(&server.base).await;
+    assert!(
+        !redis.get_hash(&session_key(&before)).is_empty(),
+        "sessions live in Redis"
+    );
+
+    redis.kill();
+    let detected = within(
+        Duration::from_secs(1),
+        "redis offline after the kill",
+        || async { redis_check(&server).await == "offline" },
+    )
+    .await;
+    eprintln!("offline detected {detected:?} after the kill, without traffic");
+    let (_, body) = keepalive(&server.base, Some(&before)).await;
+    assert_eq!(body["serverHealth"]["status"], "degraded");
+    assert_eq!(body["serverHealth"]["checks"]["redis"], "offline");
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        slowest = slowest.max(timed_keepalive(&server.base, &before).await);
+    }
+    assert!(
+        slowest < Duration::from_millis(600),
+        "keepalives during the outage took up to {slowest:?}"
+    );
+    let during = create_session(&server.base).await;
+    let response = client()
+        .delete(server.url("/api/v1/session"))
+        .header(COOKIE, &ended)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+
+    redis.start_again();
+    let back = within(Duration::from_secs(2), "redis ok again", || async {
+        redis_check(&server).await == "ok"
+    })
+    .await;
+    eprintln!("healthy again {back:?} after Redis came back");
+    // Redis came back empty: every live session this instance holds was written back, the
+    // one created during the outage included; the logout left its marker.
+    assert!(
+        !redis.get_hash(&session_key(&before)).is_empty(),
+        "session from before the outage written back"
+    );
+    assert!(
+        !redis.get_hash(&session_key(&during)).is_empty(),
+        "session created during the outage written back"
+    );
+    assert!(
+        redis.get_hash(&session_key(&ended)).is_empty(),
+        "the logout stays a logout"
+    );
+    assert_eq!(
+        redis.keys(&format!("{}:ended", session_key(&ended))).len(),
+        1
+    );
+    assert_eq!(keepalive(&server.base, Some(&ended)).await.0, 401);
+    assert!(timed_keepalive(&server.base, &during).await < Duration::from_secs(1));
+
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("keepalive_redis_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("keepalive_redis_outages_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("keepalive_redis_resynced_sessions_total 0"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_never_holds_a_keepalive() {
+    let redis = RedisServer::start();
+    let server = start(&redis.url()).await;
+    let cookie = create_session(&server.base).await;
+    let run_id = redis.run_id();
+
+    redis.freeze();
+    let frozen_at = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        slowest = slowest.max(timed_keepalive(&server.base, &cookie).await);
+    }
+    assert!(
+        slowest < Duration::from_millis(600),
+        "keepalives against a frozen Redis took up to {slowest:?}"
+    );
+    let (_, body) = keepalive(&server.base, Some(&cookie)).await;
+    assert_eq!(body["serverHealth"]["checks"]["redis"], "offline");
+    assert!(frozen_at.elapsed() < Duration::from_secs(5));
+    let during = create_session(&server.base).await;
+
+    redis.thaw();
+    within(Duration::from_secs(2), "redis ok after SIGCONT", || async {
+        redis_check(&server).await == "ok"
+    })
+    .await;
+    assert_eq!(redis.run_id(), run_id, "the same Redis, not a restart");
+    assert!(
+        !redis.get_hash(&session_key(&during)).is_empty(),
+        "session created while Redis was frozen written back"
+    );
+    let hash = redis.get_hash(&session_key(&cookie));
+    let (_, body) = keepalive(&server.base, Some(&cookie)).await;
+    assert_eq!(body["serverHealth"]["status"], "healthy");
+    assert!(!hash.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gets_the_live_sessions_back() {
+    let mut redis = RedisServer::start();
+    let server = start(&redis.url()).await;
+    let mut cookies = Vec::new();
+    for _ in 0..30 {
+        cookies.push(create_session(&server.base).await);
+    }
+    let old_run_id = redis.run_id();
+    redis.restart_empty();
+    assert_ne!(redis.run_id(), old_run_id);
+    assert!(
+        redis.keys("keepalive:*").is_empty(),
+        "Redis came back empty"
+    );
+    within(
+        Duration::from_secs(3),
+        "sessions written back to the empty Redis",
+        || {
+            let count = cookies
+                .iter()
+                .filter(|c| !redis.get_hash(&session_key(c)).is_empty())
+                .count();
+            async move { count == 30 }
+        },
+    )
+    .await;
+    for cookie in &cookies {
+        assert_eq!(keepalive(&server.base, Some(cookie)).await.0, 200);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_starts_degraded_and_serves_locally() {
+    let redis = RedisServer::start_with_password("right-password");
+    let url = format!("redis://:wrong-password@127.0.0.1:{}/0", redis.port());
+    let server = start(&url).await;
+    assert_eq!(redis_check(&server).await, "offline");
+    let cookie = create_session(&server.base).await;
+    let (status, body) = keepalive(&server.base, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["serverHealth"]["status"], "degraded");
+    assert!(
+        redis.keys("keepalive:*").is_empty(),
+        "nothing reached the Redis we cannot log into"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_at_start_then_redis_appears() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let server = start(&url).await;
+    assert_eq!(redis_check(&server).await, "offline");
+    let cookie = create_session(&server.base).await;
+    assert_eq!(keepalive(&server.base, Some(&cookie)).await.0, 200);
+
+    let redis = RedisServer::start_on(port);
+    within(
+        Duration::from_secs(2),
+        "redis ok once it is started",
+        || async { redis_check(&server).await == "ok" },
+    )
+    .await;
+    assert!(
+        !redis.get_hash(&session_key(&cookie)).is_empty(),
+        "the session created before Redis existed is written back"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_sessions_also_after_an_outage() {
+    let mut redis = RedisServer::start();
+    let one = start(&redis.url()).await;
+    let two = start(&redis.url()).await;
+
+    // Created on one, kept alive and ended through the other.
+    let cookie = create_session(&one.base).await;
+    assert_eq!(keepalive(&two.base, Some(&cookie)).await.0, 200);
+    let response = client()
+        .delete(two.url("/api/v1/session"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        keepalive(&one.base, Some(&cookie)).await.0,
+        401,
+        "a logout on one instance holds on the other"
+    );
+
+    // Created on one during an outage, then used through the other after the re-sync.
+    redis.kill();
+    within(
+        Duration::from_secs(2),
+        "instance one sees the outage",
+        || async { redis_check(&one).await == "offline" },
+    )
+    .await;
+    let during = create_session(&one.base).await;
+    assert_eq!(keepalive(&one.base, Some(&during)).await.0, 200);
+    redis.start_again();
+    within(
+        Duration::from_secs(3),
+        "both instances back on Redis",
+        || async { redis_check(&one).await == "ok" && redis_check(&two).await == "ok" },
+    )
+    .await;
+    assert_eq!(
+        keepalive(&two.base, Some(&during)).await.0,
+        200,
+        "instance two serves the session created during the outage"
+    );
+    let response = client()
+        .delete(two.url("/api/v1/session"))
+        .header(COOKIE, &during)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        keepalive(&one.base, Some(&during)).await.0,
+        401,
+        "and its logout holds on instance one"
+    );
+    one.stop().await;
+    two.stop().await;
+}
+
+#[test]
+fn transitions_are_logged_once_each() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let mut process = Process::start(
+        dir.path(),
+        &[("REDIS_URL", &url), ("KEEPALIVE_HEALTH_INTERVAL", "50ms")],
+    );
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(2500));
+    redis.start_again();
+    std::thread::sleep(Duration::from_millis(2500));
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(process.wait(Duration::from_secs(10)), Some(0));
+    let lines = process.drain_lines();
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("[redis] connection lost"), 1, "{lines:#?}");
+    assert_eq!(count("[redis] degraded mode on"), 1, "{lines:#?}");
+    assert_eq!(
+        count("[redis] re-sync done"),
+        2,
+        "once at start, once after the outage: {lines:#?}"
+    );
+    assert_eq!(
+        count("Server health: degraded {redis: offline, memory: ok}"),
+        1,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count("Server health: healthy {redis: ok, memory: ok}"),
+        2,
+        "at start and after: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("\"level\":\"ERROR\"")),
+        "{lines:#?}"
+    );
+}

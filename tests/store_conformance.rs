@@ -1,0 +1,270 @@
+//! One conformance suite for the `SessionStore` trait, run against every store: the local
+//! store, Redis, a three-master Redis Cluster, and the failover store (online and offline).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::START;
+use common::redis::{RedisCluster, RedisServer};
+use keepalive::clock::{Clock, ManualClock};
+use keepalive::metrics::Metrics;
+use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreState};
+use keepalive::store::failover::{FailoverOptions, FailoverStore};
+use keepalive::store::local::{LocalStore, LocalStoreOptions};
+use keepalive::store::redis::{RedisOptions, RedisStore, Target};
+
+const MIN: Duration = Duration::from_secs(60);
+const IDLE: Duration = Duration::from_secs(600);
+
+fn record(clock: &ManualClock, absolute: Duration) -> SessionRecord {
+    SessionRecord::new(
+        SessionId::generate().expect("rng"),
+        clock.now(),
+        IDLE,
+        absolute,
+        r#"{"user":"zoé","n":1}"#.to_owned(),
+    )
+}
+
+/// Every store must behave the same way on these.
+async fn conformance(store: &dyn SessionStore, clock: &ManualClock) {
+    // Create, then load the same record.
+    let a = record(clock, 60 * MIN);
+    store.create(a.clone()).await.expect("create");
+    assert_eq!(
+        store.load(&a.id, clock.now()).await.expect("load"),
+        Some(a.clone()),
+        "load after create"
+    );
+
+    // Touch extends from now and is visible to a load.
+    clock.advance(4 * MIN);
+    let touched = store
+        .touch(&a.id, clock.now(), IDLE)
+        .await
+        .expect("touch")
+        .expect("live");
+    assert_eq!(touched.expires_at, clock.now() + 600_000);
+    assert_eq!(touched.last_seen_at, clock.now());
+    assert_eq!(touched.created_at, a.created_at);
+    assert_eq!(touched.data, a.data);
+    assert_eq!(
+        store.load(&a.id, clock.now()).await.expect("load"),
+        Some(touched.clone())
+    );
+
+    // Unknown ids.
+    let unknown = SessionId::generate().expect("rng");
+    assert_eq!(store.load(&unknown, clock.now()).await.expect("load"), None);
+    assert_eq!(
+        store
+            .touch(&unknown, clock.now(), IDLE)
+            .await
+            .expect("touch"),
+        None
+    );
+    assert!(!store.delete(&unknown).await.expect("delete unknown"));
+
+    // Idle expiry.
+    let b = record(clock, 60 * MIN);
+    store.create(b.clone()).await.expect("create");
+    clock.advance(10 * MIN);
+    assert_eq!(
+        store.load(&b.id, clock.now()).await.expect("load"),
+        None,
+        "idle session expired"
+    );
+    assert_eq!(
+        store.touch(&b.id, clock.now(), IDLE).await.expect("touch"),
+        None
+    );
+
+    // Absolute lifetime caps every extension.
+    let c = record(clock, 15 * MIN);
+    store.create(c.clone()).await.expect("create");
+    clock.advance(9 * MIN);
+    let t = store
+        .touch(&c.id, clock.now(), IDLE)
+        .await
+        .expect("touch")
+        .expect("live");
+    assert_eq!(t.expires_at, c.absolute_expires_at);
+    clock.advance(6 * MIN);
+    assert_eq!(
+        store.touch(&c.id, clock.now(), IDLE).await.expect("touch"),
+        None,
+        "absolute lifetime reached"
+    );
+
+    // Delete is final.
+    let d = record(clock, 60 * MIN);
+    store.create(d.clone()).await.expect("create");
+    assert!(store.delete(&d.id).await.expect("delete"));
+    assert_eq!(store.load(&d.id, clock.now()).await.expect("load"), None);
+    assert_eq!(
+        store.touch(&d.id, clock.now(), IDLE).await.expect("touch"),
+        None
+    );
+    assert!(!store.delete(&d.id).await.expect("delete again"));
+
+    // Empty data and many sessions.
+    let mut many = Vec::new();
+    for _ in 0..50 {
+        let mut r = record(clock, 60 * MIN);
+        r.data = String::new();
+        store.create(r.clone()).await.expect("create");
+        many.push(r);
+    }
+    for r in &many {
+        assert_eq!(
+            store.load(&r.id, clock.now()).await.expect("load"),
+            Some(r.clone())
+        );
+    }
+    store.flush().await.expect("flush");
+}
+
+fn local_options() -> LocalStoreOptions {
+    LocalStoreOptions {
+        flush_interval: Duration::from_millis(50),
+        purge_interval: Duration::from_secs(3600),
+    }
+}
+
+fn redis_options() -> RedisOptions {
+    RedisOptions {
+        prefix: "test:".to_owned(),
+        timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
+        absolute_lifetime: 12 * 60 * MIN,
+    }
+}
+
+async fn local(dir: &std::path::Path, clock: &ManualClock) -> LocalStore {
+    LocalStore::open(
+        dir,
+        local_options(),
+        Arc::new(clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect("local store")
+}
+
+fn redis_store(target: Target, clock: &ManualClock) -> RedisStore {
+    RedisStore::new(
+        target,
+        redis_options(),
+        Arc::new(clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+}
+
+#[tokio::test]
+async fn local_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let store = local(dir.path(), &clock).await;
+    conformance(&store, &clock).await;
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let redis = RedisServer::start();
+    let clock = ManualClock::new(START);
+    let store = redis_store(Target::parse(&redis.url()).expect("url"), &clock);
+    store.connect().await.expect("connect");
+    conformance(&store, &clock).await;
+    // Sessions are hashes whose TTL follows the idle expiry, under the documented prefix.
+    let keys = redis.keys("test:{*}");
+    assert!(!keys.is_empty());
+    let ttl = redis.pttl(&keys[0]);
+    assert!(
+        ttl > 0 && ttl <= 600_000,
+        "each session key carries its own TTL: {ttl}"
+    );
+    let ended = redis.keys("test:{*}:ended");
+    assert_eq!(
+        ended.len(),
+        2,
+        "one logout marker per ended session: {ended:?}"
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_conforms() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster");
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let target =
+        Target::parse(&format!("redis+cluster://{}", hosts.join(","))).expect("cluster url");
+    let clock = ManualClock::new(START);
+    let store = redis_store(target, &clock);
+    store.connect().await.expect("connect to the cluster");
+    conformance(&store, &clock).await;
+    // Sessions spread over the three masters.
+    let per_node: Vec<usize> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.keys("test:{*}").len())
+        .collect();
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "sessions spread over the masters: {per_node:?}"
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn failover_store_conforms_while_redis_answers() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let store = FailoverStore::start(
+        redis_store(Target::parse(&redis.url()).expect("url"), &clock),
+        local(dir.path(), &clock).await,
+        FailoverOptions {
+            probe_interval: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(200),
+        },
+        Arc::new(clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await;
+    assert_eq!(store.shared_state(), SharedStoreState::Ok);
+    conformance(&store, &clock).await;
+    assert_eq!(store.shared_state(), SharedStoreState::Ok);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn failover_store_conforms_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let store = FailoverStore::start(
+        redis_store(Target::parse(&url).expect("url"), &clock),
+        local(dir.path(), &clock).await,
+        FailoverOptions {
+            probe_interval: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        },
+        Arc::new(clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await;
+    assert_eq!(store.shared_state(), SharedStoreState::Offline);
+    conformance(&store, &clock).await;
+    store.close().await.expect("close");
+}
