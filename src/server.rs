@@ -102,6 +102,7 @@ pub async fn run_with(
                     FailoverOptions {
                         probe_interval: redis.probe_interval,
                         backoff_max: redis.backoff_max,
+                        absolute_lifetime: config.session.absolute_lifetime,
                     },
                     Arc::clone(&env.clock),
                     Arc::clone(&metrics),

@@ -362,3 +362,51 @@ fn transitions_are_logged_once_each() {
         "{lines:#?}"
     );
 }
+
+/// A logout made during an outage is on disk: even if the instance restarts before Redis
+/// returns, the logout reaches Redis and the session stays ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
+    ];
+    let process = Process::start(dir.path(), &vars);
+    let ended = create_session(&process.base).await;
+    let kept = create_session(&process.base).await;
+    assert!(!redis.get_hash(&session_key(&ended)).is_empty());
+
+    redis.freeze();
+    let response = client()
+        .delete(format!("{}/api/v1/session", process.base))
+        .header(COOKIE, &ended)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+    process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(process);
+
+    let process = Process::start(dir.path(), &vars);
+    assert_eq!(keepalive(&process.base, Some(&ended)).await.0, 401);
+    redis.thaw();
+    let base = process.base.clone();
+    within(
+        Duration::from_secs(3),
+        "the logout written back to Redis",
+        || {
+            let gone = redis.get_hash(&session_key(&ended)).is_empty();
+            async move { gone }
+        },
+    )
+    .await;
+    assert_eq!(
+        redis.keys(&format!("{}:ended", session_key(&ended))).len(),
+        1
+    );
+    assert_eq!(keepalive(&base, Some(&ended)).await.0, 401);
+    assert_eq!(keepalive(&base, Some(&kept)).await.0, 200);
+}

@@ -235,6 +235,7 @@ async fn failover_store_conforms_while_redis_answers() {
         FailoverOptions {
             probe_interval: Duration::from_millis(100),
             backoff_max: Duration::from_millis(200),
+            absolute_lifetime: 12 * 60 * MIN,
         },
         Arc::new(clock.clone()),
         Arc::new(Metrics::new()),
@@ -259,6 +260,7 @@ async fn failover_store_conforms_while_redis_is_down() {
         FailoverOptions {
             probe_interval: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            absolute_lifetime: 12 * 60 * MIN,
         },
         Arc::new(clock.clone()),
         Arc::new(Metrics::new()),

@@ -48,6 +48,9 @@ pub struct FailoverOptions {
     pub probe_interval: Duration,
     /// Longest wait between two reconnection attempts.
     pub backoff_max: Duration,
+    /// How long a logout made during an outage is remembered for Redis at most (a session
+    /// cannot outlive it).
+    pub absolute_lifetime: Duration,
 }
 
 /// State shared by request handlers and the link task.
@@ -62,6 +65,7 @@ struct Shared {
     dirty: Mutex<HashSet<SessionId>>,
     /// Run id of the Redis the local changes were last reconciled with.
     run_id: Mutex<Option<String>>,
+    absolute_lifetime: Duration,
 }
 
 /// The failover store.
@@ -91,6 +95,7 @@ impl FailoverStore {
             outage_began: AtomicI64::new(now),
             dirty: Mutex::new(HashSet::new()),
             run_id: Mutex::new(None),
+            absolute_lifetime: options.absolute_lifetime,
         });
         shared.metrics.redis_up.set(0);
         if let Err(err) = shared.reconnect().await {
@@ -204,7 +209,20 @@ impl Shared {
             }
         }
 
+        let ended = self.local.ended_since(since).await?;
         let mut logouts = 0u64;
+        for chunk in ended.chunks(RESYNC_CONCURRENCY) {
+            let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
+                .iter()
+                .map(|id| self.redis.end(id, now).boxed())
+                .collect();
+            for written in join_all(writes).await {
+                written?;
+                logouts += 1;
+            }
+        }
+        self.local.ended_synced(&ended)?;
+
         loop {
             let batch: Vec<SessionId> = {
                 let mut dirty = self.dirty();
@@ -384,7 +402,9 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        let existed = s.local.delete(id).await?;
+        let now = s.clock.now();
+        let keep_until = now.saturating_add(crate::clock::duration_millis(s.absolute_lifetime));
+        let existed = s.local.end_offline(id, now, keep_until).await?;
         s.changed(*id).await;
         Ok(existed)
     }

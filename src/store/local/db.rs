@@ -17,6 +17,9 @@ use super::codec;
 type Key = [u8; ID_BYTES];
 const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
 const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
+/// Logouts made while the shared store was offline and not yet written back to it:
+/// id to (ended at, keep until).
+const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
 
 /// A pending change to one session.
 #[derive(Debug, Clone)]
@@ -25,6 +28,15 @@ pub enum Change {
     Put(SessionRecord),
     /// Remove the session.
     Delete,
+    /// Remove the session and remember the logout for the shared store, until `keep_until`.
+    End {
+        /// When the session was ended.
+        ended_at: Millis,
+        /// When the record of the logout may go.
+        keep_until: Millis,
+    },
+    /// Forget a recorded logout: the shared store has it now.
+    Synced,
 }
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
@@ -47,6 +59,7 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     txn.open_table(SESSIONS).map_err(backend)?;
     txn.open_table(EXPIRY).map_err(backend)?;
+    txn.open_table(ENDED).map_err(backend)?;
     txn.commit().map_err(backend)?;
     Ok(db)
 }
@@ -79,6 +92,21 @@ pub fn scan(
     Ok(out)
 }
 
+/// Logouts recorded at or after `since` (all for `None`) and not yet written back.
+pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(ENDED).map_err(backend)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let (ended_at, _) = value.value();
+        if since.is_none_or(|s| ended_at >= s) {
+            out.push(SessionId::from_bytes(key.value()));
+        }
+    }
+    Ok(out)
+}
+
 /// The number of stored sessions, live or awaiting the purge.
 pub fn count(db: &Database) -> Result<u64, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
@@ -96,9 +124,26 @@ pub fn apply<'a>(
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        let mut ended = txn.open_table(ENDED).map_err(backend)?;
         for batch in batches {
             for (id, change) in batch {
                 let key = id.as_bytes();
+                match change {
+                    Change::Synced => {
+                        ended.remove(key).map_err(backend)?;
+                        written += 1;
+                        continue;
+                    }
+                    Change::End {
+                        ended_at,
+                        keep_until,
+                    } => {
+                        ended
+                            .insert(key, (*ended_at, *keep_until))
+                            .map_err(backend)?;
+                    }
+                    Change::Put(_) | Change::Delete => {}
+                }
                 let old_expiry = match sessions.get(key).map_err(backend)? {
                     Some(value) => Some(codec::expires_at(value.value())?),
                     None => None,
@@ -115,9 +160,10 @@ pub fn apply<'a>(
                             .insert(index_key(record.expires_at, key), ())
                             .map_err(backend)?;
                     }
-                    Change::Delete => {
+                    Change::Delete | Change::End { .. } => {
                         sessions.remove(key).map_err(backend)?;
                     }
+                    Change::Synced => {}
                 }
                 written += 1;
             }
@@ -142,6 +188,20 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
             .collect::<Result<_, _>>()?;
         removed = expired.len();
+        // Recorded logouts are few (only those made during outages): a scan is cheap.
+        let stale: Vec<Key> = txn
+            .open_table(ENDED)
+            .map_err(backend)?
+            .iter()
+            .map_err(backend)?
+            .filter_map(|entry| entry.ok())
+            .filter(|(_, v)| v.value().1 <= now)
+            .map(|(k, _)| k.value())
+            .collect();
+        let mut ended = txn.open_table(ENDED).map_err(backend)?;
+        for key in stale {
+            ended.remove(&key).map_err(backend)?;
+        }
         for (at, id) in expired {
             expiry.remove((at, id)).map_err(backend)?;
             let current = match sessions.get(&id).map_err(backend)? {

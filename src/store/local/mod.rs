@@ -173,6 +173,54 @@ impl LocalStore {
         Ok(Some(record))
     }
 
+    /// Ends a session durably and records the logout for the shared store, which was offline:
+    /// the record outlives a restart, so the logout reaches Redis even then. Kept until
+    /// `keep_until` at most.
+    pub async fn end_offline(
+        &self,
+        id: &SessionId,
+        ended_at: Millis,
+        keep_until: Millis,
+    ) -> Result<bool, StoreError> {
+        self.check_open()?;
+        let existed = {
+            let mut shard = self.shared.overlay.shard(id);
+            let existed = self.current(&shard, id)?.is_some();
+            shard.put(
+                *id,
+                Change::End {
+                    ended_at,
+                    keep_until,
+                },
+            );
+            existed
+        };
+        self.flush().await?;
+        Ok(existed)
+    }
+
+    /// Logouts recorded since `since` (all for `None`) that the shared store has not seen.
+    pub async fn ended_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || db::ended_since(&shared.db, since))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    /// The shared store now has these logouts: forget their records (with the next batch).
+    pub fn ended_synced(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+        self.check_open()?;
+        for id in ids {
+            let mut shard = self.shared.overlay.shard(id);
+            // A newer change to the same id (it cannot be revived, but be exact) stays.
+            if shard.get(id).is_none() {
+                shard.put(*id, Change::Synced);
+            }
+        }
+        Ok(())
+    }
+
     /// The newest local state of a session, live or not.
     pub fn get_any(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.check_open()?;
@@ -214,7 +262,8 @@ impl LocalStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         match shard.get(id) {
             Some(Change::Put(record)) => Ok(Some(record.clone())),
-            Some(Change::Delete) => Ok(None),
+            Some(Change::Delete | Change::End { .. }) => Ok(None),
+            Some(Change::Synced) => db::get(&self.shared.db, id),
             None => db::get(&self.shared.db, id),
         }
     }

@@ -270,3 +270,51 @@ async fn closed_store_refuses_work() {
     let err = store.create(f.record(MIN)).await.unwrap_err();
     assert!(matches!(err, StoreError::Closed));
 }
+
+#[tokio::test]
+async fn in_an_outage_sessions_seen_before_it_get_one_idle_timeout_of_grace() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let idle = 10 * MIN;
+    let a = f.record(idle);
+    let b = f.record(idle);
+    store.create(a.clone()).await.expect("create");
+    store.create(b.clone()).await.expect("create");
+    f.clock.advance(5 * MIN);
+    let outage_began = f.clock.now();
+    let c = f.record(idle);
+    store
+        .create(c.clone())
+        .await
+        .expect("create during the outage");
+
+    // 12 minutes after creation: a's and b's copies expired at 10, but another instance may
+    // have kept them alive until 15 at the latest (outage start + idle timeout).
+    f.clock.advance(7 * MIN);
+    let touched = store
+        .touch_in_outage(&a.id, f.clock.now(), idle, outage_began)
+        .expect("touch");
+    assert_eq!(
+        touched.map(|r| r.expires_at),
+        Some(f.clock.now() + 600_000),
+        "accepted within the grace"
+    );
+
+    // c was seen here during the outage: no other instance knows better, the normal rule holds.
+    f.clock.advance(4 * MIN);
+    assert_eq!(
+        store
+            .touch_in_outage(&c.id, f.clock.now(), idle, outage_began)
+            .expect("touch"),
+        None
+    );
+
+    // 16 minutes: the grace is over for b, which nobody kept alive here.
+    assert_eq!(
+        store
+            .touch_in_outage(&b.id, f.clock.now(), idle, outage_began)
+            .expect("touch"),
+        None
+    );
+    store.close().await.expect("close");
+}
