@@ -47,6 +47,18 @@ async fn client() -> Response {
     )
 }
 
+/// The same client as an ES module with real exports (`import { createKeepalive } from
+/// "/keepalive.mjs"`): the classic script with an export trailer, so there is one source.
+async fn client_module() -> Response {
+    asset(
+        concat!(
+            include_str!("../../web/keepalive.js"),
+            "\nconst createKeepalive = globalThis.createKeepalive;\nexport { createKeepalive };\nexport default createKeepalive;\n"
+        ),
+        "text/javascript; charset=utf-8",
+    )
+}
+
 async fn declarations() -> Response {
     asset(
         include_str!("../../web/keepalive.d.ts"),
@@ -73,6 +85,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/keepalive.js", get(client))
+        .route("/keepalive.mjs", get(client_module))
         .route("/keepalive.d.ts", get(declarations))
         .route("/demo.js", get(demo_script))
         .route("/demo.css", get(demo_style))

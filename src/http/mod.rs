@@ -9,7 +9,8 @@
 //! - `GET /readyz`: 200 when ready, 503 while starting or draining.
 //! - `GET /health`: `application/health+json`; details only for the configured bearer token.
 //! - `GET /metrics`: Prometheus text format.
-//! - `GET /`, `/keepalive.js`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the browser client
+//! - `GET /`, `/keepalive.js`, `/keepalive.mjs`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the
+//!   browser client (classic script and ES module)
 //!   and its demo page.
 //!
 //! Anything else is a JSON 404 (or 405 for a known path with another method).
