@@ -1,9 +1,11 @@
-//! The command line: `keepalive [serve]` and `keepalive config`.
+//! The command line: `keepalive [serve]`, `check`, `doctor`, `config`.
 //!
 //! Exit codes: 0 success; 1 the server failed while running (store, listener); 64 the
 //! configuration is invalid (nothing was bound).
 
+mod check;
 mod config_cmd;
+mod doctor;
 mod serve;
 
 use std::path::PathBuf;
@@ -33,6 +35,25 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Probe a running server once: exit 0 healthy, 1 degraded, 2 critical, 3 unreachable.
+    Check {
+        /// Server to probe (`http://host:port`, or a `/health` or keepalive URL); default: this
+        /// configuration's port on 127.0.0.1.
+        url: Option<String>,
+        /// Print JSON instead of one line.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Find what is wrong: configuration, Redis (host, connection, password, PING, INFO),
+    /// memory, port and data directory, each with its fix.
+    Doctor {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the effective configuration and where each value comes from, secrets redacted.
     Config {
         /// Print JSON instead of a table.
@@ -43,9 +64,14 @@ pub enum Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (Redis over TLS, HTTPS webhooks); a second
+    // call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve::run(cli.config),
         Command::Config { json } => config_cmd::run(cli.config, json),
+        Command::Check { url, json, timeout } => check::run(cli.config, url, json, timeout),
+        Command::Doctor { json } => doctor::run(cli.config, json),
     }
 }

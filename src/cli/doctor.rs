@@ -1,0 +1,500 @@
+//! `keepalive doctor`: the operator's troubleshooting, automated, for the configuration keepalive
+//! would run with. It replaces the old guide's five manual steps (is Redis running, can it be
+//! reached, is `REDIS_URL` right, restart it, ...): each step prints one line, and the first
+//! failure is named as the cause with its fix. Secrets are never printed.
+//!
+//! Exit codes: 0 nothing wrong (warnings allowed), 1 something is wrong, 64 the configuration is
+//! invalid.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::config::{Config, Layers, RedisSettings};
+use crate::health::memory;
+use crate::store::redis::Target;
+
+use super::{EXIT_CONFIG, EXIT_FAILURE};
+
+/// How long a name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+struct Step {
+    name: String,
+    status: Level,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+#[derive(Default)]
+struct Report {
+    steps: Vec<Step>,
+}
+
+impl Report {
+    fn ok(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.steps.push(Step {
+            name: name.into(),
+            status: Level::Ok,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+
+    fn warn(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: Option<String>) {
+        self.steps.push(Step {
+            name: name.into(),
+            status: Level::Warn,
+            detail: detail.into(),
+            fix,
+        });
+    }
+
+    fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) {
+        self.steps.push(Step {
+            name: name.into(),
+            status: Level::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+    }
+
+    fn failed(&self) -> bool {
+        self.steps.iter().any(|s| s.status == Level::Fail)
+    }
+}
+
+/// Runs every check; returns the exit code.
+pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
+    let mut report = Report::default();
+    let config = check_config(file, &mut report);
+    if let Some(config) = &config {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(async {
+                match &config.redis {
+                    Some(redis) => check_redis(redis, &mut report).await,
+                    None => report.ok("redis", "not configured: sessions live in the local store only (set REDIS_URL to share them)"),
+                }
+                check_port(config.server.listen, &mut report).await;
+            }),
+            Err(err) => report.fail("runtime", err.to_string(), "report this as a bug"),
+        }
+        check_memory(config, &mut report);
+        check_data_dir(&config.store.data_dir, &mut report);
+    }
+
+    let cause = report.steps.iter().find(|s| s.status == Level::Fail);
+    if as_json {
+        let doc = serde_json::json!({
+            "ok": !report.failed(),
+            "cause": cause.map(|s| &s.detail),
+            "fix": cause.and_then(|s| s.fix.as_ref()),
+            "steps": report.steps,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        for step in &report.steps {
+            let mark = match step.status {
+                Level::Ok => "ok  ",
+                Level::Warn => "warn",
+                Level::Fail => "FAIL",
+            };
+            match &step.fix {
+                Some(fix) => println!("{mark}  {}: {} -> {fix}", step.name, step.detail),
+                None => println!("{mark}  {}: {}", step.name, step.detail),
+            }
+        }
+        match cause {
+            Some(step) => println!(
+                "\ncause: {}\nfix:   {}",
+                step.detail,
+                step.fix.as_deref().unwrap_or("")
+            ),
+            None => println!("\nno problem found"),
+        }
+    }
+    if config.is_none() {
+        ExitCode::from(EXIT_CONFIG)
+    } else if report.failed() {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn check_config(file: Option<PathBuf>, report: &mut Report) -> Option<Config> {
+    let layers = match Layers::read(file) {
+        Ok(layers) => layers,
+        Err(err) => {
+            report.fail(
+                "configuration",
+                err.to_string(),
+                "fix the file, or run `keepalive config` to see every setting",
+            );
+            return None;
+        }
+    };
+    for var in layers.unknown_vars() {
+        report.warn(
+            "environment",
+            format!("{var} names no setting and is ignored"),
+            Some("check its spelling against `keepalive config`".to_owned()),
+        );
+    }
+    match layers.validate() {
+        Ok(config) => {
+            let env_source = layers.origin("env");
+            report.ok(
+                "configuration",
+                format!(
+                    "valid; environment {} (from {env_source})",
+                    config.environment
+                ),
+            );
+            Some(config)
+        }
+        Err(err) => {
+            report.fail(
+                "configuration",
+                err.to_string(),
+                "correct that value; `keepalive config` shows where each value comes from",
+            );
+            None
+        }
+    }
+}
+
+/// Host and port of each Redis node the URL names (sentinels for a sentinel URL).
+fn endpoints(target: &Target) -> Vec<(String, u16)> {
+    let urls: Vec<&String> = match target {
+        Target::Single(url) => vec![url],
+        Target::Cluster(urls) => urls.iter().collect(),
+        Target::Sentinel { sentinels, .. } => sentinels.iter().collect(),
+    };
+    urls.iter()
+        .filter_map(|url| {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).ok()?;
+            match info.addr() {
+                redis::ConnectionAddr::Tcp(host, port)
+                | redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+async fn check_redis(settings: &RedisSettings, report: &mut Report) {
+    let kind = match &settings.target {
+        Target::Single(_) => "one server",
+        Target::Cluster(_) => "cluster seeds",
+        Target::Sentinel { .. } => "sentinels",
+    };
+    report.ok("REDIS_URL", format!("{} ({kind})", settings.display_url));
+
+    for (host, port) in endpoints(&settings.target) {
+        let resolved = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await;
+        let addrs: Vec<SocketAddr> = match resolved {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(err)) => {
+                report.fail(
+                    format!("resolve {host}"),
+                    format!("the Redis host name {host} is unknown ({err})"),
+                    "check the host in REDIS_URL; with docker compose it is the Redis service's name, and both services must share a network",
+                );
+                return;
+            }
+            Err(_) => {
+                report.fail(
+                    format!("resolve {host}"),
+                    format!("resolving {host} took over {}s", RESOLVE_TIMEOUT.as_secs()),
+                    "check the DNS configuration of this host or container",
+                );
+                return;
+            }
+        };
+        let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        report.ok(format!("resolve {host}"), shown.join(", "));
+
+        let Some(addr) = addrs.first().copied() else {
+            report.fail(
+                format!("resolve {host}"),
+                format!("{host} resolves to no address"),
+                "check the host in REDIS_URL",
+            );
+            return;
+        };
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => report.ok(format!("connect {host}:{port}"), "TCP connection accepted"),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                report.fail(
+                    format!("connect {host}:{port}"),
+                    format!("Redis is not running: nothing listens on {addr} (connection refused)"),
+                    "start Redis (docker compose up -d redis, or systemctl start redis-server) or correct the port in REDIS_URL",
+                );
+                return;
+            }
+            Ok(Err(err)) => {
+                report.fail(format!("connect {host}:{port}"), format!("cannot reach {addr}: {err}"), "check the network between keepalive and Redis (routes, firewall, network policies)");
+                return;
+            }
+            Err(_) => {
+                report.fail(
+                    format!("connect {host}:{port}"),
+                    format!("{addr} is unreachable: no answer to the connection within {}", humantime::format_duration(settings.connect_timeout)),
+                    "check the network between keepalive and Redis (routes, firewall, network policies)",
+                );
+                return;
+            }
+        }
+    }
+
+    // Authentication and PING through the same client library the server uses.
+    let answer_budget = Duration::from_secs(2).max(settings.timeout);
+    let url = match &settings.target {
+        Target::Single(url) => url.clone(),
+        Target::Cluster(urls) => urls.first().cloned().unwrap_or_default(),
+        Target::Sentinel { .. } => {
+            report.warn("ping", "sentinel deployments: the master is found at run time; its PING is not checked here", None);
+            return;
+        }
+    };
+    let client = match redis::Client::open(url.as_str()) {
+        Ok(client) => client,
+        Err(err) => {
+            report.fail(
+                "ping",
+                format!("REDIS_URL cannot be used: {:?}", err.kind()),
+                "correct REDIS_URL",
+            );
+            return;
+        }
+    };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(answer_budget));
+    let started = Instant::now();
+    let connection = tokio::time::timeout(
+        settings.connect_timeout + answer_budget,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await;
+    let mut conn = match connection {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(err)) => return redis_error(report, &err),
+        Err(_) => return frozen(report, answer_budget),
+    };
+    let ping = tokio::time::timeout(
+        answer_budget,
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await;
+    match ping {
+        Ok(Ok(pong)) => report.ok(
+            "ping",
+            format!(
+                "{pong} in {:.1} ms (authenticated)",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+        ),
+        Ok(Err(err)) => return redis_error(report, &err),
+        Err(_) => return frozen(report, answer_budget),
+    }
+    let latency_started = Instant::now();
+    if let Ok(Ok(_)) = tokio::time::timeout(
+        answer_budget,
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await
+    {
+        let ms = latency_started.elapsed().as_secs_f64() * 1000.0;
+        if ms > settings.timeout.as_secs_f64() * 1000.0 / 2.0 {
+            report.warn("latency", format!("PING took {ms:.1} ms, close to the {} operation timeout", humantime::format_duration(settings.timeout)), Some("Redis is slow: check its load (redis-cli --latency, SLOWLOG GET) or raise KEEPALIVE_REDIS_TIMEOUT".to_owned()));
+        } else {
+            report.ok(
+                "latency",
+                format!(
+                    "PING {ms:.2} ms (operation timeout {})",
+                    humantime::format_duration(settings.timeout)
+                ),
+            );
+        }
+    }
+    match tokio::time::timeout(
+        answer_budget,
+        redis::cmd("INFO").query_async::<String>(&mut conn),
+    )
+    .await
+    {
+        Ok(Ok(info)) => {
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(name)?
+                            .strip_prefix(':')
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .unwrap_or_else(|| "?".to_owned())
+            };
+            let maxmemory = match field("maxmemory_human").as_str() {
+                "0B" => "no maxmemory".to_owned(),
+                other => format!("maxmemory {other}, policy {}", field("maxmemory_policy")),
+            };
+            report.ok(
+                "info",
+                format!(
+                    "Redis {} ({}), memory {} ({maxmemory}), {} clients, up {}s",
+                    field("redis_version"),
+                    field("role"),
+                    field("used_memory_human"),
+                    field("connected_clients"),
+                    field("uptime_in_seconds")
+                ),
+            );
+        }
+        _ => report.warn("info", "INFO did not answer", None),
+    }
+}
+
+fn frozen(report: &mut Report, budget: Duration) {
+    report.fail(
+        "ping",
+        format!("Redis accepts connections but does not answer within {}: it is frozen or overloaded", humantime::format_duration(budget)),
+        "look at the Redis process: is it stopped (SIGSTOP, a debugger), swapping, or busy (redis-cli --latency, SLOWLOG GET, a long fork for persistence)? Restart it if it is hung",
+    );
+}
+
+fn redis_error(report: &mut Report, err: &redis::RedisError) {
+    let code = err.code().unwrap_or_default();
+    // The error text is Redis's own reply here (the URL is not part of it).
+    let text = err.to_string();
+    if code == "NOAUTH" || text.contains("NOAUTH") {
+        report.fail("ping", "Redis requires a password and REDIS_URL carries none", "add it to REDIS_URL: redis://:PASSWORD@host:port/0 (or redis://USER:PASSWORD@... with ACL users)");
+    } else if text.contains("without any password configured") {
+        report.fail(
+            "ping",
+            "REDIS_URL carries a password but this Redis has none configured",
+            "remove the password from REDIS_URL, or set requirepass on Redis",
+        );
+    } else if code == "WRONGPASS"
+        || text.contains("WRONGPASS")
+        || err.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        report.fail(
+            "ping",
+            "Redis refused the user or password in REDIS_URL",
+            "correct the password in REDIS_URL (percent-encode special characters)",
+        );
+    } else if err.is_timeout() {
+        frozen(report, Duration::from_secs(2));
+    } else if err.is_connection_refusal() {
+        report.fail(
+            "ping",
+            "Redis refused the connection",
+            "start Redis or correct REDIS_URL",
+        );
+    } else {
+        report.fail(
+            "ping",
+            format!("Redis answered with an error: {:?} {code}", err.kind()),
+            "check the Redis logs",
+        );
+    }
+}
+
+async fn check_port(listen: SocketAddr, report: &mut Report) {
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => report.ok("port", format!("{listen} is free")),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            let url = format!("http://127.0.0.1:{}/livez", listen.port());
+            let keepalive = match reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+            {
+                Ok(client) => {
+                    matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
+                }
+                Err(_) => false,
+            };
+            if keepalive {
+                report.warn(
+                    "port",
+                    format!("{listen} is in use by a running keepalive (it answers /livez)"),
+                    None,
+                );
+            } else {
+                report.fail(
+                    "port",
+                    format!("{listen} is in use by another program"),
+                    "stop that program or choose another port with PORT",
+                );
+            }
+        }
+        Err(err) => report.fail(
+            "port",
+            format!("cannot listen on {listen}: {err}"),
+            "choose another address with KEEPALIVE_BIND / PORT",
+        ),
+    }
+}
+
+fn check_memory(config: &Config, report: &mut Report) {
+    match memory::read(Path::new("/")) {
+        Ok(reading) => {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let percent = reading.percent();
+            let detail = format!(
+                "{:.0} MiB used of {:.0} MiB ({}) = {percent:.1} %; warning at {} %, critical at {} %",
+                mib(reading.used_bytes),
+                mib(reading.limit_bytes),
+                reading.source.as_str(),
+                config.health.memory_warning,
+                config.health.memory_critical
+            );
+            if percent >= config.health.memory_critical {
+                report.fail("memory", detail, "raise the container's memory limit, or find what holds memory and restart the container");
+            } else if percent >= config.health.memory_warning {
+                report.warn(
+                    "memory",
+                    detail,
+                    Some("watch it: raise the memory limit before it reaches critical".to_owned()),
+                );
+            } else {
+                report.ok("memory", detail);
+            }
+        }
+        Err(err) => report.warn("memory", format!("cannot read memory use: {err}"), None),
+    }
+}
+
+fn check_data_dir(dir: &Path, report: &mut Report) {
+    let probe = dir.join(".keepalive-doctor");
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => report.ok("data directory", format!("{} is writable", dir.display())),
+        Err(err) => report.fail(
+            "data directory",
+            format!("{} is not writable: {err}", dir.display()),
+            "give the keepalive user write access to it, or set KEEPALIVE_DATA_DIR to a writable volume",
+        ),
+    }
+}
