@@ -12,8 +12,9 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages: promtool validates /metrics, redis-server serves the Redis tests, Chromium
-# runs the browser tests (driven by playwright-core; no browser download).
+# Debian packages: promtool validates /metrics and the alert rules, redis-server serves the
+# Redis tests, Chromium runs the browser tests (driven by playwright-core; no browser
+# download).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -22,6 +23,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PyYAML for the python3 the tests call (the first on PATH), which reads the deployment YAML.
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    log "installing PyYAML"
+    python3 -m pip install --quiet pyyaml
 fi
 
 log "cargo fmt --check"

@@ -16,11 +16,14 @@
 //!   answer reads.
 //! - [`http`]: the axum router: sessions, keepalive, probes, metrics, the browser client.
 //! - [`metrics`]: the Prometheus registry and the metrics every part records.
+//! - [`alert`]: the built-in alert rules and their webhooks.
+//! - [`outbound`]: outgoing HTTP clients (webhooks, `check`, `doctor`).
 //! - [`server`]: wires it all together, serves, and shuts down cleanly.
 //! - [`cli`]: the command line (`serve`, `config`); `main.rs` only calls it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod outbound;
 pub mod server;
 pub mod session;
 pub mod store;

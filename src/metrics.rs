@@ -54,6 +54,10 @@ pub struct Metrics {
     pub redis_resynced_sessions_total: IntCounter,
     /// Logouts written back to Redis by a re-sync.
     pub redis_resynced_logouts_total: IntCounter,
+    /// Alert notices delivered to webhooks, by sink and result (`sent`, `failed`).
+    pub alert_deliveries_total: IntCounterVec,
+    /// Alert notices dropped because a webhook's outbox was full, by sink.
+    pub alerts_dropped_total: IntCounterVec,
 }
 
 /// Registering a metric only fails on a duplicate name or an invalid definition, both bugs in
@@ -156,7 +160,8 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             ready: register(r, IntGauge::with_opts(opts("ready", "1 while the instance is ready for traffic.")).expect("valid metric")),
-            redis_up: register(r, IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric")),
+            // Registered by `track_redis` only: without Redis the metric is absent, not 0.
+            redis_up: IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric"),
             redis_operation_duration_seconds: register(
                 r,
                 HistogramVec::new(
@@ -176,11 +181,29 @@ impl Metrics {
                 r,
                 IntCounter::with_opts(opts("redis_resynced_sessions_total", "Sessions written back to Redis by a re-sync.")).expect("valid metric"),
             ),
+            alert_deliveries_total: register(
+                r,
+                IntCounterVec::new(opts("alert_deliveries_total", "Alert notices delivered to webhooks, by sink and result."), &["sink", "result"])
+                    .expect("valid metric"),
+            ),
+            alerts_dropped_total: register(
+                r,
+                IntCounterVec::new(opts("alerts_dropped_total", "Alert notices dropped because a webhook's outbox was full, by sink."), &["sink"])
+                    .expect("valid metric"),
+            ),
             redis_resynced_logouts_total: register(
                 r,
                 IntCounter::with_opts(opts("redis_resynced_logouts_total", "Logouts written back to Redis by a re-sync.")).expect("valid metric"),
             ),
             registry,
+        }
+    }
+
+    /// Exports `keepalive_redis_up`: called when Redis is configured, so that an instance
+    /// without Redis never reports it down.
+    pub fn track_redis(&self) {
+        if let Err(err) = self.registry.register(Box::new(self.redis_up.clone())) {
+            tracing::debug!(error = %err, "redis_up already registered");
         }
     }
 

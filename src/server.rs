@@ -1,10 +1,12 @@
 //! Wires the parts together and serves until shut down.
 //!
-//! Start: open the store, run the first health check, start the monitor, mark ready, serve.
+//! Start: open the store, run the first health check, start the monitor and the alert rules,
+//! mark ready, serve.
 //! Shutdown (the `shutdown` future resolves, on SIGTERM or SIGINT in the binary): `/readyz`
 //! turns 503, the listener keeps accepting for the drain delay so load balancers move away,
-//! then closes; in-flight requests get the shutdown timeout to finish; the monitor stops; the
-//! store writes what is pending and closes. `run` returns only when all of that is done.
+//! then closes; in-flight requests get the shutdown timeout to finish; alerts and the monitor
+//! stop; the store writes what is pending and closes. `run` returns only when all of that is
+//! done.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{self, AlertOptions, Alerts, HealthSource, Webhook, WebhookKind};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthOptions};
@@ -68,6 +71,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     env: Environment,
 ) -> Result<(), ServerError> {
+    crate::outbound::ensure_crypto_provider();
     let metrics = Arc::new(Metrics::new());
     let local = LocalStore::open(
         &config.store.data_dir,
@@ -83,6 +87,7 @@ pub async fn run_with(
     let store: Arc<dyn SessionStore> = match &config.redis {
         None => Arc::new(local),
         Some(redis) => {
+            metrics.track_redis();
             let remote = RedisStore::new(
                 redis.target.clone(),
                 RedisOptions {
@@ -124,6 +129,41 @@ pub async fn run_with(
         Arc::clone(&metrics),
     )
     .await;
+
+    let alerts = {
+        let latest = monitor.subscribe();
+        let store = Arc::clone(&store);
+        let source: HealthSource = Arc::new(move || {
+            latest
+                .borrow()
+                .summary
+                .with_redis(store.shared_state().into())
+        });
+        let mut webhooks = Vec::new();
+        if let Some(url) = &config.alerts.webhook_url {
+            webhooks.push(Webhook {
+                kind: WebhookKind::Alertmanager,
+                url: url.clone(),
+            });
+        }
+        if let Some(url) = &config.alerts.slack_webhook_url {
+            webhooks.push(Webhook {
+                kind: WebhookKind::Slack,
+                url: url.clone(),
+            });
+        }
+        Alerts::start(
+            AlertOptions {
+                timings: config.alerts.timings,
+                interval: config.health.interval,
+                webhooks,
+                instance: alert::instance_name(),
+            },
+            source,
+            Arc::clone(&env.clock),
+            Arc::clone(&metrics),
+        )
+    };
 
     let readiness = Readiness::default();
     let state = AppState {
@@ -176,6 +216,7 @@ pub async fn run_with(
         }
     };
 
+    alerts.stop().await;
     monitor.stop().await;
     let closed = store.close().await;
     result?;

@@ -148,7 +148,7 @@ async fn probe(url: String, token: Option<String>, timeout: Duration) -> Verdict
         checks: None,
         error: Some(error),
     };
-    let client = match reqwest::Client::builder()
+    let client = match crate::outbound::client_builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()

@@ -424,7 +424,7 @@ async fn check_port(listen: SocketAddr, report: &mut Report) {
         Ok(_) => report.ok("port", format!("{listen} is free")),
         Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
             let url = format!("http://127.0.0.1:{}/livez", listen.port());
-            let keepalive = match reqwest::Client::builder()
+            let keepalive = match crate::outbound::client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()
             {

@@ -1,7 +1,8 @@
 //! The command line: `keepalive [serve]`, `check`, `doctor`, `config`.
 //!
 //! Exit codes: 0 success; 1 the server failed while running (store, listener); 64 the
-//! configuration is invalid (nothing was bound).
+//! configuration or the command line is invalid (nothing was bound). `check` and `doctor`
+//! document their own.
 
 mod check;
 mod config_cmd;
@@ -64,10 +65,24 @@ pub enum Command {
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    // One TLS crypto provider for the whole process (Redis over TLS, HTTPS webhooks); a second
-    // call finds it installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    crate::outbound::ensure_crypto_provider();
+    // A usage error exits 64 like any configuration error: clap's own code (2) would read as
+    // "critical" to a `keepalive check` health check.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let informational = matches!(
+                err.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            let _ = err.print();
+            return if informational {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CONFIG)
+            };
+        }
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve::run(cli.config),
         Command::Config { json } => config_cmd::run(cli.config, json),

@@ -186,6 +186,17 @@ pub struct RedisSettings {
     pub backoff_max: Duration,
 }
 
+/// Alert rules and where their notices go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// Rule durations and repeat interval.
+    pub timings: crate::alert::RuleTimings,
+    /// Alertmanager-compatible webhook.
+    pub webhook_url: Option<Secret>,
+    /// Slack-style webhook.
+    pub slack_webhook_url: Option<Secret>,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -212,6 +223,8 @@ pub struct Config {
     pub session: SessionSettings,
     /// Health monitor.
     pub health: HealthSettings,
+    /// Alert rules and webhooks.
+    pub alerts: AlertSettings,
     /// Logging.
     pub log: LogSettings,
 }

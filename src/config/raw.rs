@@ -86,6 +86,24 @@ pub struct RawConfig {
     /// Longest time in-flight requests get to finish on shutdown.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Alertmanager-compatible webhook for alert notices.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub alert_webhook_url: Option<String>,
+    /// Slack-style (`{"text": ...}`) webhook for alert notices.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub alert_slack_webhook_url: Option<String>,
+    /// How long Redis must be offline before the alert fires.
+    #[serde(default, with = "humantime_serde")]
+    pub alert_redis_offline_for: Option<Duration>,
+    /// How long memory must be at warning or above before the alert fires.
+    #[serde(default, with = "humantime_serde")]
+    pub alert_memory_for: Option<Duration>,
+    /// How long the status must be critical before the alert fires.
+    #[serde(default, with = "humantime_serde")]
+    pub alert_critical_for: Option<Duration>,
+    /// Interval between two notices of an alert that keeps firing.
+    #[serde(default, with = "humantime_serde")]
+    pub alert_repeat_interval: Option<Duration>,
     /// Log filter (`info`, `debug`, `keepalive=debug,tower_http=info`, ...).
     pub log_level: Option<String>,
     /// Log format: `text` or `json`.
@@ -121,12 +139,22 @@ pub const KEYS: &[&str] = &[
     "request_timeout",
     "drain_delay",
     "shutdown_timeout",
+    "alert_webhook_url",
+    "alert_slack_webhook_url",
+    "alert_redis_offline_for",
+    "alert_memory_for",
+    "alert_critical_for",
+    "alert_repeat_interval",
     "log_level",
     "log_format",
 ];
 
 /// Settings whose values are secrets: never printed.
-pub const SECRET_KEYS: &[&str] = &["health_token"];
+pub const SECRET_KEYS: &[&str] = &[
+    "health_token",
+    "alert_webhook_url",
+    "alert_slack_webhook_url",
+];
 
 impl RawConfig {
     /// The defaults of one environment: the guide's production values (tick 30 s, timeout
@@ -167,6 +195,12 @@ impl RawConfig {
             request_timeout: Some(secs(10)),
             drain_delay: Some(if development { secs(0) } else { secs(5) }),
             shutdown_timeout: Some(secs(15)),
+            alert_webhook_url: None,
+            alert_slack_webhook_url: None,
+            alert_redis_offline_for: Some(secs(5 * 60)),
+            alert_memory_for: Some(secs(5 * 60)),
+            alert_critical_for: Some(secs(60)),
+            alert_repeat_interval: Some(secs(60 * 60)),
             log_level: Some("info".to_owned()),
             log_format: Some(if development { "text" } else { "json" }.to_owned()),
         }

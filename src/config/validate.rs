@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::sources::redact_url;
 use super::{
-    ClientSettings, Config, ConfigError, Environment, HealthSettings, Layers, LogFormat,
-    LogSettings, RedisSettings, Secret, ServerSettings, SessionSettings, StoreSettings,
+    AlertSettings, ClientSettings, Config, ConfigError, Environment, HealthSettings, Layers,
+    LogFormat, LogSettings, RedisSettings, Secret, ServerSettings, SessionSettings, StoreSettings,
 };
 
 /// The production tick may not go below this: more frequent pings only add load (the guide's
@@ -218,6 +218,56 @@ impl Layers {
             }
         };
 
+        let webhook =
+            |key: &'static str, value: Option<String>| -> Result<Option<Secret>, ConfigError> {
+                match value {
+                    None => Ok(None),
+                    Some(url) => match reqwest::Url::parse(&url) {
+                        Ok(parsed)
+                            if matches!(parsed.scheme(), "http" | "https")
+                                && parsed.host().is_some() =>
+                        {
+                            Ok(Some(Secret::new(url)))
+                        }
+                        _ => Err(fail(key, "must be an http:// or https:// URL".to_owned())),
+                    },
+                }
+            };
+        let webhook_url = webhook("alert_webhook_url", raw.alert_webhook_url.clone())?;
+        let slack_webhook_url = webhook(
+            "alert_slack_webhook_url",
+            raw.alert_slack_webhook_url.clone(),
+        )?;
+        let day = Duration::from_secs(24 * 3600);
+        let mut durations = [Duration::ZERO; 4];
+        for (slot, key, value) in [
+            (0, "alert_redis_offline_for", get!(alert_redis_offline_for)),
+            (1, "alert_memory_for", get!(alert_memory_for)),
+            (2, "alert_critical_for", get!(alert_critical_for)),
+            (3, "alert_repeat_interval", get!(alert_repeat_interval)),
+        ] {
+            if value > day {
+                return Err(fail(key, "must be at most 24h".to_owned()));
+            }
+            durations[slot] = value;
+        }
+        if durations[3] < Duration::from_secs(1) {
+            return Err(fail(
+                "alert_repeat_interval",
+                "must be at least 1s".to_owned(),
+            ));
+        }
+        let alerts = AlertSettings {
+            timings: crate::alert::RuleTimings {
+                redis_offline_for: durations[0],
+                memory_for: durations[1],
+                critical_for: durations[2],
+                repeat_interval: durations[3],
+            },
+            webhook_url,
+            slack_webhook_url,
+        };
+
         let level = get!(log_level);
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(fail("log_level", "must be a level (error, warn, info, debug, trace) or a filter such as keepalive=debug,info".to_owned()));
@@ -260,6 +310,7 @@ impl Layers {
                 memory_critical,
                 token,
             },
+            alerts,
             log: LogSettings { level, format },
         })
     }

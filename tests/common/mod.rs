@@ -102,7 +102,7 @@ impl TestServer {
 
 /// A plain HTTP client; cookies are handled by hand so tests see exactly what is sent.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    keepalive::outbound::client_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")

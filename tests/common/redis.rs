@@ -177,10 +177,10 @@ fn tail(path: &Path, lines: usize) -> String {
 /// The part of a file from byte `offset` on: what a server wrote during this start.
 fn read_from(path: &Path, offset: u64) -> String {
     let mut text = String::new();
-    if let Ok(mut file) = File::open(path) {
-        if file.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = file.read_to_string(&mut text);
-        }
+    if let Ok(mut file) = File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.read_to_string(&mut text);
     }
     text
 }
