@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The standard load benchmark in one command: builds the release server and the
+# bench tool, then runs keepalive vs /livez on one freshly started server.
+#
+# Knobs (environment): CONNECTIONS (64), SESSIONS (5000), DURATION (3s),
+# WARMUP (1s), ROUNDS (9), BENCH_JSON (report path). Short phases and many
+# rounds pair the two endpoints closely in time, so background load on a
+# shared machine hits both alike, and a median of 9 shrugs off 4 bad rounds. Any arguments are passed
+# on to `keepalive-bench load`, e.g. `bench/run.sh --server-env REDIS_URL=redis://127.0.0.1:6379`.
+# The figures are only comparable when nothing else heavy runs: the load
+# generator and the server share the machine's cores.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+# The commit is not in the tool's report; print it so results can be tied to
+# code. Taken before the build, which is what the binaries are built from.
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
+    rev="$rev+dirty"
+fi
+echo "commit: $rev" >&2
+
+# One cargo invocation for both so they share the workspace's build cache.
+cargo build --release -p keepalive -p keepalive-bench
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+json="${BENCH_JSON:-$target_dir/bench/load-$stamp.json}"
+mkdir -p "$(dirname "$json")"
+
+"$target_dir/release/keepalive-bench" load \
+    --server-bin "$target_dir/release/keepalive" \
+    --connections "${CONNECTIONS:-64}" \
+    --sessions "${SESSIONS:-5000}" \
+    --duration "${DURATION:-3s}" \
+    --warmup "${WARMUP:-1s}" \
+    --rounds "${ROUNDS:-9}" \
+    --json "$json" \
+    "$@"
+echo "JSON report: $json" >&2
