@@ -1,7 +1,8 @@
 //! Redis first, the local store as mirror and fallback, and the re-sync after an outage.
 //!
 //! While Redis answers, every operation goes to Redis and what it returns is mirrored into the
-//! local store (batched, not flushed: Redis holds the primary copy). The first operation that
+//! local store (batched, not flushed: Redis holds the primary copy; extensions only once the
+//! copy trails by half an idle timeout). The first operation that
 //! fails or times out marks Redis offline: from then on operations go straight to the local
 //! store, which keeps every session this instance created or touched alive; new sessions and
 //! logouts are written there durably, and their ids are remembered as changed.
@@ -149,6 +150,23 @@ impl Shared {
                 Ok(())
             }
         }
+    }
+
+    /// Keeps the local copy of a session Redis just extended, without rewriting it on every
+    /// keepalive: the copy is refreshed only once its expiry trails Redis's by half an idle
+    /// timeout. It stays live (so the purge keeps it and an outage finds it), and an outage
+    /// forgives the lag (see [`LocalStore::touch_in_outage`]), while the local store writes
+    /// each busy session once per half idle timeout instead of once per flush.
+    fn mirror_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
+        let slack = crate::clock::duration_millis(idle) / 2;
+        let fresh = self
+            .local
+            .get_any(&record.id)?
+            .is_some_and(|local| local.expires_at >= record.expires_at.saturating_sub(slack));
+        if !fresh {
+            self.local.mirror(record.clone())?;
+        }
+        Ok(())
     }
 
     /// Remembers a change made while offline. If Redis came back in the meantime, the change
@@ -365,7 +383,7 @@ impl SessionStore for FailoverStore {
         if s.is_online() {
             match s.redis.touch(id, now, idle).await {
                 Ok(Some(record)) => {
-                    s.local.mirror(record.clone())?;
+                    s.mirror_extension(&record, idle)?;
                     return Ok(Some(record));
                 }
                 Ok(None) => {
