@@ -42,6 +42,10 @@ pub struct Metrics {
     pub memory_limit_bytes: Gauge,
     /// 1 while the instance is ready for traffic.
     pub ready: IntGauge,
+    /// Open HTTP connections.
+    pub http_connections: IntGauge,
+    /// Requests refused by the rate limits, by route.
+    pub rate_limited_total: IntCounterVec,
     /// 1 while Redis answers, 0 while offline (absent without Redis).
     pub redis_up: IntGauge,
     /// Latency of Redis operations by operation.
@@ -160,6 +164,11 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             ready: register(r, IntGauge::with_opts(opts("ready", "1 while the instance is ready for traffic.")).expect("valid metric")),
+            http_connections: register(r, IntGauge::with_opts(opts("http_connections", "Open HTTP connections.")).expect("valid metric")),
+            rate_limited_total: register(
+                r,
+                IntCounterVec::new(opts("rate_limited_total", "Requests refused by the rate limits (429), by route."), &["route"]).expect("valid metric"),
+            ),
             // Registered by `track_redis` only: without Redis the metric is absent, not 0.
             redis_up: IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric"),
             redis_operation_duration_seconds: register(

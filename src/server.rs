@@ -19,7 +19,7 @@ use crate::alert::{self, AlertOptions, Alerts, HealthSource, Webhook, WebhookKin
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthOptions};
-use crate::http::{self, AppState, Readiness};
+use crate::http::{self, AppState, RateLimits, Readiness, RouterOptions};
 use crate::metrics::Metrics;
 use crate::session::{SessionStore, Sessions, StoreError};
 use crate::store::failover::{FailoverOptions, FailoverStore};
@@ -166,6 +166,25 @@ pub async fn run_with(
     };
 
     let readiness = Readiness::default();
+    let limits = Arc::new(RateLimits::new(&config.server.rate_limits));
+    // The limiters forget quiet clients every minute, so their memory follows active clients.
+    let sweeper = {
+        let limits = Arc::clone(&limits);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => limits.sweep(),
+                    }
+                }
+            }
+        });
+        (stop, task)
+    };
     let state = AppState {
         sessions: Sessions::new(
             Arc::clone(&store),
@@ -177,8 +196,16 @@ pub async fn run_with(
         health_token: config.health.token.clone(),
         metrics: Arc::clone(&metrics),
         readiness: readiness.clone(),
+        limits: Arc::clone(&limits),
+        metrics_token: config.server.metrics_token.clone(),
     };
-    let router = http::app(state, config.server.request_timeout);
+    let router = http::app(
+        state,
+        &RouterOptions {
+            request_timeout: config.server.request_timeout,
+            cors_origins: config.server.cors_origins.clone(),
+        },
+    );
 
     let draining = CancellationToken::new();
     let graceful = {
@@ -207,7 +234,13 @@ pub async fn run_with(
     tracing::info!(addr = %listener.local_addr()?, "listening on {}", listener.local_addr()?);
     readiness.set(true);
     metrics.ready.set(1);
-    let served = axum::serve(listener, router).with_graceful_shutdown(graceful);
+    let served = http::serve(
+        listener,
+        router,
+        config.server.limits,
+        Arc::clone(&metrics),
+        graceful,
+    );
     let result = tokio::select! {
         result = served => result,
         () = deadline => {
@@ -216,6 +249,10 @@ pub async fn run_with(
         }
     };
 
+    sweeper.0.cancel();
+    if let Err(err) = sweeper.1.await {
+        tracing::warn!(error = %err, "rate limit sweeper ended abnormally");
+    }
     alerts.stop().await;
     monitor.stop().await;
     let closed = store.close().await;

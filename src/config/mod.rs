@@ -159,6 +159,14 @@ pub struct StoreSettings {
 pub struct ServerSettings {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// Connection and header limits.
+    pub limits: crate::http::Limits,
+    /// Per-client rate limits and trusted proxies.
+    pub rate_limits: crate::http::RateLimitSettings,
+    /// Origins allowed by CORS; empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<Secret>,
     /// Longest time one request may take.
     pub request_timeout: Duration,
     /// Time `/readyz` answers 503 before the listener closes, so load balancers move away.

@@ -77,6 +77,28 @@ pub struct RawConfig {
     /// Period of the purge of expired sessions.
     #[serde(default, with = "humantime_serde")]
     pub purge_interval: Option<Duration>,
+    /// Most HTTP connections open at once.
+    pub max_connections: Option<u32>,
+    /// Longest time a client may take to send a request's headers.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: Option<u32>,
+    /// Most headers in one request.
+    pub max_headers: Option<u32>,
+    /// Session creations per client address per minute (0: no limit).
+    pub rate_limit_sessions: Option<u32>,
+    /// Keepalives per client address per minute (0: no limit).
+    pub rate_limit_keepalive: Option<u32>,
+    /// Proxies (IP addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trusted_proxies: Option<String>,
+    /// Origins (comma-separated) allowed to call the API from other sites; none by default.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub cors_origins: Option<String>,
+    /// Bearer token that `/metrics` requires, when set.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub metrics_token: Option<String>,
     /// Longest time one request may take.
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,
@@ -136,6 +158,15 @@ pub const KEYS: &[&str] = &[
     "health_token",
     "flush_interval",
     "purge_interval",
+    "max_connections",
+    "header_read_timeout",
+    "max_header_bytes",
+    "max_headers",
+    "rate_limit_sessions",
+    "rate_limit_keepalive",
+    "trusted_proxies",
+    "cors_origins",
+    "metrics_token",
     "request_timeout",
     "drain_delay",
     "shutdown_timeout",
@@ -192,6 +223,17 @@ impl RawConfig {
             health_token: None,
             flush_interval: Some(Duration::from_millis(500)),
             purge_interval: Some(secs(60)),
+            max_connections: Some(10_000),
+            header_read_timeout: Some(secs(10)),
+            max_header_bytes: Some(16 * 1024),
+            max_headers: Some(64),
+            rate_limit_sessions: Some(60),
+            rate_limit_keepalive: Some(600),
+            trusted_proxies: Some(
+                "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7".to_owned(),
+            ),
+            cors_origins: None,
+            metrics_token: None,
             request_timeout: Some(secs(10)),
             drain_delay: Some(if development { secs(0) } else { secs(5) }),
             shutdown_timeout: Some(secs(15)),

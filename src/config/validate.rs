@@ -109,6 +109,21 @@ impl Layers {
                 "must be 1 to 64 characters among letters, digits and !#$%&'*+-.^_`|~".to_owned(),
             ));
         }
+        let cookie_secure = get!(cookie_secure);
+        let prefixed = cookie_name.starts_with("__Host-") || cookie_name.starts_with("__Secure-");
+        if prefixed && !cookie_secure {
+            return Err(fail(
+                "cookie_name",
+                "a __Host- or __Secure- cookie needs cookie_secure = true (browsers drop it otherwise)".to_owned(),
+            ));
+        }
+        // A Secure cookie gets the __Host- prefix: browsers then refuse it from plain HTTP, from
+        // another path and from a sibling subdomain, so it cannot be planted or shadowed.
+        let cookie_name = if cookie_secure && !prefixed {
+            format!("__Host-{cookie_name}")
+        } else {
+            cookie_name
+        };
 
         let interval = get!(health_interval);
         if interval < Duration::from_millis(10) || interval > Duration::from_secs(60) {
@@ -155,6 +170,80 @@ impl Layers {
         let purge_interval = get!(purge_interval);
         if purge_interval < Duration::from_millis(100) {
             return Err(fail("purge_interval", "must be at least 100ms".to_owned()));
+        }
+
+        let max_connections = get!(max_connections);
+        if max_connections == 0 {
+            return Err(fail("max_connections", "must be at least 1".to_owned()));
+        }
+        let header_read_timeout = get!(header_read_timeout);
+        if header_read_timeout < Duration::from_millis(10)
+            || header_read_timeout > Duration::from_secs(300)
+        {
+            return Err(fail(
+                "header_read_timeout",
+                "must be between 10ms and 5m".to_owned(),
+            ));
+        }
+        let max_header_bytes = get!(max_header_bytes);
+        if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(fail(
+                "max_header_bytes",
+                "must be between 8192 and 1048576".to_owned(),
+            ));
+        }
+        let max_headers = get!(max_headers);
+        if !(8..=1000).contains(&max_headers) {
+            return Err(fail("max_headers", "must be between 8 and 1000".to_owned()));
+        }
+        let list = |value: Option<String>| -> Vec<String> {
+            value
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut trusted_proxies = Vec::new();
+        for entry in list(raw.trusted_proxies.clone())
+            .into_iter()
+            .filter(|e| e != "none")
+        {
+            let net = entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    fail(
+                        "trusted_proxies",
+                        format!("`{entry}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+        let cors_origins = list(raw.cors_origins.clone());
+        for origin in &cors_origins {
+            let valid = reqwest::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.path() == "/" && !origin.ends_with('/')
+            });
+            if !valid || origin == "*" {
+                return Err(fail(
+                    "cors_origins",
+                    format!(
+                        "`{origin}` is not an origin such as https://app.example.com (no path, no wildcard)"
+                    ),
+                ));
+            }
+        }
+        let metrics_token = raw.metrics_token.clone().map(Secret::new);
+        if metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(fail(
+                "metrics_token",
+                "must be at least 16 characters".to_owned(),
+            ));
         }
 
         let request_timeout = get!(request_timeout);
@@ -282,6 +371,19 @@ impl Layers {
             environment,
             server: ServerSettings {
                 listen,
+                limits: crate::http::Limits {
+                    max_connections: max_connections as usize,
+                    header_read_timeout,
+                    max_header_bytes: max_header_bytes as usize,
+                    max_headers: max_headers as usize,
+                },
+                rate_limits: crate::http::RateLimitSettings {
+                    sessions_per_minute: get!(rate_limit_sessions),
+                    keepalives_per_minute: get!(rate_limit_keepalive),
+                    trusted_proxies,
+                },
+                cors_origins,
+                metrics_token,
                 request_timeout,
                 drain_delay: get!(drain_delay),
                 shutdown_timeout: get!(shutdown_timeout),
@@ -302,7 +404,7 @@ impl Layers {
                 idle_timeout,
                 absolute_lifetime,
                 cookie_name,
-                cookie_secure: get!(cookie_secure),
+                cookie_secure,
             },
             health: HealthSettings {
                 interval,

@@ -19,8 +19,10 @@ mod assets;
 mod cookie;
 mod error;
 mod keepalive;
+mod limit;
 mod observe;
 mod probes;
+mod serve;
 mod session;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
+pub use limit::{Bucket, RateLimitSettings, RateLimits};
+pub use serve::{Limits, serve};
 
 use crate::config::{ClientSettings, Secret};
 use crate::health::{Health, ServerHealth};
@@ -79,6 +83,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub readiness: Readiness,
+    /// Per-client rate limits.
+    pub limits: Arc<RateLimits>,
+    /// Bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<Secret>,
 }
 
 impl AppState {
@@ -111,22 +119,40 @@ impl From<&ClientSettings> for ClientView {
     }
 }
 
-/// The router, with every layer; `request_timeout` bounds each request.
-pub fn app(state: AppState, request_timeout: Duration) -> Router {
+/// What the router needs beyond the shared state.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Longest time one request may take.
+    pub request_timeout: Duration,
+    /// Origins allowed to call the API cross-site; empty: CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+/// The router, with every layer.
+pub fn app(state: AppState, options: &RouterOptions) -> Router {
+    let limited =
+        |bucket| axum::middleware::from_fn_with_state((state.clone(), bucket), limit::enforce);
     let api = Router::new()
         .route(
             "/api/v1/session",
-            axum::routing::post(session::create).delete(session::end),
+            axum::routing::post(session::create)
+                .layer(limited(Bucket::Sessions))
+                .delete(session::end),
         )
-        .route("/api/v1/keepalive", get(keepalive::keepalive))
-        .route("/api/v1/keepalive/", get(keepalive::keepalive))
+        .route(
+            "/api/v1/keepalive",
+            get(keepalive::keepalive).layer(limited(Bucket::Keepalive)),
+        )
+        .route(
+            "/api/v1/keepalive/",
+            get(keepalive::keepalive).layer(limited(Bucket::Keepalive)),
+        )
         .layer(DefaultBodyLimit::max(MAX_SESSION_BODY))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
-
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .merge(probes::routes())
         .merge(assets::routes())
@@ -138,11 +164,15 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
+            options.request_timeout,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
         ))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -153,7 +183,32 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             )
             .into_response()
         }))
-        .with_state(state)
+        .with_state(state);
+    // Outermost, so a preflight is answered before routing (it has no route of its own).
+    match cors(&options.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins only, with credentials (the session cookie); none by
+/// default, so other sites' scripts cannot read the API's answers.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn not_found(
