@@ -50,3 +50,7 @@ if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt 
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
 KEEPALIVE_BIN="$PWD/target/debug/keepalive" npm test --prefix tests/browser
+
+log "API tests (schemathesis against docs/openapi.yaml)"
+# A fixed seed keeps CI reproducible; run tests/api/run.sh with API_TEST_SEED unset to explore.
+API_TEST_SEED="${API_TEST_SEED:-20261125}" KEEPALIVE_BIN="$PWD/target/debug/keepalive" tests/api/run.sh

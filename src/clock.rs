@@ -9,7 +9,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+
+/// RFC 3339 in UTC with exactly three fractional digits, so every time has the same shape.
+const RFC3339_MILLIS: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -65,8 +70,8 @@ pub fn rfc3339(at: Millis) -> String {
     let nanos = i128::from(at) * 1_000_000;
     OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+        .and_then(|t| t.format(RFC3339_MILLIS).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
 #[cfg(test)]
@@ -75,8 +80,9 @@ mod tests {
 
     #[test]
     fn formats_rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
+        assert_eq!(rfc3339(1_764_000_000_780), "2025-11-24T16:00:00.780Z");
     }
 
     #[test]

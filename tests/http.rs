@@ -12,6 +12,10 @@ const MIN: Duration = Duration::from_secs(60);
 
 fn millis(rfc3339: &Value) -> i64 {
     let text = rfc3339.as_str().expect("string time");
+    assert!(
+        text.len() == 24 && text.ends_with('Z') && text.as_bytes()[19] == b'.',
+        "three fractional digits: {text}"
+    );
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
     (t.unix_timestamp_nanos() / 1_000_000) as i64
@@ -627,5 +631,24 @@ async fn sessions_are_shared_by_cookie_only() {
         200,
         "ending one session leaves the others"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_name_is_case_insensitive() {
+    let token = "another-health-token-0123";
+    let server = TestServer::start(&[("KEEPALIVE_HEALTH_TOKEN", token)]).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let body: Value = client()
+            .get(server.url("/health"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        assert!(body.get("checks").is_some(), "{scheme}: {body}");
+    }
     server.stop().await;
 }

@@ -160,8 +160,8 @@ fn payloads_follow_alertmanager_and_slack_formats() {
     assert_eq!(alert["labels"]["alertname"], "KeepaliveRedisOffline");
     assert_eq!(alert["labels"]["severity"], "warning");
     assert_eq!(alert["labels"]["instance"], "web-1");
-    assert_eq!(alert["startsAt"], "2027-01-15T08:00:00Z");
-    assert_eq!(alert["endsAt"], "2027-01-15T08:10:00Z");
+    assert_eq!(alert["startsAt"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(alert["endsAt"], "2027-01-15T08:10:00.000Z");
     assert_eq!(alert["fingerprint"].as_str().map(str::len), Some(16));
     let slack = slack_payload(&notice);
     assert!(

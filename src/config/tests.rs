@@ -181,3 +181,24 @@ fn idle_timeout_must_outlast_a_tick() {
     let err = load(&[("KEEPALIVE_TICK", "1m"), ("KEEPALIVE_IDLE_TIMEOUT", "1m")]).unwrap_err();
     assert!(err.to_string().contains("idle_timeout"), "{err}");
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever an operator writes in any setting, loading answers with a configuration or
+        /// an error naming a real key; it never panics.
+        #[test]
+        fn any_value_of_any_setting_loads_or_names_its_key(index in 0..KEYS.len(), value in "\\PC{0,30}") {
+            let key = KEYS[index];
+            let var = format!("KEEPALIVE_{}", key.to_ascii_uppercase());
+            match Layers::new(None, vars(&[(&var, &value)])).and_then(|l| l.validate()) {
+                Ok(_) => {}
+                Err(ConfigError::Invalid { key: named, .. }) => prop_assert!(KEYS.contains(&named) || named == "configuration"),
+                Err(ConfigError::File { .. }) => prop_assert!(false, "no file was given"),
+            }
+        }
+    }
+}

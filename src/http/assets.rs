@@ -1,5 +1,5 @@
-//! The browser client and its demo page, compiled into the binary so the server needs no
-//! files beside it.
+//! The browser client, its demo page and the OpenAPI document, compiled into the binary so
+//! the server needs no files beside it.
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -80,6 +80,13 @@ async fn demo_style() -> Response {
     )
 }
 
+async fn openapi() -> Response {
+    asset(
+        include_str!("../../docs/openapi.yaml"),
+        "application/yaml; charset=utf-8",
+    )
+}
+
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -89,4 +96,5 @@ pub fn routes() -> Router<AppState> {
         .route("/keepalive.d.ts", get(declarations))
         .route("/demo.js", get(demo_script))
         .route("/demo.css", get(demo_style))
+        .route("/openapi.yaml", get(openapi))
 }

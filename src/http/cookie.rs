@@ -104,3 +104,34 @@ mod tests {
         assert!(clear.contains("Max-Age=0"), "{clear}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_cookie_header_is_read_without_panicking(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4)) {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                if let Ok(value) = HeaderValue::from_bytes(&value) {
+                    headers.append(COOKIE, value);
+                }
+            }
+            if let Some(id) = session_id(&headers, "sid") {
+                prop_assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+            }
+        }
+
+        #[test]
+        fn the_id_is_found_among_noise(noise in "[a-z]{1,8}=[ -:<-~]{0,20}", id in any::<[u8; 16]>()) {
+            let id = SessionId::from_bytes(id);
+            let mut headers = HeaderMap::new();
+            headers.insert(COOKIE, HeaderValue::from_str(&format!("{noise}; sid={id}; {noise}")).expect("header"));
+            prop_assert_eq!(session_id(&headers, "sid"), Some(id));
+        }
+    }
+}

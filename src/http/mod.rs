@@ -38,7 +38,6 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 pub use limit::{Bucket, RateLimitSettings, RateLimits};
@@ -162,9 +161,9 @@ pub fn app(state: AppState, options: &RouterOptions) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             options.request_timeout,
+            deadline,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -188,6 +187,23 @@ pub fn app(state: AppState, options: &RouterOptions) -> Router {
     match cors(&options.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
+    }
+}
+
+/// Bounds each request; one that takes too long gets a JSON 503 like every other error.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took too long; try again",
+        )
+        .into_response(),
     }
 }
 

@@ -69,15 +69,24 @@ fn health_status(status: Status) -> &'static str {
     }
 }
 
+/// The bearer token of a request (the scheme name is case-insensitive, RFC 9110).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether the request carries `token`, compared in constant time.
+fn carries(headers: &HeaderMap, token: &crate::config::Secret) -> bool {
+    bearer(headers)
+        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())))
+}
+
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.health_token else {
-        return false;
-    };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.expose().as_bytes())))
+    state
+        .health_token
+        .as_ref()
+        .is_some_and(|token| carries(headers, token))
 }
 
 fn details(health: &Health) -> BTreeMap<&'static str, Vec<Value>> {
@@ -149,24 +158,19 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(token) = &state.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if !given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.expose().as_bytes()))) {
-            let mut response = super::ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "/metrics needs the metrics bearer token",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let Some(token) = &state.metrics_token
+        && !carries(&headers, token)
+    {
+        let mut response = super::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs the metrics bearer token",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
     }
     (
         [(

@@ -6,20 +6,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::clock::rfc3339;
 use crate::health::ServerHealth;
 
 use super::{ApiError, AppState, ClientView, MAX_SESSION_BODY, cookie};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateRequest {
-    #[serde(default)]
-    data: Option<Map<String, Value>>,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,7 +75,7 @@ pub async fn create(
 
 /// The body is optional; when present it must be a JSON object `{"data": {...}}`.
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(String::new());
     }
     let is_json = headers
@@ -101,15 +94,28 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
             "a session body must be sent as application/json",
         ));
     }
-    let request: CreateRequest = serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!(
-            "invalid session body: {err}; expected {{\"data\": {{...}}}}"
-        ))
-    })?;
-    Ok(match request.data {
-        Some(data) => Value::Object(data).to_string(),
-        None => String::new(),
-    })
+    // Read as a generic value first: serde would also accept an array for a struct.
+    let shape = "expected {\"data\": {...}}";
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("invalid session body: {err}; {shape}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::bad_request(format!(
+            "the session body must be a JSON object; {shape}"
+        )));
+    };
+    let data = fields.remove("data");
+    if let Some(unknown) = fields.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{unknown}` in the session body; {shape}"
+        )));
+    }
+    match data {
+        None => Ok(String::new()),
+        Some(Value::Object(data)) => Ok(Value::Object(data).to_string()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`data` must be a JSON object; {shape}"
+        ))),
+    }
 }
 
 /// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.

@@ -118,3 +118,26 @@ mod tests {
         assert!(!debug.contains(&id.to_string()));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC{0,40}") {
+            if let Some(id) = SessionId::parse(&text) {
+                // Only the canonical form of an id is accepted.
+                prop_assert_eq!(id.to_string(), text);
+            }
+        }
+
+        #[test]
+        fn every_id_round_trips(bytes in any::<[u8; 16]>()) {
+            let id = SessionId::from_bytes(bytes);
+            prop_assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        }
+    }
+}

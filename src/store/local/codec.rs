@@ -101,3 +101,37 @@ mod tests {
         assert!(decode(id, &bytes).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_record_round_trips(
+            id in any::<[u8; 16]>(),
+            times in any::<[i64; 4]>(),
+            data in ".{0,200}",
+        ) {
+            let record = SessionRecord {
+                id: SessionId::from_bytes(id),
+                created_at: times[0],
+                last_seen_at: times[1],
+                expires_at: times[2],
+                absolute_expires_at: times[3],
+                data,
+            };
+            let bytes = encode(&record);
+            prop_assert_eq!(decode(record.id, &bytes).expect("decodes"), record.clone());
+            prop_assert_eq!(expires_at(&bytes).expect("header"), record.expires_at);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = decode(SessionId::from_bytes([0; 16]), &bytes);
+            let _ = expires_at(&bytes);
+        }
+    }
+}

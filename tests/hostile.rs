@@ -1,0 +1,211 @@
+//! Hostile traffic over real HTTP against the real binary: thousands of random cookies, paths,
+//! methods and malformed requests. Every answer must be 2xx or 4xx, the server must stay up, a
+//! flood of unknown session ids must write nothing to the store, and memory must stay bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Process, client, create_session, keepalive};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use reqwest::header::COOKIE;
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// A few thousand values drawn from a strategy, reproducibly.
+fn sample<T: std::fmt::Debug>(strategy: impl Strategy<Value = T>, count: usize) -> Vec<T> {
+    let mut runner = TestRunner::deterministic();
+    (0..count)
+        .map(|_| strategy.new_tree(&mut runner).expect("value").current())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cookies_paths_and_methods_never_get_5xx_nor_grow_memory_or_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(dir.path(), &[]);
+    let base = process.base.clone();
+    let live = create_session(&base).await;
+    let pid = process.child.id();
+    let http = client();
+    // Warm up allocator pools so the measurement below sees growth, not first use.
+    for _ in 0..500 {
+        let _ = http
+            .get(format!("{base}/api/v1/keepalive/"))
+            .header(COOKIE, "keepalive_sid=AAAAAAAAAAAAAAAAAAAAAA")
+            .send()
+            .await;
+    }
+    let before = rss_kib(pid);
+    let writes_before = metric(
+        &http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+        "keepalive_store_writes_total",
+    );
+
+    // Well-formed but unknown ids (each a real store lookup), and garbage of every shape.
+    let ids = sample("[A-Za-z0-9_-]{22}", 2000);
+    let garbage = sample("[ -~]{0,300}", 1000);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for value in ids
+        .iter()
+        .map(|id| format!("keepalive_sid={id}"))
+        .chain(garbage.iter().cloned())
+    {
+        let Ok(response) = http
+            .get(format!("{base}/api/v1/keepalive/"))
+            .header(COOKIE, value.as_str())
+            .send()
+            .await
+        else {
+            panic!("no answer for cookie {value:?}");
+        };
+        *statuses.entry(response.status().as_u16()).or_default() += 1;
+    }
+    let paths = sample("(/[ -~&&[^?#/]]{0,30}){1,4}", 1000);
+    let methods = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "FOO",
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        let encoded: String = path
+            .chars()
+            .map(|c| {
+                if c == ' '
+                    || c == '%'
+                    || c == '"'
+                    || c == '`'
+                    || c == '\\'
+                    || c == '^'
+                    || c == '|'
+                    || c == '{'
+                    || c == '}'
+                    || c == '<'
+                    || c == '>'
+                {
+                    format!("%{:02X}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let method =
+            reqwest::Method::from_bytes(methods[i % methods.len()].as_bytes()).expect("method");
+        let Ok(response) = http
+            .request(method.clone(), format!("{base}{encoded}"))
+            .send()
+            .await
+        else {
+            panic!("no answer for {method} {encoded:?}");
+        };
+        *statuses.entry(response.status().as_u16()).or_default() += 1;
+    }
+    assert!(
+        statuses.keys().all(|s| (200..500).contains(s)),
+        "only 2xx-4xx answers: {statuses:?}"
+    );
+
+    let after = rss_kib(pid);
+    let writes_after = metric(
+        &http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text"),
+        "keepalive_store_writes_total",
+    );
+    assert_eq!(
+        writes_after, writes_before,
+        "unknown ids cost no store write"
+    );
+    assert!(
+        after < before + 20 * 1024,
+        "memory grew from {before} KiB to {after} KiB over 4000 hostile requests"
+    );
+    assert_eq!(
+        keepalive(&base, Some(&live)).await.0,
+        200,
+        "the real session survived the flood"
+    );
+}
+
+/// Sends raw bytes on a fresh connection; returns the status line (empty if the server closed).
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(dir.path(), &[]);
+    let addr = process.base.trim_start_matches("http://").to_owned();
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET /api/v1/keepalive/ HTTP/1.1\r\nHost: x\r\nCookie: keepalive_sid=\xff\xfe\xfd\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /api/v1/keepalive/ HTTP/1.1\r\nHost: x\r\nCookie: keepalive_sid=a\r\nCookie: keepalive_sid=b\r\nCookie: \r\nConnection: close\r\n\r\n".to_vec(),
+        b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{\"a\":".to_vec(),
+        b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n{}".to_vec(),
+        b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZZ\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+        b"\x00\x01\x02\x03 garbage\r\n\r\n".to_vec(),
+        b"GET /api/v1/keepalive/ HTTP/1.1\r\nHost: x\r\nBad Header: spaces\r\n\r\n".to_vec(),
+        b"DELETE /api/v1/session HTTP/1.1\r\nHost: x\r\nCookie: keepalive_sid=;;;===;\r\nConnection: close\r\n\r\n".to_vec(),
+    ];
+    for case in &cases {
+        let status = raw(&addr, case);
+        let code: Option<u16> = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok());
+        assert!(
+            code.is_none_or(|c| (200..500).contains(&c)),
+            "{:?} got {status:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    let live = raw(
+        &addr,
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(live.starts_with("HTTP/1.1 200"), "still serving: {live}");
+}
