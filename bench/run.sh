@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The standard load benchmark in one command: builds the release server and the
-# bench tool, then runs keepalive vs /livez on one freshly started server.
+# bench tool, then runs keepalive vs /livez on one freshly started server:
+# closed-loop saturation rounds (throughput ratio), then fixed-rate rounds at
+# 25 % of the measured /livez saturation throughput (latency, corrected for
+# coordinated omission). `bench/run.sh --redis` does the same against a
+# throw-away redis-server the bench starts on a free loopback port.
 #
 # Knobs (environment): CONNECTIONS (64), SESSIONS (5000), DURATION (3s),
 # WARMUP (1s), ROUNDS (9), BENCH_JSON (report path). Short phases and many
 # rounds pair the two endpoints closely in time, so background load on a
 # shared machine hits both alike, and a median of 9 shrugs off 4 bad rounds. Any arguments are passed
-# on to `keepalive-bench load`, e.g. `bench/run.sh --server-env REDIS_URL=redis://127.0.0.1:6379`.
+# on to `keepalive-bench load`, e.g. `bench/run.sh --redis` or `bench/run.sh --rate 5000`.
 # The figures are only comparable when nothing else heavy runs: the load
 # generator and the server share the machine's cores.
 set -euo pipefail

@@ -11,7 +11,7 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -63,12 +63,25 @@ impl Conn {
         cookie: Option<&HeaderValue>,
         timeout: Duration,
     ) -> anyhow::Result<Response<Bytes>> {
+        let extra = cookie.map(|c| (header::COOKIE, c));
+        self.request_with(method, path, extra.as_slice(), timeout)
+            .await
+    }
+
+    /// Like [`Conn::request`], with any extra headers (e.g. `Authorization`).
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        path: &'static str,
+        headers: &[(HeaderName, &HeaderValue)],
+        timeout: Duration,
+    ) -> anyhow::Result<Response<Bytes>> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, self.authority.clone());
-        if let Some(cookie) = cookie {
-            builder = builder.header(header::COOKIE, cookie.clone());
+        for (name, value) in headers {
+            builder = builder.header(name, (*value).clone());
         }
         let req = builder.body(Empty::new()).context("build request")?;
         let exchange = async {

@@ -58,6 +58,7 @@ impl Endpoint {
 
 /// Session cookies split into one disjoint slice per connection, so no two
 /// connections ever touch the same session concurrently.
+#[derive(Debug, Clone)]
 pub struct SessionPool {
     slices: Vec<Vec<HeaderValue>>,
 }
@@ -161,7 +162,12 @@ pub struct PhaseStats {
     /// The load generator's own CPU time per response, in microseconds: when
     /// it nears the server's, the client may be what limits throughput.
     pub client_cpu_us_per_response: Option<f64>,
-    /// Unexpected statuses plus transport failures, warm-up included.
+    /// CPU time of the redis-server the bench started (`load --redis`) per
+    /// response, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_response: Option<f64>,
+    /// Unexpected statuses plus transport failures (plus, at a fixed rate,
+    /// requests never sent before the drain deadline), warm-up included.
     pub errors: u64,
     /// Unexpected statuses by code, e.g. `{"401": 3}`.
     pub unexpected_status: BTreeMap<u16, u64>,
@@ -174,20 +180,243 @@ pub struct PhaseStats {
     /// The first error seen, verbatim, to make failures diagnosable.
     pub first_error: Option<String>,
     pub measured_secs: f64,
+    /// Set for a fixed-rate (open-loop) phase: the offered rate and how late requests went out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_rate: Option<crate::openloop::FixedRateInfo>,
 }
 
-/// Everything one worker saw; merged into a [`PhaseStats`].
+/// Everything one closed-loop worker saw; merged into a [`PhaseStats`].
 struct WorkerOutcome {
     index: usize,
     hist: Histogram<u64>,
     ok: u64,
-    responses_total: u64,
-    unexpected_status: BTreeMap<u16, u64>,
-    transport_errors: u64,
-    reconnects: u64,
-    cookie_updates: u64,
-    first_error: Option<String>,
+    counters: Counters,
     cookies: Vec<HeaderValue>,
+}
+
+/// Counts every worker keeps, whatever the load model.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Every complete response, whatever its status.
+    pub responses_total: u64,
+    pub unexpected_status: BTreeMap<u16, u64>,
+    pub transport_errors: u64,
+    pub reconnects: u64,
+    pub cookie_updates: u64,
+    pub first_error: Option<String>,
+}
+
+impl Counters {
+    fn transport_error(&mut self, e: anyhow::Error) {
+        self.transport_errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{e:#}"));
+        }
+    }
+
+    /// Adds `other` into `self` (the first error of `self` wins).
+    pub fn merge(&mut self, other: Counters) {
+        self.responses_total += other.responses_total;
+        for (code, n) in other.unexpected_status {
+            *self.unexpected_status.entry(code).or_default() += n;
+        }
+        self.transport_errors += other.transport_errors;
+        self.reconnects += other.reconnects;
+        self.cookie_updates += other.cookie_updates;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// Unexpected statuses plus transport failures.
+    pub fn errors(&self) -> u64 {
+        self.transport_errors + self.unexpected_status.values().sum::<u64>()
+    }
+}
+
+/// What one request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 200.
+    Ok,
+    /// Any other status.
+    Status(u16),
+    /// Connect, reset, timeout or body error.
+    Transport,
+    /// Scheduled (open loop) but never sent: the phase's drain deadline passed first.
+    Unsent,
+}
+
+/// One connection to the target and the sessions it cycles through: the
+/// request/response handling shared by the closed-loop and fixed-rate loads.
+pub struct Worker {
+    target: Target,
+    endpoint: Endpoint,
+    timeouts: Timeouts,
+    conn: Option<Conn>,
+    /// This connection's slice of sessions (rotated cookies replace old ones).
+    pub cookies: Vec<HeaderValue>,
+    next_session: usize,
+    pub counters: Counters,
+}
+
+impl Worker {
+    pub fn new(
+        target: Target,
+        endpoint: Endpoint,
+        timeouts: Timeouts,
+        cookies: Vec<HeaderValue>,
+    ) -> Self {
+        Self {
+            target,
+            endpoint,
+            timeouts,
+            conn: None,
+            cookies,
+            next_session: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Makes sure a connection is open, waiting at most until `deadline`.
+    /// False when none could be opened (the failure is counted) or the
+    /// deadline has passed.
+    pub async fn ensure_conn(&mut self, deadline: Instant) -> bool {
+        if self.conn.as_ref().is_some_and(|c| !c.is_closed()) {
+            return true;
+        }
+        if self.conn.is_some() {
+            self.counters.reconnects += 1;
+            self.conn = None;
+        }
+        // Never wait past the deadline for a connection.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match Conn::connect(&self.target, self.timeouts.connect.min(left)).await {
+            Ok(c) => {
+                self.conn = Some(c);
+                true
+            }
+            Err(e) => {
+                self.counters.transport_error(e);
+                false
+            }
+        }
+    }
+
+    /// Sends one request on the open connection (see [`Worker::ensure_conn`])
+    /// and reads the whole answer. Returns the index of the session used in
+    /// [`Worker::cookies`], if any, and the outcome.
+    pub async fn exchange(&mut self) -> (Option<usize>, Outcome) {
+        let Some(c) = self.conn.as_mut() else {
+            self.counters
+                .transport_error(anyhow!("no open connection to send on"));
+            return (None, Outcome::Transport);
+        };
+        let session = (!self.cookies.is_empty()).then(|| {
+            let i = self.next_session % self.cookies.len();
+            self.next_session = i + 1;
+            i
+        });
+        let cookie = session.and_then(|i| self.cookies.get(i));
+        let result = c
+            .request(
+                Method::GET,
+                self.endpoint.path(),
+                cookie,
+                self.timeouts.request,
+            )
+            .await;
+        let out = &mut self.counters;
+        match result {
+            Ok(resp) if resp.status() == StatusCode::OK => {
+                out.responses_total += 1;
+                // Follow a rotated session cookie like a browser would.
+                if let Some(i) = session {
+                    if resp.headers().contains_key(header::SET_COOKIE) {
+                        let name = self.cookies.get(i).and_then(client::cookie_name);
+                        if let Some(new) = client::session_cookie(resp.headers(), name) {
+                            if self.cookies.get(i) != Some(&new) {
+                                out.cookie_updates += 1;
+                                self.cookies[i] = new;
+                            }
+                        }
+                    }
+                }
+                (session, Outcome::Ok)
+            }
+            Ok(resp) => {
+                out.responses_total += 1;
+                *out.unexpected_status
+                    .entry(resp.status().as_u16())
+                    .or_default() += 1;
+                if out.first_error.is_none() {
+                    out.first_error = Some(format!(
+                        "{} answered {}: {}",
+                        self.endpoint.path(),
+                        resp.status(),
+                        snippet(resp.body())
+                    ));
+                }
+                (session, Outcome::Status(resp.status().as_u16()))
+            }
+            Err(e) => {
+                out.transport_error(e);
+                // The connection state is unknown after a failure: start over.
+                self.conn = None;
+                (session, Outcome::Transport)
+            }
+        }
+    }
+}
+
+impl SessionPool {
+    /// Takes the cookies of connection `index` (empty for `/livez`), to be
+    /// given back with [`SessionPool::put_back`].
+    pub fn take(&mut self, index: usize, endpoint: Endpoint) -> anyhow::Result<Vec<HeaderValue>> {
+        match endpoint {
+            Endpoint::Livez => Ok(Vec::new()),
+            Endpoint::Keepalive => {
+                let slice = self
+                    .slices
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                if slice.is_empty() {
+                    bail!("connection {index} has no session to send");
+                }
+                Ok(slice)
+            }
+        }
+    }
+
+    /// Gives the (possibly rotated) cookies of connection `index` back.
+    pub fn put_back(&mut self, index: usize, endpoint: Endpoint, cookies: Vec<HeaderValue>) {
+        if endpoint == Endpoint::Keepalive {
+            if let Some(slot) = self.slices.get_mut(index) {
+                *slot = cookies;
+            }
+        }
+    }
+
+    /// Index of the first session of each connection's slice in [`SessionPool::all`].
+    pub fn bases(&self) -> Vec<usize> {
+        self.slices
+            .iter()
+            .scan(0, |acc, s| {
+                let base = *acc;
+                *acc += s.len();
+                Some(base)
+            })
+            .collect()
+    }
+
+    /// Every session cookie, slice after slice.
+    pub fn all(&self) -> impl Iterator<Item = &HeaderValue> {
+        self.slices.iter().flatten()
+    }
 }
 
 /// Phase timing, shared by all workers.
@@ -211,23 +440,9 @@ pub async fn run_phase(
     let end = measure_from + timing.duration;
     let mut tasks = JoinSet::new();
     for index in 0..timing.connections {
-        let cookies = match endpoint {
-            Endpoint::Livez => Vec::new(),
-            Endpoint::Keepalive => {
-                let slice = sessions
-                    .slices
-                    .get_mut(index)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                if slice.is_empty() {
-                    bail!("connection {index} has no session to send");
-                }
-                slice
-            }
-        };
-        let target = target.clone();
-        let window = (measure_from, end);
-        tasks.spawn(worker(index, target, endpoint, window, timeouts, cookies));
+        let cookies = sessions.take(index, endpoint)?;
+        let w = Worker::new(target.clone(), endpoint, timeouts, cookies);
+        tasks.spawn(worker(index, w, (measure_from, end)));
     }
 
     // Workers stop by themselves at `end` plus at most one request timeout;
@@ -245,163 +460,77 @@ pub async fn run_phase(
         }
     }
 
-    let mut stats = PhaseStats {
-        endpoint,
-        ok: 0,
-        requests_per_sec: 0.0,
-        latency: None,
-        responses_total: 0,
-        server_cpu_us_per_response: None,
-        client_cpu_us_per_response: None,
-        errors: 0,
-        unexpected_status: BTreeMap::new(),
-        transport_errors: 0,
-        reconnects: 0,
-        cookie_updates: 0,
-        first_error: None,
-        measured_secs: timing.duration.as_secs_f64(),
-    };
     let mut hist = stats::new_histogram()?;
+    let mut counters = Counters::default();
+    let mut ok = 0;
     outcomes.sort_by_key(|o| o.index);
     for o in outcomes {
         hist.add(&o.hist)
             .map_err(|e| anyhow!("merge histograms: {e}"))?;
-        stats.ok += o.ok;
-        stats.responses_total += o.responses_total;
-        for (code, n) in o.unexpected_status {
-            *stats.unexpected_status.entry(code).or_default() += n;
-        }
-        stats.transport_errors += o.transport_errors;
-        stats.reconnects += o.reconnects;
-        stats.cookie_updates += o.cookie_updates;
-        if stats.first_error.is_none() {
-            stats.first_error = o.first_error;
-        }
-        if endpoint == Endpoint::Keepalive {
-            // Give the (possibly rotated) cookies back for the next round.
-            if let Some(slot) = sessions.slices.get_mut(o.index) {
-                *slot = o.cookies;
-            }
-        }
+        ok += o.ok;
+        counters.merge(o.counters);
+        sessions.put_back(o.index, endpoint, o.cookies);
     }
-    stats.errors = stats.transport_errors + stats.unexpected_status.values().sum::<u64>();
-    stats.requests_per_sec = stats.ok as f64 / stats.measured_secs.max(f64::EPSILON);
+    let mut stats = PhaseStats::new(endpoint, ok, timing.duration, counters);
     stats.latency = Latency::from_histogram(&hist);
     Ok(stats)
+}
+
+impl PhaseStats {
+    /// Figures from the merged counters; latency is filled in by the caller.
+    pub fn new(endpoint: Endpoint, ok: u64, measured: Duration, counters: Counters) -> Self {
+        let measured_secs = measured.as_secs_f64();
+        Self {
+            endpoint,
+            ok,
+            requests_per_sec: ok as f64 / measured_secs.max(f64::EPSILON),
+            latency: None,
+            responses_total: counters.responses_total,
+            server_cpu_us_per_response: None,
+            client_cpu_us_per_response: None,
+            redis_cpu_us_per_response: None,
+            errors: counters.errors(),
+            unexpected_status: counters.unexpected_status,
+            transport_errors: counters.transport_errors,
+            reconnects: counters.reconnects,
+            cookie_updates: counters.cookie_updates,
+            first_error: counters.first_error,
+            measured_secs,
+            fixed_rate: None,
+        }
+    }
 }
 
 /// One closed-loop connection: send, wait for the full response, repeat.
 async fn worker(
     index: usize,
-    target: Target,
-    endpoint: Endpoint,
+    mut w: Worker,
     (measure_from, end): (Instant, Instant),
-    timeouts: Timeouts,
-    mut cookies: Vec<HeaderValue>,
 ) -> anyhow::Result<WorkerOutcome> {
-    let mut out = WorkerOutcome {
-        index,
-        hist: stats::new_histogram()?,
-        ok: 0,
-        responses_total: 0,
-        unexpected_status: BTreeMap::new(),
-        transport_errors: 0,
-        reconnects: 0,
-        cookie_updates: 0,
-        first_error: None,
-        cookies: Vec::new(),
-    };
-    let mut conn: Option<Conn> = None;
-    let mut next_session = 0usize;
+    let mut hist = stats::new_histogram()?;
+    let mut ok = 0;
     while Instant::now() < end {
-        if conn.as_ref().is_none_or(Conn::is_closed) {
-            if conn.is_some() {
-                out.reconnects += 1;
-            }
-            // Never wait past the phase end for a connection.
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match Conn::connect(&target, timeouts.connect.min(left)).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    out.transport_error(e);
-                    conn = None;
-                    // Back off so a dead server does not turn into a busy loop.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
+        if !w.ensure_conn(end).await {
+            // Back off so a dead server does not turn into a busy loop.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
-        let Some(c) = conn.as_mut() else { continue };
-        let session = (!cookies.is_empty()).then(|| {
-            let i = next_session % cookies.len();
-            next_session = i + 1;
-            i
-        });
-        let cookie = session.and_then(|i| cookies.get(i));
         let sent = Instant::now();
-        let result = c
-            .request(Method::GET, endpoint.path(), cookie, timeouts.request)
-            .await;
+        let (_, outcome) = w.exchange().await;
         let done = Instant::now();
-        let counted = done >= measure_from && done < end;
-        if result.is_ok() {
-            out.responses_total += 1;
-        }
-        match result {
-            Ok(resp) if resp.status() == StatusCode::OK => {
-                if counted {
-                    out.ok += 1;
-                    let micros =
-                        u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
-                    out.hist.saturating_record(micros.max(1));
-                }
-                // Follow a rotated session cookie like a browser would.
-                if let Some(i) = session {
-                    if resp.headers().contains_key(header::SET_COOKIE) {
-                        let name = cookies.get(i).and_then(client::cookie_name);
-                        if let Some(new) = client::session_cookie(resp.headers(), name) {
-                            if cookies.get(i) != Some(&new) {
-                                out.cookie_updates += 1;
-                                cookies[i] = new;
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(resp) => {
-                *out.unexpected_status
-                    .entry(resp.status().as_u16())
-                    .or_default() += 1;
-                if out.first_error.is_none() {
-                    out.first_error = Some(format!(
-                        "{} answered {}: {}",
-                        endpoint.path(),
-                        resp.status(),
-                        snippet(resp.body())
-                    ));
-                }
-            }
-            Err(e) => {
-                out.transport_error(e);
-                // The connection state is unknown after a failure: start over.
-                conn = None;
-            }
+        if outcome == Outcome::Ok && done >= measure_from && done < end {
+            ok += 1;
+            let micros = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+            hist.saturating_record(micros.max(1));
         }
     }
-    out.cookies = cookies;
-    Ok(out)
-}
-
-impl WorkerOutcome {
-    fn transport_error(&mut self, e: anyhow::Error) {
-        self.transport_errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(format!("{e:#}"));
-        }
-    }
+    Ok(WorkerOutcome {
+        index,
+        hist,
+        ok,
+        counters: w.counters,
+        cookies: w.cookies,
+    })
 }
 
 /// A short, printable excerpt of a response body for error messages.

@@ -7,11 +7,16 @@
 //! figures and verdicts, and fails only when it cannot measure (or, with
 //! `--check`, when a target is missed).
 //!
-//! Other scenarios (e.g. a store fault mid-run) are meant to become further
-//! subcommands reusing `server`, `load` and `report`.
+//! `load` runs two phases: closed-loop saturation (the throughput ratio) and
+//! a fixed, open-loop request rate (latency, corrected for coordinated
+//! omission). `fault` keeps a fixed-rate keepalive load on a Redis-backed
+//! server while the bench kills its redis-server and starts it again empty.
 
 mod client;
+mod fault;
 mod load;
+mod openloop;
+mod redis;
 mod report;
 mod server;
 mod stats;
@@ -25,8 +30,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::load::{Endpoint, PhaseTiming, Timeouts};
-use crate::report::{Machine, Report, Round, RunConfig};
+use crate::load::{Endpoint, PhaseStats, PhaseTiming, Timeouts};
+use crate::redis::RedisServer;
+use crate::report::{FixedRate, Machine, Medians, Report, Round, RunConfig};
 use crate::server::{Server, ServerConfig};
 use crate::target::Target;
 
@@ -47,8 +53,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Keepalive vs /livez throughput and latency over several rounds.
+    /// Keepalive vs /livez: throughput at saturation, latency at a fixed rate, over several rounds.
     Load(LoadArgs),
+    /// Fixed-rate keepalive load while the bench kills Redis and starts it again empty.
+    Fault(fault::FaultArgs),
 }
 
 #[derive(Args, Debug)]
@@ -124,13 +132,41 @@ struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 
-    /// Target: keepalive throughput at least this fraction of /livez.
-    #[arg(long, default_value_t = 0.6)]
-    min_ratio: f64,
+    /// Fixed-rate phase: total requests per second over all connections
+    /// (default: --rate-fraction of this run's median /livez saturation throughput).
+    #[arg(long, conflicts_with = "rate_fraction")]
+    rate: Option<f64>,
 
-    /// Target: keepalive p99 latency below this many milliseconds.
-    #[arg(long, default_value_t = 2.0)]
-    max_p99_ms: f64,
+    /// Fixed-rate phase: fraction of the measured /livez saturation throughput to offer.
+    #[arg(long, default_value_t = 0.25)]
+    rate_fraction: f64,
+
+    /// Fixed-rate rounds (default: --rounds); 0 skips the phase (p99 is then judged at saturation).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=100))]
+    latency_rounds: Option<u16>,
+
+    /// Measured time per endpoint per fixed-rate round (default: --duration).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    latency_duration: Option<Duration>,
+
+    /// Start a throw-away redis-server on a free loopback port and give the
+    /// server its REDIS_URL (targets become ratio >= 0.5, p99 < 3 ms).
+    #[arg(long, requires = "server_bin")]
+    redis: bool,
+
+    /// redis-server binary for --redis.
+    #[arg(long, default_value = "redis-server")]
+    redis_server_bin: PathBuf,
+
+    /// Target: keepalive throughput at least this fraction of /livez
+    /// (default 0.6; 0.5 with Redis).
+    #[arg(long)]
+    min_ratio: Option<f64>,
+
+    /// Target: keepalive p99 latency below this many milliseconds at the
+    /// fixed rate (default 2; 3 with Redis).
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
 
     /// Exit with status 3 when a target is missed (default: report only).
     #[arg(long)]
@@ -139,9 +175,11 @@ struct LoadArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Load(args) = cli.command;
-    let threads = args
-        .client_threads
+    let client_threads = match &cli.command {
+        Command::Load(a) => a.client_threads,
+        Command::Fault(a) => a.client_threads,
+    };
+    let threads = client_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -155,7 +193,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(load_command(args, threads)) {
+    let outcome = match cli.command {
+        Command::Load(args) => runtime.block_on(load_command(args, threads)),
+        Command::Fault(args) => runtime.block_on(fault::command(args, threads)),
+    };
+    match outcome {
         Ok(outcome) if outcome.check && !outcome.all_met => ExitCode::from(EXIT_TARGET_MISSED),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -166,19 +208,20 @@ fn main() -> ExitCode {
 }
 
 /// What `main` needs back to choose the exit code.
-struct Outcome {
-    all_met: bool,
-    check: bool,
+pub struct Outcome {
+    pub all_met: bool,
+    pub check: bool,
 }
 
-/// Runs the load benchmark, always stopping a server it started, whether the
-/// run succeeds, fails or is interrupted by SIGINT/SIGTERM.
+/// Runs the load benchmark, always stopping a server (and redis-server) it
+/// started, whether the run succeeds, fails or is interrupted by SIGINT/SIGTERM.
 async fn load_command(args: LoadArgs, threads: usize) -> anyhow::Result<Outcome> {
     let mut sigint = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut server_slot: Option<Server> = None;
+    let mut redis_slot: Option<RedisServer> = None;
     let result = tokio::select! {
-        r = run_load(&args, threads, &mut server_slot) => r,
+        r = run_load(&args, threads, &mut server_slot, &mut redis_slot) => r,
         _ = sigint.recv() => Err(anyhow::anyhow!("interrupted (SIGINT)")),
         _ = sigterm.recv() => Err(anyhow::anyhow!("interrupted (SIGTERM)")),
     };
@@ -198,6 +241,12 @@ async fn load_command(args: LoadArgs, threads: usize) -> anyhow::Result<Outcome>
             Err(e) => eprintln!("warning: stopping the server: {e:#}"),
         }
     }
+    // After the server, so its shutdown does not see Redis vanish first.
+    if let Some(mut redis) = redis_slot.take() {
+        if let Err(e) = redis.kill().await {
+            eprintln!("warning: stopping redis-server: {e:#}");
+        }
+    }
     let report = result?;
     // The table first: the figures are on screen even if the file cannot be written.
     print!("{}", report.to_table());
@@ -212,12 +261,42 @@ async fn load_command(args: LoadArgs, threads: usize) -> anyhow::Result<Outcome>
     })
 }
 
-/// The benchmark proper; a started server is parked in `server_slot` so the
-/// caller can stop it even if this future is dropped half-way.
+/// CPU time used so far by the server, the generator and redis-server.
+struct CpuMark {
+    server: Option<Duration>,
+    client: Option<Duration>,
+    redis: Option<Duration>,
+}
+
+impl CpuMark {
+    fn now(server: Option<&Server>, redis: Option<&RedisServer>) -> Self {
+        Self {
+            server: server.and_then(Server::cpu_time),
+            client: server::process_cpu_time("self"),
+            redis: redis.and_then(RedisServer::cpu_time),
+        }
+    }
+
+    /// Fills in the CPU-per-response figures of `stats` from two marks.
+    fn charge(&self, after: &CpuMark, stats: &mut PhaseStats) {
+        let responses = stats.responses_total;
+        let per_response = |before: Option<Duration>, after: Option<Duration>| {
+            let used = after?.checked_sub(before?)?.as_secs_f64() * 1e6;
+            (responses > 0).then(|| used / responses as f64)
+        };
+        stats.server_cpu_us_per_response = per_response(self.server, after.server);
+        stats.client_cpu_us_per_response = per_response(self.client, after.client);
+        stats.redis_cpu_us_per_response = per_response(self.redis, after.redis);
+    }
+}
+
+/// The benchmark proper; a started server (and redis-server) is parked in
+/// the slots so the caller can stop it even if this future is dropped half-way.
 async fn run_load(
     args: &LoadArgs,
     threads: usize,
     server_slot: &mut Option<Server>,
+    redis_slot: &mut Option<RedisServer>,
 ) -> anyhow::Result<Report> {
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let mut machine = Machine::detect();
@@ -226,8 +305,18 @@ async fn run_load(
     if sessions < connections {
         bail!("--sessions ({sessions}) must be at least --connections ({connections})");
     }
-    if !(args.min_ratio.is_finite() && args.max_p99_ms.is_finite()) {
+    let with_redis = args.redis || args.server_env.iter().any(|(k, _)| k == "REDIS_URL");
+    let min_ratio = args.min_ratio.unwrap_or(if with_redis { 0.5 } else { 0.6 });
+    let max_p99_ms = args
+        .max_p99_ms
+        .unwrap_or(if with_redis { 3.0 } else { 2.0 });
+    if !(min_ratio.is_finite() && max_p99_ms.is_finite()) {
         bail!("--min-ratio and --max-p99-ms must be finite numbers");
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0))
+        || !(args.rate_fraction.is_finite() && args.rate_fraction > 0.0)
+    {
+        bail!("--rate and --rate-fraction must be positive numbers");
     }
     let timeouts = Timeouts {
         connect: args.connect_timeout,
@@ -236,11 +325,23 @@ async fn run_load(
 
     let (target, target_desc) = match (&args.server_bin, &args.url) {
         (Some(bin), _) => {
+            let mut env = args.server_env.clone();
+            if args.redis {
+                if env.iter().any(|(k, _)| k == "REDIS_URL") {
+                    bail!(
+                        "--redis starts its own Redis: do not also give --server-env REDIS_URL=..."
+                    );
+                }
+                eprintln!("starting {} ...", args.redis_server_bin.display());
+                let redis = redis_slot.insert(RedisServer::start(&args.redis_server_bin).await?);
+                eprintln!("redis-server ready on 127.0.0.1:{}", redis.port);
+                env.push(("REDIS_URL".to_owned(), redis.url()));
+            }
             eprintln!("starting {} ...", bin.display());
             let cfg = ServerConfig {
                 bin: bin.clone(),
                 args: args.server_args.clone(),
-                env: args.server_env.clone(),
+                env,
                 ready_timeout: args.ready_timeout,
                 stop_timeout: args.stop_timeout,
             };
@@ -274,6 +375,7 @@ async fn run_load(
         );
     }
 
+    // Phase 1: closed-loop saturation, for the throughput ratio.
     let timing = PhaseTiming {
         connections,
         warmup: args.warmup,
@@ -281,55 +383,79 @@ async fn run_load(
     };
     let mut rounds = Vec::with_capacity(usize::from(args.rounds));
     for round in 1..=usize::from(args.rounds) {
-        // Alternate the order so neither endpoint always runs on a warmer server.
-        let order = if round % 2 == 1 {
-            [Endpoint::Livez, Endpoint::Keepalive]
-        } else {
-            [Endpoint::Keepalive, Endpoint::Livez]
-        };
-        let mut livez = None;
-        let mut keepalive = None;
-        for endpoint in order {
-            eprintln!(
-                "round {round}/{}: {} for {:?} + {:?} warm-up ...",
-                args.rounds,
-                endpoint.name(),
-                args.duration,
-                args.warmup
-            );
-            let server_cpu_before = server_slot.as_ref().and_then(Server::cpu_time);
-            let client_cpu_before = server::process_cpu_time("self");
-            let mut stats = load::run_phase(&target, endpoint, timing, timeouts, &mut pool).await?;
-            let client_cpu_after = server::process_cpu_time("self");
-            let mut server_cpu_after = None;
-            if let Some(server) = server_slot.as_mut() {
-                server.ensure_running()?;
-                server_cpu_after = server.cpu_time();
-            }
-            let responses = stats.responses_total;
-            let per_response = |before: Option<Duration>, after: Option<Duration>| {
-                let used = after?.checked_sub(before?)?.as_secs_f64() * 1e6;
-                (responses > 0).then(|| used / responses as f64)
-            };
-            stats.server_cpu_us_per_response = per_response(server_cpu_before, server_cpu_after);
-            stats.client_cpu_us_per_response = per_response(client_cpu_before, client_cpu_after);
-            match endpoint {
-                Endpoint::Livez => livez = Some(stats),
-                Endpoint::Keepalive => keepalive = Some(stats),
-            }
-        }
-        let (Some(livez), Some(keepalive)) = (livez, keepalive) else {
-            bail!("round {round} did not run both endpoints");
-        };
+        let label = format!("saturation round {round}/{}", args.rounds);
+        let kind = PhaseKind::Saturation;
+        let (order, livez, keepalive) = run_round(
+            round,
+            &label,
+            kind,
+            (&target, timing, timeouts),
+            server_slot,
+            redis_slot,
+            &mut pool,
+        )
+        .await?;
         rounds.push(Round::new(round, order, livez, keepalive));
     }
 
+    // Phase 2: a fixed rate well below saturation, for latency.
+    let latency_rounds = args.latency_rounds.unwrap_or(args.rounds);
+    let mut fixed_rate = None;
+    if latency_rounds > 0 {
+        let saturated_livez = Medians::of(&rounds).livez.requests_per_sec;
+        let (rate, rate_source) = match (args.rate, saturated_livez) {
+            (Some(rate), _) => (rate, "--rate".to_owned()),
+            (None, Some(livez)) if livez > 0.0 => (
+                (livez * args.rate_fraction).round().max(1.0),
+                format!(
+                    "{:.0} % of the median /livez saturation throughput, {livez:.0} req/s",
+                    args.rate_fraction * 100.0
+                ),
+            ),
+            _ => bail!("no /livez throughput measured to derive the fixed rate from; give --rate"),
+        };
+        let duration = args.latency_duration.unwrap_or(args.duration);
+        let timing = PhaseTiming {
+            connections,
+            warmup: args.warmup,
+            duration,
+        };
+        let mut fixed_rounds = Vec::with_capacity(usize::from(latency_rounds));
+        for round in 1..=usize::from(latency_rounds) {
+            let label = format!("fixed-rate round {round}/{latency_rounds} at {rate:.0} req/s");
+            let kind = PhaseKind::FixedRate(rate);
+            let (order, livez, keepalive) = run_round(
+                round,
+                &label,
+                kind,
+                (&target, timing, timeouts),
+                server_slot,
+                redis_slot,
+                &mut pool,
+            )
+            .await?;
+            fixed_rounds.push(Round::new(round, order, livez, keepalive));
+        }
+        fixed_rate = Some(FixedRate {
+            rate,
+            rate_source,
+            warmup_secs: args.warmup.as_secs_f64(),
+            duration_secs: duration.as_secs_f64(),
+            median: Medians::of(&fixed_rounds),
+            rounds: fixed_rounds,
+        });
+    }
+
     machine.loadavg_at_end = report::loadavg();
+    let mut server_env_keys: Vec<String> = args.server_env.iter().map(|(k, _)| k.clone()).collect();
+    if args.redis {
+        server_env_keys.push("REDIS_URL (--redis)".to_owned());
+    }
     let config = RunConfig {
         target: target_desc,
         started_server: args.server_bin.is_some(),
         server_args: args.server_args.clone(),
-        server_env_keys: args.server_env.iter().map(|(k, _)| k.clone()).collect(),
+        server_env_keys,
         connections,
         sessions,
         warmup_secs: args.warmup.as_secs_f64(),
@@ -338,12 +464,65 @@ async fn run_load(
         client_threads: threads,
     };
     Ok(Report::build(
-        started_at,
-        machine,
-        config,
-        setup,
-        rounds,
-        args.min_ratio,
-        args.max_p99_ms,
+        started_at, machine, config, setup, rounds, fixed_rate, min_ratio, max_p99_ms,
     ))
+}
+
+/// The load model of a phase.
+#[derive(Debug, Clone, Copy)]
+enum PhaseKind {
+    /// Closed loop: every connection sends as fast as answers come back.
+    Saturation,
+    /// Open loop at this many requests per second in total.
+    FixedRate(f64),
+}
+
+/// One round: both endpoints, the order alternating by round so neither
+/// endpoint always runs on a warmer server, with CPU accounting.
+async fn run_round(
+    round: usize,
+    label: &str,
+    kind: PhaseKind,
+    (target, timing, timeouts): (&Target, PhaseTiming, Timeouts),
+    server_slot: &mut Option<Server>,
+    redis_slot: &Option<RedisServer>,
+    pool: &mut load::SessionPool,
+) -> anyhow::Result<([Endpoint; 2], PhaseStats, PhaseStats)> {
+    let order = if round % 2 == 1 {
+        [Endpoint::Livez, Endpoint::Keepalive]
+    } else {
+        [Endpoint::Keepalive, Endpoint::Livez]
+    };
+    let mut livez = None;
+    let mut keepalive = None;
+    for endpoint in order {
+        eprintln!(
+            "{label}: {} for {:?} + {:?} warm-up ...",
+            endpoint.name(),
+            timing.duration,
+            timing.warmup
+        );
+        let before = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref());
+        let mut stats = match kind {
+            PhaseKind::Saturation => {
+                load::run_phase(target, endpoint, timing, timeouts, pool).await?
+            }
+            PhaseKind::FixedRate(rate) => {
+                openloop::phase(target, endpoint, rate, timing, timeouts, pool).await?
+            }
+        };
+        if let Some(server) = server_slot.as_mut() {
+            server.ensure_running()?;
+        }
+        let after = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref());
+        before.charge(&after, &mut stats);
+        match endpoint {
+            Endpoint::Livez => livez = Some(stats),
+            Endpoint::Keepalive => keepalive = Some(stats),
+        }
+    }
+    let (Some(livez), Some(keepalive)) = (livez, keepalive) else {
+        bail!("round {round} did not run both endpoints");
+    };
+    Ok((order, livez, keepalive))
 }

@@ -182,7 +182,12 @@ impl Server {
 
     /// The last lines of the server's output, for error messages.
     pub fn log_tail(&self) -> String {
-        tail_of_file(&self.log_path, 4096)
+        self.log_tail_bytes(4096)
+    }
+
+    /// Up to the last `max_bytes` of the server's output.
+    pub fn log_tail_bytes(&self, max_bytes: u64) -> String {
+        tail_of_file(&self.log_path, max_bytes)
             .unwrap_or_else(|e| format!("(could not read {}: {e})", self.log_path.display()))
     }
 }
@@ -201,7 +206,7 @@ pub async fn probe_ready(target: &Target) -> anyhow::Result<()> {
 
 /// A port that was free a moment ago. The server could lose it to another
 /// process before binding; it then fails to start and the log says so.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("find a free port")?;
     Ok(listener.local_addr().context("read bound port")?.port())
 }
