@@ -652,3 +652,50 @@ async fn the_bearer_scheme_name_is_case_insensitive() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rotation_gives_a_new_id_and_kills_the_old_one() {
+    let server = TestServer::start(&[]).await;
+    let old = create_session(&server.base).await;
+    let response = client()
+        .post(server.url("/api/v1/session/rotate"))
+        .header(COOKIE, &old)
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(response.status(), 200);
+    let set = response.headers()[SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let new = set.split(';').next().expect("pair").to_owned();
+    assert_ne!(new, old);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        millis(&body["session"]["createdAt"]),
+        START,
+        "the same session, created when it was"
+    );
+    assert_eq!(
+        keepalive(&server.base, Some(&old)).await.0,
+        401,
+        "the old id is invalid"
+    );
+    assert_eq!(keepalive(&server.base, Some(&new)).await.0, 200);
+    let again = client()
+        .post(server.url("/api/v1/session/rotate"))
+        .header(COOKIE, &old)
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(again.status(), 401);
+    assert_eq!(
+        again.json::<Value>().await.expect("json")["error"],
+        "session_expired"
+    );
+    server.stop().await;
+}

@@ -110,6 +110,59 @@ async fn conformance(store: &dyn SessionStore, clock: &ManualClock) {
     );
     assert!(!store.delete(&d.id).await.expect("delete again"));
 
+    // Rotation: the same session under a new id, the old id dead.
+    let e = record(clock, 60 * MIN);
+    store.create(e.clone()).await.expect("create");
+    let new_id = SessionId::generate().expect("rng");
+    let rotated = store
+        .rotate(&e.id, new_id, clock.now())
+        .await
+        .expect("rotate")
+        .expect("live");
+    assert_eq!(rotated.id, new_id);
+    assert_eq!(
+        (
+            rotated.created_at,
+            rotated.expires_at,
+            rotated.absolute_expires_at,
+            &rotated.data
+        ),
+        (e.created_at, e.expires_at, e.absolute_expires_at, &e.data)
+    );
+    assert_eq!(
+        store.load(&e.id, clock.now()).await.expect("load"),
+        None,
+        "the old id is dead"
+    );
+    assert_eq!(
+        store.touch(&e.id, clock.now(), IDLE).await.expect("touch"),
+        None
+    );
+    assert_eq!(
+        store.load(&new_id, clock.now()).await.expect("load"),
+        Some(rotated.clone())
+    );
+    assert!(
+        store
+            .touch(&new_id, clock.now(), IDLE)
+            .await
+            .expect("touch")
+            .is_some()
+    );
+    let unknown_new = SessionId::generate().expect("rng");
+    assert_eq!(
+        store
+            .rotate(&e.id, unknown_new, clock.now())
+            .await
+            .expect("rotate"),
+        None,
+        "a dead id cannot be rotated"
+    );
+    assert_eq!(
+        store.load(&unknown_new, clock.now()).await.expect("load"),
+        None
+    );
+
     // Empty data and many sessions.
     let mut many = Vec::new();
     for _ in 0..50 {
@@ -190,8 +243,8 @@ async fn redis_store_conforms() {
     let ended = redis.keys("test:{*}:ended");
     assert_eq!(
         ended.len(),
-        2,
-        "one logout marker per ended session: {ended:?}"
+        3,
+        "one logout marker per ended id (the unknown one, the deleted one, the rotated-away one): {ended:?}"
     );
     store.close().await.expect("close");
 }

@@ -3,6 +3,7 @@
 //! Endpoints:
 //! - `POST /api/v1/session`: create a session (201, `Set-Cookie`).
 //! - `DELETE /api/v1/session`: end it (204, cookie cleared).
+//! - `POST /api/v1/session/rotate`: a new id for the same session, the old one invalid.
 //! - `GET /api/v1/keepalive/` and `/api/v1/keepalive`: keep it alive; 200 with the session's
 //!   expiry, the server's health and the client's settings, or 401 `session_expired`.
 //! - `GET /livez`: 200 while the process serves; checks nothing.
@@ -137,6 +138,10 @@ pub fn app(state: AppState, options: &RouterOptions) -> Router {
             axum::routing::post(session::create)
                 .layer(limited(Bucket::Sessions))
                 .delete(session::end),
+        )
+        .route(
+            "/api/v1/session/rotate",
+            axum::routing::post(session::rotate).layer(limited(Bucket::Sessions)),
         )
         .route(
             "/api/v1/keepalive",

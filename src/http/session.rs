@@ -118,6 +118,48 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     }
 }
 
+/// Gives the caller's session a new id (after a privilege change, for example): 200 with the
+/// new cookie, and the old id no longer valid; 401 `session_expired` without a live session.
+pub async fn rotate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let settings = state.sessions.settings();
+    let rotated = match cookie::session_id(&headers, &settings.cookie_name) {
+        Some(id) => state
+            .sessions
+            .rotate(&id)
+            .await
+            .map_err(|e| ApiError::store_unavailable(&e))?,
+        None => None,
+    };
+    let Some(record) = rotated else {
+        let body = serde_json::json!({
+            "error": "session_expired",
+            "message": "no live session: sign in again",
+            "serverHealth": state.server_health(),
+        });
+        return Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+    };
+    let answer = CreateResponse {
+        session: SessionView {
+            created_at: rfc3339(record.created_at),
+            expires_at: rfc3339(record.expires_at),
+            absolute_expires_at: rfc3339(record.absolute_expires_at),
+            idle_timeout_ms: settings.idle_timeout.as_millis(),
+        },
+        server_health: state.server_health(),
+        keepalive: ClientView::from(&state.client),
+        server_time: rfc3339(state.sessions.now()),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie::set(settings, &record.id))],
+        Json(answer),
+    )
+        .into_response())
+}
+
 /// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.
 pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();

@@ -92,4 +92,13 @@ impl Sessions {
     pub async fn end(&self, id: &SessionId) -> Result<bool, SessionError> {
         Ok(self.store.delete(id).await?)
     }
+
+    /// Gives a live session a fresh id, invalidating the old one (OWASP: renew the id when
+    /// privileges change); `None` when the session is unknown or expired.
+    pub async fn rotate(&self, id: &SessionId) -> Result<Option<SessionRecord>, SessionError> {
+        Ok(self
+            .store
+            .rotate(id, SessionId::generate()?, self.clock.now())
+            .await?)
+    }
 }

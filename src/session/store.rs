@@ -59,6 +59,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Ends a session. It is durable when this returns. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
 
+    /// Moves a live session to a new id (after a privilege change): the same times and data
+    /// under `new`, and `old` no longer valid. Durable when this returns. `None` when `old` is
+    /// unknown or expired at `now`.
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
     /// Writes everything pending to durable storage.
     async fn flush(&self) -> Result<(), StoreError>;
 

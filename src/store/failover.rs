@@ -427,6 +427,38 @@ impl SessionStore for FailoverStore {
         Ok(existed)
     }
 
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.rotate(old, new, now).await {
+                Ok(Some(record)) => {
+                    s.local.mirror(record.clone())?;
+                    if s.local.get_any(old)?.is_some() {
+                        s.local.forget(old)?;
+                    }
+                    return Ok(Some(record));
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let Some(record) = s.local.rotate(old, new, now).await? else {
+            return Ok(None);
+        };
+        // The old id's end is recorded for Redis, which still knows it.
+        let keep_until = now.saturating_add(crate::clock::duration_millis(s.absolute_lifetime));
+        s.local.end_offline(old, now, keep_until).await?;
+        s.changed(new).await;
+        s.changed(*old).await;
+        Ok(Some(record))
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.shared.local.flush().await
     }

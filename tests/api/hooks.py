@@ -99,6 +99,22 @@ class SessionToEnd:
         _set_cookie(case, data)
 
 
+@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(path="/api/v1/session/rotate", method="POST")
+class SessionToRotate:
+    """A fresh real session for every other rotation, so rotating a real session is exercised."""
+
+    def __init__(self) -> None:
+        self.turn = itertools.count()
+
+    def get(self, case, context):
+        if next(self.turn) % 2:
+            return None
+        return _new_session()
+
+    def set(self, case, data, context):
+        _set_cookie(case, data)
+
+
 class _BearerEveryOtherCase:
     """The real bearer token on every other case of its path."""
 

@@ -314,6 +314,32 @@ impl SessionStore for LocalStore {
         Ok(existed)
     }
 
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let current = {
+            let shard = self.shared.overlay.shard(old);
+            self.current(&shard, old)?.filter(|r| r.is_live(now))
+        };
+        let Some(mut record) = current else {
+            return Ok(None);
+        };
+        record.id = new;
+        self.shared
+            .overlay
+            .shard(&new)
+            .put(new, Change::Put(record.clone()));
+        // A keepalive of the old id racing this sees the deletion from here on; both changes
+        // reach the disk in the same commit.
+        self.shared.overlay.shard(old).put(*old, Change::Delete);
+        self.flush().await?;
+        Ok(Some(record))
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.flush_requests

@@ -429,6 +429,24 @@ impl SessionStore for RedisStore {
         self.end(id, self.clock.now()).await
     }
 
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // Three round trips: the two ids live in different cluster slots, so no single script
+        // may touch both. The new session exists before the old one ends, so a crash in
+        // between leaves the user signed in, never out.
+        let Some(mut record) = self.load(old, now).await? else {
+            return Ok(None);
+        };
+        record.id = new;
+        self.create(record.clone()).await?;
+        self.end(old, now).await?;
+        Ok(Some(record))
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
