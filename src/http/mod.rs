@@ -17,7 +17,7 @@
 //! Anything else is a JSON 404 (or 405 for a known path with another method).
 
 mod assets;
-mod cookie;
+pub mod cookie;
 mod error;
 mod keepalive;
 mod limit;

@@ -7,7 +7,7 @@
 //! purges expired sessions through the expiry index. The writer owns the database's write side
 //! and stops, after a last flush, when the store is closed.
 
-mod codec;
+pub mod codec;
 mod db;
 mod overlay;
 
