@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::clock::rfc3339;
 use crate::health::ServerHealth;
+use crate::session::SessionRecord;
 
 use super::{ApiError, AppState, ClientView, MAX_SESSION_BODY, cookie};
 
@@ -53,6 +54,11 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::store_unavailable(&e))?;
     state.metrics.sessions_created_total.inc();
+    Ok(session_answer(&state, &record, StatusCode::CREATED))
+}
+
+/// The answer that hands a session to the browser: its cookie and its expiry.
+fn session_answer(state: &AppState, record: &SessionRecord, status: StatusCode) -> Response {
     let settings = state.sessions.settings();
     let answer = CreateResponse {
         session: SessionView {
@@ -65,12 +71,12 @@ pub async fn create(
         keepalive: ClientView::from(&state.client),
         server_time: rfc3339(state.sessions.now()),
     };
-    Ok((
-        StatusCode::CREATED,
+    (
+        status,
         [(header::SET_COOKIE, cookie::set(settings, &record.id))],
         Json(answer),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The body is optional; when present it must be a JSON object `{"data": {...}}`.
@@ -141,23 +147,7 @@ pub async fn rotate(
         });
         return Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response());
     };
-    let answer = CreateResponse {
-        session: SessionView {
-            created_at: rfc3339(record.created_at),
-            expires_at: rfc3339(record.expires_at),
-            absolute_expires_at: rfc3339(record.absolute_expires_at),
-            idle_timeout_ms: settings.idle_timeout.as_millis(),
-        },
-        server_health: state.server_health(),
-        keepalive: ClientView::from(&state.client),
-        server_time: rfc3339(state.sessions.now()),
-    };
-    Ok((
-        StatusCode::OK,
-        [(header::SET_COOKIE, cookie::set(settings, &record.id))],
-        Json(answer),
-    )
-        .into_response())
+    Ok(session_answer(&state, &record, StatusCode::OK))
 }
 
 /// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.

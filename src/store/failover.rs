@@ -169,6 +169,15 @@ impl Shared {
         Ok(())
     }
 
+    /// Ends a session in the local store while Redis is offline, recording the logout durably
+    /// so it reaches Redis later, even across a restart. Returns whether it existed.
+    async fn end_offline(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        let keep_until = now.saturating_add(crate::clock::duration_millis(self.absolute_lifetime));
+        let existed = self.local.end_offline(id, now, keep_until).await?;
+        self.changed(*id).await;
+        Ok(existed)
+    }
+
     /// Remembers a change made while offline. If Redis came back in the meantime, the change
     /// missed the re-sync, so it is written back here.
     async fn changed(&self, id: SessionId) {
@@ -420,11 +429,7 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        let now = s.clock.now();
-        let keep_until = now.saturating_add(crate::clock::duration_millis(s.absolute_lifetime));
-        let existed = s.local.end_offline(id, now, keep_until).await?;
-        s.changed(*id).await;
-        Ok(existed)
+        s.end_offline(id, s.clock.now()).await
     }
 
     async fn rotate(
@@ -452,10 +457,8 @@ impl SessionStore for FailoverStore {
             return Ok(None);
         };
         // The old id's end is recorded for Redis, which still knows it.
-        let keep_until = now.saturating_add(crate::clock::duration_millis(s.absolute_lifetime));
-        s.local.end_offline(old, now, keep_until).await?;
+        s.end_offline(old, now).await?;
         s.changed(new).await;
-        s.changed(*old).await;
         Ok(Some(record))
     }
 

@@ -83,9 +83,8 @@ class LiveSession:
         _set_cookie(case, data)
 
 
-@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(path="/api/v1/session", method="DELETE")
-class SessionToEnd:
-    """A fresh real session for every other logout, so ending a real session is exercised."""
+class _FreshSessionEveryOtherCase:
+    """A fresh real session for every other case of its operation (which consumes it)."""
 
     def __init__(self) -> None:
         self.turn = itertools.count()
@@ -97,22 +96,16 @@ class SessionToEnd:
 
     def set(self, case, data, context):
         _set_cookie(case, data)
+
+
+@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(path="/api/v1/session", method="DELETE")
+class SessionToEnd(_FreshSessionEveryOtherCase):
+    """So ending a real session is exercised."""
 
 
 @schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(path="/api/v1/session/rotate", method="POST")
-class SessionToRotate:
-    """A fresh real session for every other rotation, so rotating a real session is exercised."""
-
-    def __init__(self) -> None:
-        self.turn = itertools.count()
-
-    def get(self, case, context):
-        if next(self.turn) % 2:
-            return None
-        return _new_session()
-
-    def set(self, case, data, context):
-        _set_cookie(case, data)
+class SessionToRotate(_FreshSessionEveryOtherCase):
+    """So rotating a real session is exercised."""
 
 
 class _BearerEveryOtherCase:
