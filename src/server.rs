@@ -185,7 +185,7 @@ pub async fn run_with(
         });
         (stop, task)
     };
-    let state = AppState {
+    let state = AppState::new(http::Shared {
         sessions: Sessions::new(
             Arc::clone(&store),
             Arc::clone(&env.clock),
@@ -198,7 +198,7 @@ pub async fn run_with(
         readiness: readiness.clone(),
         limits: Arc::clone(&limits),
         metrics_token: config.server.metrics_token.clone(),
-    };
+    });
     let router = http::app(
         state,
         &RouterOptions {

@@ -68,9 +68,28 @@ impl Readiness {
     }
 }
 
-/// What every handler shares; cheap to clone.
+/// What every handler shares. Cloned for every request by the extractors and middleware, so
+/// it is one shared allocation: a clone is a reference count, not a copy of its strings.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Shares `shared` between handlers.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+pub struct Shared {
     /// The session lifecycle.
     pub sessions: Sessions,
     /// The latest health, published by the monitor.
