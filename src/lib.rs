@@ -11,15 +11,18 @@
 //!   environment variables), validated into one [`config::Config`] before anything binds.
 //! - [`session`]: the session model, its identifiers and the [`session::SessionStore`] trait
 //!   every store implements; [`session::Sessions`] applies the idle and absolute lifetimes.
-//! - [`store`]: the stores. [`store::local`] is the durable embedded store (redb).
+//! - [`store`]: the stores: [`store::local`], the durable embedded store (redb);
+//!   [`store::redis`], sessions shared in Redis; [`store::failover`], Redis with the local store
+//!   as mirror and fallback.
 //! - [`health`]: the memory check and the background monitor whose cached result every
 //!   answer reads.
-//! - [`http`]: the axum router: sessions, keepalive, probes, metrics, the browser client.
+//! - [`http`]: the axum router (sessions, keepalive, probes, metrics, the browser client) and
+//!   the listener with its limits and per-client rate limits.
 //! - [`metrics`]: the Prometheus registry and the metrics every part records.
 //! - [`alert`]: the built-in alert rules and their webhooks.
 //! - [`outbound`]: outgoing HTTP clients (webhooks, `check`, `doctor`).
 //! - [`server`]: wires it all together, serves, and shuts down cleanly.
-//! - [`cli`]: the command line (`serve`, `config`); `main.rs` only calls it.
+//! - [`cli`]: the command line (`serve`, `check`, `doctor`, `config`); `main.rs` only calls it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -249,6 +249,7 @@ fn value_text(value: &Value) -> String {
 }
 
 /// Hides the password (and user) of a URL, keeping scheme, host, port and path.
+/// By hand because cluster and sentinel URLs list several hosts, which URL parsers refuse.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();

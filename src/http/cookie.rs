@@ -12,6 +12,9 @@ const MAX_PAIRS: usize = 64;
 /// The session id carried by the request, if a well-formed one is present. The first pair
 /// with the cookie's name that parses as an id wins; malformed values are skipped without any
 /// store lookup.
+///
+/// Split by hand rather than with `cookie::Cookie::split_parse`: only one name matters, and this
+/// scan neither allocates nor percent-decodes, and stops after a bounded number of pairs.
 pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
     headers
         .get_all(COOKIE)

@@ -11,7 +11,8 @@
 //! - `GET /health`: `application/health+json`; details only for the configured bearer token.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /`, `/keepalive.js`, `/keepalive.mjs`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the
-//!   browser client (classic script and ES module)
+//!   browser client (classic script and ES module) and its demo page.
+//! - `GET /openapi.yaml`: the OpenAPI document of this API
 //!   and its demo page.
 //!
 //! Anything else is a JSON 404 (or 405 for a known path with another method).

@@ -13,20 +13,18 @@ use super::AppState;
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // A MatchedPath clone is a reference count, not a copy of the template.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let metrics = &state.metrics;
     metrics
         .http_request_duration_seconds
-        .with_label_values(&[method, &route])
+        .with_label_values(&[method, route])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests_total
-        .with_label_values(&[method, &route, response.status().as_str()])
+        .with_label_values(&[method, route, response.status().as_str()])
         .inc();
     response
 }
