@@ -61,12 +61,13 @@ async fn receiver() -> (SocketAddr, Received) {
     (addr, received)
 }
 
+/// Waits for a condition on what the receiver got.
 async fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::within(limit, what, || {
+        let holds = condition();
+        async move { holds }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

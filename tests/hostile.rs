@@ -4,10 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use common::{Process, client, create_session, keepalive};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -158,16 +154,9 @@ async fn random_cookies_paths_and_methods_never_get_5xx_nor_grow_memory_or_the_s
     );
 }
 
-/// Sends raw bytes on a fresh connection; returns the status line (empty if the server closed).
-fn raw(addr: &str, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    let _ = stream.write_all(bytes);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer)
+/// The status line of the server's answer to raw bytes (empty if it closed without one).
+fn status_line(addr: &str, bytes: &[u8]) -> String {
+    common::raw_exchange(addr, bytes)
         .lines()
         .next()
         .unwrap_or_default()
@@ -192,7 +181,7 @@ fn malformed_requests_get_4xx_and_the_server_stays_up() {
         b"DELETE /api/v1/session HTTP/1.1\r\nHost: x\r\nCookie: keepalive_sid=;;;===;\r\nConnection: close\r\n\r\n".to_vec(),
     ];
     for case in &cases {
-        let status = raw(&addr, case);
+        let status = status_line(&addr, case);
         let code: Option<u16> = status
             .split_whitespace()
             .nth(1)
@@ -203,7 +192,7 @@ fn malformed_requests_get_4xx_and_the_server_stays_up() {
             String::from_utf8_lossy(case)
         );
     }
-    let live = raw(
+    let live = status_line(
         &addr,
         b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );

@@ -15,16 +15,8 @@ fn addr(server: &TestServer) -> String {
     server.base.trim_start_matches("http://").to_owned()
 }
 
-/// Sends raw bytes and returns what the server answered (until it closes or 2 s pass).
 fn raw(server: &TestServer, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr(server)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    stream.write_all(request).expect("write");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
+    common::raw_exchange(&addr(server), request)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,18 +27,8 @@ async fn oversized_or_too_many_headers_get_431() {
         "a".repeat(20 * 1024)
     );
     let answer = tokio::task::spawn_blocking({
-        let request = big.into_bytes();
         let server_addr = addr(&server);
-        move || {
-            let mut stream = TcpStream::connect(server_addr).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .expect("timeout");
-            let _ = stream.write_all(&request);
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            String::from_utf8_lossy(&answer).into_owned()
-        }
+        move || common::raw_exchange(&server_addr, big.as_bytes())
     })
     .await
     .expect("task");

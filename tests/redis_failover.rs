@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::redis::{RedisServer, free_port};
-use common::{Process, TestServer, client, create_session, keepalive};
+use common::{Process, TestServer, client, create_session, keepalive, within};
 use reqwest::header::COOKIE;
 use serde_json::Value;
 
@@ -33,22 +32,6 @@ async fn redis_check(server: &TestServer) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Polls `condition` every 20 ms until it holds; returns how long that took.
-async fn within<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A keepalive that must succeed; returns its latency.
