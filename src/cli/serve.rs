@@ -49,7 +49,7 @@ pub fn run(file: Option<PathBuf>) -> ExitCode {
         match server::run(config, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                tracing::error!(error = %err, "keepalive stopped on an error: {err}");
+                tracing::error!("keepalive stopped on an error: {err}");
                 ExitCode::from(EXIT_FAILURE)
             }
         }

@@ -75,7 +75,7 @@ impl LocalStore {
         let db = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|err| {
                 StoreError::Backend(format!(
-                    "cannot create the data directory {}: {err}",
+                    "cannot create the data directory {}: {err}; set KEEPALIVE_DATA_DIR to a directory this user can write",
                     dir.display()
                 ))
             })?;
