@@ -177,7 +177,115 @@ async fn conformance(store: &dyn SessionStore, clock: &ManualClock) {
             Some(r.clone())
         );
     }
+
+    users(store, clock).await;
     store.flush().await.expect("flush");
+}
+
+/// Sessions created for users: listed per user, data replaced, rotation keeps the user.
+async fn users(store: &dyn SessionStore, clock: &ManualClock) {
+    let for_user = |user: &str| record(clock, 60 * MIN).with_user(Some(user.to_owned()));
+    let first = for_user("alice@example.com");
+    store.create(first.clone()).await.expect("create");
+    clock.advance(Duration::from_millis(5));
+    let second = for_user("alice@example.com");
+    store.create(second.clone()).await.expect("create");
+    let bob = for_user("bob");
+    store.create(bob.clone()).await.expect("create");
+    let anonymous = record(clock, 60 * MIN);
+    store.create(anonymous.clone()).await.expect("create");
+
+    let listed = store
+        .list_user("alice@example.com", clock.now())
+        .await
+        .expect("list");
+    assert_eq!(listed, vec![first.clone(), second.clone()], "oldest first");
+    assert_eq!(
+        store.list_user("bob", clock.now()).await.expect("list"),
+        vec![bob.clone()]
+    );
+    assert!(
+        store
+            .list_user("nobody", clock.now())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .load(&first.id, clock.now())
+            .await
+            .expect("load")
+            .and_then(|r| r.user),
+        Some("alice@example.com".to_owned())
+    );
+
+    // Replacing the data: activity without extension.
+    clock.advance(MIN);
+    let updated = store
+        .update(&first.id, r#"{"role":"admin"}"#.to_owned(), clock.now())
+        .await
+        .expect("update")
+        .expect("live");
+    assert_eq!(updated.data, r#"{"role":"admin"}"#);
+    assert_eq!(updated.last_seen_at, clock.now());
+    assert_eq!(updated.expires_at, first.expires_at);
+    assert_eq!(updated.user, first.user);
+    assert_eq!(
+        store.load(&first.id, clock.now()).await.expect("load"),
+        Some(updated.clone())
+    );
+    let unknown = SessionId::generate().expect("rng");
+    assert_eq!(
+        store
+            .update(&unknown, String::new(), clock.now())
+            .await
+            .expect("update"),
+        None
+    );
+
+    // An ended session leaves the list; a rotated one is listed under its new id.
+    assert!(store.delete(&second.id).await.expect("delete"));
+    let new_id = SessionId::generate().expect("rng");
+    let rotated = store
+        .rotate(&first.id, new_id, clock.now())
+        .await
+        .expect("rotate")
+        .expect("live");
+    assert_eq!(rotated.user.as_deref(), Some("alice@example.com"));
+    let listed = store
+        .list_user("alice@example.com", clock.now())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![new_id]
+    );
+    assert_eq!(listed[0].data, r#"{"role":"admin"}"#);
+
+    // Expired sessions are not listed, and cannot be updated.
+    clock.advance(IDLE);
+    assert!(
+        store
+            .list_user("alice@example.com", clock.now())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_user("bob", clock.now())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .update(&bob.id, String::new(), clock.now())
+            .await
+            .expect("update"),
+        None
+    );
 }
 
 fn local_options() -> LocalStoreOptions {
@@ -243,8 +351,8 @@ async fn redis_store_conforms() {
     let ended = redis.keys("test:{*}:ended");
     assert_eq!(
         ended.len(),
-        3,
-        "one logout marker per ended id (the unknown one, the deleted one, the rotated-away one): {ended:?}"
+        5,
+        "one logout marker per ended id (the unknown one, the deleted ones, the rotated-away ones): {ended:?}"
     );
     store.close().await.expect("close");
 }

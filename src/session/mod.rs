@@ -23,6 +23,41 @@ pub enum SessionError {
     /// No identifier could be generated.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The user id is not one keepalive can carry.
+    #[error(transparent)]
+    InvalidUser(#[from] InvalidUser),
+}
+
+/// Longest user id, in bytes.
+pub const MAX_USER_LEN: usize = 256;
+
+/// Why a user id was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a user id is 1 to {MAX_USER_LEN} visible ASCII characters (no spaces or control characters), such as a numeric id, a UUID or an e-mail address"
+)]
+pub struct InvalidUser;
+
+/// Checks a user id: 1 to 256 visible ASCII characters. The user travels in HTTP headers
+/// (forward authentication), so nothing that could end or split a header gets in.
+pub fn check_user(user: &str) -> Result<(), InvalidUser> {
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if (1..=MAX_USER_LEN).contains(&user.len()) && user.bytes().all(|b| visible(&b)) {
+        Ok(())
+    } else {
+        Err(InvalidUser)
+    }
+}
+
+/// What "log out everywhere" did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndedAll {
+    /// Sessions ended.
+    pub ended: usize,
+    /// Whether every instance's sessions were reached: false while the shared store is
+    /// offline, when only this instance's sessions could be ended (their logouts reach the
+    /// shared store when it returns).
+    pub complete: bool,
 }
 
 /// The session lifecycle over one store: create, keep alive, end.
@@ -73,6 +108,55 @@ impl Sessions {
         );
         self.store.create(record.clone()).await?;
         Ok(record)
+    }
+
+    /// Creates and durably stores a session for a signed-in `user`, carrying `data`.
+    pub async fn create_for_user(
+        &self,
+        user: &str,
+        data: String,
+    ) -> Result<SessionRecord, SessionError> {
+        check_user(user)?;
+        let record = SessionRecord::new(
+            SessionId::generate()?,
+            self.clock.now(),
+            self.settings.idle_timeout,
+            self.settings.absolute_lifetime,
+            data,
+        )
+        .with_user(Some(user.to_owned()));
+        self.store.create(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Replaces a live session's data; `None` when it is unknown or expired.
+    pub async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+    ) -> Result<Option<SessionRecord>, SessionError> {
+        Ok(self.store.update(id, data, self.clock.now()).await?)
+    }
+
+    /// The live sessions of `user`, oldest first.
+    pub async fn list_user(&self, user: &str) -> Result<Vec<SessionRecord>, SessionError> {
+        check_user(user)?;
+        Ok(self.store.list_user(user, self.clock.now()).await?)
+    }
+
+    /// Ends every session of `user` ("log out everywhere").
+    pub async fn end_user(&self, user: &str) -> Result<EndedAll, SessionError> {
+        let sessions = self.list_user(user).await?;
+        let complete = self.store.shared_state() != SharedStoreState::Offline;
+        let mut ended = 0;
+        for session in &sessions {
+            if self.store.delete(&session.id).await? {
+                ended += 1;
+            }
+        }
+        // An outage that began during the loop also leaves other instances' sessions out.
+        let complete = complete && self.store.shared_state() != SharedStoreState::Offline;
+        Ok(EndedAll { ended, complete })
     }
 
     /// Keeps a session alive; `None` when it is unknown or expired.

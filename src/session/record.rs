@@ -19,6 +19,9 @@ pub struct SessionRecord {
     pub expires_at: Millis,
     /// When it expires whatever happens.
     pub absolute_expires_at: Millis,
+    /// The signed-in user the application created it for; `None` for an anonymous session
+    /// (one the browser created itself). Set at creation and never changed.
+    pub user: Option<String>,
     /// The application's data, as JSON text (an object), or empty.
     pub data: String,
 }
@@ -41,8 +44,15 @@ impl SessionRecord {
                 .saturating_add(duration_millis(idle))
                 .min(absolute_expires_at),
             absolute_expires_at,
+            user: None,
             data,
         }
+    }
+
+    /// The same session, created for `user`.
+    pub fn with_user(mut self, user: Option<String>) -> Self {
+        self.user = user;
+        self
     }
 
     /// Whether the session is still alive at `now`.

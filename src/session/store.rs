@@ -69,6 +69,19 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Replaces the data of a live session with `data` (JSON object text, or empty). Counts as
+    /// activity (its last-seen time moves to `now`) without extending it. Durable when this
+    /// returns. `None` when it is unknown or expired at `now`.
+    async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The sessions created for `user` that are live at `now`, oldest first.
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError>;
+
     /// Writes everything pending to durable storage.
     async fn flush(&self) -> Result<(), StoreError>;
 

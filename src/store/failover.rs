@@ -462,6 +462,43 @@ impl SessionStore for FailoverStore {
         Ok(Some(record))
     }
 
+    async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.update(id, data.clone(), now).await {
+                Ok(Some(record)) => {
+                    s.local.mirror(record.clone())?;
+                    return Ok(Some(record));
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let record = s.local.update(id, data, now).await?;
+        if record.is_some() {
+            s.changed(*id).await;
+        }
+        Ok(record)
+    }
+
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.redis.list_user(user, now).await {
+                Ok(sessions) => return Ok(sessions),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        s.local.list_user(user, now).await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.shared.local.flush().await
     }

@@ -1,18 +1,25 @@
 //! The on-disk form of a session record.
 //!
-//! A fixed header (a version byte and four little-endian `i64` times) followed by the
-//! application's data as UTF-8 JSON text. Written by hand because the layout is five fields and
-//! the purge reads the expiry straight from the header without decoding the rest; the version
-//! byte lets a later format coexist with this one.
+//! A fixed header (a version byte and four little-endian `i64` times), then, from version 2
+//! on, the user as a little-endian `u16` length and its UTF-8 bytes (length 0: anonymous), then
+//! the application's data as UTF-8 JSON text. Written by hand because the layout is a handful
+//! of fields and the store reads the expiry and the user straight from the header without
+//! decoding the rest; the version byte lets files written by an earlier version be read as
+//! they are (version 1 has no user).
 
 use crate::session::{SessionId, SessionRecord, StoreError};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// The first format: no user.
+const VERSION_1: u8 = 1;
 const HEADER: usize = 1 + 4 * 8;
 
 /// Encodes a record (its id is the key, not part of the value).
 pub fn encode(record: &SessionRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + record.data.len());
+    let user = record.user.as_deref().unwrap_or("").as_bytes();
+    // User ids are checked to be at most 256 bytes long long before they get here.
+    let user_len = u16::try_from(user.len()).expect("user ids are short");
+    let mut out = Vec::with_capacity(HEADER + 2 + user.len() + record.data.len());
     out.push(VERSION);
     for t in [
         record.created_at,
@@ -22,6 +29,8 @@ pub fn encode(record: &SessionRecord) -> Vec<u8> {
     ] {
         out.extend_from_slice(&t.to_le_bytes());
     }
+    out.extend_from_slice(&user_len.to_le_bytes());
+    out.extend_from_slice(user);
     out.extend_from_slice(record.data.as_bytes());
     out
 }
@@ -29,7 +38,8 @@ pub fn encode(record: &SessionRecord) -> Vec<u8> {
 /// Decodes a record stored under `id`.
 pub fn decode(id: SessionId, bytes: &[u8]) -> Result<SessionRecord, StoreError> {
     let times = header(bytes)?;
-    let data = std::str::from_utf8(&bytes[HEADER..])
+    let (user, rest) = split_user(bytes)?;
+    let data = std::str::from_utf8(rest)
         .map_err(|_| StoreError::Corrupt("session data is not UTF-8".to_owned()))?
         .to_owned();
     Ok(SessionRecord {
@@ -38,8 +48,32 @@ pub fn decode(id: SessionId, bytes: &[u8]) -> Result<SessionRecord, StoreError> 
         last_seen_at: times[1],
         expires_at: times[2],
         absolute_expires_at: times[3],
+        user: user.map(str::to_owned),
         data,
     })
+}
+
+/// The user of an encoded record, without decoding its data.
+pub fn user(bytes: &[u8]) -> Result<Option<&str>, StoreError> {
+    header(bytes)?;
+    Ok(split_user(bytes)?.0)
+}
+
+/// The user and the bytes after it, of a record whose header was checked.
+fn split_user(bytes: &[u8]) -> Result<(Option<&str>, &[u8]), StoreError> {
+    let body = &bytes[HEADER..];
+    if bytes[0] == VERSION_1 {
+        return Ok((None, body));
+    }
+    let corrupt = || StoreError::Corrupt("session user is truncated or not UTF-8".to_owned());
+    let (len, rest) = body.split_first_chunk::<2>().ok_or_else(corrupt)?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (user, rest) = rest.split_at(len);
+    let user = std::str::from_utf8(user).map_err(|_| corrupt())?;
+    Ok(((!user.is_empty()).then_some(user), rest))
 }
 
 /// The idle expiry of an encoded record, without decoding its data.
@@ -54,7 +88,7 @@ fn header(bytes: &[u8]) -> Result<[i64; 4], StoreError> {
             bytes.len()
         )));
     }
-    if bytes[0] != VERSION {
+    if bytes[0] != VERSION && bytes[0] != VERSION_1 {
         return Err(StoreError::Corrupt(format!(
             "unknown record version {}",
             bytes[0]
@@ -82,11 +116,26 @@ mod tests {
             last_seen_at: -2,
             expires_at: i64::MAX,
             absolute_expires_at: 4,
-            data: r#"{"user":"zoé"}"#.to_owned(),
+            user: Some("zoé@example.com".to_owned()),
+            data: r#"{"theme":"dark"}"#.to_owned(),
         };
         let bytes = encode(&record);
         assert_eq!(decode(record.id, &bytes).expect("decodes"), record);
         assert_eq!(expires_at(&bytes).expect("header"), i64::MAX);
+        assert_eq!(user(&bytes).expect("user"), Some("zoé@example.com"));
+    }
+
+    #[test]
+    fn reads_the_first_format_as_anonymous() {
+        let mut bytes = vec![VERSION_1];
+        for t in [1i64, 2, 3, 4] {
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+        bytes.extend_from_slice(br#"{"a":1}"#);
+        let record = decode(SessionId::from_bytes([1; 16]), &bytes).expect("decodes");
+        assert_eq!(record.user, None);
+        assert_eq!(record.data, r#"{"a":1}"#);
+        assert_eq!(record.expires_at, 3);
     }
 
     #[test]
@@ -99,6 +148,10 @@ mod tests {
         bytes[0] = VERSION;
         bytes.extend_from_slice(&[0xff, 0xfe]);
         assert!(decode(id, &bytes).is_err());
+        bytes[0] = VERSION_1 + 1;
+        bytes.truncate(HEADER);
+        bytes.extend_from_slice(&[5, 0, b'a']);
+        assert!(decode(id, &bytes).is_err(), "user longer than the record");
     }
 }
 
@@ -113,6 +166,7 @@ mod properties {
         fn any_record_round_trips(
             id in any::<[u8; 16]>(),
             times in any::<[i64; 4]>(),
+            user in proptest::option::of("[!-~]{1,256}"),
             data in ".{0,200}",
         ) {
             let record = SessionRecord {
@@ -121,6 +175,7 @@ mod properties {
                 last_seen_at: times[1],
                 expires_at: times[2],
                 absolute_expires_at: times[3],
+                user,
                 data,
             };
             let bytes = encode(&record);

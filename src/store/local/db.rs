@@ -2,7 +2,9 @@
 //!
 //! `sessions` maps an id to its encoded record. `expiry` is an index of (idle expiry, id),
 //! so the purge walks only the expired prefix: its cost grows with the number of sessions that
-//! expired, not with the number stored.
+//! expired, not with the number stored. `users` is an index of (user, id) for the sessions
+//! created for a user, so listing or ending a user's sessions reads only theirs. A session's
+//! user never changes, so the index is written when a session appears and when it goes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,6 +19,7 @@ use super::codec;
 type Key = [u8; ID_BYTES];
 const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
 const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
+const USERS: TableDefinition<(&str, Key), ()> = TableDefinition::new("users");
 /// Logouts made while the shared store was offline and not yet written back to it:
 /// id to (ended at, keep until).
 const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
@@ -60,8 +63,22 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(SESSIONS).map_err(backend)?;
     txn.open_table(EXPIRY).map_err(backend)?;
     txn.open_table(ENDED).map_err(backend)?;
+    txn.open_table(USERS).map_err(backend)?;
     txn.commit().map_err(backend)?;
     Ok(db)
+}
+
+/// The ids of the sessions stored for `user` (live or awaiting the purge).
+pub fn user_sessions(db: &Database, user: &str) -> Result<Vec<SessionId>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(USERS).map_err(backend)?;
+    let range = (user, [0; ID_BYTES])..=(user, [u8::MAX; ID_BYTES]);
+    let mut out = Vec::new();
+    for entry in table.range(range).map_err(backend)? {
+        let (key, _) = entry.map_err(backend)?;
+        out.push(SessionId::from_bytes(key.value().1));
+    }
+    Ok(out)
 }
 
 /// Reads one session as stored (live or not).
@@ -125,6 +142,7 @@ pub fn apply<'a>(
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
+        let mut users = txn.open_table(USERS).map_err(backend)?;
         for batch in batches {
             for (id, change) in batch {
                 let key = id.as_bytes();
@@ -144,12 +162,27 @@ pub fn apply<'a>(
                     }
                     Change::Put(_) | Change::Delete => {}
                 }
-                let old_expiry = match sessions.get(key).map_err(backend)? {
-                    Some(value) => Some(codec::expires_at(value.value())?),
-                    None => None,
+                // The user is copied out only when the index changes (a new session, a
+                // removal): an extension, the common write, compares it in place.
+                let new_user = match change {
+                    Change::Put(record) => record.user.as_deref(),
+                    _ => None,
+                };
+                let (old_expiry, old_user) = match sessions.get(key).map_err(backend)? {
+                    Some(value) => {
+                        let bytes = value.value();
+                        let user = codec::user(bytes)?;
+                        let moved = (user != new_user).then(|| user.map(str::to_owned));
+                        (Some(codec::expires_at(bytes)?), moved)
+                    }
+                    None => (None, Some(None)),
                 };
                 if let Some(old) = old_expiry {
                     expiry.remove(index_key(old, key)).map_err(backend)?;
+                }
+                // `Some(previous)` when the session's entry in the user index must change.
+                if let Some(Some(user)) = &old_user {
+                    users.remove((user.as_str(), *key)).map_err(backend)?;
                 }
                 match change {
                     Change::Put(record) => {
@@ -159,6 +192,9 @@ pub fn apply<'a>(
                         expiry
                             .insert(index_key(record.expires_at, key), ())
                             .map_err(backend)?;
+                        if let (Some(_), Some(user)) = (&old_user, &record.user) {
+                            users.insert((user.as_str(), *key), ()).map_err(backend)?;
+                        }
                     }
                     Change::Delete | Change::End { .. } => {
                         sessions.remove(key).map_err(backend)?;
@@ -199,18 +235,28 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             .map(|(k, _)| k.value())
             .collect();
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
+        let mut users = txn.open_table(USERS).map_err(backend)?;
         for key in stale {
             ended.remove(&key).map_err(backend)?;
         }
         for (at, id) in expired {
             expiry.remove((at, id)).map_err(backend)?;
             let current = match sessions.get(&id).map_err(backend)? {
-                Some(value) => Some(codec::expires_at(value.value())?),
+                Some(value) => {
+                    let bytes = value.value();
+                    let user = codec::user(bytes)?.map(str::to_owned);
+                    Some((codec::expires_at(bytes)?, user))
+                }
                 None => None,
             };
             // An index entry left behind by an extension points at a record that lives on.
-            if current.is_some_and(|exp| exp <= now) {
+            if let Some((exp, user)) = current
+                && exp <= now
+            {
                 sessions.remove(&id).map_err(backend)?;
+                if let Some(user) = user {
+                    users.remove((user.as_str(), id)).map_err(backend)?;
+                }
             }
         }
     }

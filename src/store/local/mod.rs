@@ -340,6 +340,51 @@ impl SessionStore for LocalStore {
         Ok(Some(record))
     }
 
+    async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let updated = {
+            let mut shard = self.shared.overlay.shard(id);
+            match self.current(&shard, id)?.filter(|r| r.is_live(now)) {
+                Some(mut record) => {
+                    record.data = data;
+                    record.last_seen_at = record.last_seen_at.max(now);
+                    shard.put(*id, Change::Put(record.clone()));
+                    Some(record)
+                }
+                None => None,
+            }
+        };
+        if updated.is_some() {
+            self.flush().await?;
+        }
+        Ok(updated)
+    }
+
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        // The index is on disk: write what the overlay holds first, then read the newest state
+        // of each session through the overlay (one may have ended since).
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        let owned = user.to_owned();
+        let ids = tokio::task::spawn_blocking(move || db::user_sessions(&shared.db, &owned))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))??;
+        let mut sessions = Vec::with_capacity(ids.len());
+        for id in ids {
+            let shard = self.shared.overlay.shard(&id);
+            if let Some(record) = self.current(&shard, &id)?.filter(|r| r.is_live(now)) {
+                sessions.push(record);
+            }
+        }
+        sessions.sort_by_key(|r| (r.created_at, r.id));
+        Ok(sessions)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.flush_requests

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
@@ -140,6 +141,28 @@ impl RedisStore {
 
     fn marker_key(&self, id: &SessionId) -> String {
         format!("{}{{{id}}}:ended", self.options.prefix)
+    }
+
+    fn user_key(&self, user: &str) -> String {
+        format!("{}user:{{{user}}}", self.options.prefix)
+    }
+
+    /// Lists a session in its user's set. A separate round trip from the session's own write:
+    /// in a cluster the two keys live in different slots, which no transaction spans. It runs
+    /// first, so a failure in between leaves a member without a session (dropped when the set
+    /// is read), never a session its user's logout cannot find.
+    async fn index(&self, record: &SessionRecord, now: Millis) -> Result<(), StoreError> {
+        let Some(user) = &record.user else {
+            return Ok(());
+        };
+        let mut invocation = scripts::INDEX.prepare_invoke();
+        invocation
+            .key(self.user_key(user))
+            .arg(record.id.to_string())
+            .arg(record.absolute_expires_at)
+            .arg(now);
+        self.invoke("index", invocation).await?;
+        Ok(())
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
@@ -290,6 +313,7 @@ impl RedisStore {
     /// Writes back a session kept locally unless Redis has newer activity or its logout.
     /// Returns whether it was written.
     pub async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError> {
+        self.index(record, now).await?;
         let mut invocation = scripts::MERGE.prepare_invoke();
         invocation
             .key(self.session_key(&record.id))
@@ -299,7 +323,8 @@ impl RedisStore {
             .arg(record.expires_at)
             .arg(record.absolute_expires_at)
             .arg(record.data.as_str())
-            .arg(now);
+            .arg(now)
+            .arg(record.user.as_deref().unwrap_or(""));
         let written = self.invoke("merge", invocation).await?;
         Ok(matches!(written, Value::Int(1)))
     }
@@ -343,11 +368,11 @@ fn field_string(value: &Value) -> String {
     }
 }
 
-/// Decodes the five fields `c l e a d`; `None` when the session is absent.
+/// Decodes the six fields `c l e a d u`; `None` when the session is absent.
 fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreError> {
     let fields = match value {
         Value::Nil => return Ok(None),
-        Value::Array(fields) if fields.len() == 5 => fields,
+        Value::Array(fields) if fields.len() == 6 => fields,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unexpected session reply {other:?}"
@@ -364,26 +389,29 @@ fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreErr
         expires_at: field_i64(&fields[2], "e")?,
         absolute_expires_at: field_i64(&fields[3], "a")?,
         data: field_string(&fields[4]),
+        user: Some(field_string(&fields[5])).filter(|u| !u.is_empty()),
     }))
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.index(&record, self.clock.now()).await?;
         let key = self.session_key(&record.id);
         let ttl = (record.expires_at - record.created_at).max(1);
+        let mut fields = vec![
+            ("c", record.created_at.to_string()),
+            ("l", record.last_seen_at.to_string()),
+            ("e", record.expires_at.to_string()),
+            ("a", record.absolute_expires_at.to_string()),
+            ("d", record.data.clone()),
+        ];
+        if let Some(user) = &record.user {
+            fields.push(("u", user.clone()));
+        }
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("c", record.created_at.to_string()),
-                    ("l", record.last_seen_at.to_string()),
-                    ("e", record.expires_at.to_string()),
-                    ("a", record.absolute_expires_at.to_string()),
-                    ("d", record.data.clone()),
-                ],
-            )
+            .hset_multiple(&key, &fields)
             .ignore()
             .pexpire(&key, ttl)
             .ignore();
@@ -405,7 +433,7 @@ impl SessionStore for RedisStore {
                 "load",
                 redis::cmd("HMGET")
                     .arg(self.session_key(id))
-                    .arg(&["c", "l", "e", "a", "d"]),
+                    .arg(&["c", "l", "e", "a", "d", "u"]),
             )
             .await?;
         Ok(decode(*id, value)?.filter(|r| r.is_live(now)))
@@ -445,6 +473,62 @@ impl SessionStore for RedisStore {
         self.create(record.clone()).await?;
         self.end(old, now).await?;
         Ok(Some(record))
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut invocation = scripts::UPDATE.prepare_invoke();
+        invocation.key(self.session_key(id)).arg(now).arg(data);
+        decode(*id, self.invoke("update", invocation).await?)
+    }
+
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        let key = self.user_key(user);
+        let mut conn = self.current()?;
+        let members = self
+            .run(
+                &mut conn,
+                "list_user",
+                // Members still within their absolute lifetime (the score).
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(format!("({now}"))
+                    .arg("+inf"),
+            )
+            .await?;
+        let Value::Array(members) = members else {
+            return Err(StoreError::Corrupt(format!(
+                "unexpected reply to ZRANGE {members:?}"
+            )));
+        };
+        let ids: Vec<SessionId> = members
+            .iter()
+            .filter_map(|m| SessionId::parse(&field_string(m)))
+            .collect();
+        // One load per member, all in flight together on the shared connection.
+        let loads = ids.iter().map(|id| self.load(id, now));
+        let mut sessions = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for (id, loaded) in ids.iter().zip(join_all(loads).await) {
+            match loaded? {
+                Some(record) if record.user.as_deref() == Some(user) => sessions.push(record),
+                _ => gone.push(id.to_string()),
+            }
+        }
+        if !gone.is_empty() {
+            self.run(
+                &mut conn,
+                "list_user",
+                redis::cmd("ZREM").arg(&key).arg(&gone),
+            )
+            .await?;
+        }
+        sessions.sort_by_key(|r| (r.created_at, r.id));
+        Ok(sessions)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

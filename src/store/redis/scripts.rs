@@ -1,8 +1,11 @@
 //! The Lua scripts that make each session operation one Redis round trip, atomically.
 //!
 //! A session is a hash under `{prefix}{<id>}` with fields `c` (created), `l` (last seen),
-//! `e` (idle expiry), `a` (absolute expiry), all in Unix milliseconds, and `d` (data, JSON
-//! text). The key's own TTL follows `e`, so Redis expires sessions by itself. A logout leaves
+//! `e` (idle expiry), `a` (absolute expiry), all in Unix milliseconds, `d` (data, JSON
+//! text) and, for a session created for a user, `u` (the user). The key's own TTL follows `e`,
+//! so Redis expires sessions by itself. A user's sessions are listed in a sorted set
+//! `{prefix}user:{<user>}` (member: id, score: absolute expiry), which lives as long as its
+//! newest session may; members whose session ended are dropped when the set is next read. A logout leaves
 //! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
 //! instance that missed the logout cannot bring the session back. The id sits in braces so a
 //! session and its marker share a cluster slot.
@@ -11,11 +14,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Extends a live session. KEYS: session. ARGV: now, idle ms. Returns the five fields, or nil.
+/// Extends a live session. KEYS: session. ARGV: now, idle ms. Returns the six fields, or nil.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'd')
+local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'd', 'u')
 if not v[3] then return false end
 local now = tonumber(ARGV[1])
 local exp = tonumber(v[3])
@@ -28,7 +31,43 @@ local l = string.format('%.0f', last)
 local e = string.format('%.0f', new)
 redis.call('HSET', KEYS[1], 'l', l, 'e', e)
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(new - now, 1)))
-return {v[1], l, e, v[4], v[5] or ''}
+return {v[1], l, e, v[4], v[5] or '', v[6] or ''}
+",
+    )
+});
+
+/// Replaces the data of a live session and records the activity. KEYS: session. ARGV: now,
+/// data. Returns the six fields, or nil.
+pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'u')
+if not v[3] then return false end
+local now = tonumber(ARGV[1])
+if tonumber(v[3]) <= now then return false end
+local l = string.format('%.0f', math.max(tonumber(v[2]), now))
+redis.call('HSET', KEYS[1], 'l', l, 'd', ARGV[2])
+return {v[1], l, v[3], v[4], ARGV[2], v[5] or ''}
+",
+    )
+});
+
+/// Adds a session to its user's set and drops the members past their absolute expiry.
+/// KEYS: user set. ARGV: id, absolute expiry, now. The set lives until its newest member's
+/// absolute expiry.
+pub static INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[3])
+local abs = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if abs <= now then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local ttl = abs - now
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
+end
+return 1
 ",
     )
 });
@@ -49,7 +88,8 @@ return existed
 });
 
 /// Writes back a session kept locally, unless Redis knows newer activity or a logout.
-/// KEYS: session, marker. ARGV: c, l, e, a, d, now. Returns 1 if written.
+/// KEYS: session, marker. ARGV: c, l, e, a, d, now, u (empty: anonymous). Returns 1 if
+/// written.
 pub static MERGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -61,6 +101,7 @@ local cur = redis.call('HMGET', KEYS[1], 'l', 'e')
 if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[2]) then return 0 end
 if cur[2] and tonumber(cur[2]) > exp then exp = tonumber(cur[2]) end
 redis.call('HSET', KEYS[1], 'c', ARGV[1], 'l', ARGV[2], 'e', string.format('%.0f', exp), 'a', ARGV[4], 'd', ARGV[5])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'u', ARGV[7]) end
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(exp - now, 1)))
 return 1
 ",
