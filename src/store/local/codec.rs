@@ -9,7 +9,8 @@
 
 use crate::session::{SessionId, SessionRecord, StoreError};
 
-const VERSION: u8 = 2;
+/// The format this version writes.
+pub const VERSION: u8 = 2;
 /// The first format: no user.
 const VERSION_1: u8 = 1;
 const HEADER: usize = 1 + 4 * 8;
