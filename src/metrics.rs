@@ -28,6 +28,8 @@ pub struct Metrics {
     pub keepalives_total: IntCounterVec,
     /// Sessions ended by a logout.
     pub sessions_ended_total: IntCounter,
+    /// Forward-authentication checks by outcome (`allowed`, `anonymous`, `expired`).
+    pub forward_auth_total: IntCounterVec,
     /// Expired sessions removed by the purge.
     pub sessions_purged_total: IntCounter,
     /// Session changes written to the local store.
@@ -119,6 +121,20 @@ impl Metrics {
         for result in ["extended", "expired"] {
             keepalives_total.with_label_values(&[result]);
         }
+        let forward_auth_total = register(
+            r,
+            IntCounterVec::new(
+                opts(
+                    "forward_auth_total",
+                    "Forward-authentication checks by outcome: allowed, anonymous or expired.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        for outcome in ["allowed", "anonymous", "expired"] {
+            forward_auth_total.with_label_values(&[outcome]);
+        }
         Self {
             http_requests_total: register(
                 r,
@@ -139,6 +155,7 @@ impl Metrics {
             ),
             sessions_created_total: register(r, IntCounter::with_opts(opts("sessions_created_total", "Sessions created.")).expect("valid metric")),
             keepalives_total,
+            forward_auth_total,
             sessions_ended_total: register(r, IntCounter::with_opts(opts("sessions_ended_total", "Sessions ended by a logout.")).expect("valid metric")),
             sessions_purged_total: register(
                 r,

@@ -1,5 +1,10 @@
 //! Wires the parts together and serves until shut down.
 //!
+//! [`Keepalive`] owns the running parts: the store, the health monitor, the alert rules and the
+//! rate limits' sweeper. The standalone server ([`run`]) serves its router; an application
+//! written with axum can instead merge [`Keepalive::router`] into its own and read sessions in
+//! its handlers with [`CurrentSession`](crate::http::CurrentSession).
+//!
 //! Start: open the store, run the first health check, start the monitor and the alert rules,
 //! mark ready, serve.
 //! Shutdown (the `shutdown` future resolves, on SIGTERM or SIGINT in the binary): `/readyz`
@@ -64,6 +69,231 @@ pub async fn run(
     run_with(config, listener, shutdown, Environment::default()).await
 }
 
+/// keepalive's running parts: sessions, health, alerts, and the routes that serve them.
+///
+/// Used by the standalone server, and by an axum application that embeds keepalive:
+///
+/// ```no_run
+/// # async fn demo(config: keepalive::config::Config) -> Result<(), keepalive::server::ServerError> {
+/// use axum::{Router, routing::get};
+/// use keepalive::http::CurrentSession;
+///
+/// let keepalive = keepalive::server::Keepalive::start(config).await?;
+/// let app: Router = Router::new()
+///     .route("/me", get(|session: CurrentSession| async move {
+///         session.user().unwrap_or("anonymous").to_owned()
+///     }))
+///     .layer(keepalive.layer())
+///     .merge(keepalive.router());
+/// // serve `app`, then:
+/// keepalive.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Keepalive {
+    state: AppState,
+    options: RouterOptions,
+    store: Arc<dyn SessionStore>,
+    monitor: HealthMonitor,
+    alerts: Alerts,
+    sweeper: (CancellationToken, tokio::task::JoinHandle<()>),
+}
+
+impl Keepalive {
+    /// Opens the stores (connecting to Redis if configured), runs the first health check and
+    /// starts the background tasks. Not ready until [`set_ready`](Self::set_ready).
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        Self::start_with(config, Environment::default()).await
+    }
+
+    /// [`start`](Self::start) with a chosen clock and `/proc` root.
+    pub async fn start_with(config: Config, env: Environment) -> Result<Self, ServerError> {
+        crate::outbound::ensure_crypto_provider();
+        let metrics = Arc::new(Metrics::new());
+        let local = LocalStore::open(
+            &config.store.data_dir,
+            LocalStoreOptions {
+                flush_interval: config.store.flush_interval,
+                purge_interval: config.store.purge_interval,
+            },
+            Arc::clone(&env.clock),
+            Arc::clone(&metrics),
+        )
+        .await?;
+        tracing::info!(path = %local.path().display(), "local session store opened");
+        let store: Arc<dyn SessionStore> = match &config.redis {
+            None => Arc::new(local),
+            Some(redis) => {
+                metrics.track_redis();
+                let remote = RedisStore::new(
+                    redis.target.clone(),
+                    RedisOptions {
+                        prefix: redis.prefix.clone(),
+                        timeout: redis.timeout,
+                        connect_timeout: redis.connect_timeout,
+                        absolute_lifetime: config.session.absolute_lifetime,
+                    },
+                    Arc::clone(&env.clock),
+                    Arc::clone(&metrics),
+                );
+                tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
+                Arc::new(
+                    FailoverStore::start(
+                        remote,
+                        local,
+                        FailoverOptions {
+                            probe_interval: redis.probe_interval,
+                            backoff_max: redis.backoff_max,
+                            absolute_lifetime: config.session.absolute_lifetime,
+                        },
+                        Arc::clone(&env.clock),
+                        Arc::clone(&metrics),
+                    )
+                    .await,
+                )
+            }
+        };
+
+        let monitor = HealthMonitor::start(
+            HealthOptions {
+                interval: config.health.interval,
+                memory_warning: config.health.memory_warning,
+                memory_critical: config.health.memory_critical,
+                root: env.proc_root.clone(),
+            },
+            Arc::clone(&store),
+            Arc::clone(&env.clock),
+            Arc::clone(&metrics),
+        )
+        .await;
+
+        let alerts = {
+            let latest = monitor.subscribe();
+            let store = Arc::clone(&store);
+            let source: HealthSource = Arc::new(move || {
+                latest
+                    .borrow()
+                    .summary
+                    .with_redis(store.shared_state().into())
+            });
+            let mut webhooks = Vec::new();
+            if let Some(url) = &config.alerts.webhook_url {
+                webhooks.push(Webhook {
+                    kind: WebhookKind::Alertmanager,
+                    url: url.clone(),
+                });
+            }
+            if let Some(url) = &config.alerts.slack_webhook_url {
+                webhooks.push(Webhook {
+                    kind: WebhookKind::Slack,
+                    url: url.clone(),
+                });
+            }
+            Alerts::start(
+                AlertOptions {
+                    timings: config.alerts.timings,
+                    interval: config.health.interval,
+                    webhooks,
+                    instance: alert::instance_name(),
+                },
+                source,
+                Arc::clone(&env.clock),
+                Arc::clone(&metrics),
+            )
+        };
+
+        let readiness = Readiness::default();
+        let limits = Arc::new(RateLimits::new(&config.server.rate_limits));
+        // The limiters forget quiet clients every minute, so their memory follows active clients.
+        let sweeper = {
+            let limits = Arc::clone(&limits);
+            let stop = CancellationToken::new();
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            _ = tick.tick() => limits.sweep(),
+                        }
+                    }
+                }
+            });
+            (stop, task)
+        };
+        let state = AppState::new(http::Shared {
+            sessions: Sessions::new(
+                Arc::clone(&store),
+                Arc::clone(&env.clock),
+                config.session.clone(),
+            ),
+            health: monitor.subscribe(),
+            client: config.client,
+            health_token: config.health.token.clone(),
+            metrics: Arc::clone(&metrics),
+            readiness: readiness.clone(),
+            limits: Arc::clone(&limits),
+            metrics_token: config.server.metrics_token.clone(),
+            backend_token: config.integration.backend_token.clone(),
+            forward_auth_extend: config.integration.forward_auth_extend,
+        });
+        let options = RouterOptions {
+            request_timeout: config.server.request_timeout,
+            cors_origins: config.server.cors_origins.clone(),
+        };
+        Ok(Keepalive {
+            state,
+            options,
+            store,
+            monitor,
+            alerts,
+            sweeper,
+        })
+    }
+
+    /// keepalive's routes (the session API, keepalive, forward authentication, the backend API,
+    /// probes, metrics and the browser client) with their layers and no fallback, to merge into
+    /// an application's router.
+    pub fn router(&self) -> axum::Router {
+        http::routes(self.state.clone(), &self.options)
+    }
+
+    /// The standalone server's router: [`router`](Self::router) plus a JSON 404.
+    pub fn app(&self) -> axum::Router {
+        http::app(self.state.clone(), &self.options)
+    }
+
+    /// The layer that lets an application's handlers take
+    /// [`CurrentSession`](crate::http::CurrentSession).
+    pub fn layer(&self) -> axum::Extension<AppState> {
+        axum::Extension(self.state.clone())
+    }
+
+    /// The sessions: create one for a user at login, end it at logout.
+    pub fn sessions(&self) -> &Sessions {
+        &self.state.sessions
+    }
+
+    /// Marks the instance ready (`/readyz` 200) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.state.readiness.set(ready);
+        self.state.metrics.ready.set(i64::from(ready));
+    }
+
+    /// Stops the background tasks and closes the store, writing what is pending.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.set_ready(false);
+        self.sweeper.0.cancel();
+        if let Err(err) = self.sweeper.1.await {
+            tracing::warn!(error = %err, "rate limit sweeper ended abnormally");
+        }
+        self.alerts.stop().await;
+        self.monitor.stop().await;
+        self.store.close().await?;
+        Ok(())
+    }
+}
+
 /// [`run`] with a chosen clock and `/proc` root.
 pub async fn run_with(
     config: Config,
@@ -71,146 +301,13 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     env: Environment,
 ) -> Result<(), ServerError> {
-    crate::outbound::ensure_crypto_provider();
-    let metrics = Arc::new(Metrics::new());
-    let local = LocalStore::open(
-        &config.store.data_dir,
-        LocalStoreOptions {
-            flush_interval: config.store.flush_interval,
-            purge_interval: config.store.purge_interval,
-        },
-        Arc::clone(&env.clock),
-        Arc::clone(&metrics),
-    )
-    .await?;
-    tracing::info!(path = %local.path().display(), "local session store opened");
-    let store: Arc<dyn SessionStore> = match &config.redis {
-        None => Arc::new(local),
-        Some(redis) => {
-            metrics.track_redis();
-            let remote = RedisStore::new(
-                redis.target.clone(),
-                RedisOptions {
-                    prefix: redis.prefix.clone(),
-                    timeout: redis.timeout,
-                    connect_timeout: redis.connect_timeout,
-                    absolute_lifetime: config.session.absolute_lifetime,
-                },
-                Arc::clone(&env.clock),
-                Arc::clone(&metrics),
-            );
-            tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
-            Arc::new(
-                FailoverStore::start(
-                    remote,
-                    local,
-                    FailoverOptions {
-                        probe_interval: redis.probe_interval,
-                        backoff_max: redis.backoff_max,
-                        absolute_lifetime: config.session.absolute_lifetime,
-                    },
-                    Arc::clone(&env.clock),
-                    Arc::clone(&metrics),
-                )
-                .await,
-            )
-        }
-    };
-
-    let monitor = HealthMonitor::start(
-        HealthOptions {
-            interval: config.health.interval,
-            memory_warning: config.health.memory_warning,
-            memory_critical: config.health.memory_critical,
-            root: env.proc_root.clone(),
-        },
-        Arc::clone(&store),
-        Arc::clone(&env.clock),
-        Arc::clone(&metrics),
-    )
-    .await;
-
-    let alerts = {
-        let latest = monitor.subscribe();
-        let store = Arc::clone(&store);
-        let source: HealthSource = Arc::new(move || {
-            latest
-                .borrow()
-                .summary
-                .with_redis(store.shared_state().into())
-        });
-        let mut webhooks = Vec::new();
-        if let Some(url) = &config.alerts.webhook_url {
-            webhooks.push(Webhook {
-                kind: WebhookKind::Alertmanager,
-                url: url.clone(),
-            });
-        }
-        if let Some(url) = &config.alerts.slack_webhook_url {
-            webhooks.push(Webhook {
-                kind: WebhookKind::Slack,
-                url: url.clone(),
-            });
-        }
-        Alerts::start(
-            AlertOptions {
-                timings: config.alerts.timings,
-                interval: config.health.interval,
-                webhooks,
-                instance: alert::instance_name(),
-            },
-            source,
-            Arc::clone(&env.clock),
-            Arc::clone(&metrics),
-        )
-    };
-
-    let readiness = Readiness::default();
-    let limits = Arc::new(RateLimits::new(&config.server.rate_limits));
-    // The limiters forget quiet clients every minute, so their memory follows active clients.
-    let sweeper = {
-        let limits = Arc::clone(&limits);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = tick.tick() => limits.sweep(),
-                    }
-                }
-            }
-        });
-        (stop, task)
-    };
-    let state = AppState::new(http::Shared {
-        sessions: Sessions::new(
-            Arc::clone(&store),
-            Arc::clone(&env.clock),
-            config.session.clone(),
-        ),
-        health: monitor.subscribe(),
-        client: config.client,
-        health_token: config.health.token.clone(),
-        metrics: Arc::clone(&metrics),
-        readiness: readiness.clone(),
-        limits: Arc::clone(&limits),
-        metrics_token: config.server.metrics_token.clone(),
-    });
-    let router = http::app(
-        state,
-        &RouterOptions {
-            request_timeout: config.server.request_timeout,
-            cors_origins: config.server.cors_origins.clone(),
-        },
-    );
-
+    let keepalive = Keepalive::start_with(config.clone(), env).await?;
+    let router = keepalive.app();
+    let metrics = Arc::clone(&keepalive.state.metrics);
     let draining = CancellationToken::new();
     let graceful = {
         let draining = draining.clone();
-        let readiness = readiness.clone();
+        let readiness = keepalive.state.readiness.clone();
         let metrics = Arc::clone(&metrics);
         let drain_delay = config.server.drain_delay;
         async move {
@@ -232,8 +329,7 @@ pub async fn run_with(
     };
 
     tracing::info!(addr = %listener.local_addr()?, "listening on {}", listener.local_addr()?);
-    readiness.set(true);
-    metrics.ready.set(1);
+    keepalive.set_ready(true);
     let served = http::serve(
         listener,
         router,
@@ -249,13 +345,7 @@ pub async fn run_with(
         }
     };
 
-    sweeper.0.cancel();
-    if let Err(err) = sweeper.1.await {
-        tracing::warn!(error = %err, "rate limit sweeper ended abnormally");
-    }
-    alerts.stop().await;
-    monitor.stop().await;
-    let closed = store.close().await;
+    let closed = keepalive.shutdown().await;
     result?;
     closed?;
     tracing::info!("stopped; sessions flushed to the local store");

@@ -347,7 +347,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
         "method_not_allowed"
     );
     let response = client()
-        .get(server.url("/api/v1/session"))
+        .put(server.url("/api/v1/session"))
         .send()
         .await
         .expect("request");

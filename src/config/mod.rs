@@ -205,6 +205,15 @@ pub struct AlertSettings {
     pub slack_webhook_url: Option<Secret>,
 }
 
+/// How applications use keepalive's sessions: the backend API and forward authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationSettings {
+    /// Bearer token of the backend API; `None`: the API is off.
+    pub backend_token: Option<Secret>,
+    /// Whether a forward-authentication check extends the session like a keepalive.
+    pub forward_auth_extend: bool,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -233,6 +242,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// Alert rules and webhooks.
     pub alerts: AlertSettings,
+    /// The backend API and forward authentication.
+    pub integration: IntegrationSettings,
     /// Logging.
     pub log: LogSettings,
 }

@@ -99,6 +99,11 @@ pub struct RawConfig {
     /// Bearer token that `/metrics` requires, when set.
     #[serde(default, deserialize_with = "lenient_string")]
     pub metrics_token: Option<String>,
+    /// Bearer token of the backend (server-to-server) API; the API is off without one.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub backend_token: Option<String>,
+    /// Whether a forward-authentication check extends the session like a keepalive.
+    pub forward_auth_extend: Option<bool>,
     /// Longest time one request may take.
     #[serde(default, with = "humantime_serde")]
     pub request_timeout: Option<Duration>,
@@ -167,6 +172,8 @@ pub const KEYS: &[&str] = &[
     "trusted_proxies",
     "cors_origins",
     "metrics_token",
+    "backend_token",
+    "forward_auth_extend",
     "request_timeout",
     "drain_delay",
     "shutdown_timeout",
@@ -183,6 +190,8 @@ pub const KEYS: &[&str] = &[
 /// Settings whose values are secrets: never printed.
 pub const SECRET_KEYS: &[&str] = &[
     "health_token",
+    "metrics_token",
+    "backend_token",
     "alert_webhook_url",
     "alert_slack_webhook_url",
 ];
@@ -234,6 +243,8 @@ impl RawConfig {
             ),
             cors_origins: None,
             metrics_token: None,
+            backend_token: None,
+            forward_auth_extend: Some(true),
             request_timeout: Some(secs(10)),
             drain_delay: Some(if development { secs(0) } else { secs(5) }),
             shutdown_timeout: Some(secs(15)),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::sources::redact_url;
 use super::{
-    AlertSettings, ClientSettings, Config, ConfigError, Environment, HealthSettings, Layers,
-    LogFormat, LogSettings, RedisSettings, Secret, ServerSettings, SessionSettings, StoreSettings,
+    AlertSettings, ClientSettings, Config, ConfigError, Environment, HealthSettings,
+    IntegrationSettings, Layers, LogFormat, LogSettings, RedisSettings, Secret, ServerSettings,
+    SessionSettings, StoreSettings,
 };
 
 /// The production tick may not go below this: more frequent pings only add load (the guide's
@@ -246,6 +247,21 @@ impl Layers {
             ));
         }
 
+        let backend_token = raw.backend_token.clone().map(Secret::new);
+        if backend_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 32)
+        {
+            return Err(fail(
+                "backend_token",
+                "must be at least 32 characters (for example: openssl rand -hex 32)".to_owned(),
+            ));
+        }
+        let integration = IntegrationSettings {
+            backend_token,
+            forward_auth_extend: get!(forward_auth_extend),
+        };
+
         let request_timeout = get!(request_timeout);
         if request_timeout.is_zero() {
             return Err(fail(
@@ -413,6 +429,7 @@ impl Layers {
                 token,
             },
             alerts,
+            integration,
             log: LogSettings { level, format },
         })
     }

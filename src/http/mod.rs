@@ -2,8 +2,11 @@
 //!
 //! Endpoints:
 //! - `POST /api/v1/session`: create a session (201, `Set-Cookie`).
+//! - `GET /api/v1/session`: the caller's session (user, data, expiry), not extended.
 //! - `DELETE /api/v1/session`: end it (204, cookie cleared).
 //! - `POST /api/v1/session/rotate`: a new id for the same session, the old one invalid.
+//! - `/api/v1/auth`: forward authentication for reverse proxies ([`forward_auth`]).
+//! - `/api/v1/backend/...`: the backend API for the application's servers ([`backend`]).
 //! - `GET /api/v1/keepalive/` and `/api/v1/keepalive`: keep it alive; 200 with the session's
 //!   expiry, the server's health and the client's settings, or 401 `session_expired`.
 //! - `GET /livez`: 200 while the process serves; checks nothing.
@@ -12,14 +15,22 @@
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /`, `/keepalive.js`, `/keepalive.mjs`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the
 //!   browser client (classic script and ES module) and its demo page.
-//! - `GET /openapi.yaml`: the OpenAPI document of this API
-//!   and its demo page.
+//! - `GET /openapi.yaml`: the OpenAPI document of this API.
 //!
-//! Anything else is a JSON 404 (or 405 for a known path with another method).
+//! Anything else is a JSON 404 (or 405 for a known path with another method). The state-changing
+//! browser routes refuse requests from other sites' pages ([`csrf`]). An application written
+//! with axum can mount these routes in its own router and read the session in its handlers
+//! ([`CurrentSession`]).
 
 mod assets;
+pub mod backend;
+mod bearer;
+mod body;
 pub mod cookie;
+pub mod csrf;
 mod error;
+mod extract;
+pub mod forward_auth;
 mod keepalive;
 mod limit;
 mod observe;
@@ -35,13 +46,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use serde::Serialize;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use error::ApiError;
+pub use extract::CurrentSession;
 pub use limit::{Bucket, RateLimitSettings, RateLimits};
 pub use serve::{Limits, serve};
 
@@ -107,6 +119,10 @@ pub struct Shared {
     pub limits: Arc<RateLimits>,
     /// Bearer token `/metrics` requires, when set.
     pub metrics_token: Option<Secret>,
+    /// Bearer token of the backend API; `None`: the API is off.
+    pub backend_token: Option<Secret>,
+    /// Whether forward authentication (and [`CurrentSession`]) extends the session.
+    pub forward_auth_extend: bool,
 }
 
 impl AppState {
@@ -148,20 +164,43 @@ pub struct RouterOptions {
     pub cors_origins: Vec<String>,
 }
 
-/// The router, with every layer.
+/// The router of the standalone server: keepalive's routes, and a JSON 404 for anything else.
 pub fn app(state: AppState, options: &RouterOptions) -> Router {
+    build(state, options, true)
+}
+
+/// keepalive's routes with their layers and no fallback, for an application to merge into
+/// its own router (see [`Keepalive`](crate::server::Keepalive)).
+pub fn routes(state: AppState, options: &RouterOptions) -> Router {
+    build(state, options, false)
+}
+
+fn build(state: AppState, options: &RouterOptions, fallback: bool) -> Router {
     let limited =
         |bucket| axum::middleware::from_fn_with_state((state.clone(), bucket), limit::enforce);
-    let api = Router::new()
+    let origins: Arc<[String]> = options.cors_origins.clone().into();
+    let same_site =
+        || axum::middleware::from_fn_with_state(Arc::clone(&origins), csrf::same_site_only);
+    let no_store = || {
+        SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        )
+    };
+    let browser = Router::new()
         .route(
             "/api/v1/session",
             axum::routing::post(session::create)
                 .layer(limited(Bucket::Sessions))
-                .delete(session::end),
+                .delete(session::end)
+                .route_layer(same_site())
+                .get(session::current),
         )
         .route(
             "/api/v1/session/rotate",
-            axum::routing::post(session::rotate).layer(limited(Bucket::Sessions)),
+            axum::routing::post(session::rotate)
+                .layer(limited(Bucket::Sessions))
+                .route_layer(same_site()),
         )
         .route(
             "/api/v1/keepalive",
@@ -171,21 +210,45 @@ pub fn app(state: AppState, options: &RouterOptions) -> Router {
             "/api/v1/keepalive/",
             get(keepalive::keepalive).layer(limited(Bucket::Keepalive)),
         )
-        .layer(DefaultBodyLimit::max(MAX_SESSION_BODY))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
+        .route("/api/v1/auth", any(forward_auth::check));
+    let backend = Router::new()
+        .route("/api/v1/backend/sessions", post(backend::create))
+        .route(
+            "/api/v1/backend/sessions/{token}",
+            get(backend::read)
+                .patch(backend::update)
+                .delete(backend::end),
+        )
+        .route(
+            "/api/v1/backend/sessions/{token}/rotate",
+            post(backend::rotate),
+        )
+        .route(
+            "/api/v1/backend/users/{user}/sessions",
+            get(backend::list_user).delete(backend::end_user),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            backend::authorize,
         ));
-    let router = Router::new()
+    let api = browser
+        .merge(backend)
+        .layer(DefaultBodyLimit::max(MAX_SESSION_BODY))
+        .layer(no_store());
+    let mut router = Router::new()
         .merge(api)
         .merge(probes::routes())
         .merge(assets::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::track,
-        ))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        ));
+    if fallback {
+        router = router
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed);
+    }
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             options.request_timeout,
             deadline,

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use crate::clock::rfc3339;
 use crate::health::{Health, MemoryCheck, RedisCheck, Status};
 
 use super::AppState;
+use super::bearer::carries;
 
 /// Routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -67,19 +67,6 @@ fn health_status(status: Status) -> &'static str {
         Status::Degraded => "warn",
         Status::Critical => "fail",
     }
-}
-
-/// The bearer token of a request (the scheme name is case-insensitive, RFC 9110).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Whether the request carries `token`, compared in constant time.
-fn carries(headers: &HeaderMap, token: &crate::config::Secret) -> bool {
-    bearer(headers)
-        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())))
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {

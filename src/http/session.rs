@@ -7,13 +7,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock::rfc3339;
 use crate::health::ServerHealth;
 use crate::session::SessionRecord;
 
-use super::{ApiError, AppState, ClientView, MAX_SESSION_BODY, cookie};
+use super::{ApiError, AppState, ClientView, body, cookie};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,15 +38,12 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the session body may be at most {MAX_SESSION_BODY} bytes"),
-        ),
-        _ => ApiError::bad_request(format!("cannot read the request body: {rejection}")),
-    })?;
-    let data = parse_body(&headers, &body)?;
+    let body = body::bytes(body)?;
+    let shape = "expected {\"data\": {...}}";
+    let data = match body::object(&headers, &body, &["data"], shape)? {
+        Some(mut fields) => body::data(&mut fields, shape)?,
+        None => String::new(),
+    };
     let record = state
         .sessions
         .create(data)
@@ -79,51 +75,6 @@ fn session_answer(state: &AppState, record: &SessionRecord, status: StatusCode) 
         .into_response()
 }
 
-/// The body is optional; when present it must be a JSON object `{"data": {...}}`.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
-    if body.is_empty() {
-        return Ok(String::new());
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "a session body must be sent as application/json",
-        ));
-    }
-    // Read as a generic value first: serde would also accept an array for a struct.
-    let shape = "expected {\"data\": {...}}";
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid session body: {err}; {shape}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request(format!(
-            "the session body must be a JSON object; {shape}"
-        )));
-    };
-    let data = fields.remove("data");
-    if let Some(unknown) = fields.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "unknown field `{unknown}` in the session body; {shape}"
-        )));
-    }
-    match data {
-        None => Ok(String::new()),
-        Some(Value::Object(data)) => Ok(Value::Object(data).to_string()),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "`data` must be a JSON object; {shape}"
-        ))),
-    }
-}
-
 /// Gives the caller's session a new id (after a privilege change, for example): 200 with the
 /// new cookie, and the old id no longer valid; 401 `session_expired` without a live session.
 pub async fn rotate(
@@ -140,12 +91,7 @@ pub async fn rotate(
         None => None,
     };
     let Some(record) = rotated else {
-        let body = serde_json::json!({
-            "error": "session_expired",
-            "message": "no live session: sign in again",
-            "serverHealth": state.server_health(),
-        });
-        return Ok((StatusCode::UNAUTHORIZED, Json(body)).into_response());
+        return Ok(expired(&state));
     };
     Ok(session_answer(&state, &record, StatusCode::OK))
 }
@@ -168,4 +114,60 @@ pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         [(header::SET_COOKIE, cookie::clear(settings))],
     )
         .into_response())
+}
+
+/// What the browser may read of its own session: no token (the cookie is `HttpOnly` so that
+/// scripts never see it), the user and the data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PublicSession {
+    user: Option<String>,
+    data: serde_json::Value,
+    created_at: String,
+    expires_at: String,
+    absolute_expires_at: String,
+    idle_timeout_ms: u128,
+}
+
+/// `GET /api/v1/session`: the caller's session, not extended; 401 `session_expired` without
+/// a live one.
+pub async fn current(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let settings = state.sessions.settings();
+    let record = match cookie::session_id(&headers, &settings.cookie_name) {
+        Some(id) => state
+            .sessions
+            .get(&id)
+            .await
+            .map_err(|e| ApiError::store_unavailable(&e))?,
+        None => None,
+    };
+    let Some(record) = record else {
+        return Ok(expired(&state));
+    };
+    let session = PublicSession {
+        user: record.user.clone(),
+        data: body::data_value(&record.data),
+        created_at: rfc3339(record.created_at),
+        expires_at: rfc3339(record.expires_at),
+        absolute_expires_at: rfc3339(record.absolute_expires_at),
+        idle_timeout_ms: settings.idle_timeout.as_millis(),
+    };
+    let answer = serde_json::json!({
+        "session": session,
+        "serverTime": rfc3339(state.sessions.now()),
+    });
+    Ok(Json(answer).into_response())
+}
+
+/// 401 `session_expired`, with the server's health like a keepalive's.
+fn expired(state: &AppState) -> Response {
+    let body = serde_json::json!({
+        "error": "session_expired",
+        "message": "no live session: sign in again",
+        "serverHealth": state.server_health(),
+    });
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }

@@ -4,13 +4,12 @@
 # - installs the pinned schemathesis of tests/api/requirements.txt into target/api-venv (once;
 #   again only when requirements.txt changes);
 # - starts the server binary ($KEEPALIVE_BIN, default target/debug/keepalive) on a free port of
-#   127.0.0.1 with a fresh data directory, a health token and a metrics token, and waits for
-#   /readyz;
+#   127.0.0.1 with a fresh data directory, a health, a metrics and a backend API token, and
+#   waits for /readyz;
 # - runs schemathesis against that loopback address only, with every check (no 5xx; statuses,
 #   content types, headers and bodies as documented; negative data rejected; auth enforced) plus
-#   the keepalive-specific checks of tests/api/hooks.py, which also supply a real session cookie
-#   and the real health and metrics tokens to half of the requests, so both sides of each auth
-#   rule are seen;
+#   the keepalive-specific checks of tests/api/hooks.py, which also supply real session cookies
+#   and the real tokens to part of the requests, so both sides of each auth rule are seen;
 # - stops the server on exit, whatever happens, and exits non-zero on any failure; the last
 #   line is "api: N passed, N failed" (API operations, plus the harness's own checks).
 #
@@ -88,6 +87,7 @@ trap 'exit 143' TERM
 
 HEALTH_TOKEN="api-health-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 METRICS_TOKEN="api-metrics-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+BACKEND_TOKEN="api-backend-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
 # A clean environment: no developer setting (KEEPALIVE_CONFIG, REDIS_URL, ...) leaks in. Port 0
 # lets the kernel pick a free port; the server logs the address it bound.
@@ -98,6 +98,7 @@ env -i PATH="$PATH" HOME="$WORK" \
     KEEPALIVE_DATA_DIR="$WORK/data" \
     KEEPALIVE_HEALTH_TOKEN="$HEALTH_TOKEN" \
     KEEPALIVE_METRICS_TOKEN="$METRICS_TOKEN" \
+    KEEPALIVE_BACKEND_TOKEN="$BACKEND_TOKEN" \
     KEEPALIVE_LOG_FORMAT=text \
     KEEPALIVE_LOG_LEVEL=info \
     "$BIN" serve >"$SERVER_LOG" 2>&1 &
@@ -147,7 +148,8 @@ set +e
     cd "$WORK" # schemathesis reads no stray config file and leaves nothing in the tree
     export HYPOTHESIS_STORAGE_DIRECTORY="$VENV/hypothesis" # its caches, outside the tree
     KEEPALIVE_API_URL="$BASE_URL" KEEPALIVE_HEALTH_TOKEN="$HEALTH_TOKEN" \
-        KEEPALIVE_METRICS_TOKEN="$METRICS_TOKEN" SCHEMATHESIS_HOOKS="$HOOKS" \
+        KEEPALIVE_METRICS_TOKEN="$METRICS_TOKEN" KEEPALIVE_BACKEND_TOKEN="$BACKEND_TOKEN" \
+        SCHEMATHESIS_HOOKS="$HOOKS" \
         timeout --kill-after=10 "$RUN_TIMEOUT" nice -n 10 "$VENV/bin/schemathesis" "${args[@]}"
 ) | tee "$WORK/schemathesis.out"
 st_status=${PIPESTATUS[0]}

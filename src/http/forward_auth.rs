@@ -1,0 +1,73 @@
+//! `/api/v1/auth`: forward authentication for reverse proxies (nginx `auth_request`, Traefik
+//! ForwardAuth, Caddy `forward_auth`).
+//!
+//! The proxy asks, for each request to the application, whether its session cookie belongs to
+//! a signed-in user: 200 with the user in `X-Keepalive-User` (the proxy passes it on to the
+//! application), or 401. An anonymous session (one the browser created itself) is not a
+//! signed-in user. The check extends the session like a keepalive unless configured not to,
+//! so using the application counts as activity. Any method is accepted: proxies forward the
+//! original one.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::clock::rfc3339;
+
+use super::{ApiError, AppState, cookie};
+
+/// The header that carries the signed-in user.
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-keepalive-user");
+/// The header that carries the session's idle expiry.
+pub const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-keepalive-expires-at");
+
+/// Answers whether the request's session belongs to a signed-in user.
+pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let settings = state.sessions.settings();
+    let found = match cookie::session_id(&headers, &settings.cookie_name) {
+        Some(id) if state.forward_auth_extend => state.sessions.keep_alive(&id).await,
+        Some(id) => state.sessions.get(&id).await,
+        None => Ok(None),
+    };
+    let record = match found {
+        Ok(record) => record,
+        Err(err) => return ApiError::store_unavailable(&err).into_response(),
+    };
+    let outcome = match &record {
+        None => "expired",
+        Some(r) if r.user.is_none() => "anonymous",
+        Some(_) => "allowed",
+    };
+    state
+        .metrics
+        .forward_auth_total
+        .with_label_values(&[outcome])
+        .inc();
+    let Some(record) = record else {
+        return denied("session_expired", "no live session: sign in again");
+    };
+    let Some(user) = record
+        .user
+        .as_deref()
+        .and_then(|u| HeaderValue::from_str(u).ok())
+    else {
+        return denied(
+            "anonymous_session",
+            "the session belongs to no signed-in user: sign in",
+        );
+    };
+    let expires = HeaderValue::from_str(&rfc3339(record.expires_at))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    (
+        StatusCode::OK,
+        [(USER_HEADER, user), (EXPIRES_HEADER, expires)],
+    )
+        .into_response()
+}
+
+fn denied(code: &str, message: &str) -> Response {
+    let body = json!({ "error": code, "message": message });
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
