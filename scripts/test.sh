@@ -13,11 +13,13 @@ as_root() {
 }
 
 # Debian packages: promtool validates /metrics and the alert rules, redis-server serves the
-# Redis tests, Chromium runs the browser tests (driven by playwright-core; no browser
-# download).
+# Redis tests, nginx fronts keepalive in the forward-authentication tests, Chromium runs the
+# browser tests (driven by playwright-core; no browser download).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# Debian's nginx lives in /usr/sbin, which is not on every user's PATH.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"

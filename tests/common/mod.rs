@@ -1,6 +1,7 @@
 //! Test harness: a keepalive server on a real port, either in this process (with a clock the
 //! test moves) or as the real binary (for signals, crashes and exit codes).
 #![allow(dead_code)]
+pub mod nginx;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
