@@ -276,8 +276,23 @@ impl Keepalive {
 
     /// Marks the instance ready (`/readyz` 200) or not.
     pub fn set_ready(&self, ready: bool) {
-        self.state.readiness.set(ready);
-        self.state.metrics.ready.set(i64::from(ready));
+        self.ready_switch().set(ready);
+    }
+
+    /// A handle that marks the instance ready or not, for a shutdown signal handler: turn
+    /// `/readyz` to 503 first, give the load balancer a moment to notice, then stop serving.
+    pub fn ready_switch(&self) -> ReadySwitch {
+        ReadySwitch {
+            readiness: self.state.readiness.clone(),
+            metrics: Arc::clone(&self.state.metrics),
+        }
+    }
+
+    /// The origins configured in `cors_origins`: what keepalive's own state-changing routes
+    /// accept from other sites' pages, for the application's own check of its forms with
+    /// [`http::csrf::is_cross_site`].
+    pub fn cors_origins(&self) -> &[String] {
+        &self.options.cors_origins
     }
 
     /// Stops the background tasks and closes the store, writing what is pending.
@@ -294,6 +309,21 @@ impl Keepalive {
     }
 }
 
+/// Marks a [`Keepalive`] ready (`/readyz` 200, `keepalive_ready` 1) or not; cheap to clone.
+#[derive(Clone)]
+pub struct ReadySwitch {
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+}
+
+impl ReadySwitch {
+    /// Marks the instance ready or not.
+    pub fn set(&self, ready: bool) {
+        self.readiness.set(ready);
+        self.metrics.ready.set(i64::from(ready));
+    }
+}
+
 /// [`run`] with a chosen clock and `/proc` root.
 pub async fn run_with(
     config: Config,
@@ -307,13 +337,11 @@ pub async fn run_with(
     let draining = CancellationToken::new();
     let graceful = {
         let draining = draining.clone();
-        let readiness = keepalive.state.readiness.clone();
-        let metrics = Arc::clone(&metrics);
+        let ready = keepalive.ready_switch();
         let drain_delay = config.server.drain_delay;
         async move {
             shutdown.await;
-            readiness.set(false);
-            metrics.ready.set(0);
+            ready.set(false);
             draining.cancel();
             tracing::info!(drain_delay = %humantime::format_duration(drain_delay), "shutting down: no longer ready, draining");
             tokio::time::sleep(drain_delay).await;

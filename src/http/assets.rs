@@ -87,14 +87,21 @@ async fn openapi() -> Response {
     )
 }
 
-/// Routes of this module.
-pub fn routes() -> Router<AppState> {
+/// The browser client and the OpenAPI document: what an application embedding keepalive
+/// serves too.
+pub fn client_routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(index))
         .route("/keepalive.js", get(client))
         .route("/keepalive.mjs", get(client_module))
         .route("/keepalive.d.ts", get(declarations))
+        .route("/openapi.yaml", get(openapi))
+}
+
+/// The demo page at `/`, its script and style: the standalone server's only. An application
+/// that embeds keepalive has its own `/`.
+pub fn demo_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
         .route("/demo.js", get(demo_script))
         .route("/demo.css", get(demo_style))
-        .route("/openapi.yaml", get(openapi))
 }

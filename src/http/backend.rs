@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
-use crate::session::{SessionError, SessionId, SessionRecord};
+use crate::session::{SessionId, SessionRecord};
 
 use super::{ApiError, AppState, bearer, body, cookie};
 
@@ -95,13 +95,6 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-fn failed(err: SessionError) -> ApiError {
-    match err {
-        SessionError::InvalidUser(err) => ApiError::bad_request(err.to_string()),
-        other => ApiError::store_unavailable(&other),
-    }
-}
-
 fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -146,11 +139,7 @@ pub async fn create(
         None => return Err(ApiError::bad_request(format!("`user` is missing; {shape}"))),
     };
     let data = body::data(&mut fields, shape)?;
-    let record = state
-        .sessions
-        .create_for_user(&user, data)
-        .await
-        .map_err(failed)?;
+    let record = state.sessions.create_for_user(&user, data).await?;
     state.metrics.sessions_created_total.inc();
     Ok(handed_over(&state, &record, StatusCode::CREATED))
 }
@@ -160,8 +149,7 @@ pub async fn read(State(state): State<AppState>, Param(text): Param) -> Result<R
     let record = state
         .sessions
         .get(&token(&text)?)
-        .await
-        .map_err(failed)?
+        .await?
         .ok_or_else(not_found)?;
     Ok(Json(json!({ "session": SessionDetail::from(&record) })).into_response())
 }
@@ -185,8 +173,7 @@ pub async fn update(
     let record = state
         .sessions
         .update(&id, data)
-        .await
-        .map_err(failed)?
+        .await?
         .ok_or_else(not_found)?;
     Ok(Json(json!({ "session": SessionDetail::from(&record) })).into_response())
 }
@@ -195,10 +182,10 @@ pub async fn update(
 pub async fn end(State(state): State<AppState>, Param(text): Param) -> Result<Response, ApiError> {
     let id = token(&text)?;
     // Only a live session counts: ending an expired one that awaits the purge is a 404 too.
-    if state.sessions.get(&id).await.map_err(failed)?.is_none() {
+    if state.sessions.get(&id).await?.is_none() {
         return Err(not_found());
     }
-    if state.sessions.end(&id).await.map_err(failed)? {
+    if state.sessions.end(&id).await? {
         state.metrics.sessions_ended_total.inc();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -212,8 +199,7 @@ pub async fn rotate(
     let record = state
         .sessions
         .rotate(&token(&text)?)
-        .await
-        .map_err(failed)?
+        .await?
         .ok_or_else(not_found)?;
     Ok(handed_over(&state, &record, StatusCode::OK))
 }
@@ -223,7 +209,7 @@ pub async fn list_user(
     State(state): State<AppState>,
     Param(user): Param,
 ) -> Result<Response, ApiError> {
-    let sessions = state.sessions.list_user(&user).await.map_err(failed)?;
+    let sessions = state.sessions.list_user(&user).await?;
     let sessions: Vec<SessionDetail> = sessions.iter().map(SessionDetail::from).collect();
     Ok(Json(json!({ "user": user, "sessions": sessions })).into_response())
 }
@@ -234,7 +220,7 @@ pub async fn end_user(
     State(state): State<AppState>,
     Param(user): Param,
 ) -> Result<Response, ApiError> {
-    let ended = state.sessions.end_user(&user).await.map_err(failed)?;
+    let ended = state.sessions.end_user(&user).await?;
     state
         .metrics
         .sessions_ended_total

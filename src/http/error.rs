@@ -59,6 +59,17 @@ impl ApiError {
     }
 }
 
+/// A user id keepalive cannot carry is the caller's mistake (400); anything else is the
+/// store's fault (503, logged).
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::InvalidUser(invalid) => Self::bad_request(invalid.to_string()),
+            other => Self::store_unavailable(&other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(Body {

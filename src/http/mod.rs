@@ -164,18 +164,21 @@ pub struct RouterOptions {
     pub cors_origins: Vec<String>,
 }
 
-/// The router of the standalone server: keepalive's routes, and a JSON 404 for anything else.
+/// The router of the standalone server: keepalive's routes, the demo page, and a JSON 404 for
+/// anything else.
 pub fn app(state: AppState, options: &RouterOptions) -> Router {
     build(state, options, true)
 }
 
-/// keepalive's routes with their layers and no fallback, for an application to merge into
-/// its own router (see [`Keepalive`](crate::server::Keepalive)).
+/// keepalive's routes with their layers, without the demo page (`/`, `/demo.js`,
+/// `/demo.css`) and without a fallback, for an application to merge into its own router (see
+/// [`Keepalive`](crate::server::Keepalive)).
 pub fn routes(state: AppState, options: &RouterOptions) -> Router {
     build(state, options, false)
 }
 
-fn build(state: AppState, options: &RouterOptions, fallback: bool) -> Router {
+/// `standalone`: with the demo page and the JSON 404 and 405 fallbacks.
+fn build(state: AppState, options: &RouterOptions, standalone: bool) -> Router {
     let limited =
         |bucket| axum::middleware::from_fn_with_state((state.clone(), bucket), limit::enforce);
     let origins: Arc<[String]> = options.cors_origins.clone().into();
@@ -238,12 +241,15 @@ fn build(state: AppState, options: &RouterOptions, fallback: bool) -> Router {
     let mut router = Router::new()
         .merge(api)
         .merge(probes::routes())
-        .merge(assets::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::track,
-        ));
-    if fallback {
+        .merge(assets::client_routes());
+    if standalone {
+        router = router.merge(assets::demo_routes());
+    }
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        observe::track,
+    ));
+    if standalone {
         router = router
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed);
