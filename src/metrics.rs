@@ -60,6 +60,8 @@ pub struct Metrics {
     pub redis_resynced_sessions_total: IntCounter,
     /// Logouts written back to Redis by a re-sync.
     pub redis_resynced_logouts_total: IntCounter,
+    /// Local copies of sessions ended because another instance's logout was heard.
+    pub redis_remote_logouts_total: IntCounter,
     /// Alert notices delivered to webhooks, by sink and result (`sent`, `failed`).
     pub alert_deliveries_total: IntCounterVec,
     /// Alert notices dropped because a webhook's outbox was full, by sink.
@@ -220,6 +222,10 @@ impl Metrics {
             redis_resynced_logouts_total: register(
                 r,
                 IntCounter::with_opts(opts("redis_resynced_logouts_total", "Logouts written back to Redis by a re-sync.")).expect("valid metric"),
+            ),
+            redis_remote_logouts_total: register(
+                r,
+                IntCounter::with_opts(opts("redis_remote_logouts_total", "Local copies of sessions ended because another instance's logout was heard.")).expect("valid metric"),
             ),
             registry,
         }

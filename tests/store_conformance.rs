@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::START;
 use common::redis::{RedisCluster, RedisServer};
+use futures_util::StreamExt;
 use keepalive::clock::{Clock, ManualClock};
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreState};
@@ -288,6 +289,28 @@ async fn users(store: &dyn SessionStore, clock: &ManualClock) {
     );
 }
 
+/// Every logout is published on the logout channel, where a subscriber (another instance)
+/// hears it. Ends one more session, so it runs after any count of markers.
+async fn logouts_are_published(store: &RedisStore, clock: &ManualClock) {
+    let mut heard = store.subscribe_ended().await.expect("subscribe to logouts");
+    let ended = record(clock, 60 * MIN);
+    store.create(ended.clone()).await.expect("create");
+    assert!(store.end(&ended.id, clock.now()).await.expect("end"));
+    let message = tokio::time::timeout(Duration::from_secs(5), heard.next())
+        .await
+        .expect("the logout is heard within 5 s")
+        .expect("a message, not the end of the subscription");
+    assert_eq!(
+        message.get_payload::<String>().expect("text"),
+        ended.id.to_string()
+    );
+    // Written back twice (a re-sync after the instance missed nothing), it is not announced
+    // again: the marker says every instance heard it.
+    assert!(!store.end(&ended.id, clock.now()).await.expect("end again"));
+    let again = tokio::time::timeout(Duration::from_millis(300), heard.next()).await;
+    assert!(again.is_err(), "no second message: {again:?}");
+}
+
 fn local_options() -> LocalStoreOptions {
     LocalStoreOptions {
         flush_interval: Duration::from_millis(50),
@@ -354,6 +377,7 @@ async fn redis_store_conforms() {
         5,
         "one logout marker per ended id (the unknown one, the deleted ones, the rotated-away ones): {ended:?}"
     );
+    logouts_are_published(&store, &clock).await;
     store.close().await.expect("close");
 }
 
@@ -383,6 +407,7 @@ async fn redis_cluster_store_conforms() {
         per_node.iter().filter(|n| **n > 0).count() >= 2,
         "sessions spread over the masters: {per_node:?}"
     );
+    logouts_are_published(&store, &clock).await;
     store.close().await.expect("close");
 }
 
@@ -519,5 +544,6 @@ async fn redis_store_through_sentinel_conforms() {
         !master.keys("test:{*}").is_empty(),
         "sessions reached the master the sentinel named"
     );
+    logouts_are_published(&store, &clock).await;
     store.close().await.expect("close");
 }

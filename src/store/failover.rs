@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
+use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +66,9 @@ struct Shared {
     dirty: Mutex<HashSet<SessionId>>,
     /// Run id of the Redis the local changes were last reconciled with.
     run_id: Mutex<Option<String>>,
+    /// Told each time a re-sync brings Redis back: the logout listener subscribes again, in
+    /// case its own connection went silent without closing.
+    reconnected: tokio::sync::Notify,
     absolute_lifetime: Duration,
 }
 
@@ -73,7 +76,8 @@ struct Shared {
 pub struct FailoverStore {
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The link and the logout listener.
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl FailoverStore {
@@ -96,6 +100,7 @@ impl FailoverStore {
             outage_began: AtomicI64::new(now),
             dirty: Mutex::new(HashSet::new()),
             run_id: Mutex::new(None),
+            reconnected: tokio::sync::Notify::new(),
             absolute_lifetime: options.absolute_lifetime,
         });
         shared.metrics.redis_up.set(0);
@@ -103,11 +108,14 @@ impl FailoverStore {
             tracing::warn!(reason = %err, "[redis] unreachable at start: {err}; degraded mode on: sessions are served from the local store until Redis answers");
         }
         let stop = CancellationToken::new();
-        let task = tokio::spawn(link(Arc::clone(&shared), options, stop.clone()));
+        let tasks = vec![
+            tokio::spawn(link(Arc::clone(&shared), options, stop.clone())),
+            tokio::spawn(listen(Arc::clone(&shared), options, stop.clone())),
+        ];
         Self {
             shared,
             stop,
-            task: tokio::sync::Mutex::new(Some(task)),
+            tasks: tokio::sync::Mutex::new(tasks),
         }
     }
 
@@ -169,6 +177,28 @@ impl Shared {
         Ok(())
     }
 
+    /// Records a logout Redis has: it ends the local copy, and is written again should Redis
+    /// come back empty (when the marker that keeps other instances' copies out is gone).
+    fn remember_end(&self, id: &SessionId, now: Millis) -> Result<(), StoreError> {
+        let keep_until = now.saturating_add(crate::clock::duration_millis(self.absolute_lifetime));
+        self.local.remember_end(id, now, keep_until)
+    }
+
+    /// Another instance ended a session (its logout was published): end the local copy.
+    fn ended_elsewhere(&self, payload: &str) {
+        let Some(id) = SessionId::parse(payload) else {
+            tracing::debug!("[redis] ignored a logout message that names no session");
+            return;
+        };
+        match self.local.ended_elsewhere(&id, self.clock.now()) {
+            Ok(true) => self.metrics.redis_remote_logouts_total.inc(),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot end the local copy of a session another instance ended")
+            }
+        }
+    }
+
     /// Ends a session in the local store while Redis is offline, recording the logout durably
     /// so it reaches Redis later, even across a restart. Returns whether it existed.
     async fn end_offline(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
@@ -223,19 +253,9 @@ impl Shared {
         let since = same_redis.then(|| self.outage_began.load(Ordering::Acquire) - RESYNC_SLACK_MS);
         tracing::info!(run_id = %run_id, "[redis] connected; writing back {}", if same_redis { "what changed during the outage" } else { "every live local session" });
 
+        // Logouts first: a session another instance still holds a copy of is refused by the
+        // marker from then on, even when Redis came back empty.
         let now = self.clock.now();
-        let records = self.local.changed_since(since, now).await?;
-        let mut sessions = 0u64;
-        for chunk in records.chunks(RESYNC_CONCURRENCY) {
-            let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
-                .iter()
-                .map(|r| self.redis.merge(r, now).boxed())
-                .collect();
-            for written in join_all(writes).await {
-                sessions += u64::from(written?);
-            }
-        }
-
         let ended = self.local.ended_since(since).await?;
         let mut logouts = 0u64;
         for chunk in ended.chunks(RESYNC_CONCURRENCY) {
@@ -248,7 +268,18 @@ impl Shared {
                 logouts += 1;
             }
         }
-        self.local.ended_synced(&ended)?;
+
+        let records = self.local.changed_since(since, now).await?;
+        let mut sessions = 0u64;
+        for chunk in records.chunks(RESYNC_CONCURRENCY) {
+            let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
+                .iter()
+                .map(|r| self.redis.merge(r, now).boxed())
+                .collect();
+            for written in join_all(writes).await {
+                sessions += u64::from(written?);
+            }
+        }
 
         loop {
             let batch: Vec<SessionId> = {
@@ -281,6 +312,7 @@ impl Shared {
             }
         }
         *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
+        self.reconnected.notify_waiters();
         self.metrics.redis_up.set(1);
         self.metrics.redis_resynced_sessions_total.inc_by(sessions);
         self.metrics.redis_resynced_logouts_total.inc_by(logouts);
@@ -353,6 +385,50 @@ async fn link(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationT
     }
 }
 
+/// The task that hears other instances' logouts and ends the local copies of those sessions,
+/// so that a later outage, when this instance answers from its local store alone, cannot
+/// revive them. Subscribed while Redis answers; a logout published while it was not
+/// subscribed (the moments around a reconnection) is not heard, and its copy lives on until
+/// this instance next asks Redis about that session.
+async fn listen(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationToken) {
+    loop {
+        if !shared.is_online() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(options.probe_interval) => continue,
+            }
+        }
+        let subscribed = tokio::select! {
+            () = stop.cancelled() => break,
+            subscribed = shared.redis.subscribe_ended() => subscribed,
+        };
+        let mut messages = match subscribed {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::debug!(reason = %err, "[redis] cannot subscribe to logouts yet");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(jittered(options.probe_interval)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = shared.reconnected.notified() => break,
+                message = messages.next() => match message {
+                    Some(message) => match message.get_payload::<String>() {
+                        Ok(payload) => shared.ended_elsewhere(&payload),
+                        Err(_) => tracing::debug!("[redis] ignored a logout message that is not text"),
+                    },
+                    // The connection closed (Redis went away): subscribe again once it is back.
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for FailoverStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
@@ -418,11 +494,10 @@ impl SessionStore for FailoverStore {
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         let s = &self.shared;
         if s.is_online() {
-            match s.redis.end(id, s.clock.now()).await {
+            let now = s.clock.now();
+            match s.redis.end(id, now).await {
                 Ok(existed) => {
-                    if s.local.get_any(id)?.is_some() {
-                        s.local.forget(id)?;
-                    }
+                    s.remember_end(id, now)?;
                     return Ok(existed);
                 }
                 Err(err) => s.failed(err)?,
@@ -443,9 +518,7 @@ impl SessionStore for FailoverStore {
             match s.redis.rotate(old, new, now).await {
                 Ok(Some(record)) => {
                     s.local.mirror(record.clone())?;
-                    if s.local.get_any(old)?.is_some() {
-                        s.local.forget(old)?;
-                    }
+                    s.remember_end(old, now)?;
                     return Ok(Some(record));
                 }
                 Ok(None) => return Ok(None),
@@ -505,7 +578,8 @@ impl SessionStore for FailoverStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.stop.cancel();
-        if let Some(task) = self.task.lock().await.take() {
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for task in tasks {
             task.await
                 .map_err(|err| StoreError::Backend(err.to_string()))?;
         }

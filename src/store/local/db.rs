@@ -20,9 +20,14 @@ type Key = [u8; ID_BYTES];
 const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
 const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
 const USERS: TableDefinition<(&str, Key), ()> = TableDefinition::new("users");
-/// Logouts made while the shared store was offline and not yet written back to it:
-/// id to (ended at, keep until).
+/// Logouts, kept for the shared store until the session could no longer have lived: those
+/// made while it was offline reach it when it returns, and every one is written again to a
+/// shared store that came back empty, so no instance's copy of the session can revive it.
+/// Id to (ended at, keep until).
 const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
+/// Index of `ENDED` by (keep until, id), so the purge finds the logouts it may forget without
+/// reading the others.
+const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended_until");
 
 /// A pending change to one session.
 #[derive(Debug, Clone)]
@@ -38,8 +43,6 @@ pub enum Change {
         /// When the record of the logout may go.
         keep_until: Millis,
     },
-    /// Forget a recorded logout: the shared store has it now.
-    Synced,
 }
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
@@ -62,7 +65,19 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     txn.open_table(SESSIONS).map_err(backend)?;
     txn.open_table(EXPIRY).map_err(backend)?;
-    txn.open_table(ENDED).map_err(backend)?;
+    {
+        let ended = txn.open_table(ENDED).map_err(backend)?;
+        let mut until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
+        // A file written before the index existed: index what it holds, once.
+        if until.is_empty().map_err(backend)? && !ended.is_empty().map_err(backend)? {
+            for entry in ended.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                until
+                    .insert(index_key(value.value().1, &key.value()), ())
+                    .map_err(backend)?;
+            }
+        }
+    }
     txn.open_table(USERS).map_err(backend)?;
     txn.commit().map_err(backend)?;
     Ok(db)
@@ -109,7 +124,7 @@ pub fn scan(
     Ok(out)
 }
 
-/// Logouts recorded at or after `since` (all for `None`) and not yet written back.
+/// Logouts recorded at or after `since` (all for `None`).
 pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(ENDED).map_err(backend)?;
@@ -142,22 +157,26 @@ pub fn apply<'a>(
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
+        let mut ended_until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
         let mut users = txn.open_table(USERS).map_err(backend)?;
         for batch in batches {
             for (id, change) in batch {
                 let key = id.as_bytes();
                 match change {
-                    Change::Synced => {
-                        ended.remove(key).map_err(backend)?;
-                        written += 1;
-                        continue;
-                    }
                     Change::End {
                         ended_at,
                         keep_until,
                     } => {
-                        ended
+                        if let Some(old) = ended
                             .insert(key, (*ended_at, *keep_until))
+                            .map_err(backend)?
+                        {
+                            ended_until
+                                .remove(index_key(old.value().1, key))
+                                .map_err(backend)?;
+                        }
+                        ended_until
+                            .insert(index_key(*keep_until, key), ())
                             .map_err(backend)?;
                     }
                     Change::Put(_) | Change::Delete => {}
@@ -199,7 +218,6 @@ pub fn apply<'a>(
                     Change::Delete | Change::End { .. } => {
                         sessions.remove(key).map_err(backend)?;
                     }
-                    Change::Synced => {}
                 }
                 written += 1;
             }
@@ -224,20 +242,19 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
             .collect::<Result<_, _>>()?;
         removed = expired.len();
-        // Recorded logouts are few (only those made during outages): a scan is cheap.
-        let stale: Vec<Key> = txn
-            .open_table(ENDED)
+        let mut ended_until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
+        let upper = index_key(now.saturating_add(1), &[0; ID_BYTES]);
+        let stale: Vec<(u64, Key)> = ended_until
+            .range(..upper)
             .map_err(backend)?
-            .iter()
-            .map_err(backend)?
-            .filter_map(|entry| entry.ok())
-            .filter(|(_, v)| v.value().1 <= now)
-            .map(|(k, _)| k.value())
-            .collect();
+            .take(limit)
+            .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
+            .collect::<Result<_, _>>()?;
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
         let mut users = txn.open_table(USERS).map_err(backend)?;
-        for key in stale {
-            ended.remove(&key).map_err(backend)?;
+        for (at, key) in &stale {
+            ended_until.remove((*at, *key)).map_err(backend)?;
+            ended.remove(key).map_err(backend)?;
         }
         for (at, id) in expired {
             expiry.remove((at, id)).map_err(backend)?;

@@ -208,17 +208,42 @@ impl LocalStore {
             .map_err(|err| StoreError::Backend(err.to_string()))?
     }
 
-    /// The shared store now has these logouts: forget their records (with the next batch).
-    pub fn ended_synced(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+    /// Records a logout the shared store already has, with the next batch: kept until
+    /// `keep_until`, so that it is written again if the shared store comes back empty.
+    pub fn remember_end(
+        &self,
+        id: &SessionId,
+        ended_at: Millis,
+        keep_until: Millis,
+    ) -> Result<(), StoreError> {
         self.check_open()?;
-        for id in ids {
-            let mut shard = self.shared.overlay.shard(id);
-            // A newer change to the same id (it cannot be revived, but be exact) stays.
-            if shard.get(id).is_none() {
-                shard.put(*id, Change::Synced);
-            }
-        }
+        self.shared.overlay.shard(id).put(
+            *id,
+            Change::End {
+                ended_at,
+                keep_until,
+            },
+        );
         Ok(())
+    }
+
+    /// Another instance ended this session: the local copy, if there is one, is ended too
+    /// (with the next batch), so no outage or re-sync can revive it. Returns whether there was
+    /// a copy.
+    pub fn ended_elsewhere(&self, id: &SessionId, ended_at: Millis) -> Result<bool, StoreError> {
+        self.check_open()?;
+        let mut shard = self.shared.overlay.shard(id);
+        let Some(copy) = self.current(&shard, id)? else {
+            return Ok(false);
+        };
+        shard.put(
+            *id,
+            Change::End {
+                ended_at,
+                keep_until: copy.absolute_expires_at.max(ended_at),
+            },
+        );
+        Ok(true)
     }
 
     /// The newest local state of a session, live or not.
@@ -263,7 +288,6 @@ impl LocalStore {
         match shard.get(id) {
             Some(Change::Put(record)) => Ok(Some(record.clone())),
             Some(Change::Delete | Change::End { .. }) => Ok(None),
-            Some(Change::Synced) => db::get(&self.shared.db, id),
             None => db::get(&self.shared.db, id),
         }
     }

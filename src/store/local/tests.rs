@@ -318,3 +318,53 @@ async fn in_an_outage_sessions_seen_before_it_get_one_idle_timeout_of_grace() {
     );
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn recorded_logouts_last_until_their_time_and_survive_reopening() {
+    let f = Fixture::new();
+    let ended_here = f.record(10 * MIN);
+    let copy = f.record(10 * MIN);
+    let unknown = SessionId::generate().expect("rng");
+    {
+        let store = f.open().await;
+        store.create(ended_here.clone()).await.expect("create");
+        store.mirror(copy.clone()).expect("mirror");
+        let now = f.clock.now();
+        store
+            .remember_end(&ended_here.id, now, now + 30 * 60_000)
+            .expect("remember");
+        // Another instance ended the session this one holds a copy of; an id it never held
+        // leaves nothing behind.
+        assert!(store.ended_elsewhere(&copy.id, now).expect("heard"));
+        assert!(!store.ended_elsewhere(&unknown, now).expect("heard"));
+        for id in [&ended_here.id, &copy.id] {
+            assert_eq!(store.get_any(id).expect("get"), None, "ended at once");
+        }
+        store.close().await.expect("close");
+    }
+    let store = f.open().await;
+    let mut ended = store.ended_since(None).await.expect("ended");
+    ended.sort();
+    let mut want = vec![ended_here.id, copy.id];
+    want.sort();
+    assert_eq!(
+        ended, want,
+        "both logouts are on disk, the unknown id is not"
+    );
+    assert_eq!(
+        store
+            .ended_since(Some(f.clock.now() + 1))
+            .await
+            .expect("ended"),
+        Vec::<SessionId>::new(),
+        "none since a later instant"
+    );
+    // The copy's logout is kept until its absolute expiry (60 min), the other one 30 min.
+    f.clock.advance(31 * MIN);
+    store.purge_expired().await.expect("purge");
+    assert_eq!(store.ended_since(None).await.expect("ended"), vec![copy.id]);
+    f.clock.advance(30 * MIN);
+    store.purge_expired().await.expect("purge");
+    assert!(store.ended_since(None).await.expect("ended").is_empty());
+    store.close().await.expect("close");
+}

@@ -143,6 +143,11 @@ impl RedisStore {
         format!("{}{{{id}}}:ended", self.options.prefix)
     }
 
+    /// The channel every logout is published on (see [`scripts`]).
+    fn ended_channel(&self) -> String {
+        format!("{}ended", self.options.prefix)
+    }
+
     fn user_key(&self, user: &str) -> String {
         format!("{}user:{{{user}}}", self.options.prefix)
     }
@@ -218,24 +223,61 @@ impl RedisStore {
                 sentinels,
                 master,
                 node,
-            } => {
-                let info: redis::ConnectionInfo =
-                    redis::IntoConnectionInfo::into_connection_info(node.as_str())
-                        .map_err(backend)?;
-                let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(info.redis_settings().clone());
-                let mut client = redis::sentinel::SentinelClient::build(
-                    sentinels.iter().map(String::as_str).collect(),
-                    master.clone(),
-                    Some(node_info),
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(backend)?;
-                Ok(Conn::Single(
-                    client.get_async_connection().await.map_err(backend)?,
-                ))
-            }
+            } => Ok(Conn::Single(
+                sentinel_client(sentinels, master, node)?
+                    .get_async_connection()
+                    .await
+                    .map_err(backend)?,
+            )),
         }
+    }
+
+    /// Subscribes to the logouts every instance publishes: a stream of the ids ended, until
+    /// the connection drops. A connection of its own (a subscribed connection takes no other
+    /// command); in a cluster, to any node, since every node relays every message.
+    pub async fn subscribe_ended(&self) -> Result<redis::aio::PubSubStream, StoreError> {
+        let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
+        let budget = self.options.connect_timeout + self.options.timeout;
+        let subscribe = async {
+            let urls: Vec<&str> = match &self.target {
+                Target::Single(url) => vec![url.as_str()],
+                Target::Cluster(urls) => urls.iter().map(String::as_str).collect(),
+                Target::Sentinel {
+                    sentinels,
+                    master,
+                    node,
+                } => {
+                    let client = sentinel_client(sentinels, master, node)?
+                        .async_get_client()
+                        .await
+                        .map_err(backend)?;
+                    let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
+                    pubsub
+                        .subscribe(self.ended_channel())
+                        .await
+                        .map_err(backend)?;
+                    return Ok(pubsub.into_on_message());
+                }
+            };
+            let mut last = StoreError::Backend("no Redis node to subscribe to".to_owned());
+            for url in urls {
+                let client = redis::Client::open(url).map_err(backend)?;
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        pubsub
+                            .subscribe(self.ended_channel())
+                            .await
+                            .map_err(backend)?;
+                        return Ok(pubsub.into_on_message());
+                    }
+                    Err(err) => last = backend(err),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(budget, subscribe)
+            .await
+            .map_err(|_| timed_out("subscription", budget))?
     }
 
     async fn run_id_on(&self, mut conn: Conn) -> Result<String, StoreError> {
@@ -336,12 +378,34 @@ impl RedisStore {
             .key(self.session_key(id))
             .key(self.marker_key(id))
             .arg(now)
-            .arg(duration_millis(self.options.absolute_lifetime));
+            .arg(duration_millis(self.options.absolute_lifetime))
+            .arg(self.ended_channel())
+            .arg(id.to_string());
         Ok(matches!(
             self.invoke("end", invocation).await?,
             Value::Int(1)
         ))
     }
+}
+
+/// A client of the Sentinel-monitored master (resolved on each connection).
+fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+    node: &str,
+) -> Result<redis::sentinel::SentinelClient, StoreError> {
+    let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
+    let info: redis::ConnectionInfo =
+        redis::IntoConnectionInfo::into_connection_info(node).map_err(backend)?;
+    let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(info.redis_settings().clone());
+    redis::sentinel::SentinelClient::build(
+        sentinels.iter().map(String::as_str).collect(),
+        master,
+        Some(node_info),
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(backend)
 }
 
 fn field_i64(value: &Value, name: &str) -> Result<i64, StoreError> {

@@ -7,7 +7,8 @@
 //! `{prefix}user:{<user>}` (member: id, score: absolute expiry), which lives as long as its
 //! newest session may; members whose session ended are dropped when the set is next read. A logout leaves
 //! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
-//! instance that missed the logout cannot bring the session back. The id sits in braces so a
+//! instance that missed the logout cannot bring the session back, and is published on the
+//! channel `{prefix}ended` (the id as the message), so every instance ends its local copy. The id sits in braces so a
 //! session and its marker share a cluster slot.
 
 use std::sync::LazyLock;
@@ -72,16 +73,20 @@ return 1
     )
 });
 
-/// Ends a session and leaves the marker. KEYS: session, marker. ARGV: now, marker ttl ms when
-/// the session is unknown. Returns 1 if the session existed.
+/// Ends a session, leaves the marker and tells every instance, so they end their local copies
+/// (not again for a logout written back twice, which finds its marker and no session).
+/// KEYS: session, marker. ARGV: now, marker ttl ms when the session is unknown, the logout
+/// channel, the id. Returns 1 if the session existed.
 pub static END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local a = redis.call('HGET', KEYS[1], 'a')
 local existed = redis.call('DEL', KEYS[1])
+local marked = redis.call('EXISTS', KEYS[2])
 local ttl = tonumber(ARGV[2])
 if a then ttl = tonumber(a) - tonumber(ARGV[1]) end
 if ttl > 0 then redis.call('SET', KEYS[2], '1', 'PX', string.format('%.0f', ttl)) end
+if existed == 1 or marked == 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return existed
 ",
     )
