@@ -450,7 +450,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // (each bounded by its route's timeout).
     let ready = keepalive.ready_switch();
     let stopping = async move {
-        shutdown_signal().await;
+        keepalive::server::shutdown_signal().await;
         ready.set(false);
         tokio::time::sleep(drain_delay).await;
     };
@@ -463,34 +463,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     closed.context("cannot close the session store cleanly")?;
     tracing::info!("stopped; sessions flushed to the local store");
     Ok(())
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, stopping"),
-        () = terminate => tracing::info!("SIGTERM received, stopping"),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{START, TestServer, client, command, cookie_pair, create_session, keepalive, within};
+use common::{
+    START, TestServer, client, command, cookie_pair, create_session, keepalive, millis, within,
+};
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -41,13 +43,6 @@ async fn start() -> TestServer {
 /// The instant `after` past the test clock's start, in milliseconds.
 fn at(after: Duration) -> i64 {
     START + after.as_millis() as i64
-}
-
-fn millis(rfc3339: &Value) -> i64 {
-    let text = rfc3339.as_str().expect("string time");
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339");
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// A request to the backend API with the right token.

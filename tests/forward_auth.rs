@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use common::nginx::{Nginx, port_of};
-use common::{START, TestServer, client, cookie_pair};
+use common::{START, TestServer, client, cookie_pair, millis};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -152,13 +152,6 @@ impl Stack {
         app.task.abort();
         server.stop().await;
     }
-}
-
-fn millis(rfc3339: &Value) -> i64 {
-    let text = rfc3339.as_str().expect("string time");
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339");
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Whether an answer is nginx's own HTML error page (not a JSON answer of keepalive).

@@ -4,22 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{START, TestServer, client, create_session, keepalive};
+use common::{START, TestServer, client, create_session, keepalive, millis};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::Value;
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn millis(rfc3339: &Value) -> i64 {
-    let text = rfc3339.as_str().expect("string time");
-    assert!(
-        text.len() == 24 && text.ends_with('Z') && text.as_bytes()[19] == b'.',
-        "three fractional digits: {text}"
-    );
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339");
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 #[tokio::test]
 async fn create_answers_201_with_a_safe_cookie_and_expiry() {

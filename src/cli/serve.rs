@@ -46,7 +46,7 @@ pub fn run(file: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
-        match server::run(config, listener, shutdown_signal()).await {
+        match server::run(config, listener, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("keepalive stopped on an error: {err}");
@@ -92,32 +92,4 @@ fn banner(config: &Config) {
         c.max_retries,
         c.health_check_frequency,
     );
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }

@@ -99,15 +99,7 @@ impl Sessions {
 
     /// Creates and durably stores a session carrying `data` (JSON object text, or empty).
     pub async fn create(&self, data: String) -> Result<SessionRecord, SessionError> {
-        let record = SessionRecord::new(
-            SessionId::generate()?,
-            self.clock.now(),
-            self.settings.idle_timeout,
-            self.settings.absolute_lifetime,
-            data,
-        );
-        self.store.create(record.clone()).await?;
-        Ok(record)
+        self.create_with(None, data).await
     }
 
     /// Creates and durably stores a session for a signed-in `user`, carrying `data`.
@@ -117,6 +109,14 @@ impl Sessions {
         data: String,
     ) -> Result<SessionRecord, SessionError> {
         check_user(user)?;
+        self.create_with(Some(user.to_owned()), data).await
+    }
+
+    async fn create_with(
+        &self,
+        user: Option<String>,
+        data: String,
+    ) -> Result<SessionRecord, SessionError> {
         let record = SessionRecord::new(
             SessionId::generate()?,
             self.clock.now(),
@@ -124,7 +124,7 @@ impl Sessions {
             self.settings.absolute_lifetime,
             data,
         )
-        .with_user(Some(user.to_owned()));
+        .with_user(user);
         self.store.create(record.clone()).await?;
         Ok(record)
     }

@@ -296,3 +296,66 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Spawns `command` so that the child gets `signal` when the test process dies, however it
+/// dies (no `Drop` runs on a panic that aborts, or a SIGKILL).
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; a
+/// test thread (or a tokio blocking thread) would take its servers with it. So every spawn goes
+/// through one thread that lives as long as the process.
+pub fn spawn_tied_to_process(
+    mut command: Command,
+    signal: nix::sys::signal::Signal,
+) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::OnceLock;
+
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("test-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawn the test-spawner thread");
+        tx
+    });
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec only async-signal-safe system calls run (prctl, getppid),
+    // and nothing allocates.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+            // The test process may have died before prctl: then nobody would signal us.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(
+                    nix::errno::Errno::ESRCH as i32,
+                ));
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner
+        .send((command, tx))
+        .expect("test-spawner thread alive");
+    rx.recv().expect("test-spawner thread answers")
+}
+
+/// An RFC 3339 time of an answer, in Unix milliseconds; checks the documented form, UTC with
+/// exactly three fractional digits (`"2026-11-25T18:40:15.053Z"`).
+pub fn millis(rfc3339: &serde_json::Value) -> i64 {
+    let text = rfc3339.as_str().expect("string time");
+    assert!(
+        text.len() == 24 && text.ends_with('Z') && text.as_bytes()[19] == b'.',
+        "three fractional digits: {text}"
+    );
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -21,10 +21,9 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -191,48 +190,6 @@ fn prepare_dir(dir: &Path) -> Option<&'static str> {
     } else {
         Some("user root;")
     }
-}
-
-/// Spawns `command` so that the child gets SIGTERM when the test process dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, so every spawn goes
-/// through one thread that lives as long as the process. SIGTERM (not SIGKILL): the nginx
-/// master then stops its workers, which would otherwise keep the port.
-fn spawn_tied_to_process(mut command: Command) -> io::Result<Child> {
-    type Request = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("nginx-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("spawn the nginx-spawner thread");
-        tx
-    });
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe system calls run (prctl, getppid),
-    // and nothing allocates.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
-                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(
-                    nix::errno::Errno::ESRCH as i32,
-                ));
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner
-        .send((command, tx))
-        .expect("nginx-spawner thread alive");
-    rx.recv().expect("nginx-spawner thread answers")
 }
 
 /// The part of a file from byte `offset` on.
@@ -514,7 +471,9 @@ impl Nginx {
 }
 
 fn spawn(command: Command) -> Child {
-    match spawn_tied_to_process(command) {
+    // SIGTERM (not SIGKILL): the nginx master then stops its workers, which would otherwise
+    // keep the port.
+    match super::spawn_tied_to_process(command, Signal::SIGTERM) {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             panic!("nginx is not installed: {INSTALL_HINT}")

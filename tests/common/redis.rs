@@ -24,10 +24,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -102,52 +101,9 @@ fn reserve_port(with_bus: bool) -> u16 {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// Spawns `command` so that the child is killed when the test process dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; a
-/// test thread (or a tokio blocking thread) would take its servers with it. So every spawn goes
-/// through one thread that lives as long as the process.
-fn spawn_tied_to_process(mut command: Command) -> io::Result<Child> {
-    type Request = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("redis-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("spawn the redis-spawner thread");
-        tx
-    });
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe system calls run (prctl, getppid),
-    // and nothing allocates.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
-            // The test process may have died before prctl: then nobody would kill us.
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(
-                    nix::errno::Errno::ESRCH as i32,
-                ));
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner
-        .send((command, tx))
-        .expect("redis-spawner thread alive");
-    rx.recv().expect("redis-spawner thread answers")
-}
-
 /// Spawns `program`, panicking with the install hint when it is not installed.
 fn spawn_program(program: &str, command: Command) -> Child {
-    match spawn_tied_to_process(command) {
+    match super::spawn_tied_to_process(command, Signal::SIGKILL) {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             panic!("`{program}` is not installed (not found on PATH): {INSTALL_HINT}")
