@@ -28,6 +28,11 @@ pub struct Metrics {
     pub keepalives_total: IntCounterVec,
     /// Sessions ended by a logout.
     pub sessions_ended_total: IntCounter,
+    /// `keepalives_total{result="extended"}`, looked up once: the keepalive path counts
+    /// without hashing label values.
+    pub keepalives_extended: IntCounter,
+    /// `keepalives_total{result="expired"}`.
+    pub keepalives_expired: IntCounter,
     /// Forward-authentication checks by outcome (`allowed`, `anonymous`, `expired`).
     pub forward_auth_total: IntCounterVec,
     /// Expired sessions removed by the purge.
@@ -120,9 +125,8 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        for result in ["extended", "expired"] {
-            keepalives_total.with_label_values(&[result]);
-        }
+        let keepalives_extended = keepalives_total.with_label_values(&["extended"]);
+        let keepalives_expired = keepalives_total.with_label_values(&["expired"]);
         let forward_auth_total = register(
             r,
             IntCounterVec::new(
@@ -157,6 +161,8 @@ impl Metrics {
             ),
             sessions_created_total: register(r, IntCounter::with_opts(opts("sessions_created_total", "Sessions created.")).expect("valid metric")),
             keepalives_total,
+            keepalives_extended,
+            keepalives_expired,
             forward_auth_total,
             sessions_ended_total: register(r, IntCounter::with_opts(opts("sessions_ended_total", "Sessions ended by a logout.")).expect("valid metric")),
             sessions_purged_total: register(

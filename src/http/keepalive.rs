@@ -1,17 +1,24 @@
 //! `GET /api/v1/keepalive/`: the request every open tab sends each tick.
 //!
 //! It reads the cached health (never waits on a check), extends the session in the store and
-//! answers with the new expiry. Cost: one store operation and one small JSON document.
+//! answers with the new expiry. Cost: one store operation and one small JSON document. Being
+//! the request every open tab makes each tick, it carries no layers of its own: the rate limit
+//! and `Cache-Control: no-store` are applied here, and the request is taken whole so its
+//! headers are read in place, not copied.
+
+use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::health::ServerHealth;
 
+use super::limit::{self, Bucket};
 use super::{ApiError, AppState, ClientView, cookie};
 
 #[derive(Serialize)]
@@ -40,10 +47,28 @@ struct Expired {
 }
 
 /// Extends the caller's session, or answers 401 `session_expired`.
-pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn keepalive(State(state): State<AppState>, request: Request) -> Response {
+    // A GET has no body to read; the head is what counts, and it is Sync, unlike the body.
+    let (head, _) = request.into_parts();
+    let mut response = answer(&state, &head).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn answer(state: &AppState, head: &Parts) -> Response {
+    let headers = &head.headers;
+    let peer = head
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    if let Some(refused) = limit::refusal(state, Bucket::Keepalive, peer, headers) {
+        return refused;
+    }
     let health = state.server_health();
     let settings = state.sessions.settings();
-    let record = match cookie::session_id(&headers, &settings.cookie_name) {
+    let record = match cookie::session_id(headers, &settings.cookie_name) {
         Some(id) => match state.sessions.keep_alive(&id).await {
             Ok(record) => record,
             Err(err) => return ApiError::store_unavailable(&err).into_response(),
@@ -51,11 +76,7 @@ pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Res
         None => None,
     };
     let Some(record) = record else {
-        state
-            .metrics
-            .keepalives_total
-            .with_label_values(&["expired"])
-            .inc();
+        state.metrics.keepalives_expired.inc();
         let body = Expired {
             error: "session_expired",
             message: "no live session: sign in again",
@@ -63,11 +84,7 @@ pub async fn keepalive(State(state): State<AppState>, headers: HeaderMap) -> Res
         };
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     };
-    state
-        .metrics
-        .keepalives_total
-        .with_label_values(&["extended"])
-        .inc();
+    state.metrics.keepalives_extended.inc();
     Json(Alive {
         session: SessionExpiry {
             expires_at: rfc3339(record.expires_at),

@@ -153,32 +153,44 @@ pub async fn enforce(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(ConnectInfo(peer)) = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .copied()
-    {
-        let client = state.limits.client(peer.ip(), request.headers());
-        if let Err(wait) = state.limits.check(bucket, client) {
-            state
-                .metrics
-                .rate_limited_total
-                .with_label_values(&[bucket.route()])
-                .inc();
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests from this address; retry in {seconds} s"),
-            )
-            .into_response();
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
-        }
+        .map(|ConnectInfo(peer)| peer.ip());
+    if let Some(refused) = refusal(&state, bucket, peer, request.headers()) {
+        return refused;
     }
     next.run(request).await
+}
+
+/// The 429 for a client over its budget in `bucket`, or `None` to go on. `peer` is the
+/// connection's address (`None` when served without one, as in in-memory tests: no limit).
+/// The keepalive handler calls it itself rather than through a layer: a layer is one more
+/// boxed service and allocation on the one request every open tab makes each tick.
+pub fn refusal(
+    state: &AppState,
+    bucket: Bucket,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let client = state.limits.client(peer?, headers);
+    let wait = state.limits.check(bucket, client).err()?;
+    state
+        .metrics
+        .rate_limited_total
+        .with_label_values(&[bucket.route()])
+        .inc();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests from this address; retry in {seconds} s"),
+    )
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    Some(response)
 }
 
 #[cfg(test)]

@@ -205,15 +205,12 @@ fn build(state: AppState, options: &RouterOptions, standalone: bool) -> Router {
                 .layer(limited(Bucket::Sessions))
                 .route_layer(same_site()),
         )
-        .route(
-            "/api/v1/keepalive",
-            get(keepalive::keepalive).layer(limited(Bucket::Keepalive)),
-        )
-        .route(
-            "/api/v1/keepalive/",
-            get(keepalive::keepalive).layer(limited(Bucket::Keepalive)),
-        )
         .route("/api/v1/auth", any(forward_auth::check));
+    // No layers of their own: the handler limits and marks its answers itself (see
+    // [`keepalive`]).
+    let keepalive = Router::new()
+        .route("/api/v1/keepalive", get(keepalive::keepalive))
+        .route("/api/v1/keepalive/", get(keepalive::keepalive));
     let backend = Router::new()
         .route("/api/v1/backend/sessions", post(backend::create))
         .route(
@@ -240,6 +237,7 @@ fn build(state: AppState, options: &RouterOptions, standalone: bool) -> Router {
         .layer(no_store());
     let mut router = Router::new()
         .merge(api)
+        .merge(keepalive)
         .merge(probes::routes())
         .merge(assets::client_routes());
     if standalone {

@@ -1,8 +1,9 @@
-//! The redb file: two tables and the three transactions the store runs on them.
+//! The redb file: its tables and the transactions the store runs on them.
 //!
-//! `sessions` maps an id to its encoded record. `expiry` is an index of (idle expiry, id),
-//! so the purge walks only the expired prefix: its cost grows with the number of sessions that
-//! expired, not with the number stored. `users` is an index of (user, id) for the sessions
+//! `sessions` maps an id to its encoded record. `expiry` is an index of (the end of the
+//! one-minute bucket of the idle expiry, id), so the purge walks only the expired prefix: its
+//! cost grows with the number of sessions that expired, not with the number stored, and an
+//! extension rewrites the index only when it crosses into a later bucket. `users` is an index of (user, id) for the sessions
 //! created for a user, so listing or ending a user's sessions reads only theirs. A session's
 //! user never changes, so the index is written when a session appears and when it goes.
 
@@ -28,6 +29,9 @@ const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
 /// Index of `ENDED` by (keep until, id), so the purge finds the logouts it may forget without
 /// reading the others.
 const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended_until");
+/// Facts about the file's layout: `expiry_bucket_ms`, the bucket width its expiry index was
+/// built with (absent: exact expiries, the first layout).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// A pending change to one session.
 #[derive(Debug, Clone)]
@@ -49,8 +53,27 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
 
-fn index_key(expires_at: Millis, id: &Key) -> (u64, Key) {
-    (u64::try_from(expires_at).unwrap_or(0), *id)
+fn index_key(at: Millis, id: &Key) -> (u64, Key) {
+    (u64::try_from(at).unwrap_or(0), *id)
+}
+
+/// Width of the buckets of the expiry index. A session is indexed under the end of the bucket
+/// its idle expiry falls in, so an extension rewrites the index only when it moves the expiry
+/// into a later bucket (a busy session: about once a minute, instead of on every write), and
+/// the purge finds an expired session at most one bucket late.
+const EXPIRY_BUCKET_MS: Millis = 60_000;
+
+/// The end of the bucket of `expires_at`: the first bucket boundary at or after it.
+fn bucket(expires_at: Millis) -> Millis {
+    expires_at
+        .div_euclid(EXPIRY_BUCKET_MS)
+        .saturating_add(i64::from(expires_at.rem_euclid(EXPIRY_BUCKET_MS) != 0))
+        .saturating_mul(EXPIRY_BUCKET_MS)
+}
+
+/// The expiry index's key for a session expiring at `expires_at`.
+fn expiry_key(expires_at: Millis, id: &Key) -> (u64, Key) {
+    index_key(bucket(expires_at), id)
 }
 
 /// Opens (or creates) the database file and its tables.
@@ -79,6 +102,28 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
         }
     }
     txn.open_table(USERS).map_err(backend)?;
+    {
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        let width = meta
+            .get("expiry_bucket_ms")
+            .map_err(backend)?
+            .map(|v| v.value());
+        let wanted = EXPIRY_BUCKET_MS.unsigned_abs();
+        if width != Some(wanted) {
+            // Built by another layout: index every session again, once.
+            txn.delete_table(EXPIRY).map_err(backend)?;
+            let sessions = txn.open_table(SESSIONS).map_err(backend)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+            for entry in sessions.iter().map_err(backend)? {
+                let (key, value) = entry.map_err(backend)?;
+                let expires_at = codec::expires_at(value.value())?;
+                expiry
+                    .insert(expiry_key(expires_at, &key.value()), ())
+                    .map_err(backend)?;
+            }
+            meta.insert("expiry_bucket_ms", wanted).map_err(backend)?;
+        }
+    }
     txn.commit().map_err(backend)?;
     Ok(db)
 }
@@ -196,8 +241,14 @@ pub fn apply<'a>(
                     }
                     None => (None, Some(None)),
                 };
-                if let Some(old) = old_expiry {
-                    expiry.remove(index_key(old, key)).map_err(backend)?;
+                let new_expiry = match change {
+                    Change::Put(record) => Some(record.expires_at),
+                    _ => None,
+                };
+                // Most writes are extensions within the same bucket: the index stays.
+                let reindex = old_expiry.map(bucket) != new_expiry.map(bucket);
+                if reindex && let Some(old) = old_expiry {
+                    expiry.remove(expiry_key(old, key)).map_err(backend)?;
                 }
                 // `Some(previous)` when the session's entry in the user index must change.
                 if let Some(Some(user)) = &old_user {
@@ -208,9 +259,11 @@ pub fn apply<'a>(
                         sessions
                             .insert(key, codec::encode(record).as_slice())
                             .map_err(backend)?;
-                        expiry
-                            .insert(index_key(record.expires_at, key), ())
-                            .map_err(backend)?;
+                        if reindex {
+                            expiry
+                                .insert(expiry_key(record.expires_at, key), ())
+                                .map_err(backend)?;
+                        }
                         if let (Some(_), Some(user)) = (&old_user, &record.user) {
                             users.insert((user.as_str(), *key), ()).map_err(backend)?;
                         }
@@ -234,7 +287,8 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
-        let upper = index_key(now, &[0; ID_BYTES]);
+        // Buckets that ended by `now` hold only sessions expired by then.
+        let upper = index_key(now.saturating_add(1), &[0; ID_BYTES]);
         let expired: Vec<(u64, Key)> = expiry
             .range(..upper)
             .map_err(backend)?
@@ -266,7 +320,8 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
                 }
                 None => None,
             };
-            // An index entry left behind by an extension points at a record that lives on.
+            // An entry left behind (by a write that failed half-way, say) may point at a
+            // record that lives on: only the expired go.
             if let Some((exp, user)) = current
                 && exp <= now
             {
@@ -279,4 +334,20 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
     }
     txn.commit().map_err(backend)?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_end_at_the_next_minute_boundary() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(1), 60_000);
+        assert_eq!(bucket(59_999), 60_000);
+        assert_eq!(bucket(60_000), 60_000);
+        assert_eq!(bucket(60_001), 120_000);
+        assert_eq!(bucket(-1), 0);
+        assert_eq!(bucket(i64::MAX), i64::MAX, "saturates");
+    }
 }

@@ -2,8 +2,11 @@
 //!
 //! Keepalive extensions are not written one by one: each lands here and the writer commits
 //! them in one transaction per flush interval. Reads look here first. A change moves from
-//! `pending` to `flushing` while the writer commits it, and disappears once it is on disk, so
-//! a read always sees the newest state. Each shard's lock is held across a keepalive's read,
+//! `pending` to `flushing` while the writer commits it, then to `recent` once it is on disk,
+//! where it stays until the next commit replaces it: a read always sees the newest state, and
+//! a session in use (touched at least once per two flush intervals) is read from memory, not
+//! from the file. `recent` holds what one commit wrote, so its size follows the sessions in use,
+//! not those stored. Each shard's lock is held across a keepalive's read,
 //! extend and write, so a logout can never be undone by a keepalive that read the session
 //! just before it.
 
@@ -23,12 +26,18 @@ const SHARDS: usize = 64;
 pub struct Shard {
     pending: HashMap<SessionId, Change>,
     flushing: Arc<HashMap<SessionId, Change>>,
+    /// The changes of this shard's last commit, as they are on disk (nothing but the purge of
+    /// expired sessions changes the file behind them).
+    recent: Arc<HashMap<SessionId, Change>>,
 }
 
 impl Shard {
-    /// The newest change to `id` not yet on disk.
+    /// The newest change to `id` this overlay knows: not yet on disk, or just written.
     pub fn get(&self, id: &SessionId) -> Option<&Change> {
-        self.pending.get(id).or_else(|| self.flushing.get(id))
+        self.pending
+            .get(id)
+            .or_else(|| self.flushing.get(id))
+            .or_else(|| self.recent.get(id))
     }
 
     /// Records a change.
@@ -77,12 +86,12 @@ impl Overlay {
         batches
     }
 
-    /// The flushed changes are on disk: forget them.
+    /// The flushed changes are on disk: they become the shards' `recent` changes.
     pub fn end_flush(&self) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             if !shard.flushing.is_empty() {
-                shard.flushing = Arc::default();
+                shard.recent = mem::take(&mut shard.flushing);
             }
         }
     }

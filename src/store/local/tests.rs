@@ -172,12 +172,14 @@ async fn purge_removes_only_the_expired() {
         store.create(r.clone()).await.expect("create");
     }
     // One short session is kept alive past the others' expiry: the purge must spare it.
-    f.clock.advance(MIN);
+    f.clock.advance(90 * Duration::from_secs(1));
     store
         .touch(&short[0].id, f.clock.now(), 2 * MIN)
         .await
         .expect("touch")
         .expect("live");
+    // The others expired at 2 min; the purge finds them within the minute after (the expiry
+    // index counts in one-minute buckets). The touched one lives until 3.5 min.
     f.clock.advance(90 * Duration::from_secs(1));
 
     assert_eq!(store.count().await.expect("count"), 320);
@@ -366,5 +368,84 @@ async fn recorded_logouts_last_until_their_time_and_survive_reopening() {
     f.clock.advance(30 * MIN);
     store.purge_expired().await.expect("purge");
     assert!(store.ended_since(None).await.expect("ended").is_empty());
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_session_extended_across_index_buckets_is_purged_once_expired() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let record = f.record(2 * MIN);
+    store.create(record.clone()).await.expect("create");
+    // Twenty seconds apart for five minutes: the expiry crosses several one-minute buckets,
+    // each write reaching the disk (the purge flushes first).
+    for _ in 0..15 {
+        f.clock.advance(Duration::from_secs(20));
+        store
+            .touch(&record.id, f.clock.now(), 2 * MIN)
+            .await
+            .expect("touch")
+            .expect("live");
+        assert_eq!(store.purge_expired().await.expect("purge"), 0, "alive");
+    }
+    f.clock.advance(2 * MIN);
+    assert!(
+        store
+            .load(&record.id, f.clock.now())
+            .await
+            .expect("load")
+            .is_none(),
+        "expired"
+    );
+    f.clock.advance(MIN);
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert_eq!(store.count().await.expect("count"), 0);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_file_indexed_by_exact_expiries_is_indexed_again_at_open() {
+    let f = Fixture::new();
+    let record = f.record(2 * MIN);
+    {
+        let store = f.open().await;
+        store.create(record.clone()).await.expect("create");
+        store.close().await.expect("close");
+    }
+    // The first layout: exact expiries in the index, no `meta` table.
+    {
+        let db = redb::Database::create(f.dir.path().join(FILE_NAME)).expect("open");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(redb::TableDefinition::<&str, u64>::new("meta"))
+            .expect("drop meta");
+        txn.delete_table(redb::TableDefinition::<(u64, [u8; 16]), ()>::new("expiry"))
+            .expect("drop expiry");
+        {
+            let mut expiry = txn
+                .open_table(redb::TableDefinition::<(u64, [u8; 16]), ()>::new("expiry"))
+                .expect("expiry");
+            let exact = u64::try_from(record.expires_at).expect("positive");
+            expiry
+                .insert((exact, *record.id.as_bytes()), ())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = f.open().await;
+    // Extended within its bucket: a write that leaves the index alone, which would strand
+    // the session had the old entry been kept.
+    f.clock.advance(Duration::from_secs(1));
+    store
+        .touch(&record.id, f.clock.now(), 2 * MIN)
+        .await
+        .expect("touch")
+        .expect("live");
+    // A purge when the old entry's time has come and the session still lives: it takes the
+    // old entry; only a rebuilt index still finds the session later.
+    f.clock.advance(2 * MIN - Duration::from_secs(1));
+    assert_eq!(store.purge_expired().await.expect("purge"), 0, "alive");
+    f.clock.advance(4 * MIN);
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert_eq!(store.count().await.expect("count"), 0);
     store.close().await.expect("close");
 }
