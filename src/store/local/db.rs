@@ -16,6 +16,7 @@ use crate::clock::Millis;
 use crate::session::{ID_BYTES, SessionId, SessionRecord, StoreError};
 
 use super::codec;
+use super::committer::YIELD_EVERY;
 
 type Key = [u8; ID_BYTES];
 const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
@@ -273,6 +274,10 @@ pub fn apply<'a>(
                     }
                 }
                 written += 1;
+                // On the commit thread: let a request that waits for a core have it.
+                if written % YIELD_EVERY == 0 {
+                    std::thread::yield_now();
+                }
             }
         }
     }
@@ -310,7 +315,10 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             ended_until.remove((*at, *key)).map_err(backend)?;
             ended.remove(key).map_err(backend)?;
         }
-        for (at, id) in expired {
+        for (n, (at, id)) in expired.into_iter().enumerate() {
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                std::thread::yield_now();
+            }
             expiry.remove((at, id)).map_err(backend)?;
             let current = match sessions.get(&id).map_err(backend)? {
                 Some(value) => {

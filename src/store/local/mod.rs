@@ -3,11 +3,13 @@
 //! It is the default store and, with Redis, the local copy that keeps sessions alive through
 //! an outage. Creations and logouts are on disk before they are answered; keepalive extensions
 //! gather in an [`overlay`] and one background writer commits them together every flush
-//! interval (at most a second), so a keepalive never costs a disk flush. The same writer
+//! interval (at most a second), so a keepalive never costs a disk flush; the commits run on a
+//! thread of lower CPU priority ([`committer`]), so they never hold up an answer. The same writer
 //! purges expired sessions through the expiry index. The writer owns the database's write side
 //! and stops, after a last flush, when the store is closed.
 
 pub mod codec;
+mod committer;
 mod db;
 mod overlay;
 
@@ -26,6 +28,7 @@ use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 
+use committer::Committer;
 use db::Change;
 use overlay::Overlay;
 
@@ -92,7 +95,14 @@ impl LocalStore {
         });
         let (tx, rx) = mpsc::channel(1024);
         let stop = CancellationToken::new();
-        let writer = tokio::spawn(writer(Arc::clone(&shared), rx, options, stop.clone()));
+        let committer = Committer::start()?;
+        let writer = tokio::spawn(writer(
+            Arc::clone(&shared),
+            committer,
+            rx,
+            options,
+            stop.clone(),
+        ));
         Ok(Self {
             shared,
             flush_requests: tx,
@@ -444,6 +454,7 @@ impl Drop for LocalStore {
 /// flushes one last time when stopped.
 async fn writer(
     shared: Arc<Shared>,
+    committer: Committer,
     mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
     options: LocalStoreOptions,
     stop: CancellationToken,
@@ -462,11 +473,14 @@ async fn writer(
             _ = flush_tick.tick() => {}
             _ = purge_tick.tick() => {
                 let s = Arc::clone(&shared);
-                match tokio::task::spawn_blocking(move || { flush_blocking(&s)?; purge_all(&s) }).await {
-                    Ok(Ok(n)) if n > 0 => tracing::debug!(purged = n, "expired sessions purged"),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => tracing::error!(error = %err, "purge of expired sessions failed"),
-                    Err(err) => tracing::error!(error = %err, "purge task failed"),
+                let purged = match flush(&shared, &committer).await {
+                    Ok(()) => committer.run(move || purge_all(&s)).await,
+                    Err(err) => Err(err),
+                };
+                match purged {
+                    Ok(n) if n > 0 => tracing::debug!(purged = n, "expired sessions purged"),
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(error = %err, "purge of expired sessions failed"),
                 }
                 continue;
             }
@@ -474,7 +488,7 @@ async fn writer(
         while let Ok(waiter) = requests.try_recv() {
             waiters.push(waiter);
         }
-        let result = flush(&shared).await.map_err(|e| e.to_string());
+        let result = flush(&shared, &committer).await.map_err(|e| e.to_string());
         if let Err(err) = &result {
             tracing::error!(error = %err, "writing sessions to the local store failed; will retry");
         }
@@ -487,7 +501,8 @@ async fn writer(
     while let Ok(waiter) = requests.try_recv() {
         waiters.push(waiter);
     }
-    let result = flush(&shared).await.map_err(|e| e.to_string());
+    let result = flush(&shared, &committer).await.map_err(|e| e.to_string());
+    committer.stop().await;
     match &result {
         Ok(()) => tracing::debug!("local store flushed and closed"),
         Err(err) => tracing::error!(error = %err, "last flush of the local store failed"),
@@ -497,20 +512,20 @@ async fn writer(
     }
 }
 
-async fn flush(shared: &Arc<Shared>) -> Result<(), StoreError> {
-    let s = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || flush_blocking(&s))
-        .await
-        .map_err(|err| StoreError::Backend(err.to_string()))?
-}
-
-fn flush_blocking(shared: &Shared) -> Result<(), StoreError> {
+async fn flush(shared: &Arc<Shared>, committer: &Committer) -> Result<(), StoreError> {
+    // Moving changes into and out of the overlay takes its shard locks, which request handlers
+    // wait on: that happens here, at normal priority. Only the commit itself runs on the
+    // low-priority thread, which holds no lock a request needs.
     let batches = shared.overlay.begin_flush();
     if batches.is_empty() {
         return Ok(());
     }
     let started = Instant::now();
-    match db::apply(&shared.db, batches.iter().map(|b| b.as_ref())) {
+    let s = Arc::clone(shared);
+    let committed = committer
+        .run(move || db::apply(&s.db, batches.iter().map(|b| b.as_ref())))
+        .await;
+    match committed {
         Ok(written) => {
             shared.overlay.end_flush();
             shared

@@ -89,10 +89,16 @@ impl Overlay {
     /// The flushed changes are on disk: they become the shards' `recent` changes.
     pub fn end_flush(&self) {
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            if !shard.flushing.is_empty() {
-                shard.recent = mem::take(&mut shard.flushing);
-            }
+            let previous = {
+                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                if shard.flushing.is_empty() {
+                    continue;
+                }
+                let flushed = mem::take(&mut shard.flushing);
+                mem::replace(&mut shard.recent, flushed)
+            };
+            // Freed after the lock is released: requests to the shard need not wait for it.
+            drop(previous);
         }
     }
 
