@@ -100,6 +100,27 @@ async fn conformance(store: &dyn SessionStore, clock: &ManualClock) {
         "absolute lifetime reached"
     );
 
+    // A caller whose clock runs behind (another instance) never moves a session back.
+    let s = record(clock, 60 * MIN);
+    store.create(s.clone()).await.expect("create");
+    clock.advance(2 * MIN);
+    let ahead = store
+        .touch(&s.id, clock.now(), IDLE)
+        .await
+        .expect("touch")
+        .expect("live");
+    let behind = clock.now() - 60_000;
+    let late = store
+        .touch(&s.id, behind, IDLE)
+        .await
+        .expect("touch")
+        .expect("live");
+    assert_eq!(
+        (late.expires_at, late.last_seen_at),
+        (ahead.expires_at, ahead.last_seen_at),
+        "neither expiry nor last activity goes back"
+    );
+
     // Delete is final.
     let d = record(clock, 60 * MIN);
     store.create(d.clone()).await.expect("create");

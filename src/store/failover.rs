@@ -169,8 +169,8 @@ impl Shared {
         let slack = crate::clock::duration_millis(idle) / 2;
         let fresh = self
             .local
-            .get_any(&record.id)?
-            .is_some_and(|local| local.expires_at >= record.expires_at.saturating_sub(slack));
+            .expires_at_of(&record.id)?
+            .is_some_and(|local| local >= record.expires_at.saturating_sub(slack));
         if !fresh {
             self.local.mirror(record.clone())?;
         }

@@ -152,6 +152,16 @@ pub fn get(db: &Database, id: &SessionId) -> Result<Option<SessionRecord>, Store
     }
 }
 
+/// The idle expiry of one session as stored, without decoding the rest of it.
+pub fn expires_at(db: &Database, id: &SessionId) -> Result<Option<Millis>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(SESSIONS).map_err(backend)?;
+    match table.get(id.as_bytes()).map_err(backend)? {
+        Some(value) => codec::expires_at(value.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Every stored session that `keep` accepts.
 pub fn scan(
     db: &Database,

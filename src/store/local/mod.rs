@@ -256,6 +256,18 @@ impl LocalStore {
         Ok(true)
     }
 
+    /// The idle expiry of the newest local state of a session (live or not), without copying
+    /// the session: what the failover store compares on every keepalive.
+    pub fn expires_at_of(&self, id: &SessionId) -> Result<Option<Millis>, StoreError> {
+        self.check_open()?;
+        let shard = self.shared.overlay.shard(id);
+        match shard.get(id) {
+            Some(Change::Put(record)) => Ok(Some(record.expires_at)),
+            Some(Change::Delete | Change::End { .. }) => Ok(None),
+            None => db::expires_at(&self.shared.db, id),
+        }
+    }
+
     /// The newest local state of a session, live or not.
     pub fn get_any(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         self.check_open()?;

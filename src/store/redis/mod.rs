@@ -408,10 +408,12 @@ fn sentinel_client(
     .map_err(backend)
 }
 
+/// A numeric field, read in place (a keepalive's reply carries four).
 fn field_i64(value: &Value, name: &str) -> Result<i64, StoreError> {
+    let not_a_number = || StoreError::Corrupt(format!("session field {name} is not a number"));
     let text = match value {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
+        Value::BulkString(b) => std::str::from_utf8(b).map_err(|_| not_a_number())?,
+        Value::SimpleString(s) => s.as_str(),
         Value::Int(n) => return Ok(*n),
         other => {
             return Err(StoreError::Corrupt(format!(
@@ -419,9 +421,7 @@ fn field_i64(value: &Value, name: &str) -> Result<i64, StoreError> {
             )));
         }
     };
-    text.trim()
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("session field {name} is not a number")))
+    text.trim().parse().map_err(|_| not_a_number())
 }
 
 fn field_string(value: &Value) -> String {
@@ -432,9 +432,19 @@ fn field_string(value: &Value) -> String {
     }
 }
 
-/// Decodes the six fields `c l e a d u`; `None` when the session is absent.
+/// A text field taken out of the reply: its bytes become the string, without a copy when they
+/// are UTF-8 (they always are: keepalive writes them).
+fn take_string(value: &mut Value) -> String {
+    match std::mem::replace(value, Value::Nil) {
+        Value::BulkString(bytes) => String::from_utf8(bytes)
+            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
+        Value::SimpleString(s) => s,
+        _ => String::new(),
+    }
+}
+
 fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreError> {
-    let fields = match value {
+    let mut fields = match value {
         Value::Nil => return Ok(None),
         Value::Array(fields) if fields.len() == 6 => fields,
         other => {
@@ -452,8 +462,8 @@ fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreErr
         last_seen_at: field_i64(&fields[1], "l")?,
         expires_at: field_i64(&fields[2], "e")?,
         absolute_expires_at: field_i64(&fields[3], "a")?,
-        data: field_string(&fields[4]),
-        user: Some(field_string(&fields[5])).filter(|u| !u.is_empty()),
+        data: take_string(&mut fields[4]),
+        user: Some(take_string(&mut fields[5])).filter(|u| !u.is_empty()),
     }))
 }
 
@@ -509,11 +519,13 @@ impl SessionStore for RedisStore {
         now: Millis,
         idle: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        let idle = duration_millis(idle);
         let mut invocation = scripts::TOUCH.prepare_invoke();
         invocation
             .key(self.session_key(id))
             .arg(now)
-            .arg(duration_millis(idle));
+            .arg(idle)
+            .arg(now.saturating_add(idle));
         decode(*id, self.invoke("touch", invocation).await?)
     }
 
