@@ -21,7 +21,9 @@
 //! - [`metrics`]: the Prometheus registry and the metrics every part records.
 //! - [`alert`]: the built-in alert rules and their webhooks.
 //! - [`outbound`]: outgoing HTTP clients (webhooks, `check`, `doctor`).
-//! - [`server`]: wires it all together, serves, and shuts down cleanly.
+//! - [`server`]: wires it all together, serves, and shuts down cleanly; [`server::Keepalive`]
+//!   is the same for an axum application that embeds keepalive (`examples/axum_app.rs`), which
+//!   reads the session in its handlers with [`http::CurrentSession`].
 //! - [`cli`]: the command line (`serve`, `check`, `doctor`, `config`); `main.rs` only calls it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

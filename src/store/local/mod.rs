@@ -2,9 +2,9 @@
 //!
 //! It is the default store and, with Redis, the local copy that keeps sessions alive through
 //! an outage. Creations and logouts are on disk before they are answered; keepalive extensions
-//! gather in an [`overlay`] and one background writer commits them together every flush
+//! gather in an overlay and one background writer commits them together every flush
 //! interval (at most a second), so a keepalive never costs a disk flush; the commits run on a
-//! thread of lower CPU priority ([`committer`]), so they never hold up an answer. The same writer
+//! thread of lower CPU priority (the `committer` module), so they never hold up an answer. The same writer
 //! purges expired sessions through the expiry index. The writer owns the database's write side
 //! and stops, after a last flush, when the store is closed.
 
