@@ -1588,7 +1588,7 @@ async fn logging_a_user_out_while_redis_is_down_answers_503_until_it_is_back() {
 
 /// "Log out everywhere" answered 200 through instance two. Instance one still holds its copy
 /// of the session it created; when Redis then goes down, that copy must not sign the user back
-/// in (src/store/failover.rs drops such copies only when it next touches them online).
+/// in (instance one hears the logout on Redis's logout channel and ends its copy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_everywhere_holds_on_every_instance_during_a_later_outage() {
     let mut redis = RedisServer::start();

@@ -359,3 +359,21 @@ pub fn millis(rfc3339: &serde_json::Value) -> i64 {
         .expect("RFC 3339");
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+/// The part of a file from byte `offset` on (what a server wrote to its log since then); empty
+/// when it cannot be read.
+pub fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+/// A file's length, 0 when it does not exist.
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}

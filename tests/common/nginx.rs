@@ -18,7 +18,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -192,21 +192,6 @@ fn prepare_dir(dir: &Path) -> Option<&'static str> {
     }
 }
 
-/// The part of a file from byte `offset` on.
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path)
-        && file.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 /// The last `lines` lines of `text`.
 fn last_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
@@ -311,13 +296,13 @@ impl Nginx {
 
     /// Everything nginx wrote to its error log so far.
     pub fn error_log(&self) -> String {
-        read_from(&self.error_log_path(), 0)
+        super::read_from(&self.error_log_path(), 0)
     }
 
     /// Everything nginx wrote to its access log so far (one line per request; the auth
     /// subrequests are not logged).
     pub fn access_log(&self) -> String {
-        read_from(&self.access_log_path(), 0)
+        super::read_from(&self.access_log_path(), 0)
     }
 
     /// The rewritten snippet, as nginx reads it.
@@ -377,7 +362,7 @@ impl Nginx {
             }
             sleep(Duration::from_millis(10));
         };
-        let said = read_from(&output_path, 0);
+        let said = super::read_from(&output_path, 0);
         assert!(
             status.success(),
             "nginx -t rejects {SNIPPET} (rewritten for the test) ({status}):\n{said}\n\
@@ -391,7 +376,7 @@ impl Nginx {
     fn launch(&mut self) -> Launch {
         assert!(self.child.is_none(), "nginx already running");
         let log = self.error_log_path();
-        let offset = file_len(&log);
+        let offset = super::file_len(&log);
         let stdio_path = self.dir.path().join("stdio.log");
         let stdio = File::options()
             .create(true)
@@ -411,7 +396,7 @@ impl Nginx {
                 .expect("child")
                 .try_wait()
                 .expect("try_wait nginx");
-            let said = read_from(&log, offset);
+            let said = super::read_from(&log, offset);
             if let Some(status) = exited {
                 self.child = None;
                 if said.contains("Address already in use") {
@@ -421,7 +406,7 @@ impl Nginx {
                     "nginx on port {} exited during startup ({status}).\n{}\n{}",
                     self.port,
                     last_lines(&said, 30),
-                    read_from(&stdio_path, 0)
+                    super::read_from(&stdio_path, 0)
                 );
             }
             // The master logs this after it bound every listening socket: a connection that

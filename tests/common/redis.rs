@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,21 +130,6 @@ fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// The part of a file from byte `offset` on: what a server wrote during this start.
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = File::open(path)
-        && file.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 /// `%`-encodes everything but RFC 3986 "unreserved" characters, for the password in a URL.
 fn percent_encode(text: &str) -> String {
     let mut out = String::new();
@@ -246,7 +231,7 @@ impl RedisServer {
         );
         let dir = self.dir.path();
         let log = self.log_path();
-        let log_offset = file_len(&log);
+        let log_offset = super::file_len(&log);
         // Output before the log file is opened (bad arguments) goes to stdio.log.
         let stdio = File::options()
             .create(true)
@@ -295,7 +280,8 @@ impl RedisServer {
                 .expect("try_wait redis-server");
             if let Some(status) = exited {
                 self.child = None;
-                if read_from(&self.log_path(), log_offset).contains("Address already in use") {
+                if super::read_from(&self.log_path(), log_offset).contains("Address already in use")
+                {
                     return Launch::PortInUse;
                 }
                 panic!(
