@@ -100,13 +100,14 @@ impl Stack {
     /// Creates a session for `user` through the backend API, straight to keepalive (as the
     /// application's servers do); returns the token and the cookie pair for the browser.
     async fn login(&self, user: &str) -> (String, String) {
-        let response = client()
-            .post(self.server.url("/api/v1/backend/sessions"))
-            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .json(&json!({ "user": user }))
-            .send()
-            .await
-            .expect("create a session");
+        let response = with_token(
+            reqwest::Method::POST,
+            self.server.url("/api/v1/backend/sessions"),
+        )
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .expect("create a session");
         assert_eq!(response.status(), 201, "backend session for {user}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["session"]["user"], user, "{body}");
@@ -152,6 +153,14 @@ impl Stack {
         app.task.abort();
         server.stop().await;
     }
+}
+
+/// A request with the backend API's token to `url` (keepalive's own port, or nginx's to show
+/// the API is not published there).
+fn with_token(method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+    client()
+        .request(method, url)
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
 }
 
 /// Whether an answer is nginx's own HTML error page (not a JSON answer of keepalive).
@@ -216,16 +225,15 @@ async fn a_session_ended_by_the_backend_gets_401() {
     let stack = Stack::start().await;
     let (token, cookie) = stack.login("alice").await;
     assert_eq!(stack.status("/", Some(&cookie)).await, 200);
-    let response = client()
-        .delete(
-            stack
-                .server
-                .url(&format!("/api/v1/backend/sessions/{token}")),
-        )
-        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .expect("delete");
+    let response = with_token(
+        reqwest::Method::DELETE,
+        stack
+            .server
+            .url(&format!("/api/v1/backend/sessions/{token}")),
+    )
+    .send()
+    .await
+    .expect("delete");
     assert_eq!(response.status(), 204);
     assert_eq!(stack.status("/", Some(&cookie)).await, 401);
     assert_eq!(stack.app.hits(), 1);
@@ -308,16 +316,13 @@ async fn a_forged_user_header_never_reaches_the_app() {
 async fn the_backend_api_is_not_published_through_nginx() {
     let stack = Stack::start().await;
     let (token, cookie) = stack.login("alice").await;
-    let bearer = format!("Bearer {TOKEN}");
     // With the right token, keepalive itself would create the session (201).
     for path in [
         "/api/v1/backend/sessions",
         "/api/v1//backend/sessions",
         "/api/v1/%62ackend/sessions",
     ] {
-        let response = client()
-            .post(stack.nginx.url(path))
-            .header(AUTHORIZATION, &bearer)
+        let response = with_token(reqwest::Method::POST, stack.nginx.url(path))
             .json(&json!({ "user": "mallory" }))
             .send()
             .await
@@ -325,31 +330,32 @@ async fn the_backend_api_is_not_published_through_nginx() {
         assert_eq!(response.status(), 404, "{path}");
         assert!(from_nginx(response).await, "{path}: answered by nginx");
     }
-    let listing = client()
-        .get(stack.nginx.url("/api/v1/backend/users/alice/sessions"))
-        .header(AUTHORIZATION, &bearer)
-        .send()
-        .await
-        .expect("request");
+    let listing = with_token(
+        reqwest::Method::GET,
+        stack.nginx.url("/api/v1/backend/users/alice/sessions"),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(listing.status(), 404);
-    let logout = client()
-        .delete(
-            stack
-                .nginx
-                .url(&format!("/api/v1/backend/sessions/{token}")),
-        )
-        .header(AUTHORIZATION, &bearer)
-        .send()
-        .await
-        .expect("request");
+    let logout = with_token(
+        reqwest::Method::DELETE,
+        stack
+            .nginx
+            .url(&format!("/api/v1/backend/sessions/{token}")),
+    )
+    .send()
+    .await
+    .expect("request");
     assert_eq!(logout.status(), 404);
     // Nothing happened at keepalive: no session for mallory, alice still signed in.
-    let response = client()
-        .get(stack.server.url("/api/v1/backend/users/mallory/sessions"))
-        .header(AUTHORIZATION, &bearer)
-        .send()
-        .await
-        .expect("list directly");
+    let response = with_token(
+        reqwest::Method::GET,
+        stack.server.url("/api/v1/backend/users/mallory/sessions"),
+    )
+    .send()
+    .await
+    .expect("list directly");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["sessions"], json!([]), "{body}");
@@ -374,16 +380,15 @@ async fn forward_auth_extends_the_session() {
         401,
         "without activity the same session would have expired"
     );
-    let response = client()
-        .get(
-            stack
-                .server
-                .url(&format!("/api/v1/backend/sessions/{token}")),
-        )
-        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .expect("read the session");
+    let response = with_token(
+        reqwest::Method::GET,
+        stack
+            .server
+            .url(&format!("/api/v1/backend/sessions/{token}")),
+    )
+    .send()
+    .await
+    .expect("read the session");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
     let now = START + (2 * step).as_millis() as i64;

@@ -350,17 +350,8 @@ impl Nginx {
             .stdout(output.try_clone().expect("clone nginx-t.log"))
             .stderr(output);
         let mut child = spawn(command);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait nginx -t") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("nginx -t did not finish within {READY_TIMEOUT:?}");
-            }
-            sleep(Duration::from_millis(10));
+        let Some(status) = super::wait_or_kill(&mut child, READY_TIMEOUT) else {
+            panic!("nginx -t did not finish within {READY_TIMEOUT:?}");
         };
         let said = super::read_from(&output_path, 0);
         assert!(

@@ -571,20 +571,11 @@ impl RedisCluster {
             .stdout(output.try_clone().expect("clone cluster-create.log"))
             .stderr(output);
         let mut child = spawn_program("redis-cli", command);
-        let deadline = Instant::now() + CLUSTER_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait redis-cli") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "redis-cli --cluster create did not finish within {CLUSTER_TIMEOUT:?}:\n{}",
-                    tail(&output_path, 40)
-                );
-            }
-            sleep(Duration::from_millis(20));
+        let Some(status) = super::wait_or_kill(&mut child, CLUSTER_TIMEOUT) else {
+            panic!(
+                "redis-cli --cluster create did not finish within {CLUSTER_TIMEOUT:?}:\n{}",
+                tail(&output_path, 40)
+            );
         };
         assert!(
             status.success(),
