@@ -5,6 +5,7 @@
 //! refuses, hangs or drops never holds a request longer than that. This store only reports
 //! failures; deciding what to do about them is the [failover](super::failover) store's job.
 
+mod batch;
 mod scripts;
 mod target;
 
@@ -102,11 +103,40 @@ fn describe(err: &redis::RedisError) -> String {
     }
 }
 
+/// One keepalive for Redis to extend.
+struct KeepaliveTouch {
+    id: SessionId,
+    now: Millis,
+    idle_ms: Millis,
+}
+
+impl KeepaliveTouch {
+    /// Its arguments to [`scripts::TOUCH`], ready-written: the new expiry, and the key's TTL
+    /// for when it must move, half an idle timeout past that (see [`scripts`]).
+    fn args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        let expires = self.now.saturating_add(self.idle_ms);
+        let ttl = self.idle_ms.saturating_add(self.idle_ms / 2);
+        invocation
+            .arg(self.now)
+            .arg(expires)
+            .arg(ttl)
+            .arg(self.now.saturating_add(ttl));
+    }
+}
+
+/// The connection operations use, with the batching of keepalives over it (none in a cluster,
+/// see [`batch`]).
+#[derive(Clone)]
+struct Link {
+    conn: Conn,
+    touches: Option<batch::Batcher>,
+}
+
 /// The Redis session store.
 pub struct RedisStore {
     target: Target,
     options: RedisOptions,
-    conn: RwLock<Option<Conn>>,
+    link: RwLock<Option<Link>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -129,14 +159,18 @@ impl RedisStore {
         Self {
             target,
             options,
-            conn: RwLock::new(None),
+            link: RwLock::new(None),
             clock,
             metrics,
         }
     }
 
     fn session_key(&self, id: &SessionId) -> String {
-        format!("{}{{{id}}}", self.options.prefix)
+        Self::key_for(&self.options.prefix, id)
+    }
+
+    fn key_for(prefix: &str, id: &SessionId) -> String {
+        format!("{prefix}{{{id}}}")
     }
 
     fn marker_key(&self, id: &SessionId) -> String {
@@ -178,13 +212,27 @@ impl RedisStore {
             .await
             .map_err(|_| timed_out("connection", budget))??;
         let run_id = self.run_id_on(conn.clone()).await?;
-        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        let touches = match &conn {
+            Conn::Single(_) => Some(batch::Batcher::start(
+                conn.clone(),
+                batch::BatchContext {
+                    prefix: self.options.prefix.clone(),
+                    timeout: self.options.timeout,
+                    latency: self
+                        .metrics
+                        .redis_operation_duration_seconds
+                        .with_label_values(&["touch"]),
+                },
+            )),
+            Conn::Cluster(_) => None,
+        };
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(Link { conn, touches });
         Ok(run_id)
     }
 
     /// Forgets the connection: operations fail fast until the next [`connect`](Self::connect).
     pub fn disconnect(&self) {
-        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Asks the current connection for the run id; fails if there is none or Redis is silent.
@@ -304,7 +352,11 @@ impl RedisStore {
     }
 
     fn current(&self) -> Result<Conn, StoreError> {
-        self.conn
+        self.link().map(|link| link.conn)
+    }
+
+    fn link(&self) -> Result<Link, StoreError> {
+        self.link
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -477,6 +529,7 @@ impl SessionStore for RedisStore {
             ("c", record.created_at.to_string()),
             ("l", record.last_seen_at.to_string()),
             ("e", record.expires_at.to_string()),
+            ("x", record.expires_at.to_string()),
             ("a", record.absolute_expires_at.to_string()),
             ("d", record.data.clone()),
         ];
@@ -519,14 +572,24 @@ impl SessionStore for RedisStore {
         now: Millis,
         idle: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let idle = duration_millis(idle);
+        let touch = KeepaliveTouch {
+            id: *id,
+            now,
+            idle_ms: duration_millis(idle),
+        };
+        let link = self.link()?;
+        if let Some(touches) = &link.touches {
+            return touches.touch(touch).await;
+        }
         let mut invocation = scripts::TOUCH.prepare_invoke();
-        invocation
-            .key(self.session_key(id))
-            .arg(now)
-            .arg(idle)
-            .arg(now.saturating_add(idle));
-        decode(*id, self.invoke("touch", invocation).await?)
+        invocation.key(self.session_key(id));
+        touch.args(&mut invocation);
+        match self.invoke("touch", invocation).await? {
+            Value::Array(mut replies) if replies.len() == 1 => decode(*id, replies.remove(0)),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected reply to a keepalive {other:?}"
+            ))),
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {

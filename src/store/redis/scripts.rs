@@ -1,9 +1,12 @@
 //! The Lua scripts that make each session operation one Redis round trip, atomically.
 //!
 //! A session is a hash under `{prefix}{<id>}` with fields `c` (created), `l` (last seen),
-//! `e` (idle expiry), `a` (absolute expiry), all in Unix milliseconds, `d` (data, JSON
-//! text) and, for a session created for a user, `u` (the user). The key's own TTL follows `e`,
-//! so Redis expires sessions by itself. A user's sessions are listed in a sorted set
+//! `e` (idle expiry), `a` (absolute expiry), `x` (when the key's own TTL runs out), all in
+//! Unix milliseconds, `d` (data, JSON text) and, for a session created for a user, `u` (the
+//! user). The key's own TTL follows `e`, so Redis expires sessions by itself: it runs out at
+//! `e` or at most half an idle timeout after it, since a keepalive only pushes it further
+//! (`PEXPIRE`, a third of a keepalive's cost to Redis) once `e` has caught up with `x`. Between
+//! `e` and `x` every script and read treats the session as expired. A user's sessions are listed in a sorted set
 //! `{prefix}user:{<user>}` (member: id, score: absolute expiry), which lives as long as its
 //! newest session may; members whose session ended are dropped when the set is next read. A logout leaves
 //! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
@@ -15,34 +18,49 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Extends a live session. KEYS: session. ARGV: now, idle ms, now + idle ms. Returns the six
-/// fields, or nil.
+/// Extends live sessions. KEYS: the sessions. ARGV: for each key in order, now, now + idle ms,
+/// and the TTL and `x` to set when the key's TTL must move: 1.5 idle ms and now + 1.5 idle ms.
+/// Returns, for each key, its six fields, or nil when it is unknown or expired.
 ///
-/// The caller passes the usual new expiry ready-written: formatting numbers is most of what a
-/// script costs Redis (`string.format` took a third of this one's time, measured with
-/// `redis-benchmark`), so only the rare cases (the absolute lifetime caps the expiry, or
-/// another instance's clock ran ahead) format any.
+/// Several keys per call let concurrent keepalives share one call (see `batch.rs`); each key
+/// is handled exactly as alone. The caller passes the usual new expiry ready-written:
+/// formatting numbers is most of what a script costs Redis (`string.format` took a third of
+/// this one's time, measured with `redis-benchmark`), so only the rare cases (the absolute
+/// lifetime caps the expiry, or another instance's clock ran ahead) format any.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'd', 'u')
-if not v[3] then return false end
-local now = tonumber(ARGV[1])
-local exp = tonumber(v[3])
-if exp <= now then return false end
-local e = ARGV[3]
-local ttl = ARGV[2]
-local wanted = tonumber(ARGV[3])
-local new = math.max(math.min(wanted, tonumber(v[4])), exp)
-if new ~= wanted then
-  e = string.format('%.0f', new)
-  ttl = string.format('%.0f', math.max(new - now, 1))
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = false
+  local v = redis.call('HMGET', key, 'c', 'l', 'e', 'a', 'd', 'u', 'x')
+  local exp = tonumber(v[3])
+  local at = i * 4 - 3
+  local now = tonumber(ARGV[at])
+  if exp and exp > now then
+    local e = ARGV[at + 1]
+    local wanted = tonumber(e)
+    local new = math.max(math.min(wanted, tonumber(v[4])), exp)
+    local capped = new ~= wanted
+    if capped then e = string.format('%.0f', new) end
+    local l = ARGV[at]
+    if tonumber(v[2]) > now then l = v[2] end
+    local x = tonumber(v[7])
+    if x and x >= new then
+      redis.call('HSET', key, 'l', l, 'e', e)
+    else
+      local ttl, upto = ARGV[at + 2], ARGV[at + 3]
+      if capped then
+        upto = string.format('%.0f', new)
+        ttl = string.format('%.0f', math.max(new - now, 1))
+      end
+      redis.call('HSET', key, 'l', l, 'e', e, 'x', upto)
+      redis.call('PEXPIRE', key, ttl)
+    end
+    out[i] = {v[1], l, e, v[4], v[5] or '', v[6] or ''}
+  end
 end
-local l = ARGV[1]
-if tonumber(v[2]) > now then l = v[2] end
-redis.call('HSET', KEYS[1], 'l', l, 'e', e)
-redis.call('PEXPIRE', KEYS[1], ttl)
-return {v[1], l, e, v[4], v[5] or '', v[6] or ''}
+return out
 ",
     )
 });
@@ -115,7 +133,8 @@ if exp <= now then return 0 end
 local cur = redis.call('HMGET', KEYS[1], 'l', 'e')
 if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[2]) then return 0 end
 if cur[2] and tonumber(cur[2]) > exp then exp = tonumber(cur[2]) end
-redis.call('HSET', KEYS[1], 'c', ARGV[1], 'l', ARGV[2], 'e', string.format('%.0f', exp), 'a', ARGV[4], 'd', ARGV[5])
+local e = string.format('%.0f', exp)
+redis.call('HSET', KEYS[1], 'c', ARGV[1], 'l', ARGV[2], 'e', e, 'x', e, 'a', ARGV[4], 'd', ARGV[5])
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'u', ARGV[7]) end
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(exp - now, 1)))
 return 1

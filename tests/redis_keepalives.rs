@@ -1,0 +1,306 @@
+//! How the Redis store carries keepalives: concurrent ones share script calls (each still
+//! answered with its own session), a frozen Redis answers every waiting one within the
+//! timeout, and a session key's own TTL never runs out before the session does, although a
+//! keepalive moves it only once in a while. Against real `redis-server` processes the
+//! harness starts on free ports.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::START;
+use common::redis::RedisServer;
+use futures_util::future::join_all;
+use keepalive::clock::{Clock, ManualClock};
+use keepalive::metrics::Metrics;
+use keepalive::session::{SessionId, SessionRecord, SessionStore};
+use keepalive::store::redis::{RedisOptions, RedisStore, Target};
+
+const MIN: Duration = Duration::from_secs(60);
+const IDLE: Duration = Duration::from_secs(600);
+const IDLE_MS: i64 = 600_000;
+
+struct Fixture {
+    redis: RedisServer,
+    clock: ManualClock,
+    metrics: Arc<Metrics>,
+    store: RedisStore,
+}
+
+async fn fixture(timeout: Duration) -> Fixture {
+    let redis = RedisServer::start();
+    let clock = ManualClock::new(START);
+    let metrics = Arc::new(Metrics::new());
+    let store = RedisStore::new(
+        Target::parse(&redis.url()).expect("url"),
+        RedisOptions {
+            prefix: "test:".to_owned(),
+            timeout,
+            connect_timeout: Duration::from_secs(2),
+            absolute_lifetime: 12 * 60 * MIN,
+        },
+        Arc::new(clock.clone()),
+        metrics.clone(),
+    );
+    store.connect().await.expect("connect");
+    Fixture {
+        redis,
+        clock,
+        metrics,
+        store,
+    }
+}
+
+impl Fixture {
+    async fn create(&self, absolute: Duration, data: String) -> SessionRecord {
+        let record = SessionRecord::new(
+            SessionId::generate().expect("rng"),
+            self.clock.now(),
+            IDLE,
+            absolute,
+            data,
+        );
+        self.store.create(record.clone()).await.expect("create");
+        record
+    }
+
+    /// Script calls that carried keepalives so far.
+    fn touch_calls(&self) -> u64 {
+        self.metrics
+            .redis_operation_duration_seconds
+            .with_label_values(&["touch"])
+            .get_sample_count()
+    }
+
+    /// The session's hash fields `e` and `x`, and the key's PTTL.
+    fn expiry_of(&self, id: &SessionId) -> (i64, i64, i64) {
+        let key = format!("test:{{{id}}}");
+        let hash = self.redis.get_hash(&key);
+        let field = |name: &str| -> i64 {
+            hash.get(name)
+                .unwrap_or_else(|| panic!("field {name} of {key}: {hash:?}"))
+                .parse()
+                .expect("number")
+        };
+        (field("e"), field("x"), self.redis.pttl(&key))
+    }
+}
+
+#[tokio::test]
+async fn concurrent_keepalives_share_calls_and_each_gets_its_own_session() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let mut live = Vec::new();
+    for n in 0..300 {
+        live.push(f.create(60 * MIN, format!(r#"{{"n":{n}}}"#)).await);
+    }
+    let mut ended = Vec::new();
+    for _ in 0..50 {
+        let record = f.create(60 * MIN, "{}".to_owned()).await;
+        assert!(f.store.delete(&record.id).await.expect("delete"));
+        ended.push(record.id);
+    }
+    let unknown: Vec<SessionId> = (0..50)
+        .map(|_| SessionId::generate().expect("rng"))
+        .collect();
+    // Interleaved, so every batch mixes live, ended and unknown sessions.
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(live[i].id);
+        if i % 6 == 0 {
+            ids.push(ended[i / 6]);
+            ids.push(unknown[i / 6]);
+        }
+    }
+    f.clock.advance(MIN);
+    let now = f.clock.now();
+    let before = f.touch_calls();
+    let answers = join_all(ids.iter().map(|id| f.store.touch(id, now, IDLE))).await;
+    let calls = f.touch_calls() - before;
+
+    for (id, answer) in ids.iter().zip(answers) {
+        let answer = answer.expect("touch");
+        match live.iter().find(|r| r.id == *id) {
+            Some(created) => {
+                let touched = answer.unwrap_or_else(|| panic!("live session {id} not found"));
+                assert_eq!(touched.id, *id);
+                assert_eq!(touched.data, created.data, "each answer is its own session");
+                assert_eq!(touched.created_at, created.created_at);
+                assert_eq!(touched.last_seen_at, now);
+                assert_eq!(touched.expires_at, now + IDLE_MS);
+                assert_eq!(touched.absolute_expires_at, created.absolute_expires_at);
+            }
+            None => assert_eq!(answer, None, "ended or unknown session {id}"),
+        }
+    }
+    assert!(
+        calls <= 40,
+        "{} concurrent keepalives took {calls} script calls; they should share calls",
+        ids.len()
+    );
+    // The extensions are in Redis, as a load on its own shows.
+    for record in &live {
+        let loaded = f
+            .store
+            .load(&record.id, now)
+            .await
+            .expect("load")
+            .expect("live");
+        assert_eq!(loaded.expires_at, now + IDLE_MS);
+    }
+    f.store.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_answers_every_waiting_keepalive_within_the_timeout() {
+    let timeout = Duration::from_millis(200);
+    let f = Arc::new(fixture(timeout).await);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(f.create(60 * MIN, "{}".to_owned()).await.id);
+    }
+    f.redis.freeze();
+    // Two waves: the second one asks while the first one's call is still on the wire, so it
+    // waits behind it; it must still be answered within its own timeout, not after both.
+    let wave = |ids: Vec<SessionId>| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let now = f.clock.now();
+            join_all(ids.iter().map(|id| {
+                let f = f.clone();
+                async move {
+                    let asked = Instant::now();
+                    let answer = f.store.touch(id, now, IDLE).await;
+                    (answer, asked.elapsed())
+                }
+            }))
+            .await
+        })
+    };
+    let first = wave(ids[..50].to_vec());
+    tokio::time::sleep(timeout / 2).await;
+    let second = wave(ids[50..].to_vec());
+    let mut slowest = Duration::ZERO;
+    for (answer, took) in first
+        .await
+        .expect("first wave")
+        .into_iter()
+        .chain(second.await.expect("second wave"))
+    {
+        let err = answer.expect_err("a frozen Redis answers nothing");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < timeout + Duration::from_millis(80),
+        "a keepalive waited {slowest:?} with a timeout of {timeout:?}"
+    );
+
+    f.redis.thaw();
+    let now = f.clock.now();
+    let mut answered = None;
+    for _ in 0..50 {
+        if let Ok(answer) = f.store.touch(&ids[0], now, IDLE).await {
+            answered = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = answered.expect("keepalives answered again after SIGCONT");
+    assert!(answer.is_some(), "the session survived the freeze");
+    f.store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_session_key_outlives_its_session_by_at_most_half_an_idle_timeout() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let session = f.create(60 * MIN, "{}".to_owned()).await;
+    let (e, x, pttl) = f.expiry_of(&session.id);
+    assert_eq!((e, x), (START + IDLE_MS, START + IDLE_MS), "as created");
+    assert!((IDLE_MS - 2_000..=IDLE_MS).contains(&pttl), "pttl {pttl}");
+
+    // The first keepalive past the key's TTL moves it half an idle timeout further.
+    f.clock.advance(MIN);
+    let touched = f.store.touch(&session.id, f.clock.now(), IDLE).await;
+    let now = f.clock.now();
+    assert_eq!(
+        touched.expect("touch").expect("live").expires_at,
+        now + IDLE_MS
+    );
+    let (e, x, pttl) = f.expiry_of(&session.id);
+    assert_eq!(e, now + IDLE_MS);
+    assert_eq!(x, now + IDLE_MS * 3 / 2);
+    assert!(pttl > IDLE_MS * 3 / 2 - 2_000, "pttl {pttl}");
+    let moved = x;
+
+    // The next ones, until the expiry catches up, leave it.
+    for _ in 0..4 {
+        f.clock.advance(MIN);
+        f.store
+            .touch(&session.id, f.clock.now(), IDLE)
+            .await
+            .expect("touch")
+            .expect("live");
+        let (e, x, pttl) = f.expiry_of(&session.id);
+        assert_eq!(e, f.clock.now() + IDLE_MS);
+        assert_eq!(
+            x, moved,
+            "the key's TTL stays while the expiry is behind it"
+        );
+        assert!(pttl > IDLE_MS * 3 / 2 - 5_000, "pttl {pttl}: not moved");
+    }
+    f.store.close().await.expect("close");
+}
+
+/// Keepalives at random moments: whatever their rhythm, the key's TTL always covers the
+/// session's expiry and runs out at most half an idle timeout after it (or at the absolute
+/// expiry), so Redis never drops a live session and always drops a dead one.
+#[tokio::test]
+async fn the_key_ttl_always_covers_the_session_whatever_the_rhythm() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let absolute = 90 * MIN;
+    let session = f.create(absolute, "{}".to_owned()).await;
+    let absolute_at = session.absolute_expires_at;
+    // A small linear congruential generator: reproducible steps, no dependency.
+    let mut seed: u64 = 0x5eed_1234_abcd_0042;
+    let mut step = || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % 400_000
+    };
+    let mut touches = 0;
+    loop {
+        f.clock.advance(Duration::from_millis(step()));
+        let now = f.clock.now();
+        let Some(touched) = f.store.touch(&session.id, now, IDLE).await.expect("touch") else {
+            assert!(
+                now >= absolute_at,
+                "ended early, at {now} before {absolute_at}"
+            );
+            break;
+        };
+        touches += 1;
+        let (e, x, pttl) = f.expiry_of(&session.id);
+        assert_eq!(e, touched.expires_at);
+        assert!(
+            x >= e,
+            "the key's TTL ({x}) runs out before the session ({e})"
+        );
+        assert!(
+            x <= (e + IDLE_MS / 2).max(absolute_at),
+            "the key outlives its session by more than half an idle timeout: x {x}, e {e}"
+        );
+        // In Redis's own time, the key lasts at least as long as the session.
+        assert!(
+            pttl + 5_000 >= e - now,
+            "pttl {pttl} shorter than the session's {} ms",
+            e - now
+        );
+    }
+    assert!(
+        touches > 10,
+        "only {touches} keepalives before the absolute expiry"
+    );
+    f.store.close().await.expect("close");
+}
