@@ -1,8 +1,8 @@
 //! Keepalives that travel to Redis together.
 //!
 //! Every keepalive is one script call, but concurrent keepalives need not be one call *each*:
-//! the keepalives that arrive while earlier ones are on the wire are sent as one call of the
-//! same script over several keys. Each key is still extended atomically and answered on its
+//! the keepalives that arrive while the previous call is on the wire are sent as the next call
+//! of the same script, over several keys. Each key is still extended atomically and answered on its
 //! own; Redis pays its per-call cost (dispatch, the script's argument tables, the reply) once
 //! per batch instead of once per keepalive, which halves what a keepalive costs it
 //! (`redis-benchmark`, 16 keys per call against one), and the server builds, sends and parses
@@ -30,8 +30,10 @@ use crate::session::{SessionRecord, StoreError};
 /// Most keepalives in one call: a call this size holds Redis for well under a millisecond.
 const MAX_BATCH: usize = 64;
 
-/// Batches on the wire at once. While they are, newer keepalives wait and gather into the next
-/// batch, which is what makes batches grow with the load (and never wait when it is light).
+/// Batches on the wire at once. While one is, newer keepalives gather into the next, which is
+/// what makes batches grow with the load (a lone keepalive never waits). One, measured: with
+/// two, batches at saturation held 15 keepalives instead of 25, and a keepalive cost Redis
+/// 13.5 µs instead of 11.7 (one run each, `keepalive-bench load --redis`).
 const MAX_IN_FLIGHT: usize = 1;
 
 type Reply = Result<Option<SessionRecord>, StoreError>;
@@ -53,13 +55,13 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the task that sends batches over `conn`; it stops when every handle is dropped.
-    pub(super) fn start(conn: Conn, store: BatchContext) -> Self {
+    pub(super) fn start(conn: Conn, ctx: BatchContext) -> Self {
         // Unbounded on purpose: every entry is a request waiting for its answer, so the
-        // queue is bounded by the connection limit, and its waiters give up after the Redis
-        // timeout anyway (their entries are then skipped).
+        // queue is bounded by the connection limit, and each is answered (at worst with a
+        // timeout) within the Redis timeout.
         let (queue, rx) = mpsc::unbounded_channel();
-        let timeout = store.timeout;
-        tokio::spawn(run(conn, rx, store));
+        let timeout = ctx.timeout;
+        tokio::spawn(run(conn, rx, ctx));
         Self { queue, timeout }
     }
 
