@@ -24,7 +24,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Conn, KeepaliveTouch, RedisStore, describe, scripts, timed_out};
+use super::{Conn, KeepaliveTouch, RedisStore, describe, not_connected, scripts, timed_out};
 use crate::session::{SessionRecord, StoreError};
 
 /// Most keepalives in one call: a call this size holds Redis for well under a millisecond.
@@ -76,7 +76,7 @@ impl Batcher {
                 deadline: Instant::now() + self.timeout,
                 reply,
             })
-            .map_err(|_| StoreError::Backend("not connected to redis".to_owned()))?;
+            .map_err(|_| not_connected())?;
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Backend("redis connection closed".to_owned())))

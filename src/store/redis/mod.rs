@@ -2,7 +2,8 @@
 //!
 //! Each operation is one round trip (a Lua script or an atomic pipeline) over a multiplexed
 //! connection that concurrent requests share, and each has a short timeout: a Redis that
-//! refuses, hangs or drops never holds a request longer than that. This store only reports
+//! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
+//! in one script call together ([`batch`]). This store only reports
 //! failures; deciding what to do about them is the [failover](super::failover) store's job.
 
 mod batch;
@@ -126,7 +127,6 @@ impl KeepaliveTouch {
 
 /// The connection operations use, with the batching of keepalives over it (none in a cluster,
 /// see [`batch`]).
-#[derive(Clone)]
 struct Link {
     conn: Conn,
     touches: Option<batch::Batcher>,
@@ -139,6 +139,11 @@ pub struct RedisStore {
     link: RwLock<Option<Link>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+}
+
+/// What an operation gets between a disconnect and the next connect.
+fn not_connected() -> StoreError {
+    StoreError::Backend("not connected to redis".to_owned())
 }
 
 fn timed_out(what: &str, after: Duration) -> StoreError {
@@ -352,15 +357,12 @@ impl RedisStore {
     }
 
     fn current(&self) -> Result<Conn, StoreError> {
-        self.link().map(|link| link.conn)
-    }
-
-    fn link(&self) -> Result<Link, StoreError> {
         self.link
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| StoreError::Backend("not connected to redis".to_owned()))
+            .as_ref()
+            .map(|link| link.conn.clone())
+            .ok_or_else(not_connected)
     }
 
     /// Runs one command with the operation timeout, recording its latency.
@@ -577,8 +579,16 @@ impl SessionStore for RedisStore {
             now,
             idle_ms: duration_millis(idle),
         };
-        let link = self.link()?;
-        if let Some(touches) = &link.touches {
+        // Only the batcher's handle is copied out of the lock (one reference count), not the
+        // whole connection: this runs for every keepalive.
+        let touches = self
+            .link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|link| link.touches.clone())
+            .ok_or_else(not_connected)?;
+        if let Some(touches) = touches {
             return touches.touch(touch).await;
         }
         let mut invocation = scripts::TOUCH.prepare_invoke();
