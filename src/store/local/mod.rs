@@ -260,12 +260,10 @@ impl LocalStore {
     /// the session: what the failover store compares on every keepalive.
     pub fn expires_at_of(&self, id: &SessionId) -> Result<Option<Millis>, StoreError> {
         self.check_open()?;
-        let shard = self.shared.overlay.shard(id);
-        match shard.get(id) {
-            Some(Change::Put(record)) => Ok(Some(record.expires_at)),
-            Some(Change::Delete | Change::End { .. }) => Ok(None),
-            None => db::expires_at(&self.shared.db, id),
-        }
+        self.shared
+            .overlay
+            .shard(id)
+            .expiry(id, || db::expires_at(&self.shared.db, id))
     }
 
     /// The newest local state of a session, live or not.
@@ -564,6 +562,7 @@ fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
             break;
         }
     }
+    shared.overlay.forget_expired(now);
     shared.metrics.sessions_purged_total.inc_by(total as u64);
     Ok(total)
 }
