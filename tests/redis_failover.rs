@@ -54,7 +54,7 @@ async fn redis_killed_then_back_nothing_is_lost() {
     let before = create_session(&server.base).await;
     let ended = create_session(&server.base).await;
     assert!(
-        !redis.get_hash(&session_key(&before)).is_empty(),
+        redis.exists(&session_key(&before)),
         "sessions live in Redis"
     );
 
@@ -96,15 +96,15 @@ async fn redis_killed_then_back_nothing_is_lost() {
     // Redis came back empty: every live session this instance holds was written back, the
     // one created during the outage included; the logout left its marker.
     assert!(
-        !redis.get_hash(&session_key(&before)).is_empty(),
+        redis.exists(&session_key(&before)),
         "session from before the outage written back"
     );
     assert!(
-        !redis.get_hash(&session_key(&during)).is_empty(),
+        redis.exists(&session_key(&during)),
         "session created during the outage written back"
     );
     assert!(
-        redis.get_hash(&session_key(&ended)).is_empty(),
+        !redis.exists(&session_key(&ended)),
         "the logout stays a logout"
     );
     assert_eq!(
@@ -163,13 +163,13 @@ async fn redis_frozen_never_holds_a_keepalive() {
     .await;
     assert_eq!(redis.run_id(), run_id, "the same Redis, not a restart");
     assert!(
-        !redis.get_hash(&session_key(&during)).is_empty(),
+        redis.exists(&session_key(&during)),
         "session created while Redis was frozen written back"
     );
-    let hash = redis.get_hash(&session_key(&cookie));
+    let stored = redis.exists(&session_key(&cookie));
     let (_, body) = keepalive(&server.base, Some(&cookie)).await;
     assert_eq!(body["serverHealth"]["status"], "healthy");
-    assert!(!hash.is_empty());
+    assert!(stored);
     server.stop().await;
 }
 
@@ -194,7 +194,7 @@ async fn redis_restarted_empty_gets_the_live_sessions_back() {
         || {
             let count = cookies
                 .iter()
-                .filter(|c| !redis.get_hash(&session_key(c)).is_empty())
+                .filter(|c| redis.exists(&session_key(c)))
                 .count();
             async move { count == 30 }
         },
@@ -240,7 +240,7 @@ async fn nothing_listening_at_start_then_redis_appears() {
     )
     .await;
     assert!(
-        !redis.get_hash(&session_key(&cookie)).is_empty(),
+        redis.exists(&session_key(&cookie)),
         "the session created before Redis existed is written back"
     );
     server.stop().await;
@@ -360,7 +360,7 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
     let process = Process::start(dir.path(), &vars);
     let ended = create_session(&process.base).await;
     let kept = create_session(&process.base).await;
-    assert!(!redis.get_hash(&session_key(&ended)).is_empty());
+    assert!(redis.exists(&session_key(&ended)));
 
     redis.freeze();
     let response = client()
@@ -381,7 +381,7 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
         Duration::from_secs(3),
         "the logout written back to Redis",
         || {
-            let gone = redis.get_hash(&session_key(&ended)).is_empty();
+            let gone = !redis.exists(&session_key(&ended));
             async move { gone }
         },
     )

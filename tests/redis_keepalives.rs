@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use keepalive::clock::{Clock, ManualClock};
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore};
-use keepalive::store::redis::{RedisOptions, RedisStore, Target};
+use keepalive::store::redis::{RedisOptions, RedisStore, Target, value};
 
 const MIN: Duration = Duration::from_secs(60);
 const IDLE: Duration = Duration::from_secs(600);
@@ -73,17 +73,21 @@ impl Fixture {
             .get_sample_count()
     }
 
-    /// The session's hash fields `e` and `x`, and the key's PTTL.
-    fn expiry_of(&self, id: &SessionId) -> (i64, i64, i64) {
+    /// The session as stored, with when its key's TTL runs out (`x`), and the key's PTTL.
+    fn stored(&self, id: &SessionId) -> (value::Stored, i64) {
         let key = format!("test:{{{id}}}");
-        let hash = self.redis.get_hash(&key);
-        let field = |name: &str| -> i64 {
-            hash.get(name)
-                .unwrap_or_else(|| panic!("field {name} of {key}: {hash:?}"))
-                .parse()
-                .expect("number")
-        };
-        (field("e"), field("x"), self.redis.pttl(&key))
+        let bytes = self
+            .redis
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} is gone"));
+        let stored = value::decode(*id, &bytes).expect("a session value");
+        (stored, self.redis.pttl(&key))
+    }
+
+    /// The session's idle expiry `e`, `x`, and the key's PTTL.
+    fn expiry_of(&self, id: &SessionId) -> (i64, i64, i64) {
+        let (stored, pttl) = self.stored(id);
+        (stored.record.expires_at, stored.ttl_until, pttl)
     }
 }
 
@@ -254,7 +258,9 @@ async fn a_session_key_outlives_its_session_by_at_most_half_an_idle_timeout() {
 
 /// Keepalives at random moments: whatever their rhythm, the key's TTL always covers the
 /// session's expiry and runs out at most half an idle timeout after it (or at the absolute
-/// expiry), so Redis never drops a live session and always drops a dead one.
+/// expiry), so Redis never drops a live session and always drops a dead one; and each answer
+/// is exactly the session Redis then holds (the script extends it, the store extends the copy
+/// it got back, by the same rule).
 #[tokio::test]
 async fn the_key_ttl_always_covers_the_session_whatever_the_rhythm() {
     let f = fixture(Duration::from_secs(2)).await;
@@ -281,8 +287,9 @@ async fn the_key_ttl_always_covers_the_session_whatever_the_rhythm() {
             break;
         };
         touches += 1;
-        let (e, x, pttl) = f.expiry_of(&session.id);
-        assert_eq!(e, touched.expires_at);
+        let (stored, pttl) = f.stored(&session.id);
+        assert_eq!(stored.record, touched, "the answer is what Redis now holds");
+        let (e, x) = (stored.record.expires_at, stored.ttl_until);
         assert!(
             x >= e,
             "the key's TTL ({x}) runs out before the session ({e})"
@@ -302,5 +309,74 @@ async fn the_key_ttl_always_covers_the_session_whatever_the_rhythm() {
         touches > 10,
         "only {touches} keepalives before the absolute expiry"
     );
+    f.store.close().await.expect("close");
+}
+
+/// A key that holds something else than a session of this layout (a hash, another version of
+/// the layout, a truncated value) fails its own keepalive as corrupt, by name; the keepalives
+/// that share its script call are answered as usual, and Redis is not taken for down.
+#[tokio::test]
+async fn a_foreign_value_fails_only_its_own_keepalive() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let live: Vec<SessionRecord> = futures_util::future::join_all(
+        (0..60).map(|n| f.create(60 * MIN, format!(r#"{{"n":{n}}}"#))),
+    )
+    .await;
+    let foreign: Vec<SessionId> = (0..3)
+        .map(|_| SessionId::generate().expect("rng"))
+        .collect();
+    let mut con = f.redis.connection();
+    let key = |id: &SessionId| format!("test:{{{id}}}");
+    let _: () = redis::cmd("HSET")
+        .arg(key(&foreign[0]))
+        .arg("e")
+        .arg(START + IDLE_MS)
+        .query(&mut con)
+        .expect("hset");
+    let mut other_version = keepalive::store::redis::value::encode(&live[0], START + IDLE_MS);
+    other_version[0] = 2;
+    let _: () = redis::cmd("SET")
+        .arg(key(&foreign[1]))
+        .arg(other_version)
+        .query(&mut con)
+        .expect("set");
+    let _: () = redis::cmd("SET")
+        .arg(key(&foreign[2]))
+        .arg(&[1u8, 0, 0][..])
+        .query(&mut con)
+        .expect("set");
+
+    f.clock.advance(MIN);
+    let now = f.clock.now();
+    let mut ids: Vec<SessionId> = live.iter().map(|r| r.id).collect();
+    for (n, id) in foreign.iter().enumerate() {
+        ids.insert(n * 20 + 10, *id);
+    }
+    let before = f.touch_calls();
+    let answers = join_all(ids.iter().map(|id| f.store.touch(id, now, IDLE))).await;
+    assert!(f.touch_calls() - before < ids.len() as u64, "calls shared");
+    for (id, answer) in ids.iter().zip(answers) {
+        if foreign.contains(id) {
+            let err = answer.expect_err("a foreign value is an error");
+            assert!(
+                matches!(err, keepalive::session::StoreError::Corrupt(_)),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains(&format!("{id:?}")), "{err}");
+            assert!(
+                !err.to_string().contains(&id.to_string()),
+                "no whole id: {err}"
+            );
+        } else {
+            let touched = answer.expect("touch").expect("live");
+            assert_eq!(touched.expires_at, now + IDLE_MS);
+        }
+    }
+    // The foreign values are left as they were.
+    let hash: Vec<String> = redis::cmd("HGETALL")
+        .arg(key(&foreign[0]))
+        .query(&mut con)
+        .expect("hgetall");
+    assert_eq!(hash, ["e".to_owned(), (START + IDLE_MS).to_string()]);
     f.store.close().await.expect("close");
 }

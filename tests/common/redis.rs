@@ -5,8 +5,8 @@
 //! used, connected to or signalled.
 //!
 //! * [`RedisServer`]: one standalone server, with fault injection (`kill`, `freeze`, `thaw`,
-//!   `restart_empty`, `start_again`) and data helpers for assertions (`keys`, `get_hash`,
-//!   `pttl`, `flushall`).
+//!   `restart_empty`, `start_again`) and data helpers for assertions (`keys`, `get`,
+//!   `exists`, `pttl`, `flushall`).
 //! * [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
 //!
 //! All functions are synchronous and bounded in time; they panic with a message (including
@@ -20,7 +20,7 @@
 //! process even when `Drop` never runs (test binary killed by a timeout, abort, leaked value).
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
@@ -503,9 +503,14 @@ impl RedisServer {
         keys
     }
 
-    /// `HGETALL key` (empty when the key does not exist).
-    pub fn get_hash(&self, key: &str) -> HashMap<String, String> {
-        self.query(redis::cmd("HGETALL").arg(key), "HGETALL")
+    /// `GET key` (`None` when the key does not exist).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.query(redis::cmd("GET").arg(key), "GET")
+    }
+
+    /// `EXISTS key`.
+    pub fn exists(&self, key: &str) -> bool {
+        self.query::<i64>(redis::cmd("EXISTS").arg(key), "EXISTS") == 1
     }
 
     /// `PTTL key`: milliseconds left, -1 without expiry, -2 when the key does not exist.

@@ -142,7 +142,7 @@ async fn send(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
     match result {
         Ok(Ok(Value::Array(replies))) if replies.len() == batch.len() => {
             for (p, value) in batch.into_iter().zip(replies) {
-                let _ = p.reply.send(super::decode(p.touch.id, value));
+                let _ = p.reply.send(p.touch.answer(&value));
             }
         }
         Ok(Ok(other)) => fail_all(batch, || {

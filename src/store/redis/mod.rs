@@ -9,6 +9,7 @@
 mod batch;
 mod scripts;
 mod target;
+pub mod value;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -112,6 +113,15 @@ struct KeepaliveTouch {
 }
 
 impl KeepaliveTouch {
+    /// The session as extended, from the script's answer: the value as it was before, which
+    /// this extends by the same rule the script applied (nil: unknown or expired).
+    fn answer(&self, value: &Value) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(decode(self.id, value)?.map(|mut record| {
+            record.touch(self.now, Duration::from_millis(self.idle_ms.unsigned_abs()));
+            record
+        }))
+    }
+
     /// Its arguments to [`scripts::TOUCH`], ready-written: the new expiry, and the key's TTL
     /// for when it must move, half an idle timeout past that (see [`scripts`]).
     fn args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
@@ -414,13 +424,10 @@ impl RedisStore {
         invocation
             .key(self.session_key(&record.id))
             .key(self.marker_key(&record.id))
-            .arg(record.created_at)
+            .arg(value::encode(record, record.expires_at))
             .arg(record.last_seen_at)
             .arg(record.expires_at)
-            .arg(record.absolute_expires_at)
-            .arg(record.data.as_str())
-            .arg(now)
-            .arg(record.user.as_deref().unwrap_or(""));
+            .arg(now);
         let written = self.invoke("merge", invocation).await?;
         Ok(matches!(written, Value::Int(1)))
     }
@@ -462,22 +469,6 @@ fn sentinel_client(
     .map_err(backend)
 }
 
-/// A numeric field, read in place (a keepalive's reply carries four).
-fn field_i64(value: &Value, name: &str) -> Result<i64, StoreError> {
-    let not_a_number = || StoreError::Corrupt(format!("session field {name} is not a number"));
-    let text = match value {
-        Value::BulkString(b) => std::str::from_utf8(b).map_err(|_| not_a_number())?,
-        Value::SimpleString(s) => s.as_str(),
-        Value::Int(n) => return Ok(*n),
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "session field {name} is {other:?}"
-            )));
-        }
-    };
-    text.trim().parse().map_err(|_| not_a_number())
-}
-
 fn field_string(value: &Value) -> String {
     match value {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -486,39 +477,19 @@ fn field_string(value: &Value) -> String {
     }
 }
 
-/// A text field taken out of the reply: its bytes become the string, without a copy when they
-/// are UTF-8 (they always are: keepalive writes them).
-fn take_string(value: &mut Value) -> String {
-    match std::mem::replace(value, Value::Nil) {
-        Value::BulkString(bytes) => String::from_utf8(bytes)
-            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
-        Value::SimpleString(s) => s,
-        _ => String::new(),
+/// A session's value as a script or `GET` returned it: nil for none, 0 for a key that holds
+/// something else (see [`scripts`]).
+fn decode(id: SessionId, value: &Value) -> Result<Option<SessionRecord>, StoreError> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => value::decode(id, bytes).map(|stored| Some(stored.record)),
+        Value::Int(0) => Err(StoreError::Corrupt(format!(
+            "redis key of session {id:?} holds something other than a keepalive session"
+        ))),
+        other => Err(StoreError::Corrupt(format!(
+            "unexpected session reply {other:?}"
+        ))),
     }
-}
-
-fn decode(id: SessionId, value: Value) -> Result<Option<SessionRecord>, StoreError> {
-    let mut fields = match value {
-        Value::Nil => return Ok(None),
-        Value::Array(fields) if fields.len() == 6 => fields,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected session reply {other:?}"
-            )));
-        }
-    };
-    if matches!(fields[2], Value::Nil) {
-        return Ok(None);
-    }
-    Ok(Some(SessionRecord {
-        id,
-        created_at: field_i64(&fields[0], "c")?,
-        last_seen_at: field_i64(&fields[1], "l")?,
-        expires_at: field_i64(&fields[2], "e")?,
-        absolute_expires_at: field_i64(&fields[3], "a")?,
-        data: take_string(&mut fields[4]),
-        user: Some(take_string(&mut fields[5])).filter(|u| !u.is_empty()),
-    }))
 }
 
 #[async_trait]
@@ -527,31 +498,14 @@ impl SessionStore for RedisStore {
         self.index(&record, self.clock.now()).await?;
         let key = self.session_key(&record.id);
         let ttl = (record.expires_at - record.created_at).max(1);
-        let mut fields = vec![
-            ("c", record.created_at.to_string()),
-            ("l", record.last_seen_at.to_string()),
-            ("e", record.expires_at.to_string()),
-            ("x", record.expires_at.to_string()),
-            ("a", record.absolute_expires_at.to_string()),
-            ("d", record.data.clone()),
-        ];
-        if let Some(user) = &record.user {
-            fields.push(("u", user.clone()));
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(&key, &fields)
-            .ignore()
-            .pexpire(&key, ttl)
-            .ignore();
+        let mut set = redis::cmd("SET");
+        set.arg(&key)
+            .arg(value::encode(&record, record.expires_at))
+            .arg("PX")
+            .arg(ttl);
         let mut conn = self.current()?;
-        let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.options.timeout, pipe.query_async::<()>(&mut conn)).await;
-        self.observe("create", started);
-        result
-            .map_err(|_| timed_out("create", self.options.timeout))?
-            .map_err(|e| StoreError::Backend(describe(&e)))
+        self.run(&mut conn, "create", &mut set).await?;
+        Ok(())
     }
 
     async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
@@ -560,12 +514,10 @@ impl SessionStore for RedisStore {
             .run(
                 &mut conn,
                 "load",
-                redis::cmd("HMGET")
-                    .arg(self.session_key(id))
-                    .arg(&["c", "l", "e", "a", "d", "u"]),
+                redis::cmd("GET").arg(self.session_key(id)),
             )
             .await?;
-        Ok(decode(*id, value)?.filter(|r| r.is_live(now)))
+        Ok(decode(*id, &value)?.filter(|r| r.is_live(now)))
     }
 
     async fn touch(
@@ -595,7 +547,7 @@ impl SessionStore for RedisStore {
         invocation.key(self.session_key(id));
         touch.args(&mut invocation);
         match self.invoke("touch", invocation).await? {
-            Value::Array(mut replies) if replies.len() == 1 => decode(*id, replies.remove(0)),
+            Value::Array(replies) if replies.len() == 1 => touch.answer(&replies[0]),
             other => Err(StoreError::Corrupt(format!(
                 "unexpected reply to a keepalive {other:?}"
             ))),
@@ -632,7 +584,7 @@ impl SessionStore for RedisStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut invocation = scripts::UPDATE.prepare_invoke();
         invocation.key(self.session_key(id)).arg(now).arg(data);
-        decode(*id, self.invoke("update", invocation).await?)
+        decode(*id, &self.invoke("update", invocation).await?)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {

@@ -1,18 +1,22 @@
 //! The Lua scripts that make each session operation one Redis round trip, atomically.
 //!
-//! A session is a hash under `{prefix}{<id>}` with fields `c` (created), `l` (last seen),
-//! `e` (idle expiry), `a` (absolute expiry), `x` (when the key's own TTL runs out), all in
-//! Unix milliseconds, `d` (data, JSON text) and, for a session created for a user, `u` (the
-//! user). The key's own TTL follows `e`, so Redis expires sessions by itself: it runs out at
-//! `e` or at most half an idle timeout after it, since a keepalive only pushes it further
-//! (`PEXPIRE`, a third of a keepalive's cost to Redis) once `e` has caught up with `x`. Between
-//! `e` and `x` every script and read treats the session as expired. A user's sessions are listed in a sorted set
+//! A session is a string under `{prefix}{<id>}`, laid out as [`super::value`] says: a binary
+//! header with `c` (created), `l` (last seen), `e` (idle expiry), `a` (absolute expiry) and
+//! `x` (when the key's own TTL runs out), then the user and the data. The key's own TTL
+//! follows `e`, so Redis expires sessions by itself: it runs out at `e` or at most half an
+//! idle timeout after it, since a keepalive only pushes it further (`PEXPIRE`) once `e` has
+//! caught up with `x`. Between `e` and `x` every script and read treats the session as
+//! expired. A user's sessions are listed in a sorted set
 //! `{prefix}user:{<user>}` (member: id, score: absolute expiry), which lives as long as its
 //! newest session may; members whose session ended are dropped when the set is next read. A logout leaves
 //! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
 //! instance that missed the logout cannot bring the session back, and is published on the
 //! channel `{prefix}ended` (the id as the message), so every instance ends its local copy. The id sits in braces so a
 //! session and its marker share a cluster slot.
+//!
+//! A key that holds anything but a value of this layout (another type, another version) is
+//! answered with the integer 0 where a session would be, so the caller reports that one
+//! session as corrupt instead of the whole call failing.
 
 use std::sync::LazyLock;
 
@@ -20,44 +24,45 @@ use redis::Script;
 
 /// Extends live sessions. KEYS: the sessions. ARGV: for each key in order, now, now + idle ms,
 /// and the TTL and `x` to set when the key's TTL must move: 1.5 idle ms and now + 1.5 idle ms.
-/// Returns, for each key, its six fields, or nil when it is unknown or expired.
+/// Returns, for each key, its value as it was before (the caller extends its copy by the same
+/// rule, [`SessionRecord::touch`](crate::session::SessionRecord::touch)), nil when it is
+/// unknown or expired, or 0 for a foreign value.
 ///
 /// Several keys per call let concurrent keepalives share one call (see `batch.rs`); each key
-/// is handled exactly as alone. The caller passes the usual new expiry ready-written:
-/// formatting numbers is most of what a script costs Redis (`string.format` took a third of
-/// this one's time, measured with `redis-benchmark`), so only the rare cases (the absolute
-/// lifetime caps the expiry, or another instance's clock ran ahead) format any.
+/// is handled exactly as alone. The caller passes the usual new expiry ready-written, so only
+/// the rare cases (the absolute lifetime caps the expiry, or another instance's clock ran
+/// ahead) compute one; formatting a number for a command was a third of the script's time
+/// when it did so on every call.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = false
-  local v = redis.call('HMGET', key, 'c', 'l', 'e', 'a', 'd', 'u', 'x')
-  local exp = tonumber(v[3])
-  local at = i * 4 - 3
-  local now = tonumber(ARGV[at])
-  if exp and exp > now then
-    local e = ARGV[at + 1]
-    local wanted = tonumber(e)
-    local new = math.max(math.min(wanted, tonumber(v[4])), exp)
-    local capped = new ~= wanted
-    if capped then e = string.format('%.0f', new) end
-    local l = ARGV[at]
-    if tonumber(v[2]) > now then l = v[2] end
-    local x = tonumber(v[7])
-    if x and x >= new then
-      redis.call('HSET', key, 'l', l, 'e', e)
-    else
-      local ttl, upto = ARGV[at + 2], ARGV[at + 3]
-      if capped then
-        upto = string.format('%.0f', new)
-        ttl = string.format('%.0f', math.max(new - now, 1))
+  local raw = redis.pcall('GET', key)
+  if raw and (type(raw) ~= 'string' or #raw < 45 or string.byte(raw) ~= 1) then
+    out[i] = 0
+  elseif raw then
+    local at = i * 4 - 3
+    local now = tonumber(ARGV[at])
+    local l, exp, a, x = struct.unpack('>i8i8i8i8', raw, 10)
+    if exp > now then
+      local wanted = tonumber(ARGV[at + 1])
+      local new = math.max(math.min(wanted, a), exp)
+      if l < now then l = now end
+      if x >= new then
+        redis.call('SETRANGE', key, 9, struct.pack('>i8i8', l, new))
+      else
+        local ttl, upto = ARGV[at + 2], tonumber(ARGV[at + 3])
+        if new ~= wanted then
+          upto = new
+          ttl = string.format('%.0f', math.max(new - now, 1))
+        end
+        redis.call('SETRANGE', key, 9, struct.pack('>i8i8i8i8', l, new, a, upto))
+        redis.call('PEXPIRE', key, ttl)
       end
-      redis.call('HSET', key, 'l', l, 'e', e, 'x', upto)
-      redis.call('PEXPIRE', key, ttl)
+      out[i] = raw
     end
-    out[i] = {v[1], l, e, v[4], v[5] or '', v[6] or ''}
   end
 end
 return out
@@ -66,17 +71,21 @@ return out
 });
 
 /// Replaces the data of a live session and records the activity. KEYS: session. ARGV: now,
-/// data. Returns the six fields, or nil.
+/// data. Returns the new value, nil, or 0 for a foreign value.
 pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HMGET', KEYS[1], 'c', 'l', 'e', 'a', 'u')
-if not v[3] then return false end
+local raw = redis.pcall('GET', KEYS[1])
+if not raw then return false end
+if type(raw) ~= 'string' or #raw < 45 or string.byte(raw) ~= 1 then return 0 end
+local l, e = struct.unpack('>i8i8', raw, 10)
 local now = tonumber(ARGV[1])
-if tonumber(v[3]) <= now then return false end
-local l = string.format('%.0f', math.max(tonumber(v[2]), now))
-redis.call('HSET', KEYS[1], 'l', l, 'd', ARGV[2])
-return {v[1], l, v[3], v[4], ARGV[2], v[5] or ''}
+if e <= now then return false end
+if l < now then l = now end
+local n = struct.unpack('>I4', raw, 42)
+local value = string.sub(raw, 1, 9) .. struct.pack('>i8', l) .. string.sub(raw, 18, 45 + n) .. ARGV[2]
+redis.call('SET', KEYS[1], value, 'KEEPTTL')
+return value
 ",
     )
 });
@@ -108,11 +117,13 @@ return 1
 pub static END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local a = redis.call('HGET', KEYS[1], 'a')
+local raw = redis.pcall('GET', KEYS[1])
+local a = nil
+if type(raw) == 'string' and #raw >= 45 and string.byte(raw) == 1 then a = struct.unpack('>i8', raw, 26) end
 local existed = redis.call('DEL', KEYS[1])
 local marked = redis.call('EXISTS', KEYS[2])
 local ttl = tonumber(ARGV[2])
-if a then ttl = tonumber(a) - tonumber(ARGV[1]) end
+if a then ttl = a - tonumber(ARGV[1]) end
 if ttl > 0 then redis.call('SET', KEYS[2], '1', 'PX', string.format('%.0f', ttl)) end
 if existed == 1 or marked == 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return existed
@@ -121,22 +132,27 @@ return existed
 });
 
 /// Writes back a session kept locally, unless Redis knows newer activity or a logout.
-/// KEYS: session, marker. ARGV: c, l, e, a, d, now, u (empty: anonymous). Returns 1 if
-/// written.
+/// KEYS: session, marker. ARGV: the value to write (its `x` equal to its `e`), its `l`, its
+/// `e`, now. Redis's later expiry, if it has one, is kept. Returns 1 if written.
 pub static MERGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local now = tonumber(ARGV[6])
+local now = tonumber(ARGV[4])
 local exp = tonumber(ARGV[3])
 if exp <= now then return 0 end
-local cur = redis.call('HMGET', KEYS[1], 'l', 'e')
-if cur[1] and tonumber(cur[1]) >= tonumber(ARGV[2]) then return 0 end
-if cur[2] and tonumber(cur[2]) > exp then exp = tonumber(cur[2]) end
-local e = string.format('%.0f', exp)
-redis.call('HSET', KEYS[1], 'c', ARGV[1], 'l', ARGV[2], 'e', e, 'x', e, 'a', ARGV[4], 'd', ARGV[5])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'u', ARGV[7]) end
-redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(exp - now, 1)))
+local value = ARGV[1]
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'string' and #cur >= 45 and string.byte(cur) == 1 then
+  local l, e = struct.unpack('>i8i8', cur, 10)
+  if l >= tonumber(ARGV[2]) then return 0 end
+  if e > exp then
+    exp = e
+    local at = struct.pack('>i8', e)
+    value = string.sub(value, 1, 17) .. at .. string.sub(value, 26, 33) .. at .. string.sub(value, 42)
+  end
+end
+redis.call('SET', KEYS[1], value, 'PX', string.format('%.0f', math.max(exp - now, 1)))
 return 1
 ",
     )
