@@ -324,6 +324,16 @@ fn transitions_are_logged_once_each() {
     let lines = process.drain_lines();
     let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(count("[redis] connection lost"), 1, "{lines:#?}");
+    let lost = lines
+        .iter()
+        .find(|l| l.contains("[redis] connection lost"))
+        .expect("logged");
+    // The reason, in words, once: a killed Redis drops the connection or refuses the next.
+    assert!(
+        lost.contains("connection dropped") || lost.contains("connection refused"),
+        "{lost}"
+    );
+    assert_eq!(lost.matches("connection").count(), 2, "{lost}");
     assert_eq!(count("[redis] degraded mode on"), 1, "{lines:#?}");
     assert_eq!(
         count("[redis] re-sync done"),

@@ -141,7 +141,7 @@ impl Shared {
             self.redis.disconnect();
             self.metrics.redis_up.set(0);
             self.metrics.redis_outages_total.inc();
-            tracing::warn!(reason = %reason, "[redis] connection lost: {reason}");
+            tracing::warn!("[redis] connection lost: {reason}");
             tracing::warn!(
                 "[redis] degraded mode on: sessions are served from the local store until Redis answers"
             );
@@ -376,7 +376,7 @@ async fn link(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationT
                     attempts += 1;
                     // Every attempt would flood the log during a long outage; say it now and then.
                     if attempts.is_power_of_two() {
-                        tracing::warn!(reason = %err, attempts, "[redis] still offline: {err}");
+                        tracing::warn!(attempts, "[redis] still offline: {err}");
                     }
                     backoff = (backoff * 2).min(options.backoff_max);
                 }

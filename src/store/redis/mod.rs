@@ -88,6 +88,9 @@ fn describe(err: &redis::RedisError) -> String {
         ErrorKind::Io if err.is_timeout() => {
             "timed out: Redis is overloaded, frozen or unreachable"
         }
+        ErrorKind::Io if err.is_connection_dropped() => {
+            "connection dropped: Redis closed it (stopped, restarted, killed the client) or the network cut it"
+        }
         _ if err.code() == Some("NOAUTH") => {
             "authentication required: add the password to REDIS_URL"
         }
