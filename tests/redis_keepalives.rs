@@ -372,6 +372,17 @@ async fn a_foreign_value_fails_only_its_own_keepalive() {
             assert_eq!(touched.expires_at, now + IDLE_MS);
         }
     }
+    // A plain read of the hash (a wrong type for `GET`) is a corrupt session too, not a
+    // failed Redis, so the failover store keeps Redis online.
+    let err = f
+        .store
+        .load(&foreign[0], now)
+        .await
+        .expect_err("a hash is no session");
+    assert!(
+        matches!(err, keepalive::session::StoreError::Corrupt(_)),
+        "{err:?}"
+    );
     // The foreign values are left as they were.
     let hash: Vec<String> = redis::cmd("HGETALL")
         .arg(key(&foreign[0]))

@@ -24,7 +24,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Conn, KeepaliveTouch, RedisStore, describe, not_connected, scripts, timed_out};
+use super::{Conn, KeepaliveTouch, RedisStore, not_connected, scripts, timed_out};
 use crate::session::{SessionRecord, StoreError};
 
 /// Most keepalives in one call: a call this size holds Redis for well under a millisecond.
@@ -147,10 +147,11 @@ async fn send(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
         }
         Ok(Ok(other)) => fail_all(batch, || {
             StoreError::Corrupt(format!(
-                "unexpected reply to a batch of keepalives: {other:?}"
+                "unexpected reply to a batch of keepalives: {}",
+                super::shape(&other)
             ))
         }),
-        Ok(Err(err)) => fail_all(batch, || StoreError::Backend(describe(&err))),
+        Ok(Err(err)) => fail_all(batch, || super::failure(&err)),
         Err(_) => fail_all(batch, || timed_out("touch", ctx.timeout)),
     }
 }

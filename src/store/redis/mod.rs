@@ -108,6 +108,18 @@ fn describe(err: &redis::RedisError) -> String {
     }
 }
 
+/// A failed operation as the store reports it: a key holding the wrong type is bad data in
+/// that key (a corrupt session), not a Redis that is down; anything else is the backend's.
+fn failure(err: &redis::RedisError) -> StoreError {
+    if err.code() == Some("WRONGTYPE") {
+        StoreError::Corrupt(
+            "a key of this session holds another type of value than keepalive writes".to_owned(),
+        )
+    } else {
+        StoreError::Backend(describe(err))
+    }
+}
+
 /// One keepalive for Redis to extend.
 struct KeepaliveTouch {
     id: SessionId,
@@ -391,7 +403,7 @@ impl RedisStore {
         self.observe(op, started);
         result
             .map_err(|_| timed_out(op, self.options.timeout))?
-            .map_err(|e| StoreError::Backend(describe(&e)))
+            .map_err(|e| failure(&e))
     }
 
     async fn invoke(
@@ -409,7 +421,7 @@ impl RedisStore {
         self.observe(op, started);
         result
             .map_err(|_| timed_out(op, self.options.timeout))?
-            .map_err(|e| StoreError::Backend(describe(&e)))
+            .map_err(|e| failure(&e))
     }
 
     fn observe(&self, op: &'static str, started: Instant) {
@@ -480,6 +492,20 @@ fn field_string(value: &Value) -> String {
     }
 }
 
+/// What kind of reply an unexpected one was, for an error message: never its content, which
+/// may hold session ids (bearer secrets), users or session data.
+fn shape(value: &Value) -> String {
+    match value {
+        Value::Nil => "nil".to_owned(),
+        Value::Int(n) => format!("the integer {n}"),
+        Value::BulkString(b) => format!("a string of {} bytes", b.len()),
+        Value::Array(items) => format!("an array of {}", items.len()),
+        Value::SimpleString(_) => "a status".to_owned(),
+        Value::ServerError(err) => format!("the error {}", err.code()),
+        _ => "another kind of reply".to_owned(),
+    }
+}
+
 /// A session's value as a script or `GET` returned it: nil for none, 0 for a key that holds
 /// something else (see [`scripts`]).
 fn decode(id: SessionId, value: &Value) -> Result<Option<SessionRecord>, StoreError> {
@@ -490,7 +516,8 @@ fn decode(id: SessionId, value: &Value) -> Result<Option<SessionRecord>, StoreEr
             "redis key of session {id:?} holds something other than a keepalive session"
         ))),
         other => Err(StoreError::Corrupt(format!(
-            "unexpected session reply {other:?}"
+            "unexpected session reply: {}",
+            shape(other)
         ))),
     }
 }
@@ -552,7 +579,8 @@ impl SessionStore for RedisStore {
         match self.invoke("touch", invocation).await? {
             Value::Array(replies) if replies.len() == 1 => touch.answer(&replies[0]),
             other => Err(StoreError::Corrupt(format!(
-                "unexpected reply to a keepalive {other:?}"
+                "unexpected reply to a keepalive: {}",
+                shape(&other)
             ))),
         }
     }
@@ -606,7 +634,8 @@ impl SessionStore for RedisStore {
             .await?;
         let Value::Array(members) = members else {
             return Err(StoreError::Corrupt(format!(
-                "unexpected reply to ZRANGE {members:?}"
+                "unexpected reply to ZRANGE: {}",
+                shape(&members)
             )));
         };
         let ids: Vec<SessionId> = members
@@ -642,5 +671,28 @@ impl SessionStore for RedisStore {
     async fn close(&self) -> Result<(), StoreError> {
         self.disconnect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_reply_is_described_by_its_kind_never_its_content() {
+        let secret = b"sEcReT-session-id-and-data".to_vec();
+        let replies = [
+            Value::BulkString(secret.clone()),
+            Value::Array(vec![Value::BulkString(secret.clone()), Value::Nil]),
+            Value::SimpleString("sEcReT".to_owned()),
+        ];
+        for reply in &replies {
+            let text = shape(reply);
+            assert!(!text.contains("sEcReT"), "{text}");
+        }
+        assert_eq!(shape(&replies[0]), "a string of 26 bytes");
+        assert_eq!(shape(&replies[1]), "an array of 2");
+        let err = decode(SessionId::generate().expect("rng"), &replies[1]).expect_err("refused");
+        assert!(!err.to_string().contains("sEcReT"), "{err}");
     }
 }
