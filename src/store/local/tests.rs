@@ -455,42 +455,31 @@ async fn the_mirrors_expiry_follows_mirror_forget_and_purge() {
     let f = Fixture::new();
     let store = f.open().await;
     let record = f.record(2 * MIN);
-    assert_eq!(store.expires_at_of(&record.id).expect("expiry"), None);
-    store.mirror(record.clone()).expect("mirror");
-    store.flush().await.expect("flush");
-    assert_eq!(
-        store.expires_at_of(&record.id).expect("expiry"),
-        Some(record.expires_at)
-    );
+    let expiry = || store.expires_at_of(&record.id).expect("expiry");
+    // Mirrored, then on disk: its expiry is answered.
+    let mirrored = |copy: &SessionRecord| {
+        store.mirror(copy.clone()).expect("mirror");
+        store.flush()
+    };
+    assert_eq!(expiry(), None);
+    mirrored(&record).await.expect("flush");
+    assert_eq!(expiry(), Some(record.expires_at));
 
     let mut later = record.clone();
     later.touch(f.clock.now() + 60_000, 2 * MIN);
-    store.mirror(later.clone()).expect("mirror");
-    store.flush().await.expect("flush");
-    assert_eq!(
-        store.expires_at_of(&record.id).expect("expiry"),
-        Some(later.expires_at)
-    );
+    mirrored(&later).await.expect("flush");
+    assert_eq!(expiry(), Some(later.expires_at));
 
     store.forget(&record.id).expect("forget");
     store.flush().await.expect("flush");
-    assert_eq!(store.expires_at_of(&record.id).expect("expiry"), None);
+    assert_eq!(expiry(), None);
 
     // Mirrored again, then expired and purged: whatever is answered says it is over.
-    store.mirror(later.clone()).expect("mirror");
-    store.flush().await.expect("flush");
-    assert_eq!(
-        store.expires_at_of(&record.id).expect("expiry"),
-        Some(later.expires_at)
-    );
+    mirrored(&later).await.expect("flush");
+    assert_eq!(expiry(), Some(later.expires_at));
     f.clock.advance(5 * MIN);
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     let now = f.clock.now();
-    assert!(
-        store
-            .expires_at_of(&record.id)
-            .expect("expiry")
-            .is_none_or(|expiry| expiry <= now)
-    );
+    assert!(expiry().is_none_or(|at| at <= now));
     store.close().await.expect("close");
 }
