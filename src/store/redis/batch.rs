@@ -6,7 +6,9 @@
 //! own; Redis pays its per-call cost (dispatch, the script's argument tables, the reply) once
 //! per batch instead of once per keepalive, which halves what a keepalive costs it
 //! (`redis-benchmark`, 16 keys per call against one), and the server builds, sends and parses
-//! one command per batch. When keepalives are rare, a batch is one keepalive, sent at once.
+//! one command per batch. When keepalives are rare, a batch is one keepalive, sent at once;
+//! under light load a keepalive need not wait behind a small batch on the wire either
+//! ([`MAX_IN_FLIGHT`]).
 //!
 //! A connection-level pipeline (what the Redis client does) already shares the socket; no
 //! client library batches *script calls*, hence this module. Only for a single Redis server
