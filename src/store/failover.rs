@@ -255,29 +255,33 @@ impl Shared {
 
         // Logouts first: a session another instance still holds a copy of is refused by the
         // marker from then on, even when Redis came back empty.
+        // What was written back, by id: a session that changes again while the re-sync runs is
+        // written twice but counted once, so the counts are sessions and logouts, not writes.
+        let mut sessions = HashSet::new();
+        let mut logouts = HashSet::new();
         let now = self.clock.now();
         let ended = self.local.ended_since(since).await?;
-        let mut logouts = 0u64;
         for chunk in ended.chunks(RESYNC_CONCURRENCY) {
             let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
                 .iter()
                 .map(|id| self.redis.end(id, now).boxed())
                 .collect();
-            for written in join_all(writes).await {
+            for (id, written) in chunk.iter().zip(join_all(writes).await) {
                 written?;
-                logouts += 1;
+                logouts.insert(*id);
             }
         }
 
         let records = self.local.changed_since(since, now).await?;
-        let mut sessions = 0u64;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
             let writes: Vec<BoxFuture<'_, Result<bool, StoreError>>> = chunk
                 .iter()
                 .map(|r| self.redis.merge(r, now).boxed())
                 .collect();
-            for written in join_all(writes).await {
-                sessions += u64::from(written?);
+            for (record, written) in chunk.iter().zip(join_all(writes).await) {
+                if written? {
+                    sessions.insert(record.id);
+                }
             }
         }
 
@@ -294,11 +298,15 @@ impl Shared {
             for chunk in batch.chunks(RESYNC_CONCURRENCY) {
                 let writes: Vec<BoxFuture<'_, Result<(u64, u64), StoreError>>> =
                     chunk.iter().map(|id| self.write_back(id).boxed()).collect();
-                for result in join_all(writes).await {
+                for (id, result) in chunk.iter().zip(join_all(writes).await) {
                     match result {
                         Ok((s, l)) => {
-                            sessions += s;
-                            logouts += l;
+                            if s > 0 {
+                                sessions.insert(*id);
+                            }
+                            if l > 0 {
+                                logouts.insert(*id);
+                            }
                         }
                         Err(err) => failure = Some(err),
                     }
@@ -314,6 +322,7 @@ impl Shared {
         *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
         self.reconnected.notify_waiters();
         self.metrics.redis_up.set(1);
+        let (sessions, logouts) = (sessions.len() as u64, logouts.len() as u64);
         self.metrics.redis_resynced_sessions_total.inc_by(sessions);
         self.metrics.redis_resynced_logouts_total.inc_by(logouts);
         tracing::info!(
