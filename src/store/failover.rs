@@ -253,12 +253,13 @@ impl Shared {
         let since = same_redis.then(|| self.outage_began.load(Ordering::Acquire) - RESYNC_SLACK_MS);
         tracing::info!(run_id = %run_id, "[redis] connected; writing back {}", if same_redis { "what changed during the outage" } else { "every live local session" });
 
-        // Logouts first: a session another instance still holds a copy of is refused by the
-        // marker from then on, even when Redis came back empty.
         // What was written back, by id: a session that changes again while the re-sync runs is
         // written twice but counted once, so the counts are sessions and logouts, not writes.
         let mut sessions = HashSet::new();
         let mut logouts = HashSet::new();
+
+        // Logouts first: a session another instance still holds a copy of is refused by the
+        // marker from then on, even when Redis came back empty.
         let now = self.clock.now();
         let ended = self.local.ended_since(since).await?;
         for chunk in ended.chunks(RESYNC_CONCURRENCY) {
