@@ -65,7 +65,8 @@ pub struct Metrics {
     pub redis_resynced_sessions_total: IntCounter,
     /// Logouts written back to Redis by a re-sync.
     pub redis_resynced_logouts_total: IntCounter,
-    /// Local copies of sessions ended because another instance's logout was heard.
+    /// Local copies of sessions ended after another instance's logout: heard, or found by its
+    /// marker after a time not listening.
     pub redis_remote_logouts_total: IntCounter,
     /// Alert notices delivered to webhooks, by sink and result (`sent`, `failed`).
     pub alert_deliveries_total: IntCounterVec,
@@ -231,7 +232,7 @@ impl Metrics {
             ),
             redis_remote_logouts_total: register(
                 r,
-                IntCounter::with_opts(opts("redis_remote_logouts_total", "Local copies of sessions ended because another instance's logout was heard.")).expect("valid metric"),
+                IntCounter::with_opts(opts("redis_remote_logouts_total", "Local copies of sessions ended after another instance's logout: heard, or found by its marker after a time not listening.")).expect("valid metric"),
             ),
             registry,
         }

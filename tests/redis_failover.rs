@@ -1,6 +1,7 @@
 //! Redis as the shared store, with real faults: Redis killed, frozen (SIGSTOP), restarted
-//! empty, a wrong password, nothing listening at start, and two instances sharing one Redis
-//! across an outage. Every redis-server is started by the harness on a free port.
+//! empty, a wrong password, nothing listening at start, two instances sharing one Redis
+//! across an outage, and a logout made while one of them was stopped. Every redis-server is
+//! started by the harness on a free port.
 
 mod common;
 
@@ -408,4 +409,62 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
     );
     assert_eq!(keepalive(&base, Some(&ended)).await.0, 401);
     assert_eq!(keepalive(&base, Some(&kept)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_made_while_an_instance_was_down_holds_there_in_a_later_outage() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
+    ];
+    let (dir_one, dir_two) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut one = Process::start(dir_one.path(), &vars);
+    let two = Process::start(dir_two.path(), &vars);
+    let ended = create_session(&one.base).await;
+    let kept = create_session(&one.base).await;
+
+    // Instance one is stopped (a rolling restart): it cannot hear the logout made meanwhile
+    // through instance two, and keeps its copy of that session.
+    one.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(one.wait(Duration::from_secs(10)), Some(0));
+    drop(one);
+    let response = client()
+        .delete(format!("{}/api/v1/session", two.base))
+        .header(COOKIE, &ended)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204);
+
+    // Back, it finds the logout by its marker and ends its copy...
+    let one = Process::start(dir_one.path(), &vars);
+    let metrics_url = format!("{}/metrics", one.base);
+    within(
+        Duration::from_secs(3),
+        "instance one ends its copy of the session logged out while it was down",
+        || {
+            let metrics_url = metrics_url.clone();
+            async move {
+                let metrics = client().get(metrics_url).send().await.expect("metrics");
+                let text = metrics.text().await.expect("text");
+                text.contains("keepalive_redis_remote_logouts_total 1\n")
+            }
+        },
+    )
+    .await;
+
+    // ...so an outage that begins before that session asks again (when instance one answers
+    // from its copies alone) cannot revive it. The other session is served from its copy.
+    redis.kill();
+    assert_eq!(
+        keepalive(&one.base, Some(&ended)).await.0,
+        401,
+        "a logout made while the instance was down holds there in an outage"
+    );
+    assert_eq!(keepalive(&one.base, Some(&kept)).await.0, 200);
 }

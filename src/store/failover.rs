@@ -15,6 +15,10 @@
 //! Redis came back with a new run id. Only then does it report Redis as ok: the last changed
 //! ids are drained under the same lock that flips the state, so no change slips between the
 //! re-sync and the return to Redis.
+//!
+//! A second task hears the logouts other instances publish and ends the local copies of those
+//! sessions; after each subscription it also looks up, by their markers, the logouts it could
+//! not hear before.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -182,6 +186,30 @@ impl Shared {
     fn remember_end(&self, id: &SessionId, now: Millis) -> Result<(), StoreError> {
         let keep_until = now.saturating_add(crate::clock::duration_millis(self.absolute_lifetime));
         self.local.remember_end(id, now, keep_until)
+    }
+
+    /// Ends the local copies of sessions whose logout this instance did not hear: published
+    /// while it was not subscribed (it was stopped, offline, or between two subscriptions).
+    /// Their markers tell: every live local copy is checked once the listener is subscribed,
+    /// so that a logout is either heard or found. Returns how many copies it ended.
+    async fn catch_up(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for chunk in self.local.live_ids(now).await?.chunks(RESYNC_CONCURRENCY) {
+            let checks: Vec<_> = chunk.iter().map(|id| self.redis.is_ended(id)).collect();
+            for (id, is_ended) in chunk.iter().zip(join_all(checks).await) {
+                let is_ended = is_ended.inspect_err(|err| {
+                    // An outage like any other; the re-sync that ends it leads to a new
+                    // subscription, and so to a new look-up.
+                    self.go_offline(&err.to_string());
+                })?;
+                if is_ended && self.local.ended_elsewhere(id, now)? {
+                    self.metrics.redis_remote_logouts_total.inc();
+                    ended += 1;
+                }
+            }
+        }
+        Ok(ended)
     }
 
     /// Another instance ended a session (its logout was published): end the local copy.
@@ -397,9 +425,8 @@ async fn link(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationT
 
 /// The task that hears other instances' logouts and ends the local copies of those sessions,
 /// so that a later outage, when this instance answers from its local store alone, cannot
-/// revive them. Subscribed while Redis answers; a logout published while it was not
-/// subscribed (the moments around a reconnection) is not heard, and its copy lives on until
-/// this instance next asks Redis about that session.
+/// revive them. Subscribed while Redis answers; after each subscription it looks up the
+/// logouts it could not hear before (see [`Shared::catch_up`]).
 async fn listen(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationToken) {
     loop {
         if !shared.is_online() {
@@ -422,6 +449,24 @@ async fn listen(shared: Arc<Shared>, options: FailoverOptions, stop: Cancellatio
                 }
             }
         };
+        // Messages published meanwhile wait in the subscription.
+        let caught_up = tokio::select! {
+            () = stop.cancelled() => break,
+            caught_up = shared.catch_up() => caught_up,
+        };
+        match caught_up {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(
+                ended,
+                "[redis] {ended} local session copies ended: logged out elsewhere while this instance was not listening"
+            ),
+            Err(err) if !shared.is_online() => {
+                tracing::debug!(reason = %err, "[redis] logouts missed not looked up: Redis went offline; looked up again once it is back")
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "[redis] cannot look up the logouts missed while not listening: {err}")
+            }
+        }
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

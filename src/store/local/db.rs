@@ -162,20 +162,18 @@ pub fn expires_at(db: &Database, id: &SessionId) -> Result<Option<Millis>, Store
     }
 }
 
-/// Every stored session that `keep` accepts.
-pub fn scan(
+/// What `pick` makes of each stored session, for those it keeps.
+pub fn scan<T>(
     db: &Database,
-    keep: impl Fn(&SessionRecord) -> bool,
-) -> Result<Vec<SessionRecord>, StoreError> {
+    pick: impl Fn(SessionRecord) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(SESSIONS).map_err(backend)?;
     let mut out = Vec::new();
     for entry in table.iter().map_err(backend)? {
         let (key, value) = entry.map_err(backend)?;
         let record = codec::decode(SessionId::from_bytes(key.value()), value.value())?;
-        if keep(&record) {
-            out.push(record);
-        }
+        out.extend(pick(record));
     }
     Ok(out)
 }

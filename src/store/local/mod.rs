@@ -284,8 +284,20 @@ impl LocalStore {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             db::scan(&shared.db, |r| {
-                r.is_live(now) && since.is_none_or(|s| r.last_seen_at >= s)
+                (r.is_live(now) && since.is_none_or(|s| r.last_seen_at >= s)).then_some(r)
             })
+        })
+        .await
+        .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    /// The ids of the sessions live at `now`: only the ids are kept, so an instance with many
+    /// sessions can check them all against the shared store's logouts.
+    pub async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+        self.flush().await?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            db::scan(&shared.db, |r| r.is_live(now).then_some(r.id))
         })
         .await
         .map_err(|err| StoreError::Backend(err.to_string()))?

@@ -447,6 +447,20 @@ impl RedisStore {
         Ok(matches!(written, Value::Int(1)))
     }
 
+    /// Whether a session's logout marker is in Redis: it was ended, here or elsewhere, within
+    /// its absolute lifetime.
+    pub async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let mut conn = self.current()?;
+        let found = self
+            .run(
+                &mut conn,
+                "marker",
+                redis::cmd("EXISTS").arg(self.marker_key(id)),
+            )
+            .await?;
+        Ok(matches!(found, Value::Int(1)))
+    }
+
     /// Ends a session at `now`, leaving the logout marker.
     pub async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
         let mut invocation = scripts::END.prepare_invoke();
