@@ -1588,7 +1588,9 @@ async fn logging_a_user_out_while_redis_is_down_answers_503_until_it_is_back() {
 
 /// "Log out everywhere" answered 200 through instance two. Instance one still holds its copy
 /// of the session it created; when Redis then goes down, that copy must not sign the user back
-/// in (instance one hears the logout on Redis's logout channel and ends its copy).
+/// in (instance one hears the logout on Redis's logout channel, or finds its marker, and ends
+/// its copy). The outage comes once it has: a Redis killed while the message is still on its
+/// way cannot deliver it (docs/redis.md, "What can still slip").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_everywhere_holds_on_every_instance_during_a_later_outage() {
     let mut redis = RedisServer::start();
@@ -1598,6 +1600,20 @@ async fn a_logout_everywhere_holds_on_every_instance_during_a_later_outage() {
     let (status, body) = send(backend(&two, Method::DELETE, &user_path("alice"))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ended"], 1, "{body}");
+    within(
+        Duration::from_secs(3),
+        "instance one ends its copy",
+        || async {
+            let metrics = client()
+                .get(one.url("/metrics"))
+                .send()
+                .await
+                .expect("metrics");
+            let text = metrics.text().await.expect("text");
+            text.contains("keepalive_redis_remote_logouts_total 1\n")
+        },
+    )
+    .await;
 
     redis.kill();
     both_see_redis(&one, &two, "offline").await;
