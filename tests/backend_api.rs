@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::{
-    START, TestServer, client, command, cookie_pair, create_session, keepalive, millis, within,
+    START, TestServer, client, command, cookie_pair, create_session, keepalive, metrics, millis,
+    within,
 };
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Method, RequestBuilder, Response};
@@ -1604,13 +1605,9 @@ async fn a_logout_everywhere_holds_on_every_instance_during_a_later_outage() {
         Duration::from_secs(3),
         "instance one ends its copy",
         || async {
-            let metrics = client()
-                .get(one.url("/metrics"))
-                .send()
+            metrics(&one.base)
                 .await
-                .expect("metrics");
-            let text = metrics.text().await.expect("text");
-            text.contains("keepalive_redis_remote_logouts_total 1\n")
+                .contains("keepalive_redis_remote_logouts_total 1\n")
         },
     )
     .await;

@@ -8,8 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{RedisServer, free_port};
-use common::{Process, TestServer, client, create_session, keepalive, within};
-use reqwest::header::COOKIE;
+use common::{Process, TestServer, client, create_session, keepalive, logout, metrics, within};
 use serde_json::Value;
 
 const TOKEN: &str = "test-health-token-0123456789";
@@ -80,13 +79,7 @@ async fn redis_killed_then_back_nothing_is_lost() {
         "keepalives during the outage took up to {slowest:?}"
     );
     let during = create_session(&server.base).await;
-    let response = client()
-        .delete(server.url("/api/v1/session"))
-        .header(COOKIE, &ended)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(response.status(), 204);
+    assert_eq!(logout(&server.base, &ended).await, 204);
 
     redis.start_again();
     let back = within(Duration::from_secs(2), "redis ok again", || async {
@@ -115,14 +108,7 @@ async fn redis_killed_then_back_nothing_is_lost() {
     assert_eq!(keepalive(&server.base, Some(&ended)).await.0, 401);
     assert!(timed_keepalive(&server.base, &during).await < Duration::from_secs(1));
 
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&server.base).await;
     assert!(metrics.contains("keepalive_redis_up 1"), "{metrics}");
     assert!(
         metrics.contains("keepalive_redis_outages_total 1"),
@@ -262,13 +248,7 @@ async fn two_instances_share_sessions_also_after_an_outage() {
     // Created on one, kept alive and ended through the other.
     let cookie = create_session(&one.base).await;
     assert_eq!(keepalive(&two.base, Some(&cookie)).await.0, 200);
-    let response = client()
-        .delete(two.url("/api/v1/session"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(response.status(), 204);
+    assert_eq!(logout(&two.base, &cookie).await, 204);
     assert_eq!(
         keepalive(&one.base, Some(&cookie)).await.0,
         401,
@@ -297,13 +277,7 @@ async fn two_instances_share_sessions_also_after_an_outage() {
         200,
         "instance two serves the session created during the outage"
     );
-    let response = client()
-        .delete(two.url("/api/v1/session"))
-        .header(COOKIE, &during)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(response.status(), 204);
+    assert_eq!(logout(&two.base, &during).await, 204);
     assert_eq!(
         keepalive(&one.base, Some(&during)).await.0,
         401,
@@ -380,13 +354,7 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
     assert!(redis.exists(&session_key(&ended)));
 
     redis.freeze();
-    let response = client()
-        .delete(format!("{}/api/v1/session", process.base))
-        .header(COOKIE, &ended)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(response.status(), 204);
+    assert_eq!(logout(&process.base, &ended).await, 204);
     process.signal(nix::sys::signal::Signal::SIGKILL);
     drop(process);
 
@@ -433,27 +401,17 @@ async fn a_logout_made_while_an_instance_was_down_holds_there_in_a_later_outage(
     one.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(one.wait(Duration::from_secs(10)), Some(0));
     drop(one);
-    let response = client()
-        .delete(format!("{}/api/v1/session", two.base))
-        .header(COOKIE, &ended)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(response.status(), 204);
+    assert_eq!(logout(&two.base, &ended).await, 204);
 
     // Back, it finds the logout by its marker and ends its copy...
     let one = Process::start(dir_one.path(), &vars);
-    let metrics_url = format!("{}/metrics", one.base);
     within(
         Duration::from_secs(3),
         "instance one ends its copy of the session logged out while it was down",
-        || {
-            let metrics_url = metrics_url.clone();
-            async move {
-                let metrics = client().get(metrics_url).send().await.expect("metrics");
-                let text = metrics.text().await.expect("text");
-                text.contains("keepalive_redis_remote_logouts_total 1\n")
-            }
+        || async {
+            metrics(&one.base)
+                .await
+                .contains("keepalive_redis_remote_logouts_total 1\n")
         },
     )
     .await;

@@ -131,6 +131,30 @@ pub async fn create_session(base: &str) -> String {
     cookie_pair(&response)
 }
 
+/// Logs the session of this cookie header out; returns the status.
+pub async fn logout(base: &str, cookie: &str) -> u16 {
+    client()
+        .delete(format!("{base}/api/v1/session"))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .expect("logout")
+        .status()
+        .as_u16()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// A keepalive with this cookie header; returns status and JSON body.
 pub async fn keepalive(base: &str, cookie: Option<&str>) -> (u16, serde_json::Value) {
     let mut request = client().get(format!("{base}/api/v1/keepalive/"));
