@@ -464,7 +464,7 @@ async fn listen(shared: Arc<Shared>, options: FailoverOptions, stop: Cancellatio
                 tracing::debug!(reason = %err, "[redis] logouts missed not looked up: Redis went offline; looked up again once it is back")
             }
             Err(err) => {
-                tracing::warn!(error = %err, "[redis] cannot look up the logouts missed while not listening: {err}")
+                tracing::warn!(error = %err, "[redis] cannot look up the logouts missed while not listening: {err}; the local store (KEEPALIVE_DATA_DIR) failed, so a session logged out elsewhere meanwhile could be served from its copy in a later outage; the look-up runs again after the next reconnection or restart")
             }
         }
         loop {
