@@ -362,6 +362,7 @@ pub async fn run_with(
         listener,
         router,
         config.server.limits,
+        config.server.workers,
         Arc::clone(&metrics),
         graceful,
     );

@@ -159,6 +159,8 @@ pub struct StoreSettings {
 pub struct ServerSettings {
     /// Address and port to listen on.
     pub listen: SocketAddr,
+    /// Threads serving HTTP connections; 0: one per CPU the process may use.
+    pub workers: usize,
     /// Connection and header limits.
     pub limits: crate::http::Limits,
     /// Per-client rate limits and trusted proxies.

@@ -77,6 +77,8 @@ pub struct RawConfig {
     /// Period of the purge of expired sessions.
     #[serde(default, with = "humantime_serde")]
     pub purge_interval: Option<Duration>,
+    /// Threads serving HTTP connections (0: one per CPU the process may use).
+    pub workers: Option<u32>,
     /// Most HTTP connections open at once.
     pub max_connections: Option<u32>,
     /// Longest time a client may take to send a request's headers.
@@ -163,6 +165,7 @@ pub const KEYS: &[&str] = &[
     "health_token",
     "flush_interval",
     "purge_interval",
+    "workers",
     "max_connections",
     "header_read_timeout",
     "max_header_bytes",
@@ -232,6 +235,7 @@ impl RawConfig {
             health_token: None,
             flush_interval: Some(Duration::from_millis(500)),
             purge_interval: Some(secs(60)),
+            workers: Some(0),
             max_connections: Some(10_000),
             header_read_timeout: Some(secs(10)),
             max_header_bytes: Some(16 * 1024),

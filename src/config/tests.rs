@@ -90,6 +90,24 @@ fn warning_above_critical_is_rejected() {
 }
 
 #[test]
+fn workers_default_to_one_per_cpu_and_are_bounded() {
+    assert_eq!(
+        load(&[]).expect("valid").server.workers,
+        0,
+        "0: one per CPU"
+    );
+    let config = load(&[("KEEPALIVE_WORKERS", "3")]).expect("valid");
+    assert_eq!(config.server.workers, 3);
+    let text = load(&[("KEEPALIVE_WORKERS", "100000")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("workers") && text.contains("at most 256"),
+        "{text}"
+    );
+}
+
+#[test]
 fn durations_need_units() {
     let err = load(&[("KEEPALIVE_TICK", "30")]).unwrap_err();
     let text = err.to_string();

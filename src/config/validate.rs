@@ -16,6 +16,8 @@ use super::{
 const MIN_PRODUCTION_TICK: Duration = Duration::from_secs(25);
 /// Keepalive extensions may be lost for at most this long on a crash.
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Most HTTP worker threads: far more than any machine this serves from has cores.
+const MAX_WORKERS: u32 = 256;
 
 impl Layers {
     /// Validates the merged layers into the configuration the program runs with.
@@ -173,6 +175,13 @@ impl Layers {
             return Err(fail("purge_interval", "must be at least 100ms".to_owned()));
         }
 
+        let workers = get!(workers);
+        if workers > MAX_WORKERS {
+            return Err(fail(
+                "workers",
+                format!("must be at most {MAX_WORKERS} (0: one per CPU)"),
+            ));
+        }
         let max_connections = get!(max_connections);
         if max_connections == 0 {
             return Err(fail("max_connections", "must be at least 1".to_owned()));
@@ -387,6 +396,7 @@ impl Layers {
             environment,
             server: ServerSettings {
                 listen,
+                workers: workers as usize,
                 limits: crate::http::Limits {
                     max_connections: max_connections as usize,
                     header_read_timeout,

@@ -37,6 +37,7 @@ mod observe;
 mod probes;
 mod serve;
 mod session;
+mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,22 +7,21 @@
 //! - request headers must arrive within `header_read_timeout` (slowloris), and may take at
 //!   most `max_header_bytes` and `max_headers` (hyper answers 431 past either);
 //! - shutdown stops accepting, lets in-flight requests finish and closes idle connections.
+//!
+//! This loop only accepts; the connections are served by the [`workers`](super::workers), one
+//! single-threaded event loop per CPU.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
 
+use super::workers::{self, Accepted, Serving, Workers};
 use crate::metrics::Metrics;
 
 /// Connection-level limits.
@@ -39,10 +38,15 @@ pub struct Limits {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open requests.
+///
+/// Connections are served on `workers` threads of their own (0: one per CPU this process may
+/// use); `serve` returns once they have ended. Dropped before that, it aborts the connections
+/// still open.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    workers: usize,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -53,6 +57,19 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
+    let threads = workers::count(workers);
+    tracing::info!(
+        workers = threads,
+        "serving HTTP connections on {threads} threads"
+    );
+    let workers = Workers::start(
+        threads,
+        &Serving {
+            router,
+            builder,
+            metrics,
+        },
+    )?;
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -80,29 +97,22 @@ pub async fn serve(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service =
-            router
-                .clone()
-                .map_request(move |mut request: axum::http::Request<Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(ConnectInfo::<SocketAddr>(peer));
-                    request
-                });
-        let connection = graceful.watch(
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
-        );
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            metrics.http_connections.inc();
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, peer = %peer, "cannot hand a connection over");
+                continue;
             }
-            metrics.http_connections.dec();
-            drop(permit);
+        };
+        workers.hand_over(Accepted {
+            stream,
+            peer,
+            permit,
+            watcher: graceful.watcher(),
         });
     }
     drop(listener);
     graceful.shutdown().await;
+    workers.finish().await;
     Ok(())
 }
