@@ -2,13 +2,14 @@
 //! theirs, a shutdown waits for in-flight requests on every loop and for the threads to end,
 //! and a server dropped before that aborts its connections and stops its threads.
 //!
-//! Each test counts the process's `keepalive-http-*` threads, so they run one at a time
+//! Each test counts the process's `http-loop-*` threads, so they run one at a time
 //! (nextest gives each test a process of its own; `cargo test` shares one).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -29,13 +30,22 @@ fn limits() -> Limits {
     }
 }
 
-/// The worker threads of this process, as the kernel names them (15 characters at most).
+/// The event-loop threads of this process, as the kernel names them.
 fn worker_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("keepalive-http") && !name.contains("block"))
+        .filter(|name| name.starts_with("http-loop-"))
         .count()
+}
+
+/// Waits for the loops' threads to leave `/proc`: `serve` joined them before it returned, and
+/// the kernel drops a joined thread's entry a moment later.
+async fn threads_gone() {
+    common::within(Duration::from_secs(1), "the loops' threads end", || async {
+        worker_threads() == 0
+    })
+    .await;
 }
 
 /// Starts `serve` with `workers` loops; returns its address, the trigger of its shutdown and
@@ -97,9 +107,9 @@ async fn connections_spread_over_every_loop_and_each_stays_on_its_own() {
     assert_eq!(
         per_loop,
         BTreeMap::from([
-            ("keepalive-http-0".to_owned(), 2),
-            ("keepalive-http-1".to_owned(), 2),
-            ("keepalive-http-2".to_owned(), 2),
+            ("http-loop-0".to_owned(), 2),
+            ("http-loop-1".to_owned(), 2),
+            ("http-loop-2".to_owned(), 2),
         ]),
         "the least busy loop takes each new connection"
     );
@@ -119,21 +129,32 @@ async fn connections_spread_over_every_loop_and_each_stays_on_its_own() {
         .expect("stops")
         .expect("task")
         .expect("served");
-    assert_eq!(worker_threads(), 0, "serve returns once its threads ended");
+    threads_gone().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_lets_every_loop_finish_its_requests_then_ends_the_threads() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let (started, mut reached) = mpsc::unbounded_channel::<()>();
+    // Blocking work a request left running (as a store write of an aborted request would):
+    // its loop's runtime waits for it before the thread ends.
+    let left_behind = Arc::new(AtomicUsize::new(0));
     let router = Router::new().route(
         "/slow",
-        get(move || {
-            let started = started.clone();
-            async move {
-                let _ = started.send(());
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                "done"
+        get({
+            let left_behind = Arc::clone(&left_behind);
+            move || {
+                let started = started.clone();
+                let left_behind = Arc::clone(&left_behind);
+                async move {
+                    let _ = started.send(());
+                    tokio::task::spawn_blocking(move || {
+                        std::thread::sleep(Duration::from_millis(600));
+                        left_behind.fetch_add(1, Ordering::SeqCst);
+                    });
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    "done"
+                }
             }
         }),
     );
@@ -161,7 +182,12 @@ async fn a_shutdown_lets_every_loop_finish_its_requests_then_ends_the_threads() 
         asked.elapsed() >= Duration::from_millis(200),
         "serve waited for the requests in flight"
     );
-    assert_eq!(worker_threads(), 0);
+    assert_eq!(
+        left_behind.load(Ordering::SeqCst),
+        4,
+        "serve returns once its threads, and their blocking work, have ended"
+    );
+    threads_gone().await;
     for request in requests {
         let response = request.await.expect("task").expect("answered");
         assert_eq!(response.status(), 200);
@@ -198,8 +224,5 @@ async fn a_server_dropped_mid_request_closes_its_connections_and_stops_its_threa
         .expect("the client hears at once")
         .expect("task");
     assert!(answer.is_err(), "the connection is closed, not answered");
-    common::within(Duration::from_secs(5), "the threads end", || async {
-        worker_threads() == 0
-    })
-    .await;
+    threads_gone().await;
 }

@@ -32,7 +32,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceExt;
@@ -69,8 +69,7 @@ struct Loop {
     queue: mpsc::UnboundedSender<Accepted>,
     /// Connections handed to it and not yet closed.
     open: Arc<AtomicUsize>,
-    /// Fired when its thread is about to end.
-    done: oneshot::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// How many loops `requested` means: itself, or with 0 one per CPU this process may use
@@ -90,22 +89,25 @@ impl Workers {
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .thread_name(format!("keepalive-http-{index}-blocking"))
+                .thread_name(format!("http-block-{index}"))
                 .build()?;
             let (queue, accepted) = mpsc::unbounded_channel();
-            let (done_tx, done) = oneshot::channel();
             let open = Arc::new(AtomicUsize::new(0));
             let run = run(accepted, serving.clone(), Arc::clone(&open), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("keepalive-http-{index}"))
+            let thread = std::thread::Builder::new()
+                // Short enough for the kernel's 15 characters, so `top -H` tells them apart.
+                .name(format!("http-loop-{index}"))
                 .spawn(move || {
                     runtime.block_on(run);
                     // Dropping the runtime waits for its blocking work (store reads and writes
                     // of requests aborted by a drop), so the store is not closed under them.
                     drop(runtime);
-                    let _ = done_tx.send(());
                 })?;
-            loops.push(Loop { queue, open, done });
+            loops.push(Loop {
+                queue,
+                open,
+                thread,
+            });
         }
         Ok(Self {
             loops,
@@ -115,19 +117,21 @@ impl Workers {
 
     /// Hands a connection to the loop with the fewest open ones.
     pub(super) fn hand_over(&self, accepted: Accepted) {
+        // A loop ends on its own only if its runtime panicked; the others carry on.
         let Some(target) = self
             .loops
             .iter()
+            .filter(|l| !l.queue.is_closed())
             .min_by_key(|l| l.open.load(Ordering::Relaxed))
         else {
+            tracing::error!("every HTTP worker thread has stopped; closing a new connection");
             return;
         };
         target.open.fetch_add(1, Ordering::Relaxed);
         if target.queue.send(accepted).is_err() {
-            // Its thread is gone (it cannot end on its own before `finish`): the connection
-            // is dropped, so closed, and its permit returned.
+            // It ended just now: the connection is dropped, so closed, and its permit returned.
             target.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!("an HTTP worker thread has stopped; a connection was closed");
+            tracing::error!("an HTTP worker thread has stopped; closing a new connection");
         }
     }
 
@@ -135,13 +139,23 @@ impl Workers {
     /// them to close), then waits until every thread has ended.
     pub(super) async fn finish(self) {
         let Self { loops, _stop } = self;
-        let mut waiting = Vec::with_capacity(loops.len());
-        for Loop { queue, done, .. } in loops {
-            drop(queue);
-            waiting.push(done);
-        }
-        for done in waiting {
-            let _ = done.await;
+        let threads: Vec<_> = loops
+            .into_iter()
+            .map(|Loop { queue, thread, .. }| {
+                drop(queue);
+                thread
+            })
+            .collect();
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("an HTTP worker thread ended with a panic");
+                }
+            }
+        })
+        .await;
+        if let Err(err) = joined {
+            tracing::error!(error = %err, "waiting for the HTTP worker threads failed");
         }
     }
 }
