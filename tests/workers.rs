@@ -74,6 +74,16 @@ async fn start(
     (base, stop, task)
 }
 
+/// Triggers the shutdown and waits for `serve` to return, which it must do cleanly.
+async fn shut_down(stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("served");
+}
+
 /// A client with a connection of its own, kept alive between its requests.
 fn own_connection() -> reqwest::Client {
     keepalive::outbound::client_builder()
@@ -123,12 +133,7 @@ async fn connections_spread_over_every_loop_and_each_stays_on_its_own() {
     assert_eq!(worker_threads(), 3);
 
     drop(clients);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("served");
+    shut_down(stop, task).await;
     threads_gone().await;
 }
 
@@ -172,12 +177,7 @@ async fn a_shutdown_lets_every_loop_finish_its_requests_then_ends_the_threads() 
             .expect("each request reaches its handler");
     }
     let asked = Instant::now();
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("served");
+    shut_down(stop, task).await;
     assert!(
         asked.elapsed() >= Duration::from_millis(200),
         "serve waited for the requests in flight"
