@@ -16,8 +16,9 @@
 //!   as mirror and fallback.
 //! - [`health`]: the memory check and the background monitor whose cached result every
 //!   answer reads.
-//! - [`http`]: the axum router (sessions, keepalive, probes, metrics, the browser client) and
-//!   the listener with its limits and per-client rate limits.
+//! - [`http`]: the axum router (sessions, keepalive, probes, metrics, the browser client), the
+//!   listener with its limits and per-client rate limits, and the event loops (one per CPU)
+//!   that serve its connections.
 //! - [`metrics`]: the Prometheus registry and the metrics every part records.
 //! - [`alert`]: the built-in alert rules and their webhooks.
 //! - [`outbound`]: outgoing HTTP clients (webhooks, `check`, `doctor`).
