@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test suite of keepalive from a fresh clone: formatting, lints, the Rust unit and
-# integration tests, and the browser tests in headless Chromium. Installs what the suites need
-# when it is missing (Debian packages, npm packages) and does nothing more when it is there, so
-# it can be run again and again.
+# Runs every test suite of keepalive from a fresh clone: formatting, lints, API docs, the Rust
+# unit and integration tests, and the browser tests in headless Chromium. Installs what the
+# suites need when it is missing (Debian packages, npm packages) and does nothing more when it
+# is there, so it can be run again and again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,9 @@ cargo fmt --all -- --check
 
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo doc (broken or private links in the API docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

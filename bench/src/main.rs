@@ -76,6 +76,8 @@ struct LoadArgs {
 
     /// Benchmark an already running server instead; loopback only
     /// (http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT).
+    // The text is clap's help, printed as written: `[::1]` is an address, not a doc link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long)]
     url: Option<String>,
 

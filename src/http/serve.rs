@@ -8,7 +8,7 @@
 //!   most `max_header_bytes` and `max_headers` (hyper answers 431 past either);
 //! - shutdown stops accepting, lets in-flight requests finish and closes idle connections.
 //!
-//! This loop only accepts; the connections are served by the [`workers`](super::workers), one
+//! This loop only accepts; the connections are served by the [`workers`], one
 //! single-threaded event loop per CPU.
 
 use std::future::Future;

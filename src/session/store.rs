@@ -1,7 +1,7 @@
 //! The trait every session store implements, and its error type.
 //!
 //! A store keeps records and their expiry; the lifetime rules themselves live in
-//! [`SessionRecord`](super::SessionRecord). Stores compose: the failover store is two stores
+//! [`SessionRecord`]. Stores compose: the failover store is two stores
 //! behind this same trait.
 
 use std::time::Duration;

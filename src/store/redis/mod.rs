@@ -3,7 +3,7 @@
 //! Each operation is one round trip (a Lua script or an atomic pipeline) over a multiplexed
 //! connection that concurrent requests share, and each has a short timeout: a Redis that
 //! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
-//! in one script call together ([`batch`]). This store only reports
+//! in one script call together (the private `batch` module). This store only reports
 //! failures; deciding what to do about them is the [failover](super::failover) store's job.
 
 mod batch;
