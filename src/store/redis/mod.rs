@@ -278,7 +278,10 @@ impl RedisStore {
             .set_response_timeout(Some(self.options.timeout));
         match &self.target {
             Target::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(backend)?;
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(backend)?
+                    .set_tcp_settings(tcp_settings());
+                let client = redis::Client::open(info).map_err(backend)?;
                 Ok(Conn::Single(
                     client
                         .get_multiplexed_async_connection_with_config(&config)
@@ -291,6 +294,7 @@ impl RedisStore {
                     redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
                         .connection_timeout(self.options.connect_timeout)
                         .response_timeout(self.options.timeout)
+                        .tcp_settings(tcp_settings())
                         .build()
                         .map_err(backend)?;
                 Ok(Conn::Cluster(
@@ -478,6 +482,14 @@ impl RedisStore {
     }
 }
 
+/// TCP settings of the connections operations use: `TCP_NODELAY`, which the client leaves off.
+/// With Nagle's algorithm, a command written while the previous one is unacknowledged (a second
+/// batch of keepalives, a login beside them: the connection is pipelined) waits for that
+/// acknowledgement, which comes with Redis's answer: a whole round trip more.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 /// A client of the Sentinel-monitored master (resolved on each connection).
 fn sentinel_client(
     sentinels: &[String],
@@ -488,7 +500,8 @@ fn sentinel_client(
     let info: redis::ConnectionInfo =
         redis::IntoConnectionInfo::into_connection_info(node).map_err(backend)?;
     let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(info.redis_settings().clone());
+        .set_redis_connection_info(info.redis_settings().clone())
+        .set_tcp_settings(tcp_settings());
     redis::sentinel::SentinelClient::build(
         sentinels.iter().map(String::as_str).collect(),
         master,
