@@ -426,3 +426,126 @@ async fn a_logout_made_while_an_instance_was_down_holds_there_in_a_later_outage(
     );
     assert_eq!(keepalive(&one.base, Some(&kept)).await.0, 200);
 }
+
+/// Deletes a session's key behind the instances' back.
+fn del(redis: &RedisServer, cookie: &str) {
+    let removed: i64 = redis.query(redis::cmd("DEL").arg(session_key(cookie)), "DEL");
+    assert_eq!(removed, 1, "{cookie} was in Redis");
+}
+
+/// Stops an instance with SIGTERM and returns its log.
+fn stop_cleanly(mut process: Process) -> Vec<String> {
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(process.wait(Duration::from_secs(10)), Some(0));
+    process.drain_lines()
+}
+
+/// A clean stop while Redis answers records that Redis has every change, so the next start
+/// with the same Redis writes back only what changed after the stop instead of every live
+/// session. A crash, a Redis restarted meanwhile or a stop during an outage leave no such
+/// record, and every live session is written back as before. A key deleted behind the
+/// instance's back shows which: only a full write-back brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
+    ];
+
+    let process = Process::start(dir.path(), &vars);
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        cookies.push(create_session(&process.base).await);
+    }
+    // Older than the re-sync's margin (2 s before the stop) by the time of the stop.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let lines = stop_cleanly(process);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("[redis] every local change is in Redis")),
+        "{lines:#?}"
+    );
+
+    // Clean stop, same Redis: nothing written back, so the deleted key stays deleted.
+    del(&redis, &cookies[0]);
+    let mut process = Process::start(dir.path(), &vars);
+    let lines = process.drain_lines();
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "[redis] connected; writing back what changed since this instance last stopped"
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        !redis.exists(&session_key(&cookies[0])),
+        "a clean restart with the same Redis wrote an old session back"
+    );
+    assert_eq!(keepalive(&process.base, Some(&cookies[1])).await.0, 200);
+
+    // A crash leaves no record: every live local session is written back.
+    process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(process);
+    let process = Process::start(dir.path(), &vars);
+    assert!(
+        redis.exists(&session_key(&cookies[0])),
+        "the start after a crash writes every live session back"
+    );
+
+    // Clean stop, but Redis restarted empty meanwhile (another run id): all of them again.
+    stop_cleanly(process);
+    redis.restart_empty();
+    let process = Process::start(dir.path(), &vars);
+    for cookie in &cookies {
+        assert!(redis.exists(&session_key(cookie)), "{cookie} written back");
+    }
+
+    // Stopped during an outage: no record, every live session is written back once Redis
+    // answers again.
+    redis.freeze();
+    let during = create_session(&process.base).await;
+    let lines = stop_cleanly(process);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("[redis] every local change is in Redis")),
+        "{lines:#?}"
+    );
+    redis.thaw();
+    del(&redis, &cookies[2]);
+    let process = Process::start(dir.path(), &vars);
+    assert!(
+        redis.exists(&session_key(&during)),
+        "the session created during the outage reached Redis"
+    );
+    assert!(
+        redis.exists(&session_key(&cookies[2])),
+        "the start after a stop during an outage writes every live session back"
+    );
+
+    // Clean stop, and the same Redis does not answer at start: a session created before it
+    // does reaches it, the old ones are left as Redis has them.
+    stop_cleanly(process);
+    del(&redis, &cookies[1]);
+    redis.freeze();
+    let process = Process::start(dir.path(), &vars);
+    let offline = create_session(&process.base).await;
+    redis.thaw();
+    within(
+        Duration::from_secs(3),
+        "the session created while Redis was frozen at start written back",
+        || {
+            let there = redis.exists(&session_key(&offline));
+            async move { there }
+        },
+    )
+    .await;
+    assert!(
+        !redis.exists(&session_key(&cookies[1])),
+        "an old session was written back to the same Redis"
+    );
+    stop_cleanly(process);
+}

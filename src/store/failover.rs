@@ -16,6 +16,12 @@
 //! ids are drained under the same lock that flips the state, so no change slips between the
 //! re-sync and the return to Redis.
 //!
+//! An instance starts as if an outage had just begun, so its first connect is a re-sync too.
+//! After a clean stop while Redis answered, the local store holds the run id of that Redis and
+//! the time of the stop; if the same Redis answers at start, only what changed after the stop
+//! is written back. Otherwise (a crash, a stop during an outage, another or a restarted Redis)
+//! every live session is, as the instance cannot tell what Redis lacks.
+//!
 //! A second task hears the logouts other instances publish and ends the local copies of those
 //! sessions; after each subscription it also looks up, by their markers, the logouts it could
 //! not hear before.
@@ -35,7 +41,7 @@ use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
 
-use super::local::LocalStore;
+use super::local::{LocalStore, SyncPoint};
 use super::redis::RedisStore;
 
 /// Changes written back concurrently during a re-sync (they share one pipelined connection).
@@ -70,6 +76,10 @@ struct Shared {
     dirty: Mutex<HashSet<SessionId>>,
     /// Run id of the Redis the local changes were last reconciled with.
     run_id: Mutex<Option<String>>,
+    /// Until the first re-sync after start: when the last clean stop recorded that every local
+    /// change had reached the Redis of `run_id` (see [`SyncPoint`]). That re-sync then writes
+    /// back only what changed since, instead of every live session.
+    stopped_at: Mutex<Option<Millis>>,
     /// Told each time a re-sync brings Redis back: the logout listener subscribes again, in
     /// case its own connection went silent without closing.
     reconnected: tokio::sync::Notify,
@@ -95,6 +105,18 @@ impl FailoverStore {
         metrics: Arc<Metrics>,
     ) -> Self {
         let now = clock.now();
+        // Read before the first connect, which it shortens: see `reconnect`.
+        let sync_point = match local.take_sync_point().await {
+            Ok(point) => point,
+            Err(err) => {
+                tracing::warn!(error = %err, "[redis] cannot read where the local store stood with Redis at the last stop: {err}; every live local session is written back");
+                None
+            }
+        };
+        let (run_id, stopped_at) = match sync_point {
+            Some(SyncPoint { run_id, at }) => (Some(run_id), Some(at)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             redis,
             local,
@@ -103,7 +125,8 @@ impl FailoverStore {
             online: AtomicBool::new(false),
             outage_began: AtomicI64::new(now),
             dirty: Mutex::new(HashSet::new()),
-            run_id: Mutex::new(None),
+            run_id: Mutex::new(run_id),
+            stopped_at: Mutex::new(stopped_at),
             reconnected: tokio::sync::Notify::new(),
             absolute_lifetime: options.absolute_lifetime,
         });
@@ -149,6 +172,34 @@ impl Shared {
             tracing::warn!(
                 "[redis] degraded mode on: sessions are served from the local store until Redis answers"
             );
+        }
+    }
+
+    /// At a clean stop, while Redis answers and nothing waits to be written back: records in
+    /// the local store that Redis has every change, so the next start with the same Redis
+    /// writes back only what changes after now. Without it (a crash, a stop during an outage)
+    /// the next start writes back every live session, which is always safe, only slower.
+    async fn record_sync_point(&self) {
+        let run_id = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(run_id) = run_id else { return };
+        if !self.is_online() || !self.dirty().is_empty() {
+            return;
+        }
+        let point = SyncPoint {
+            run_id,
+            at: self.clock.now(),
+        };
+        match self.local.save_sync_point(point).await {
+            Ok(()) => tracing::info!(
+                "[redis] every local change is in Redis: the next start writes back only what changes after now"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "[redis] cannot record that every local change is in Redis: {err}; the next start writes every live session back")
+            }
         }
     }
 
@@ -278,8 +329,20 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let same_redis = known.as_deref() == Some(run_id.as_str());
-        let since = same_redis.then(|| self.outage_began.load(Ordering::Acquire) - RESYNC_SLACK_MS);
-        tracing::info!(run_id = %run_id, "[redis] connected; writing back {}", if same_redis { "what changed during the outage" } else { "every live local session" });
+        // The same Redis as at the last clean stop has every change made before that stop: for
+        // the first re-sync after start, the outage began then.
+        let stopped_at = *self.stopped_at.lock().unwrap_or_else(|p| p.into_inner());
+        let began = self.outage_began.load(Ordering::Acquire);
+        let since =
+            same_redis.then(|| stopped_at.map_or(began, |at| at.min(began)) - RESYNC_SLACK_MS);
+        let what = match (same_redis, stopped_at) {
+            (true, Some(_)) => {
+                "what changed since this instance last stopped (the same Redis has the rest)"
+            }
+            (true, None) => "what changed during the outage",
+            (false, _) => "every live local session",
+        };
+        tracing::info!(run_id = %run_id, "[redis] connected; writing back {what}");
 
         // What was written back, by id: a session that changes again while the re-sync runs is
         // written twice but counted once, so the counts are sessions and logouts, not writes.
@@ -349,6 +412,7 @@ impl Shared {
             }
         }
         *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
+        *self.stopped_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.reconnected.notify_waiters();
         self.metrics.redis_up.set(1);
         let (sessions, logouts) = (sessions.len() as u64, logouts.len() as u64);
@@ -638,6 +702,7 @@ impl SessionStore for FailoverStore {
             task.await
                 .map_err(|err| StoreError::Backend(err.to_string()))?;
         }
+        self.shared.record_sync_point().await;
         self.shared.redis.disconnect();
         self.shared.local.close().await
     }

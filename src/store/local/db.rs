@@ -33,6 +33,13 @@ const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended
 /// Facts about the file's layout: `expiry_bucket_ms`, the bucket width its expiry index was
 /// built with (absent: exact expiries, the first layout).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Where this file stood with the shared store when its instance last stopped cleanly while
+/// connected: key `redis`, value (the Redis run id, the time up to which every change in this
+/// file had reached that Redis). Taken, that is read and removed, at start: after a crash
+/// there is none, and the next start writes every live session back.
+const SYNCED: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
+/// The one key of [`SYNCED`].
+const SYNCED_KEY: &str = "redis";
 
 /// A pending change to one session.
 #[derive(Debug, Clone)]
@@ -103,6 +110,7 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
         }
     }
     txn.open_table(USERS).map_err(backend)?;
+    txn.open_table(SYNCED).map_err(backend)?;
     {
         let mut meta = txn.open_table(META).map_err(backend)?;
         let width = meta
@@ -191,6 +199,33 @@ pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId
         }
     }
     Ok(out)
+}
+
+/// Records, durably, that every change in this file had reached the Redis with `run_id` by `at`.
+pub fn save_synced(db: &Database, run_id: &str, at: Millis) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    txn.open_table(SYNCED)
+        .map_err(backend)?
+        .insert(SYNCED_KEY, (run_id, at))
+        .map_err(backend)?;
+    txn.commit().map_err(backend)
+}
+
+/// The record [`save_synced`] left, if any, removed in the same transaction: it holds for the
+/// next start only.
+pub fn take_synced(db: &Database) -> Result<Option<(String, Millis)>, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let taken = txn
+        .open_table(SYNCED)
+        .map_err(backend)?
+        .remove(SYNCED_KEY)
+        .map_err(backend)?
+        .map(|value| {
+            let (run_id, at) = value.value();
+            (run_id.to_owned(), at)
+        });
+    txn.commit().map_err(backend)?;
+    Ok(taken)
 }
 
 /// The number of stored sessions, live or awaiting the purge.

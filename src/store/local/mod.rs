@@ -54,6 +54,17 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+/// Where the local store stood with the shared store at a clean stop: every change it held
+/// had reached the Redis whose run id is `run_id` by `at`. The next start then writes back only
+/// what changed after `at`, rather than every live session, if that same Redis is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// The Redis run id (several, comma-separated, for a cluster).
+    pub run_id: String,
+    /// The store's clock when the stop was recorded.
+    pub at: Millis,
+}
+
 /// The durable embedded store.
 pub struct LocalStore {
     shared: Arc<Shared>,
@@ -301,6 +312,28 @@ impl LocalStore {
         })
         .await
         .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    /// Records that every change in this store had reached the shared store whose run id is
+    /// `run_id` by `at` (see [`SyncPoint`]); durable on return. The failover store says so when
+    /// it stops cleanly while connected.
+    pub async fn save_sync_point(&self, point: SyncPoint) -> Result<(), StoreError> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || db::save_synced(&shared.db, &point.run_id, point.at))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))?
+    }
+
+    /// The [`SyncPoint`] the last clean stop left, removed from the file: it describes the
+    /// moment of that stop only, so it is read once, at start.
+    pub async fn take_sync_point(&self) -> Result<Option<SyncPoint>, StoreError> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        let taken = tokio::task::spawn_blocking(move || db::take_synced(&shared.db))
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))??;
+        Ok(taken.map(|(run_id, at)| SyncPoint { run_id, at }))
     }
 
     fn check_open(&self) -> Result<(), StoreError> {

@@ -483,3 +483,30 @@ async fn the_mirrors_expiry_follows_mirror_forget_and_purge() {
     assert!(expiry().is_none_or(|at| at <= now));
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_sync_point_survives_reopening_and_is_read_once() {
+    let f = Fixture::new();
+    let point = SyncPoint {
+        run_id: "a1b2c3".to_owned(),
+        at: START + 42,
+    };
+    {
+        let store = f.open().await;
+        assert_eq!(store.take_sync_point().await.expect("take"), None);
+        store.save_sync_point(point.clone()).await.expect("save");
+        store.close().await.expect("close");
+    }
+    {
+        let store = f.open().await;
+        assert_eq!(store.take_sync_point().await.expect("take"), Some(point));
+        assert_eq!(
+            store.take_sync_point().await.expect("take again"),
+            None,
+            "taken means removed: a crash after this start leaves none"
+        );
+        store.close().await.expect("close");
+    }
+    let store = f.open().await;
+    assert_eq!(store.take_sync_point().await.expect("take"), None);
+}

@@ -378,11 +378,14 @@ impl RedisStore {
                 .join(","),
             other => format!("{other:?}"),
         };
-        Ok(text
+        // Sorted: a cluster's nodes may answer in any order, and the same nodes must give the
+        // same id (a local store records it across restarts).
+        let mut ids: Vec<String> = text
             .lines()
             .filter_map(|l| l.split_once("run_id:").map(|(_, id)| id.trim().to_owned()))
-            .collect::<Vec<_>>()
-            .join(","))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids.join(","))
     }
 
     fn current(&self) -> Result<Conn, StoreError> {
