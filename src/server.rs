@@ -383,29 +383,54 @@ pub async fn run_with(
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown future of the binary, and of an
 /// application that embeds keepalive.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled: the
+/// server polls it only once it serves, and a SIGTERM that came before (an orchestrator
+/// stopping a pod that has just started) would otherwise kill the process without a clean
+/// stop. Must be called inside a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(stream) => Some(stream),
             Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                tracing::error!(error = %err, "cannot listen for {name}");
+                None
+            }
+        };
+        (
+            install(SignalKind::terminate(), "SIGTERM"),
+            install(SignalKind::interrupt(), "SIGINT"),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut terminate, mut interrupt) = handlers;
+            tokio::select! {
+                () = received(interrupt.as_mut()) => tracing::info!("SIGINT received"),
+                () = received(terminate.as_mut()) => tracing::info!("SIGTERM received"),
+            }
+        }
+        #[cfg(not(unix))]
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("Ctrl-C received"),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The next signal on `stream`; never, without a handler.
+#[cfg(unix)]
+async fn received(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

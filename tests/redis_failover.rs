@@ -8,7 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::{RedisServer, free_port};
-use common::{Process, TestServer, client, create_session, keepalive, logout, metrics, within};
+use common::{
+    Process, TestServer, client, command, create_session, keepalive, logout, metrics, wait_or_kill,
+    within,
+};
 use serde_json::Value;
 
 const TOKEN: &str = "test-health-token-0123456789";
@@ -548,4 +551,49 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
         "an old session was written back to the same Redis"
     );
     stop_cleanly(process);
+}
+
+/// A SIGTERM that arrives while the instance is still starting (here its first connect waits
+/// on a frozen Redis) stops it cleanly once it is up, instead of killing it outright: the
+/// handlers are installed before the start, not when the server first waits for a signal.
+#[test]
+fn a_sigterm_while_starting_stops_cleanly() {
+    use std::io::BufRead;
+    let redis = RedisServer::start();
+    redis.freeze();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, data_dir) = (redis.url(), dir.path().display().to_string());
+    let mut child = command(&[
+        ("KEEPALIVE_BIND", "127.0.0.1"),
+        ("PORT", "0"),
+        ("KEEPALIVE_LOG_FORMAT", "json"),
+        ("KEEPALIVE_DATA_DIR", &data_dir),
+        ("REDIS_URL", &url),
+        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "1s"),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Logged just before the first connect, which then waits for the frozen Redis.
+    let starting = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("sessions live in Redis"));
+    assert!(starting.is_some(), "the server logged its Redis target");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let status = wait_or_kill(&mut child, Duration::from_secs(15)).expect("exited by itself");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    redis.thaw();
+    assert_eq!(status.code(), Some(0), "{status:?}: {rest:#?}");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:#?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("stopped; sessions flushed")));
 }
