@@ -391,3 +391,125 @@ async fn a_foreign_value_fails_only_its_own_keepalive() {
     assert_eq!(hash, ["e".to_owned(), (START + IDLE_MS).to_string()]);
     f.store.close().await.expect("close");
 }
+
+/// Redis's `CLIENT LIST`, one line per connection, without the connection asking.
+fn clients(redis: &RedisServer) -> Vec<String> {
+    let list: String = redis.query(redis::cmd("CLIENT").arg("LIST"), "CLIENT LIST");
+    list.lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `id=` of each connection in a `CLIENT LIST`.
+fn client_ids(list: &[String]) -> Vec<String> {
+    list.iter()
+        .filter_map(|l| {
+            l.split(' ')
+                .find(|f| f.starts_with("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Waits, yielding to the runtime, until Redis sees `count` connections of the store, none of
+/// them one of `gone`; returns their ids.
+async fn connections_become(redis: &RedisServer, count: usize, gone: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = clients(redis);
+        let ids = client_ids(&now);
+        if now.len() == count && !ids.iter().any(|id| gone.contains(id)) {
+            return ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} connections expected: {now:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// On a single-threaded runtime, as each HTTP event loop is, keepalives move to a batcher and
+/// a Redis connection of the loop's own once it is open (in the background: the first ones
+/// use the shared connection meanwhile), are answered correctly there, still within the
+/// timeout when Redis freezes, and a new link brings a new connection in place of the old.
+#[tokio::test(flavor = "current_thread")]
+async fn a_single_threaded_runtime_gets_a_connection_of_its_own() {
+    let timeout = Duration::from_millis(200);
+    let f = fixture(timeout).await;
+    let mut records = Vec::new();
+    for n in 0..40 {
+        records.push(f.create(60 * MIN, format!(r#"{{"n":{n}}}"#)).await);
+    }
+    assert_eq!(clients(&f.redis).len(), 1, "the shared connection only");
+    let now = f.clock.now();
+    assert!(
+        f.store
+            .touch(&records[0].id, now, IDLE)
+            .await
+            .expect("touch")
+            .is_some()
+    );
+    let first = connections_become(&f.redis, 2, &[]).await;
+
+    // A read goes over the shared connection, the keepalives over the loop's: each
+    // connection's last command tells which carried what.
+    f.store.load(&records[0].id, now).await.expect("load");
+    f.clock.advance(MIN);
+    let now = f.clock.now();
+    let answers = join_all(records.iter().map(|r| f.store.touch(&r.id, now, IDLE))).await;
+    for (record, answer) in records.iter().zip(answers) {
+        let touched = answer.expect("touch").expect("live");
+        assert_eq!(touched.id, record.id);
+        assert_eq!(touched.data, record.data);
+        assert_eq!(touched.expires_at, now + IDLE_MS);
+    }
+    let list = clients(&f.redis);
+    assert_eq!(
+        list.iter().filter(|l| l.contains(" cmd=get ")).count(),
+        1,
+        "{list:#?}"
+    );
+    assert_eq!(
+        list.iter().filter(|l| l.contains(" cmd=evalsha ")).count(),
+        1,
+        "{list:#?}"
+    );
+
+    f.redis.freeze();
+    let asked = Instant::now();
+    let answers = join_all(records.iter().map(|r| f.store.touch(&r.id, now, IDLE))).await;
+    let took = asked.elapsed();
+    f.redis.thaw();
+    for answer in answers {
+        let err = answer.expect_err("a frozen Redis answers nothing");
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+    assert!(
+        took < timeout + Duration::from_millis(80),
+        "keepalives waited {took:?} with a timeout of {timeout:?}"
+    );
+
+    // A new link (what the failover store does after an outage): the loop opens a new
+    // connection and lets the old one go, so two new ones remain.
+    f.store.disconnect();
+    f.store.connect().await.expect("reconnect");
+    let now = f.clock.now();
+    assert!(
+        f.store
+            .touch(&records[1].id, now, IDLE)
+            .await
+            .expect("touch")
+            .is_some()
+    );
+    connections_become(&f.redis, 2, &first).await;
+    assert!(
+        f.store
+            .touch(&records[2].id, now, IDLE)
+            .await
+            .expect("touch")
+            .is_some()
+    );
+    f.store.close().await.expect("close");
+}

@@ -79,6 +79,11 @@ impl Batcher {
         Self { queue, timeout }
     }
 
+    /// Whether its task is gone (its runtime ended).
+    pub(super) fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Extends one session, in the next batch. Answers within the Redis timeout: a batch's
     /// call is bounded by the earliest deadline among its keepalives, and a keepalive only
     /// waits for room behind batches that asked before it (so whose deadlines come first).

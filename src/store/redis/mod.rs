@@ -3,14 +3,17 @@
 //! Each operation is one round trip (a Lua script or an atomic pipeline) over a multiplexed
 //! connection that concurrent requests share, and each has a short timeout: a Redis that
 //! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
-//! in one script call together (the private `batch` module). This store only reports
+//! in one script call together (the private `batch` module), over a connection of the HTTP
+//! event loop's own when they come from one (the private `per_loop` module). This store only reports
 //! failures; deciding what to do about them is the [failover](super::failover) store's job.
 
 mod batch;
+mod per_loop;
 mod scripts;
 mod target;
 pub mod value;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -155,13 +158,21 @@ impl KeepaliveTouch {
 struct Link {
     conn: Conn,
     touches: Option<batch::Batcher>,
+    /// Tells this link from the ones before it, for the HTTP loops' own batchers ([`per_loop`]).
+    generation: u64,
 }
+
+/// Gives each store an id of its own, for [`per_loop`].
+static STORES: AtomicU64 = AtomicU64::new(0);
 
 /// The Redis session store.
 pub struct RedisStore {
     target: Target,
     options: RedisOptions,
     link: RwLock<Option<Link>>,
+    /// The last link's generation.
+    generations: AtomicU64,
+    id: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -190,6 +201,8 @@ impl RedisStore {
             target,
             options,
             link: RwLock::new(None),
+            generations: AtomicU64::new(0),
+            id: STORES.fetch_add(1, Ordering::Relaxed),
             clock,
             metrics,
         }
@@ -243,20 +256,15 @@ impl RedisStore {
             .map_err(|_| timed_out("connection", budget))??;
         let run_id = self.run_id_on(conn.clone()).await?;
         let touches = match &conn {
-            Conn::Single(_) => Some(batch::Batcher::start(
-                conn.clone(),
-                batch::BatchContext {
-                    prefix: self.options.prefix.clone(),
-                    timeout: self.options.timeout,
-                    latency: self
-                        .metrics
-                        .redis_operation_duration_seconds
-                        .with_label_values(&["touch"]),
-                },
-            )),
+            Conn::Single(_) => Some(batch::Batcher::start(conn.clone(), self.batch_context())),
             Conn::Cluster(_) => None,
         };
-        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(Link { conn, touches });
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(Link {
+            conn,
+            touches,
+            generation,
+        });
         Ok(run_id)
     }
 
@@ -272,48 +280,81 @@ impl RedisStore {
     }
 
     async fn open(&self) -> Result<Conn, StoreError> {
-        let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.options.connect_timeout))
-            .set_response_timeout(Some(self.options.timeout));
-        match &self.target {
-            Target::Single(url) => {
-                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(backend)?
-                    .set_tcp_settings(tcp_settings());
-                let client = redis::Client::open(info).map_err(backend)?;
-                Ok(Conn::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map_err(backend)?,
-                ))
-            }
-            Target::Cluster(urls) => {
-                let client =
-                    redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
-                        .connection_timeout(self.options.connect_timeout)
-                        .response_timeout(self.options.timeout)
-                        .tcp_settings(tcp_settings())
-                        .build()
-                        .map_err(backend)?;
-                Ok(Conn::Cluster(
-                    client.get_async_connection().await.map_err(backend)?,
-                ))
-            }
-            Target::Sentinel {
-                sentinels,
-                master,
-                node,
-            } => Ok(Conn::Single(
-                sentinel_client(sentinels, master, node)?
-                    .get_async_connection()
-                    .await
-                    .map_err(backend)?,
-            )),
-        }
+        open(&self.target, &self.options).await
     }
 
+    /// This HTTP loop's own batcher, if it has one for the current link (see [`per_loop`]);
+    /// starts opening it otherwise, in the background: meanwhile the caller uses the shared one.
+    fn loop_batcher(&self, generation: u64) -> Option<batch::Batcher> {
+        per_loop::batcher(self.id, generation, || {
+            let (target, options) = (self.target.clone(), self.options.clone());
+            let ctx = self.batch_context();
+            async move {
+                let budget = options.connect_timeout + options.timeout;
+                let conn = tokio::time::timeout(budget, open(&target, &options))
+                    .await
+                    .map_err(|_| timed_out("connection", budget))??;
+                Ok(batch::Batcher::start(conn, ctx))
+            }
+        })
+    }
+
+    fn batch_context(&self) -> batch::BatchContext {
+        batch::BatchContext {
+            prefix: self.options.prefix.clone(),
+            timeout: self.options.timeout,
+            latency: self
+                .metrics
+                .redis_operation_duration_seconds
+                .with_label_values(&["touch"]),
+        }
+    }
+}
+
+/// Opens a connection to `target`.
+async fn open(target: &Target, options: &RedisOptions) -> Result<Conn, StoreError> {
+    let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.timeout));
+    match target {
+        Target::Single(url) => {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(backend)?
+                .set_tcp_settings(tcp_settings());
+            let client = redis::Client::open(info).map_err(backend)?;
+            Ok(Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(backend)?,
+            ))
+        }
+        Target::Cluster(urls) => {
+            let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+                .connection_timeout(options.connect_timeout)
+                .response_timeout(options.timeout)
+                .tcp_settings(tcp_settings())
+                .build()
+                .map_err(backend)?;
+            Ok(Conn::Cluster(
+                client.get_async_connection().await.map_err(backend)?,
+            ))
+        }
+        Target::Sentinel {
+            sentinels,
+            master,
+            node,
+        } => Ok(Conn::Single(
+            sentinel_client(sentinels, master, node)?
+                .get_async_connection()
+                .await
+                .map_err(backend)?,
+        )),
+    }
+}
+
+impl RedisStore {
     /// Subscribes to the logouts every instance publishes: a stream of the ids ended, until
     /// the connection drops. A connection of its own (a subscribed connection takes no other
     /// command); in a cluster, to any node, since every node relays every message.
@@ -593,14 +634,15 @@ impl SessionStore for RedisStore {
         };
         // Only the batcher's handle is copied out of the lock (one reference count), not the
         // whole connection: this runs for every keepalive.
-        let touches = self
+        let (touches, generation) = self
             .link
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|link| link.touches.clone())
+            .map(|link| (link.touches.clone(), link.generation))
             .ok_or_else(not_connected)?;
-        if let Some(touches) = touches {
+        if let Some(shared) = touches {
+            let touches = self.loop_batcher(generation).unwrap_or(shared);
             return touches.touch(touch).await;
         }
         let mut invocation = scripts::TOUCH.prepare_invoke();
