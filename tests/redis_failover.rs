@@ -340,6 +340,14 @@ fn transitions_are_logged_once_each() {
     );
 }
 
+/// The variables of an instance started as a process on `url`, quick to give up connecting.
+fn process_vars(url: &str) -> [(&str, &str); 2] {
+    [
+        ("REDIS_URL", url),
+        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
+    ]
+}
+
 /// A logout made during an outage is on disk: even if the instance restarts before Redis
 /// returns, the logout reaches Redis and the session stays ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,10 +355,7 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
-    ];
+    let vars = process_vars(&url);
     let process = Process::start(dir.path(), &vars);
     let ended = create_session(&process.base).await;
     let kept = create_session(&process.base).await;
@@ -386,10 +391,7 @@ async fn a_logout_during_an_outage_survives_a_restart_of_the_instance() {
 async fn a_logout_made_while_an_instance_was_down_holds_there_in_a_later_outage() {
     let mut redis = RedisServer::start();
     let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
-    ];
+    let vars = process_vars(&url);
     let (dir_one, dir_two) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
@@ -453,10 +455,7 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = redis.url();
-    let vars = [
-        ("REDIS_URL", url.as_str()),
-        ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "200ms"),
-    ];
+    let vars = process_vars(&url);
 
     let process = Process::start(dir.path(), &vars);
     let mut cookies = Vec::new();

@@ -65,6 +65,12 @@ impl Fixture {
         record
     }
 
+    /// Whether a keepalive now finds the session live.
+    async fn touched(&self, id: &SessionId) -> bool {
+        let touched = self.store.touch(id, self.clock.now(), IDLE).await;
+        touched.expect("touch").is_some()
+    }
+
     /// Script calls that carried keepalives so far.
     fn touch_calls(&self) -> u64 {
         self.metrics
@@ -444,13 +450,7 @@ async fn a_single_threaded_runtime_gets_a_connection_of_its_own() {
     }
     assert_eq!(clients(&f.redis).len(), 1, "the shared connection only");
     let now = f.clock.now();
-    assert!(
-        f.store
-            .touch(&records[0].id, now, IDLE)
-            .await
-            .expect("touch")
-            .is_some()
-    );
+    assert!(f.touched(&records[0].id).await);
     let first = connections_become(&f.redis, 2, &[]).await;
 
     // A read goes over the shared connection, the keepalives over the loop's: each
@@ -495,21 +495,8 @@ async fn a_single_threaded_runtime_gets_a_connection_of_its_own() {
     // connection and lets the old one go, so two new ones remain.
     f.store.disconnect();
     f.store.connect().await.expect("reconnect");
-    let now = f.clock.now();
-    assert!(
-        f.store
-            .touch(&records[1].id, now, IDLE)
-            .await
-            .expect("touch")
-            .is_some()
-    );
+    assert!(f.touched(&records[1].id).await);
     connections_become(&f.redis, 2, &first).await;
-    assert!(
-        f.store
-            .touch(&records[2].id, now, IDLE)
-            .await
-            .expect("touch")
-            .is_some()
-    );
+    assert!(f.touched(&records[2].id).await);
     f.store.close().await.expect("close");
 }
