@@ -549,6 +549,21 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
         !redis.exists(&session_key(&cookies[1])),
         "an old session was written back to the same Redis"
     );
+
+    // Clean stop, then the same Redis under another key prefix (another database would do
+    // the same): its run id is the same, but it holds none of the sessions, so every live one
+    // is written back there.
+    stop_cleanly(process);
+    let mut moved = process_vars(&url).to_vec();
+    moved.push(("KEEPALIVE_REDIS_PREFIX", "moved:"));
+    let process = Process::start(dir.path(), &moved);
+    for cookie in [&offline, &cookies[0], &cookies[2]] {
+        let id = cookie.split_once('=').expect("pair").1;
+        assert!(
+            redis.exists(&format!("moved:{{{id}}}")),
+            "{cookie} written back under the new prefix"
+        );
+    }
     stop_cleanly(process);
 }
 

@@ -18,9 +18,10 @@
 //!
 //! Tasks a handler spawns run on its loop, and blocking work goes to that loop's own pool of
 //! blocking threads. With Redis, each loop also gets a batcher and a Redis connection of its
-//! own (the Redis store's `per_loop` module), so a keepalive never leaves its loop's thread. The loops stop when [`Workers::finish`] is awaited (after the listener's
-//! graceful shutdown: their connections end, then the threads), or at once, aborting their
-//! connections, when [`Workers`] is dropped.
+//! own (the Redis store's `per_loop` module), so a keepalive never leaves its loop's thread.
+//! The loops stop when [`Workers::finish`] is awaited (after the listener's graceful shutdown:
+//! their connections end, then the threads), or at once, aborting their connections, when
+//! [`Workers`] is dropped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

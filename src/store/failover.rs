@@ -17,10 +17,11 @@
 //! re-sync and the return to Redis.
 //!
 //! An instance starts as if an outage had just begun, so its first connect is a re-sync too.
-//! After a clean stop while Redis answered, the local store holds the run id of that Redis and
-//! the time of the stop; if the same Redis answers at start, only what changed after the stop
-//! is written back. Otherwise (a crash, a stop during an outage, another or a restarted Redis)
-//! every live session is, as the instance cannot tell what Redis lacks.
+//! After a clean stop while Redis answered, the local store holds which store that was (where,
+//! which database and key prefix), the run id of its Redis and the time of the stop; if the
+//! same store with the same Redis answers at start, only what changed after the stop is
+//! written back. Otherwise (a crash, a stop during an outage, another database or prefix, a
+//! restarted Redis) every live session is, as the instance cannot tell what Redis lacks.
 //!
 //! A second task hears the logouts other instances publish and ends the local copies of those
 //! sessions; after each subscription it also looks up, by their markers, the logouts it could
@@ -106,7 +107,7 @@ impl FailoverStore {
     ) -> Self {
         let now = clock.now();
         // Read before the first connect, which it shortens: see `reconnect`.
-        let sync_point = match local.take_sync_point().await {
+        let sync_point = match local.take_sync_point(&redis.identity()).await {
             Ok(point) => point,
             Err(err) => {
                 tracing::warn!(error = %err, "[redis] cannot read where the local store stood with Redis at the last stop: {err}; every live local session is written back");
@@ -114,7 +115,7 @@ impl FailoverStore {
             }
         };
         let (run_id, stopped_at) = match sync_point {
-            Some(SyncPoint { run_id, at }) => (Some(run_id), Some(at)),
+            Some(SyncPoint { run_id, at, .. }) => (Some(run_id), Some(at)),
             None => (None, None),
         };
         let shared = Arc::new(Shared {
@@ -190,6 +191,7 @@ impl Shared {
             return;
         }
         let point = SyncPoint {
+            store: self.redis.identity(),
             run_id,
             at: self.clock.now(),
         };

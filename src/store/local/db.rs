@@ -34,12 +34,11 @@ const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended
 /// built with (absent: exact expiries, the first layout).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Where this file stood with the shared store when its instance last stopped cleanly while
-/// connected: key `redis`, value (the Redis run id, the time up to which every change in this
-/// file had reached that Redis). Taken, that is read and removed, at start: after a crash
+/// connected: key, the shared store's identity (where, which database, which prefix; no
+/// credentials); value, (its Redis run id, the time up to which every change in this file had
+/// reached it). At most one entry. Taken, that is read and removed, at start: after a crash
 /// there is none, and the next start writes every live session back.
 const SYNCED: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
-/// The one key of [`SYNCED`].
-const SYNCED_KEY: &str = "redis";
 
 /// A pending change to one session.
 #[derive(Debug, Clone)]
@@ -201,29 +200,32 @@ pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId
     Ok(out)
 }
 
-/// Records, durably, that every change in this file had reached the Redis with `run_id` by `at`.
-pub fn save_synced(db: &Database, run_id: &str, at: Millis) -> Result<(), StoreError> {
+/// Records, durably, that every change in this file had reached the shared store `store`,
+/// whose Redis has `run_id`, by `at` (replacing any earlier record).
+pub fn save_synced(db: &Database, store: &str, run_id: &str, at: Millis) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(backend)?;
-    txn.open_table(SYNCED)
-        .map_err(backend)?
-        .insert(SYNCED_KEY, (run_id, at))
-        .map_err(backend)?;
+    {
+        let mut table = txn.open_table(SYNCED).map_err(backend)?;
+        table.retain(|_, _| false).map_err(backend)?;
+        table.insert(store, (run_id, at)).map_err(backend)?;
+    }
     txn.commit().map_err(backend)
 }
 
-/// The record [`save_synced`] left, if any, removed in the same transaction: it holds for the
-/// next start only.
-pub fn take_synced(db: &Database) -> Result<Option<(String, Millis)>, StoreError> {
+/// The run id and time [`save_synced`] recorded for `store`, if it recorded them for that
+/// store; the record is removed in the same transaction either way: it holds for the next
+/// start only.
+pub fn take_synced(db: &Database, store: &str) -> Result<Option<(String, Millis)>, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
-    let taken = txn
-        .open_table(SYNCED)
-        .map_err(backend)?
-        .remove(SYNCED_KEY)
-        .map_err(backend)?
-        .map(|value| {
+    let taken = {
+        let mut table = txn.open_table(SYNCED).map_err(backend)?;
+        let taken = table.get(store).map_err(backend)?.map(|value| {
             let (run_id, at) = value.value();
             (run_id.to_owned(), at)
         });
+        table.retain(|_, _| false).map_err(backend)?;
+        taken
+    };
     txn.commit().map_err(backend)?;
     Ok(taken)
 }

@@ -55,10 +55,13 @@ struct Shared {
 }
 
 /// Where the local store stood with the shared store at a clean stop: every change it held
-/// had reached the Redis whose run id is `run_id` by `at`. The next start then writes back only
-/// what changed after `at`, rather than every live session, if that same Redis is there.
+/// had reached the shared store `store`, whose Redis had the run id `run_id`, by `at`. The next
+/// start then writes back only what changed after `at`, rather than every live session, if the
+/// same store with the same Redis is there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncPoint {
+    /// Which shared store: where, which database, which key prefix (no credentials).
+    pub store: String,
     /// The Redis run id (several, comma-separated, for a cluster).
     pub run_id: String,
     /// The store's clock when the stop was recorded.
@@ -320,20 +323,28 @@ impl LocalStore {
     pub async fn save_sync_point(&self, point: SyncPoint) -> Result<(), StoreError> {
         self.check_open()?;
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || db::save_synced(&shared.db, &point.run_id, point.at))
-            .await
-            .map_err(|err| StoreError::Backend(err.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            db::save_synced(&shared.db, &point.store, &point.run_id, point.at)
+        })
+        .await
+        .map_err(|err| StoreError::Backend(err.to_string()))?
     }
 
-    /// The [`SyncPoint`] the last clean stop left, removed from the file: it describes the
-    /// moment of that stop only, so it is read once, at start.
-    pub async fn take_sync_point(&self) -> Result<Option<SyncPoint>, StoreError> {
+    /// The [`SyncPoint`] the last clean stop left for the shared store `store` (none if it was
+    /// left for another), removed from the file either way: it describes the moment of that
+    /// stop only, so it is read once, at start.
+    pub async fn take_sync_point(&self, store: &str) -> Result<Option<SyncPoint>, StoreError> {
         self.check_open()?;
         let shared = Arc::clone(&self.shared);
-        let taken = tokio::task::spawn_blocking(move || db::take_synced(&shared.db))
+        let key = store.to_owned();
+        let taken = tokio::task::spawn_blocking(move || db::take_synced(&shared.db, &key))
             .await
             .map_err(|err| StoreError::Backend(err.to_string()))??;
-        Ok(taken.map(|(run_id, at)| SyncPoint { run_id, at }))
+        Ok(taken.map(|(run_id, at)| SyncPoint {
+            store: store.to_owned(),
+            run_id,
+            at,
+        }))
     }
 
     fn check_open(&self) -> Result<(), StoreError> {

@@ -487,26 +487,44 @@ async fn the_mirrors_expiry_follows_mirror_forget_and_purge() {
 #[tokio::test]
 async fn a_sync_point_survives_reopening_and_is_read_once() {
     let f = Fixture::new();
+    const STORE: &str = "redis://127.0.0.1:6379/0 prefix=keepalive:";
     let point = SyncPoint {
+        store: STORE.to_owned(),
         run_id: "a1b2c3".to_owned(),
         at: START + 42,
     };
     {
         let store = f.open().await;
-        assert_eq!(store.take_sync_point().await.expect("take"), None);
+        assert_eq!(store.take_sync_point(STORE).await.expect("take"), None);
         store.save_sync_point(point.clone()).await.expect("save");
         store.close().await.expect("close");
     }
     {
         let store = f.open().await;
-        assert_eq!(store.take_sync_point().await.expect("take"), Some(point));
         assert_eq!(
-            store.take_sync_point().await.expect("take again"),
+            store.take_sync_point(STORE).await.expect("take"),
+            Some(point.clone())
+        );
+        assert_eq!(
+            store.take_sync_point(STORE).await.expect("take again"),
             None,
             "taken means removed: a crash after this start leaves none"
         );
+        store.save_sync_point(point).await.expect("save");
         store.close().await.expect("close");
     }
     let store = f.open().await;
-    assert_eq!(store.take_sync_point().await.expect("take"), None);
+    assert_eq!(
+        store
+            .take_sync_point("redis://127.0.0.1:6379/1 prefix=keepalive:")
+            .await
+            .expect("take"),
+        None,
+        "recorded for another database: it does not hold"
+    );
+    assert_eq!(
+        store.take_sync_point(STORE).await.expect("take"),
+        None,
+        "and it is gone too"
+    );
 }

@@ -4,8 +4,9 @@
 //! connection that concurrent requests share, and each has a short timeout: a Redis that
 //! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
 //! in one script call together (the private `batch` module), over a connection of the HTTP
-//! event loop's own when they come from one (the private `per_loop` module). This store only reports
-//! failures; deciding what to do about them is the [failover](super::failover) store's job.
+//! event loop's own when they come from one (the private `per_loop` module). This store only
+//! reports failures; deciding what to do about them is the [failover](super::failover) store's
+//! job.
 
 mod batch;
 mod per_loop;
@@ -281,6 +282,30 @@ impl RedisStore {
 
     async fn open(&self) -> Result<Conn, StoreError> {
         open(&self.target, &self.options).await
+    }
+
+    /// Which shared store this is, beyond Redis's run id: where Redis is (without credentials),
+    /// the database and the key prefix. The same server seen under another database or prefix
+    /// holds none of the sessions, though its run id is the same.
+    pub fn identity(&self) -> String {
+        let redact = |u: &String| crate::config::redact_url(u);
+        let place = match &self.target {
+            Target::Single(url) => redact(url),
+            Target::Cluster(urls) => {
+                let mut urls: Vec<String> = urls.iter().map(redact).collect();
+                urls.sort_unstable();
+                urls.join(",")
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => {
+                let sentinels: Vec<String> = sentinels.iter().map(redact).collect();
+                format!("{} {master} {}", sentinels.join(","), redact(node))
+            }
+        };
+        format!("{place} prefix={}", self.options.prefix)
     }
 
     /// This HTTP loop's own batcher, if it has one for the current link (see [`per_loop`]);
