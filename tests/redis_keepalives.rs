@@ -13,9 +13,10 @@ use common::START;
 use common::redis::RedisServer;
 use futures_util::future::join_all;
 use keepalive::clock::{Clock, ManualClock};
+use keepalive::config::RedisTarget as Target;
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore};
-use keepalive::store::redis::{RedisOptions, RedisStore, Target, value};
+use keepalive::store::redis::{RedisOptions, RedisStore, value};
 
 const MIN: Duration = Duration::from_secs(60);
 const IDLE: Duration = Duration::from_secs(600);

@@ -11,11 +11,12 @@ use common::START;
 use common::redis::{RedisCluster, RedisServer};
 use futures_util::StreamExt;
 use keepalive::clock::{Clock, ManualClock};
+use keepalive::config::RedisTarget as Target;
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreState};
 use keepalive::store::failover::{FailoverOptions, FailoverStore};
 use keepalive::store::local::{LocalStore, LocalStoreOptions};
-use keepalive::store::redis::{RedisOptions, RedisStore, Target};
+use keepalive::store::redis::{RedisOptions, RedisStore};
 
 const MIN: Duration = Duration::from_secs(60);
 const IDLE: Duration = Duration::from_secs(600);

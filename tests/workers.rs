@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use keepalive::http::{Limits, serve};
+use keepalive::config::ConnectionLimits as Limits;
+use keepalive::http::serve;
 use keepalive::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use rules::{Evaluator, Event, Rule, RuleTimings, Transition};
+pub use crate::config::RuleTimings;
+pub use rules::{Evaluator, Event, Rule, Transition};
 pub use webhook::{WebhookKind, alertmanager_payload, slack_payload};
 
 use crate::clock::{Clock, Millis, duration_millis};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::RuleTimings;
 use crate::health::{MemoryCheck, RedisCheck, ServerHealth, Status};
 
 /// A built-in rule.
@@ -64,27 +65,12 @@ impl Rule {
     }
 }
 
-/// How long each rule's condition must hold before it fires, and how often a firing alert is
-/// repeated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RuleTimings {
-    /// For [`Rule::RedisOffline`].
-    pub redis_offline_for: Duration,
-    /// For [`Rule::MemoryHigh`].
-    pub memory_for: Duration,
-    /// For [`Rule::Critical`].
-    pub critical_for: Duration,
-    /// Interval between two notices of an alert that keeps firing.
-    pub repeat_interval: Duration,
-}
-
-impl RuleTimings {
-    fn hold(&self, rule: Rule) -> Duration {
-        match rule {
-            Rule::RedisOffline => self.redis_offline_for,
-            Rule::MemoryHigh => self.memory_for,
-            Rule::Critical => self.critical_for,
-        }
+/// How long `rule`'s condition must hold before it fires.
+fn hold(timings: &RuleTimings, rule: Rule) -> Duration {
+    match rule {
+        Rule::RedisOffline => timings.redis_offline_for,
+        Rule::MemoryHigh => timings.memory_for,
+        Rule::Critical => timings.critical_for,
     }
 }
 
@@ -139,7 +125,7 @@ impl Evaluator {
         let mut events = Vec::new();
         for (index, rule) in Rule::ALL.into_iter().enumerate() {
             let holds = rule.holds(health);
-            let hold = self.timings.hold(rule);
+            let hold = hold(&self.timings, rule);
             let state = &mut self.states[index];
             match (*state, holds) {
                 (State::Inactive, true) => {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::config::RedisTarget as Target;
 use crate::config::{Config, Layers, RedisSettings};
 use crate::health::memory;
-use crate::store::redis::Target;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 

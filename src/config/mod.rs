@@ -13,6 +13,7 @@
 
 mod error;
 mod raw;
+mod redis_target;
 mod sources;
 mod validate;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 pub use raw::{KEYS, RawConfig, SECRET_KEYS};
+pub use redis_target::RedisTarget;
 pub use sources::{Layers, Origin, redact_url};
 
 /// The deployment environment, which picks the defaults and a few rules.
@@ -162,9 +164,9 @@ pub struct ServerSettings {
     /// Threads serving HTTP connections; 0: one per CPU the process may use.
     pub workers: usize,
     /// Connection and header limits.
-    pub limits: crate::http::Limits,
+    pub limits: ConnectionLimits,
     /// Per-client rate limits and trusted proxies.
-    pub rate_limits: crate::http::RateLimitSettings,
+    pub rate_limits: RateLimitSettings,
     /// Origins allowed by CORS; empty: CORS off.
     pub cors_origins: Vec<String>,
     /// Bearer token `/metrics` requires, when set.
@@ -177,11 +179,35 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; at least 8192.
+    pub max_header_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+}
+
+/// The configured limits, per client per minute (0: no limit), and trusted proxies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// Session creations per client per minute.
+    pub sessions_per_minute: u32,
+    /// Keepalives per client per minute.
+    pub keepalives_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
 /// The shared Redis store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// Where Redis is: one server, a cluster or a sentinel-managed master.
-    pub target: crate::store::redis::Target,
+    pub target: RedisTarget,
     /// The URL as given, password redacted, for logs.
     pub display_url: String,
     /// Prefix of every key.
@@ -196,11 +222,25 @@ pub struct RedisSettings {
     pub backoff_max: Duration,
 }
 
+/// How long each rule's condition must hold before it fires, and how often a firing alert is
+/// repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleTimings {
+    /// How long Redis must be offline before its alert fires.
+    pub redis_offline_for: Duration,
+    /// How long memory must be at warning or above before its alert fires.
+    pub memory_for: Duration,
+    /// How long the status must be critical before its alert fires.
+    pub critical_for: Duration,
+    /// Interval between two notices of an alert that keeps firing.
+    pub repeat_interval: Duration,
+}
+
 /// Alert rules and where their notices go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertSettings {
     /// Rule durations and repeat interval.
-    pub timings: crate::alert::RuleTimings,
+    pub timings: RuleTimings,
     /// Alertmanager-compatible webhook.
     pub webhook_url: Option<Secret>,
     /// Slack-style webhook.

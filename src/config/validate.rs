@@ -281,8 +281,8 @@ impl Layers {
         let redis = match raw.redis_url.clone() {
             None => None,
             Some(url) => {
-                let target = crate::store::redis::Target::parse(&url)
-                    .map_err(|reason| fail("redis_url", reason))?;
+                let target =
+                    super::RedisTarget::parse(&url).map_err(|reason| fail("redis_url", reason))?;
                 let prefix = get!(redis_prefix);
                 if prefix.len() > 64 || prefix.contains(['{', '}']) {
                     return Err(fail("redis_prefix", "must be at most 64 characters, without braces (they are used as cluster hash tags)".to_owned()));
@@ -372,7 +372,7 @@ impl Layers {
             ));
         }
         let alerts = AlertSettings {
-            timings: crate::alert::RuleTimings {
+            timings: super::RuleTimings {
                 redis_offline_for: durations[0],
                 memory_for: durations[1],
                 critical_for: durations[2],
@@ -397,13 +397,13 @@ impl Layers {
             server: ServerSettings {
                 listen,
                 workers: workers as usize,
-                limits: crate::http::Limits {
+                limits: super::ConnectionLimits {
                     max_connections: max_connections as usize,
                     header_read_timeout,
                     max_header_bytes: max_header_bytes as usize,
                     max_headers: max_headers as usize,
                 },
-                rate_limits: crate::http::RateLimitSettings {
+                rate_limits: super::RateLimitSettings {
                     sessions_per_minute: get!(rate_limit_sessions),
                     keepalives_per_minute: get!(rate_limit_keepalive),
                     trusted_proxies,

@@ -23,6 +23,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 
 use super::{ApiError, AppState};
+use crate::config::RateLimitSettings;
 
 /// What a limit applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,17 +41,6 @@ impl Bucket {
             Self::Keepalive => "/api/v1/keepalive",
         }
     }
-}
-
-/// The configured limits, per client per minute (0: no limit), and trusted proxies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RateLimitSettings {
-    /// Session creations per client per minute.
-    pub sessions_per_minute: u32,
-    /// Keepalives per client per minute.
-    pub keepalives_per_minute: u32,
-    /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// The limiters of one server.

@@ -55,8 +55,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use error::ApiError;
 pub use extract::CurrentSession;
-pub use limit::{Bucket, RateLimitSettings, RateLimits};
-pub use serve::{Limits, serve};
+pub use limit::{Bucket, RateLimits};
+pub use serve::serve;
 
 use crate::config::{ClientSettings, Secret};
 use crate::health::{Health, ServerHealth};

@@ -22,20 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::workers::{self, Accepted, Serving, Workers};
+use crate::config::ConnectionLimits as Limits;
 use crate::metrics::Metrics;
-
-/// Connection-level limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Most connections open at once.
-    pub max_connections: usize,
-    /// Longest time a client may take to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes; at least 8192.
-    pub max_header_bytes: usize,
-    /// Most headers in one request.
-    pub max_headers: usize,
-}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for open requests.
 ///

@@ -11,7 +11,6 @@
 mod batch;
 mod per_loop;
 mod scripts;
-mod target;
 pub mod value;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +23,8 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
-pub use target::Target;
-
 use crate::clock::{Clock, Millis, duration_millis};
+use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 

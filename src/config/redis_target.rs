@@ -10,7 +10,7 @@ use std::fmt;
 
 /// A parsed Redis location. Its `Debug` never shows a password.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum RedisTarget {
     /// One server, by URL.
     Single(String),
     /// A cluster, by the URLs of its seed nodes.
@@ -26,9 +26,9 @@ pub enum Target {
     },
 }
 
-impl fmt::Debug for Target {
+impl fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |u: &String| crate::config::redact_url(u);
+        let redact = |u: &String| super::redact_url(u);
         match self {
             Self::Single(url) => write!(f, "Single({})", redact(url)),
             Self::Cluster(urls) => write!(
@@ -52,7 +52,7 @@ impl fmt::Debug for Target {
 const USAGE: &str = "must be redis://[user:password@]host:port[/db] (rediss:// for TLS), \
 redis+cluster://host1:port1,host2:port2 or redis+sentinel://host1:26379,host2:26379/master[/db]";
 
-impl Target {
+impl RedisTarget {
     /// Parses a `REDIS_URL`; the error is the rule it breaks.
     pub fn parse(url: &str) -> Result<Self, String> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| USAGE.to_owned())?;
@@ -171,38 +171,38 @@ mod tests {
     #[test]
     fn single_servers() {
         assert_eq!(
-            Target::parse("redis://redis:6379"),
-            Ok(Target::Single("redis://redis:6379".to_owned()))
+            RedisTarget::parse("redis://redis:6379"),
+            Ok(RedisTarget::Single("redis://redis:6379".to_owned()))
         );
         assert!(matches!(
-            Target::parse("rediss://u:p@cache.example:6380/2"),
-            Ok(Target::Single(_))
+            RedisTarget::parse("rediss://u:p@cache.example:6380/2"),
+            Ok(RedisTarget::Single(_))
         ));
-        assert!(Target::parse("redis://redis:6379/x").is_err());
-        assert!(Target::parse("http://redis").is_err());
-        assert!(Target::parse("redis://").is_err());
-        assert!(Target::parse("redis-6379").is_err());
+        assert!(RedisTarget::parse("redis://redis:6379/x").is_err());
+        assert!(RedisTarget::parse("http://redis").is_err());
+        assert!(RedisTarget::parse("redis://").is_err());
+        assert!(RedisTarget::parse("redis-6379").is_err());
     }
 
     #[test]
     fn clusters_carry_credentials_to_every_seed() {
-        let target = Target::parse("redis+cluster://app:pw@n1:7000,n2:7001").expect("cluster");
+        let target = RedisTarget::parse("redis+cluster://app:pw@n1:7000,n2:7001").expect("cluster");
         assert_eq!(
             target,
-            Target::Cluster(vec![
+            RedisTarget::Cluster(vec![
                 "redis://app:pw@n1:7000".to_owned(),
                 "redis://app:pw@n2:7001".to_owned()
             ])
         );
-        assert!(Target::parse("redis+cluster://n1:7000/1").is_err());
+        assert!(RedisTarget::parse("redis+cluster://n1:7000/1").is_err());
     }
 
     #[test]
     fn sentinels_name_their_master() {
-        let target =
-            Target::parse("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/1").expect("sentinel");
+        let target = RedisTarget::parse("redis+sentinel://:pw@s1:26379,s2:26379/mymaster/1")
+            .expect("sentinel");
         match target {
-            Target::Sentinel {
+            RedisTarget::Sentinel {
                 sentinels,
                 master,
                 node,
@@ -216,12 +216,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Target::parse("redis+sentinel://s1:26379").is_err());
+        assert!(RedisTarget::parse("redis+sentinel://s1:26379").is_err());
     }
 
     #[test]
     fn debug_hides_passwords() {
-        let target = Target::parse("redis://app:hunter2@cache:6379").expect("single");
+        let target = RedisTarget::parse("redis://app:hunter2@cache:6379").expect("single");
         assert!(!format!("{target:?}").contains("hunter2"));
     }
 }
