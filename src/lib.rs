@@ -41,3 +41,4 @@ pub mod outbound;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod task;

@@ -30,6 +30,7 @@ use crate::session::{SessionStore, Sessions, StoreError};
 use crate::store::failover::{FailoverOptions, FailoverStore};
 use crate::store::local::{LocalStore, LocalStoreOptions};
 use crate::store::redis::{RedisOptions, RedisStore};
+use crate::task::Tasks;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +96,8 @@ pub struct Keepalive {
     store: Arc<dyn SessionStore>,
     monitor: HealthMonitor,
     alerts: Alerts,
-    sweeper: (CancellationToken, tokio::task::JoinHandle<()>),
+    /// The rate limits' sweeper.
+    sweeper: Tasks,
 }
 
 impl Keepalive {
@@ -204,23 +206,19 @@ impl Keepalive {
         let readiness = Readiness::default();
         let limits = Arc::new(RateLimits::new(&config.server.rate_limits));
         // The limiters forget quiet clients every minute, so their memory follows active clients.
-        let sweeper = {
+        let mut sweeper = Tasks::new();
+        {
             let limits = Arc::clone(&limits);
-            let stop = CancellationToken::new();
-            let task = tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => break,
-                            _ = tick.tick() => limits.sweep(),
-                        }
+            sweeper.spawn("rate limit sweeper", |stop| async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => limits.sweep(),
                     }
                 }
             });
-            (stop, task)
-        };
+        }
         let state = AppState::new(http::Shared {
             sessions: Sessions::new(
                 Arc::clone(&store),
@@ -296,12 +294,9 @@ impl Keepalive {
     }
 
     /// Stops the background tasks and closes the store, writing what is pending.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.set_ready(false);
-        self.sweeper.0.cancel();
-        if let Err(err) = self.sweeper.1.await {
-            tracing::warn!(error = %err, "rate limit sweeper ended abnormally");
-        }
+        self.sweeper.stop().await;
         self.alerts.stop().await;
         self.monitor.stop().await;
         self.store.close().await?;

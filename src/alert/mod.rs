@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::RuleTimings;
@@ -28,6 +27,7 @@ use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::Secret;
 use crate::health::ServerHealth;
 use crate::metrics::Metrics;
+use crate::task::Tasks;
 
 /// Notices one outbox holds while its webhook is slow or down.
 pub const OUTBOX_CAPACITY: usize = 32;
@@ -122,8 +122,7 @@ impl Outbox {
 
 /// The running alert tasks.
 pub struct Alerts {
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Tasks,
 }
 
 impl Alerts {
@@ -134,8 +133,7 @@ impl Alerts {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let mut tasks = Tasks::new();
         let mut outboxes = Vec::new();
         if !options.webhooks.is_empty() {
             let client = crate::outbound::client_builder()
@@ -146,13 +144,11 @@ impl Alerts {
                     for hook in &options.webhooks {
                         let (outbox, rx) = Outbox::new(hook.kind.name(), Arc::clone(&metrics));
                         outboxes.push(outbox);
-                        tasks.push(tokio::spawn(webhook::deliver(
-                            hook.clone(),
-                            rx,
-                            client.clone(),
-                            stop.clone(),
-                            Arc::clone(&metrics),
-                        )));
+                        let (hook, client) = (hook.clone(), client.clone());
+                        let metrics = Arc::clone(&metrics);
+                        tasks.spawn("alert delivery", |stop| {
+                            webhook::deliver(hook, rx, client, stop, metrics)
+                        });
                     }
                 }
                 Err(err) => {
@@ -160,14 +156,10 @@ impl Alerts {
                 }
             }
         }
-        tasks.push(tokio::spawn(evaluate(
-            options,
-            source,
-            clock,
-            outboxes,
-            stop.clone(),
-        )));
-        Self { stop, tasks }
+        tasks.spawn("alert rules", |stop| {
+            evaluate(options, source, clock, outboxes, stop)
+        });
+        Self { tasks }
     }
 
     /// Starts only the rule task, sending to the given outboxes (for tests and embedding).
@@ -177,25 +169,16 @@ impl Alerts {
         clock: Arc<dyn Clock>,
         outboxes: Vec<Outbox>,
     ) -> Self {
-        let stop = CancellationToken::new();
-        let tasks = vec![tokio::spawn(evaluate(
-            options,
-            source,
-            clock,
-            outboxes,
-            stop.clone(),
-        ))];
-        Self { stop, tasks }
+        let mut tasks = Tasks::new();
+        tasks.spawn("alert rules", |stop| {
+            evaluate(options, source, clock, outboxes, stop)
+        });
+        Self { tasks }
     }
 
     /// Stops the tasks (pending retries are abandoned) and waits for them.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for task in self.tasks {
-            if let Err(err) = task.await {
-                tracing::warn!(error = %err, "alert task ended abnormally");
-            }
-        }
+    pub async fn stop(mut self) {
+        self.tasks.stop().await;
     }
 }
 

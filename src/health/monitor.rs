@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
+use crate::task::Tasks;
 
 use super::{
     Checks, Health, MemoryCheck, RedisCheck, ServerHealth, memory, memory_check, status_of,
@@ -81,8 +81,7 @@ impl Checker {
 /// The running monitor: a handle to read the latest health and to stop the task.
 pub struct HealthMonitor {
     latest: watch::Receiver<Health>,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl HealthMonitor {
@@ -102,13 +101,9 @@ impl HealthMonitor {
         let first = checker.evaluate().await;
         record(&checker.metrics, None, &first);
         let (tx, rx) = watch::channel(first);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(checker, tx, stop.clone()));
-        Self {
-            latest: rx,
-            stop,
-            task,
-        }
+        let mut tasks = Tasks::new();
+        tasks.spawn("health monitor", |stop| run(checker, tx, stop));
+        Self { latest: rx, tasks }
     }
 
     /// A receiver of the latest health, for request handlers.
@@ -117,11 +112,8 @@ impl HealthMonitor {
     }
 
     /// Stops the monitor and waits for it.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        if let Err(err) = self.task.await {
-            tracing::warn!(error = %err, "health monitor ended abnormally");
-        }
+    pub async fn stop(mut self) {
+        self.tasks.stop().await;
     }
 }
 

@@ -35,12 +35,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::{BoxFuture, join_all};
 use futures_util::{FutureExt, StreamExt};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
+use crate::task::Tasks;
 
 use super::local::{LocalStore, SyncPoint};
 use super::redis::RedisStore;
@@ -90,9 +90,8 @@ struct Shared {
 /// The failover store.
 pub struct FailoverStore {
     shared: Arc<Shared>,
-    stop: CancellationToken,
     /// The link and the logout listener.
-    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: tokio::sync::Mutex<Tasks>,
 }
 
 impl FailoverStore {
@@ -135,14 +134,13 @@ impl FailoverStore {
         if let Err(err) = shared.reconnect().await {
             tracing::warn!(reason = %err, "[redis] unreachable at start: {err}; degraded mode on: sessions are served from the local store until Redis answers");
         }
-        let stop = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(link(Arc::clone(&shared), options, stop.clone())),
-            tokio::spawn(listen(Arc::clone(&shared), options, stop.clone())),
-        ];
+        let mut tasks = Tasks::new();
+        let linked = Arc::clone(&shared);
+        tasks.spawn("redis link", |stop| link(linked, options, stop));
+        let listening = Arc::clone(&shared);
+        tasks.spawn("logout listener", |stop| listen(listening, options, stop));
         Self {
             shared,
-            stop,
             tasks: tokio::sync::Mutex::new(tasks),
         }
     }
@@ -698,12 +696,7 @@ impl SessionStore for FailoverStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        self.stop.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().await);
-        for task in tasks {
-            task.await
-                .map_err(|err| StoreError::Backend(err.to_string()))?;
-        }
+        self.tasks.lock().await.stop().await;
         self.shared.record_sync_point().await;
         self.shared.redis.disconnect();
         self.shared.local.close().await

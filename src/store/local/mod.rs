@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redb::Database;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::task::Tasks;
 
 use committer::Committer;
 use db::Change;
@@ -73,8 +73,9 @@ pub struct LocalStore {
     shared: Arc<Shared>,
     flush_requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     closed: AtomicBool,
-    stop: CancellationToken,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer. A store dropped without `close` still stops it, and it flushes on its way
+    /// out.
+    tasks: Mutex<Tasks>,
     path: PathBuf,
 }
 
@@ -108,21 +109,17 @@ impl LocalStore {
             metrics,
         });
         let (tx, rx) = mpsc::channel(1024);
-        let stop = CancellationToken::new();
         let committer = Committer::start()?;
-        let writer = tokio::spawn(writer(
-            Arc::clone(&shared),
-            committer,
-            rx,
-            options,
-            stop.clone(),
-        ));
+        let mut tasks = Tasks::new();
+        let writing = Arc::clone(&shared);
+        tasks.spawn("local store writer", |stop| {
+            writer(writing, committer, rx, options, stop)
+        });
         Ok(Self {
             shared,
             flush_requests: tx,
             closed: AtomicBool::new(false),
-            stop,
-            writer: Mutex::new(Some(writer)),
+            tasks: Mutex::new(tasks),
             path,
         })
     }
@@ -498,20 +495,8 @@ impl SessionStore for LocalStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::Release);
-        self.stop.cancel();
-        if let Some(writer) = self.writer.lock().await.take() {
-            writer
-                .await
-                .map_err(|err| StoreError::Backend(err.to_string()))?;
-        }
+        self.tasks.lock().await.stop().await;
         Ok(())
-    }
-}
-
-impl Drop for LocalStore {
-    fn drop(&mut self) {
-        // A store dropped without `close` still stops its writer, which flushes on its way out.
-        self.stop.cancel();
     }
 }
 
