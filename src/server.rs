@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::health::{HealthMonitor, HealthOptions};
 use crate::http::{self, AppState, RateLimits, Readiness, RouterOptions};
 use crate::metrics::Metrics;
-use crate::session::{SessionStore, Sessions, StoreError};
+use crate::session::{SessionStore, Sessions, SharedStatus, StoreError};
 use crate::store::failover::{FailoverOptions, FailoverStore};
 use crate::store::local::{LocalStore, LocalStoreOptions};
 use crate::store::redis::{RedisOptions, RedisStore};
@@ -122,8 +122,8 @@ impl Keepalive {
         )
         .await?;
         tracing::info!(path = %local.path().display(), "local session store opened");
-        let store: Arc<dyn SessionStore> = match &config.redis {
-            None => Arc::new(local),
+        let (store, shared): (Arc<dyn SessionStore>, SharedStatus) = match &config.redis {
+            None => (Arc::new(local), SharedStatus::disabled()),
             Some(redis) => {
                 metrics.track_redis();
                 let remote = RedisStore::new(
@@ -138,20 +138,20 @@ impl Keepalive {
                     Arc::clone(&metrics),
                 );
                 tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
-                Arc::new(
-                    FailoverStore::start(
-                        remote,
-                        local,
-                        FailoverOptions {
-                            probe_interval: redis.probe_interval,
-                            backoff_max: redis.backoff_max,
-                            absolute_lifetime: config.session.absolute_lifetime,
-                        },
-                        Arc::clone(&env.clock),
-                        Arc::clone(&metrics),
-                    )
-                    .await,
+                let failover = FailoverStore::start(
+                    remote,
+                    local,
+                    FailoverOptions {
+                        probe_interval: redis.probe_interval,
+                        backoff_max: redis.backoff_max,
+                        absolute_lifetime: config.session.absolute_lifetime,
+                    },
+                    Arc::clone(&env.clock),
+                    Arc::clone(&metrics),
                 )
+                .await;
+                let status = failover.status();
+                (Arc::new(failover), status)
             }
         };
 
@@ -162,7 +162,7 @@ impl Keepalive {
                 memory_critical: config.health.memory_critical,
                 root: env.proc_root.clone(),
             },
-            Arc::clone(&store),
+            shared.clone(),
             Arc::clone(&env.clock),
             Arc::clone(&metrics),
         )
@@ -170,13 +170,9 @@ impl Keepalive {
 
         let alerts = {
             let latest = monitor.subscribe();
-            let store = Arc::clone(&store);
-            let source: HealthSource = Arc::new(move || {
-                latest
-                    .borrow()
-                    .summary
-                    .with_redis(store.shared_state().into())
-            });
+            let shared = shared.clone();
+            let source: HealthSource =
+                Arc::new(move || latest.borrow().summary.with_redis(shared.state().into()));
             let mut webhooks = Vec::new();
             if let Some(url) = &config.alerts.webhook_url {
                 webhooks.push(Webhook {
@@ -222,6 +218,7 @@ impl Keepalive {
         let state = AppState::new(http::Shared {
             sessions: Sessions::new(
                 Arc::clone(&store),
+                shared,
                 Arc::clone(&env.clock),
                 config.session.clone(),
             ),

@@ -473,9 +473,9 @@ async fn failover_store_conforms_while_redis_answers() {
         Arc::new(Metrics::new()),
     )
     .await;
-    assert_eq!(store.shared_state(), SharedStoreState::Ok);
+    assert_eq!(store.status().state(), SharedStoreState::Ok);
     conformance(&store, &clock).await;
-    assert_eq!(store.shared_state(), SharedStoreState::Ok);
+    assert_eq!(store.status().state(), SharedStoreState::Ok);
     store.close().await.expect("close");
 }
 
@@ -498,7 +498,7 @@ async fn failover_store_conforms_while_redis_is_down() {
         Arc::new(Metrics::new()),
     )
     .await;
-    assert_eq!(store.shared_state(), SharedStoreState::Offline);
+    assert_eq!(store.status().state(), SharedStoreState::Offline);
     conformance(&store, &clock).await;
     store.close().await.expect("close");
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::session::SessionStore;
+use crate::session::SharedStatus;
 use crate::task::Tasks;
 
 use super::{
@@ -33,7 +33,7 @@ pub struct HealthOptions {
 /// Evaluates the checks; owns nothing but their inputs.
 struct Checker {
     options: HealthOptions,
-    store: Arc<dyn SessionStore>,
+    shared: SharedStatus,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -60,7 +60,7 @@ impl Checker {
             )
         });
         let checks = Checks {
-            redis: RedisCheck::from(self.store.shared_state()),
+            redis: RedisCheck::from(self.shared.state()),
             memory,
         };
         if let Some(r) = reading {
@@ -88,13 +88,13 @@ impl HealthMonitor {
     /// Runs the checks once, then keeps running them every interval until stopped.
     pub async fn start(
         options: HealthOptions,
-        store: Arc<dyn SessionStore>,
+        shared: SharedStatus,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let checker = Checker {
             options,
-            store,
+            shared,
             clock,
             metrics,
         };

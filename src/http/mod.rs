@@ -131,7 +131,7 @@ impl AppState {
     /// the store sees it this instant.
     pub fn server_health(&self) -> ServerHealth {
         let cached = self.health.borrow().summary;
-        cached.with_redis(self.sessions.store().shared_state().into())
+        cached.with_redis(self.sessions.shared_status().state().into())
     }
 }
 

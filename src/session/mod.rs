@@ -3,13 +3,15 @@
 
 mod id;
 mod record;
+mod status;
 mod store;
 
 use std::sync::Arc;
 
 pub use id::{ID_BYTES, ID_TEXT_LEN, RandomError, SessionId};
 pub use record::SessionRecord;
-pub use store::{SessionStore, SharedStoreState, StoreError};
+pub use status::{SharedStatus, SharedStoreState};
+pub use store::{SessionStore, StoreError};
 
 use crate::clock::Clock;
 use crate::config::SessionSettings;
@@ -64,19 +66,24 @@ pub struct EndedAll {
 #[derive(Clone)]
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
+    /// Whether the shared store answers, for "log out everywhere".
+    shared: SharedStatus,
     clock: Arc<dyn Clock>,
     settings: SessionSettings,
 }
 
 impl Sessions {
-    /// Sessions kept in `store`, timed by `clock`.
+    /// Sessions kept in `store`, whose shared store (if any) `shared` reports on, timed by
+    /// `clock`.
     pub fn new(
         store: Arc<dyn SessionStore>,
+        shared: SharedStatus,
         clock: Arc<dyn Clock>,
         settings: SessionSettings,
     ) -> Self {
         Self {
             store,
+            shared,
             clock,
             settings,
         }
@@ -90,6 +97,11 @@ impl Sessions {
     /// The store.
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    /// Whether the shared store answers.
+    pub fn shared_status(&self) -> &SharedStatus {
+        &self.shared
     }
 
     /// The current time on the sessions' clock.
@@ -147,7 +159,7 @@ impl Sessions {
     /// Ends every session of `user` ("log out everywhere").
     pub async fn end_user(&self, user: &str) -> Result<EndedAll, SessionError> {
         let sessions = self.list_user(user).await?;
-        let complete = self.store.shared_state() != SharedStoreState::Offline;
+        let complete = self.shared.state() != SharedStoreState::Offline;
         let mut ended = 0;
         for session in &sessions {
             if self.store.delete(&session.id).await? {
@@ -155,7 +167,7 @@ impl Sessions {
             }
         }
         // An outage that began during the loop also leaves other instances' sessions out.
-        let complete = complete && self.store.shared_state() != SharedStoreState::Offline;
+        let complete = complete && self.shared.state() != SharedStoreState::Offline;
         Ok(EndedAll { ended, complete })
     }
 

@@ -12,17 +12,6 @@ use crate::clock::Millis;
 
 use super::{SessionId, SessionRecord};
 
-/// What the health check reports about the shared (Redis) store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedStoreState {
-    /// No shared store is configured.
-    Disabled,
-    /// The shared store answers.
-    Ok,
-    /// The shared store does not answer; sessions are served locally.
-    Offline,
-}
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,9 +76,4 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Flushes and stops the store's background work; later calls fail with `Closed`.
     async fn close(&self) -> Result<(), StoreError>;
-
-    /// The state of the shared store, for the health check.
-    fn shared_state(&self) -> SharedStoreState {
-        SharedStoreState::Disabled
-    }
 }

@@ -28,7 +28,7 @@
 //! not hear before.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
-use crate::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
+use crate::session::{SessionId, SessionRecord, SessionStore, SharedStatus, StoreError};
 use crate::task::Tasks;
 
 use super::local::{LocalStore, SyncPoint};
@@ -71,7 +71,8 @@ struct Shared {
     local: LocalStore,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    online: AtomicBool,
+    /// Whether Redis answers: the flag health and "log out everywhere" read.
+    status: SharedStatus,
     outage_began: AtomicI64,
     /// Sessions changed while offline and not yet written back.
     dirty: Mutex<HashSet<SessionId>>,
@@ -122,7 +123,7 @@ impl FailoverStore {
             local,
             clock,
             metrics,
-            online: AtomicBool::new(false),
+            status: SharedStatus::offline(),
             outage_began: AtomicI64::new(now),
             dirty: Mutex::new(HashSet::new()),
             run_id: Mutex::new(run_id),
@@ -149,11 +150,16 @@ impl FailoverStore {
     pub fn local(&self) -> &LocalStore {
         &self.shared.local
     }
+
+    /// Whether Redis answers, as this store sees it: for the health check.
+    pub fn status(&self) -> SharedStatus {
+        self.shared.status.clone()
+    }
 }
 
 impl Shared {
     fn is_online(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+        self.status.is_online()
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<SessionId>> {
@@ -162,7 +168,7 @@ impl Shared {
 
     /// Marks Redis offline; logs and counts the transition once.
     fn go_offline(&self, reason: &str) {
-        if self.online.swap(false, Ordering::AcqRel) {
+        if self.status.set_online(false) {
             self.outage_began.store(self.clock.now(), Ordering::Release);
             self.redis.disconnect();
             self.metrics.redis_up.set(0);
@@ -381,7 +387,7 @@ impl Shared {
             let batch: Vec<SessionId> = {
                 let mut dirty = self.dirty();
                 if dirty.is_empty() {
-                    self.online.store(true, Ordering::Release);
+                    self.status.set_online(true);
                     break;
                 }
                 dirty.drain().collect()
@@ -700,13 +706,5 @@ impl SessionStore for FailoverStore {
         self.shared.record_sync_point().await;
         self.shared.redis.disconnect();
         self.shared.local.close().await
-    }
-
-    fn shared_state(&self) -> SharedStoreState {
-        if self.shared.is_online() {
-            SharedStoreState::Ok
-        } else {
-            SharedStoreState::Offline
-        }
     }
 }
