@@ -52,6 +52,17 @@ pub struct Environment {
     pub proc_root: PathBuf,
 }
 
+/// How the parts are put together, beyond the configuration: what depends on who runs them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Assembly {
+    /// Whether each thread that serves requests gets a Redis connection (and a batcher of
+    /// keepalives) of its own, so a keepalive never leaves its thread. The standalone server
+    /// ([`run`]) turns it on: it serves HTTP on one single-threaded event loop per CPU. Off by
+    /// default, for an application that serves keepalive's routes on its own runtime: its
+    /// keepalives share one connection, and no connection is opened that it did not ask for.
+    pub redis_connection_per_thread: bool,
+}
+
 impl Default for Environment {
     fn default() -> Self {
         Self {
@@ -109,6 +120,15 @@ impl Keepalive {
 
     /// [`start`](Self::start) with a chosen clock and `/proc` root.
     pub async fn start_with(config: Config, env: Environment) -> Result<Self, ServerError> {
+        Self::assemble(config, env, Assembly::default()).await
+    }
+
+    /// [`start_with`](Self::start_with), put together as `assembly` says.
+    pub async fn assemble(
+        config: Config,
+        env: Environment,
+        assembly: Assembly,
+    ) -> Result<Self, ServerError> {
         crate::outbound::ensure_crypto_provider();
         let metrics = Arc::new(Metrics::new());
         let local = LocalStore::open(
@@ -133,6 +153,7 @@ impl Keepalive {
                         timeout: redis.timeout,
                         connect_timeout: redis.connect_timeout,
                         absolute_lifetime: config.session.absolute_lifetime,
+                        connection_per_thread: assembly.redis_connection_per_thread,
                     },
                     Arc::clone(&env.clock),
                     Arc::clone(&metrics),
@@ -323,7 +344,12 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     env: Environment,
 ) -> Result<(), ServerError> {
-    let keepalive = Keepalive::start_with(config.clone(), env).await?;
+    // Requests are served on the event loops of `http::serve`, one single-threaded runtime per
+    // CPU: each gets its own Redis connection.
+    let assembly = Assembly {
+        redis_connection_per_thread: true,
+    };
+    let keepalive = Keepalive::assemble(config.clone(), env, assembly).await?;
     let router = keepalive.app();
     let metrics = Arc::clone(&keepalive.state.metrics);
     let draining = CancellationToken::new();

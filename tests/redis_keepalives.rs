@@ -30,6 +30,11 @@ struct Fixture {
 }
 
 async fn fixture(timeout: Duration) -> Fixture {
+    fixture_with(timeout, false).await
+}
+
+/// A store whose callers each get a connection of their own (`connection_per_thread`) or not.
+async fn fixture_with(timeout: Duration, connection_per_thread: bool) -> Fixture {
     let redis = RedisServer::start();
     let clock = ManualClock::new(START);
     let metrics = Arc::new(Metrics::new());
@@ -40,6 +45,7 @@ async fn fixture(timeout: Duration) -> Fixture {
             timeout,
             connect_timeout: Duration::from_secs(2),
             absolute_lifetime: 12 * 60 * MIN,
+            connection_per_thread,
         },
         Arc::new(clock.clone()),
         metrics.clone(),
@@ -437,14 +443,14 @@ async fn connections_become(redis: &RedisServer, count: usize, gone: &[String]) 
     }
 }
 
-/// On a single-threaded runtime, as each HTTP event loop is, keepalives move to a batcher and
-/// a Redis connection of the loop's own once it is open (in the background: the first ones
-/// use the shared connection meanwhile), are answered correctly there, still within the
-/// timeout when Redis freezes, and a new link brings a new connection in place of the old.
+/// Asked for, on a single-threaded runtime as each HTTP event loop is, keepalives move to a
+/// batcher and a Redis connection of the loop's own once it is open (in the background: the
+/// first ones use the shared connection meanwhile), are answered correctly there, still within
+/// the timeout when Redis freezes, and a new link brings a new connection in place of the old.
 #[tokio::test(flavor = "current_thread")]
 async fn a_single_threaded_runtime_gets_a_connection_of_its_own() {
     let timeout = Duration::from_millis(200);
-    let f = fixture(timeout).await;
+    let f = fixture_with(timeout, true).await;
     let mut records = Vec::new();
     for n in 0..40 {
         records.push(f.create(60 * MIN, format!(r#"{{"n":{n}}}"#)).await);
@@ -499,5 +505,25 @@ async fn a_single_threaded_runtime_gets_a_connection_of_its_own() {
     assert!(f.touched(&records[1].id).await);
     connections_become(&f.redis, 2, &first).await;
     assert!(f.touched(&records[2].id).await);
+    f.store.close().await.expect("close");
+}
+
+/// Not asked for, a single-threaded runtime (an application's own, a `#[tokio::test]`) opens
+/// no connection of its own: every keepalive goes over the shared one.
+#[tokio::test(flavor = "current_thread")]
+async fn without_the_choice_no_thread_opens_a_connection() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let records: Vec<SessionRecord> =
+        join_all((0..20).map(|_| f.create(60 * MIN, String::new()))).await;
+    for round in 0..3 {
+        f.clock.advance(MIN);
+        let now = f.clock.now();
+        let answers = join_all(records.iter().map(|r| f.store.touch(&r.id, now, IDLE))).await;
+        for answer in answers {
+            assert!(answer.expect("touch").is_some(), "round {round}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(clients(&f.redis).len(), 1, "{:#?}", clients(&f.redis));
     f.store.close().await.expect("close");
 }

@@ -360,6 +360,7 @@ fn local_options() -> LocalStoreOptions {
 
 fn redis_options() -> RedisOptions {
     RedisOptions {
+        connection_per_thread: false,
         prefix: "test:".to_owned(),
         timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),

@@ -40,6 +40,11 @@ pub struct RedisOptions {
     /// Marker lifetime for a logout of a session Redis does not know (its absolute lifetime is
     /// unknown then): the configured absolute lifetime.
     pub absolute_lifetime: Duration,
+    /// Whether each thread that asks for keepalives gets a batcher and a connection of its
+    /// own (the private `per_loop` module). For callers that run one single-threaded runtime
+    /// per thread, as the standalone server's HTTP event loops do; off, every keepalive goes
+    /// through the shared connection.
+    pub connection_per_thread: bool,
 }
 
 /// A connection to one server or to a cluster; both pipeline concurrent requests.
@@ -309,6 +314,9 @@ impl RedisStore {
     /// This HTTP loop's own batcher, if it has one for the current link (see [`per_loop`]);
     /// starts opening it otherwise, in the background: meanwhile the caller uses the shared one.
     fn loop_batcher(&self, generation: u64) -> Option<batch::Batcher> {
+        if !self.options.connection_per_thread {
+            return None;
+        }
         per_loop::batcher(self.id, generation, || {
             let (target, options) = (self.target.clone(), self.options.clone());
             let ctx = self.batch_context();

@@ -13,12 +13,14 @@
 //! reconnect the next keepalive opens a new one, and the old one ends when its handle is
 //! dropped. No library keeps per-thread state of this kind for a Redis client, hence this
 //! module.
+//!
+//! Whoever builds the store chooses it (`RedisOptions::connection_per_thread`): the
+//! standalone server does, as it serves HTTP on its own loops; an application that embeds
+//! keepalive on its own runtime, or a test, gets the shared connection unless it asks.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-
-use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::batch::Batcher;
 use crate::session::StoreError;
@@ -37,23 +39,19 @@ thread_local! {
     static SLOTS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
 }
 
-/// Whether the caller runs on a single-threaded runtime, where a task spawned now stays on
-/// this thread.
-fn on_a_loop() -> bool {
-    Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
-}
-
 /// This loop's batcher for `store` at link `generation`, if ready. Otherwise starts opening
 /// one with `open` (unless it is being opened or failed for that generation) and returns
-/// `None`: the caller uses the shared batcher this time. Always `None` off a loop.
+/// `None`: the caller uses the shared batcher this time.
+///
+/// The task that opens it must run on this thread to record the batcher where this thread
+/// finds it: on a single-threaded runtime, as the loops are, a spawned task stays on its
+/// thread. (Called from a multi-threaded runtime it would record it on whichever thread ran
+/// it; this thread would keep using the shared batcher, slower but correct.)
 pub(super) fn batcher<F, Fut>(store: u64, generation: u64, open: F) -> Option<Batcher>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Batcher, StoreError>> + Send + 'static,
 {
-    if !on_a_loop() {
-        return None;
-    }
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
         match slots.get(&store) {
