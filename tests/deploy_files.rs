@@ -1043,10 +1043,10 @@ fn deployment_guide_covers_statuses_alerts_logs_and_shutdown() {
     }
     // The log lines it quotes are the ones the server writes.
     for (source, text) in [
-        ("src/store/failover.rs", "[redis] connection lost: {reason}"),
-        ("src/store/failover.rs", "[redis] degraded mode on:"),
+        ("src/store/failover/mod.rs", "[redis] connection lost: {reason}"),
+        ("src/store/failover/mod.rs", "[redis] degraded mode on:"),
         (
-            "src/store/failover.rs",
+            "src/store/failover/link.rs",
             "[redis] re-sync done: {sessions} sessions and {logouts} logouts written back",
         ),
         ("src/alert/mod.rs", "\"alert: {}\""),

@@ -6,6 +6,8 @@
 //! extension rewrites the index only when it crosses into a later bucket. `users` is an index of (user, id) for the sessions
 //! created for a user, so listing or ending a user's sessions reads only theirs. A session's
 //! user never changes, so the index is written when a session appears and when it goes.
+//! `ended` keeps the tombstones of removed sessions (see [`Tombstone`]), indexed by when they
+//! may go, and `notes` a few small values a caller keeps across restarts.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::clock::Millis;
 use crate::session::{ID_BYTES, SessionId, SessionRecord, StoreError};
+use crate::store::{Tombstone, Write};
 
 use super::codec;
 use super::committer::YIELD_EVERY;
@@ -22,39 +25,22 @@ type Key = [u8; ID_BYTES];
 const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
 const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
 const USERS: TableDefinition<(&str, Key), ()> = TableDefinition::new("users");
-/// Logouts, kept for the shared store until the session could no longer have lived: those
-/// made while it was offline reach it when it returns, and every one is written again to a
-/// shared store that came back empty, so no instance's copy of the session can revive it.
-/// Id to (ended at, keep until).
+/// Tombstones of removed sessions: id to (removed at, keep until). The failover leaves one
+/// for each logout, kept until the session could no longer have lived, so that the logout
+/// reaches a Redis that was away or came back empty.
 const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
-/// Index of `ENDED` by (keep until, id), so the purge finds the logouts it may forget without
-/// reading the others.
+/// Index of `ENDED` by (keep until, id), so the purge finds the tombstones it may forget
+/// without reading the others.
 const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended_until");
 /// Facts about the file's layout: `expiry_bucket_ms`, the bucket width its expiry index was
 /// built with (absent: exact expiries, the first layout).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Where this file stood with the shared store when its instance last stopped cleanly while
-/// connected: key, the shared store's identity (where, which database, which prefix; no
-/// credentials); value, (its Redis run id, the time up to which every change in this file had
-/// reached it). At most one entry. Taken, that is read and removed, at start: after a crash
-/// there is none, and the next start writes every live session back.
-const SYNCED: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
-
-/// A pending change to one session.
-#[derive(Debug, Clone)]
-pub enum Change {
-    /// Store this record (a creation or an extension).
-    Put(SessionRecord),
-    /// Remove the session.
-    Delete,
-    /// Remove the session and remember the logout for the shared store, until `keep_until`.
-    End {
-        /// When the session was ended.
-        ended_at: Millis,
-        /// When the record of the logout may go.
-        keep_until: Millis,
-    },
-}
+/// Small values kept across restarts, each read once (see [`take_note`]).
+const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
+/// The one note of earlier versions, which named it a table of its own: dropped at open. It
+/// said where the file stood with Redis at the last clean stop; without it the next start
+/// writes every live session back, which is always safe.
+const SYNCED_BEFORE_NOTES: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
@@ -109,7 +95,8 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
         }
     }
     txn.open_table(USERS).map_err(backend)?;
-    txn.open_table(SYNCED).map_err(backend)?;
+    txn.open_table(NOTES).map_err(backend)?;
+    txn.delete_table(SYNCED_BEFORE_NOTES).map_err(backend)?;
     {
         let mut meta = txn.open_table(META).map_err(backend)?;
         let width = meta
@@ -159,16 +146,6 @@ pub fn get(db: &Database, id: &SessionId) -> Result<Option<SessionRecord>, Store
     }
 }
 
-/// The idle expiry of one session as stored, without decoding the rest of it.
-pub fn expires_at(db: &Database, id: &SessionId) -> Result<Option<Millis>, StoreError> {
-    let txn = db.begin_read().map_err(backend)?;
-    let table = txn.open_table(SESSIONS).map_err(backend)?;
-    match table.get(id.as_bytes()).map_err(backend)? {
-        Some(value) => codec::expires_at(value.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
 /// What `pick` makes of each stored session, for those it keeps.
 pub fn scan<T>(
     db: &Database,
@@ -185,8 +162,8 @@ pub fn scan<T>(
     Ok(out)
 }
 
-/// Logouts recorded at or after `since` (all for `None`).
-pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
+/// The sessions whose tombstone is dated at or after `since` (all for `None`).
+pub fn removed_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(ENDED).map_err(backend)?;
     let mut out = Vec::new();
@@ -200,32 +177,25 @@ pub fn ended_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId
     Ok(out)
 }
 
-/// Records, durably, that every change in this file had reached the shared store `store`,
-/// whose Redis has `run_id`, by `at` (replacing any earlier record).
-pub fn save_synced(db: &Database, store: &str, run_id: &str, at: Millis) -> Result<(), StoreError> {
+/// Keeps `note` under `key`, durably, replacing an earlier one.
+pub fn write_note(db: &Database, key: &str, note: &[u8]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(backend)?;
-    {
-        let mut table = txn.open_table(SYNCED).map_err(backend)?;
-        table.retain(|_, _| false).map_err(backend)?;
-        table.insert(store, (run_id, at)).map_err(backend)?;
-    }
+    txn.open_table(NOTES)
+        .map_err(backend)?
+        .insert(key, note)
+        .map_err(backend)?;
     txn.commit().map_err(backend)
 }
 
-/// The run id and time [`save_synced`] recorded for `store`, if it recorded them for that
-/// store; the record is removed in the same transaction either way: it holds for the next
-/// start only.
-pub fn take_synced(db: &Database, store: &str) -> Result<Option<(String, Millis)>, StoreError> {
+/// The note under `key`, removed in the same transaction.
+pub fn take_note(db: &Database, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
-    let taken = {
-        let mut table = txn.open_table(SYNCED).map_err(backend)?;
-        let taken = table.get(store).map_err(backend)?.map(|value| {
-            let (run_id, at) = value.value();
-            (run_id.to_owned(), at)
-        });
-        table.retain(|_, _| false).map_err(backend)?;
-        taken
-    };
+    let taken = txn
+        .open_table(NOTES)
+        .map_err(backend)?
+        .remove(key)
+        .map_err(backend)?
+        .map(|note| note.value().to_vec());
     txn.commit().map_err(backend)?;
     Ok(taken)
 }
@@ -240,7 +210,7 @@ pub fn count(db: &Database) -> Result<u64, StoreError> {
 /// Writes batches of changes in one durable transaction, keeping the index in step.
 pub fn apply<'a>(
     db: &Database,
-    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Change>>,
+    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Write>>,
 ) -> Result<usize, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     let mut written = 0;
@@ -253,29 +223,20 @@ pub fn apply<'a>(
         for batch in batches {
             for (id, change) in batch {
                 let key = id.as_bytes();
-                match change {
-                    Change::End {
-                        ended_at,
-                        keep_until,
-                    } => {
-                        if let Some(old) = ended
-                            .insert(key, (*ended_at, *keep_until))
-                            .map_err(backend)?
-                        {
-                            ended_until
-                                .remove(index_key(old.value().1, key))
-                                .map_err(backend)?;
-                        }
+                if let Write::Remove(Some(Tombstone { at, keep_until })) = change {
+                    if let Some(old) = ended.insert(key, (*at, *keep_until)).map_err(backend)? {
                         ended_until
-                            .insert(index_key(*keep_until, key), ())
+                            .remove(index_key(old.value().1, key))
                             .map_err(backend)?;
                     }
-                    Change::Put(_) | Change::Delete => {}
+                    ended_until
+                        .insert(index_key(*keep_until, key), ())
+                        .map_err(backend)?;
                 }
                 // The user is copied out only when the index changes (a new session, a
                 // removal): an extension, the common write, compares it in place.
                 let new_user = match change {
-                    Change::Put(record) => record.user.as_deref(),
+                    Write::Put(record) => record.user.as_deref(),
                     _ => None,
                 };
                 let (old_expiry, old_user) = match sessions.get(key).map_err(backend)? {
@@ -288,7 +249,7 @@ pub fn apply<'a>(
                     None => (None, Some(None)),
                 };
                 let new_expiry = match change {
-                    Change::Put(record) => Some(record.expires_at),
+                    Write::Put(record) => Some(record.expires_at),
                     _ => None,
                 };
                 // Most writes are extensions within the same bucket: the index stays.
@@ -301,7 +262,7 @@ pub fn apply<'a>(
                     users.remove((user.as_str(), *key)).map_err(backend)?;
                 }
                 match change {
-                    Change::Put(record) => {
+                    Write::Put(record) => {
                         sessions
                             .insert(key, codec::encode(record).as_slice())
                             .map_err(backend)?;
@@ -314,7 +275,7 @@ pub fn apply<'a>(
                             users.insert((user.as_str(), *key), ()).map_err(backend)?;
                         }
                     }
-                    Change::Delete | Change::End { .. } => {
+                    Write::Remove(_) => {
                         sessions.remove(key).map_err(backend)?;
                     }
                 }

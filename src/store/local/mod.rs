@@ -1,16 +1,19 @@
 //! The durable embedded session store: a redb file in the data directory.
 //!
-//! It is the default store and, with Redis, the local copy that keeps sessions alive through
-//! an outage. Creations and logouts are on disk before they are answered; keepalive extensions
-//! gather in an overlay and one background writer commits them together every flush
-//! interval (at most a second), so a keepalive never costs a disk flush; the commits run on a
-//! thread of lower CPU priority (the `committer` module), so they never hold up an answer. The same writer
-//! purges expired sessions through the expiry index. The writer owns the database's write side
-//! and stops, after a last flush, when the store is closed.
+//! It is the default store and, with Redis, the mirror that keeps sessions alive through an
+//! outage (its side of that, in the `mirror` module, is what
+//! [`Mirror`](crate::store::failover::Mirror) asks). Creations and logouts are on disk before
+//! they are answered; keepalive extensions gather in an overlay and one background writer
+//! commits them together every flush interval (at most a second), so a keepalive never costs
+//! a disk flush; the commits run on a thread of lower CPU priority (the `committer` module),
+//! so they never hold up an answer. The same writer purges expired sessions through the expiry
+//! index. The writer owns the database's write side and stops, after a last flush, when the
+//! store is closed.
 
 pub mod codec;
 mod committer;
 mod db;
+mod mirror;
 mod overlay;
 
 use std::path::{Path, PathBuf};
@@ -26,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, Millis};
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::store::Write;
 use crate::task::Tasks;
 
 use committer::Committer;
-use db::Change;
 use overlay::Overlay;
 
 /// Name of the database file inside the data directory.
@@ -52,20 +55,6 @@ struct Shared {
     overlay: Overlay,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-}
-
-/// Where the local store stood with the shared store at a clean stop: every change it held
-/// had reached the shared store `store`, whose Redis had the run id `run_id`, by `at`. The next
-/// start then writes back only what changed after `at`, rather than every live session, if the
-/// same store with the same Redis is there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncPoint {
-    /// Which shared store: where, which database, which key prefix (no credentials).
-    pub store: String,
-    /// The Redis run id (several, comma-separated, for a cluster).
-    pub run_id: String,
-    /// The store's clock when the stop was recorded.
-    pub at: Millis,
 }
 
 /// The durable embedded store.
@@ -132,10 +121,7 @@ impl LocalStore {
     /// The number of stored sessions (live, or expired and awaiting the purge).
     pub async fn count(&self) -> Result<u64, StoreError> {
         self.flush().await?;
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || db::count(&shared.db))
-            .await
-            .map_err(|err| StoreError::Backend(err.to_string()))?
+        self.blocking(db::count).await
     }
 
     /// Purges the sessions expired at the store's current time now; returns how many went.
@@ -147,201 +133,15 @@ impl LocalStore {
             .map_err(|err| StoreError::Backend(err.to_string()))?
     }
 
-    /// Keeps a copy of a session that lives elsewhere (Redis): written with the next batch,
-    /// not durably on return, since the primary copy is already safe.
-    pub fn mirror(&self, record: SessionRecord) -> Result<(), StoreError> {
-        self.check_open()?;
-        self.shared
-            .overlay
-            .shard(&record.id)
-            .put(record.id, Change::Put(record));
-        Ok(())
-    }
-
-    /// Drops the copy of a session that ended or expired elsewhere, with the next batch.
-    pub fn forget(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.check_open()?;
-        self.shared.overlay.shard(id).put(*id, Change::Delete);
-        Ok(())
-    }
-
-    /// Like [`SessionStore::touch`], but during an outage of the shared store. A session last
-    /// seen here before the outage began may have been kept alive on another instance since,
-    /// up to `outage_began + idle` at the latest; until then it is accepted (within its absolute
-    /// lifetime) even if this copy's idle expiry passed, rather than dropped because Redis
-    /// blinked. Sessions seen here during the outage follow the normal rule.
-    pub fn touch_in_outage(
+    /// Runs `work` on a blocking thread with the database.
+    async fn blocking<T: Send + 'static>(
         &self,
-        id: &SessionId,
-        now: Millis,
-        idle: Duration,
-        outage_began: Millis,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        self.check_open()?;
-        let mut shard = self.shared.overlay.shard(id);
-        let grace_until = outage_began.saturating_add(crate::clock::duration_millis(idle));
-        let alive = |r: &SessionRecord| {
-            r.is_live(now)
-                || (r.last_seen_at < outage_began
-                    && now < grace_until
-                    && now < r.absolute_expires_at)
-        };
-        let Some(mut record) = self.current(&shard, id)?.filter(alive) else {
-            return Ok(None);
-        };
-        record.touch(now, idle);
-        shard.put(*id, Change::Put(record.clone()));
-        Ok(Some(record))
-    }
-
-    /// Ends a session durably and records the logout for the shared store, which was offline:
-    /// the record outlives a restart, so the logout reaches Redis even then. Kept until
-    /// `keep_until` at most.
-    pub async fn end_offline(
-        &self,
-        id: &SessionId,
-        ended_at: Millis,
-        keep_until: Millis,
-    ) -> Result<bool, StoreError> {
-        self.check_open()?;
-        let existed = {
-            let mut shard = self.shared.overlay.shard(id);
-            let existed = self.current(&shard, id)?.is_some();
-            shard.put(
-                *id,
-                Change::End {
-                    ended_at,
-                    keep_until,
-                },
-            );
-            existed
-        };
-        self.flush().await?;
-        Ok(existed)
-    }
-
-    /// Logouts recorded since `since` (all for `None`) that the shared store has not seen.
-    pub async fn ended_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
-        self.flush().await?;
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || db::ended_since(&shared.db, since))
+        tokio::task::spawn_blocking(move || work(&shared.db))
             .await
             .map_err(|err| StoreError::Backend(err.to_string()))?
-    }
-
-    /// Records a logout the shared store already has, with the next batch: kept until
-    /// `keep_until`, so that it is written again if the shared store comes back empty.
-    pub fn remember_end(
-        &self,
-        id: &SessionId,
-        ended_at: Millis,
-        keep_until: Millis,
-    ) -> Result<(), StoreError> {
-        self.check_open()?;
-        self.shared.overlay.shard(id).put(
-            *id,
-            Change::End {
-                ended_at,
-                keep_until,
-            },
-        );
-        Ok(())
-    }
-
-    /// Another instance ended this session: the local copy, if there is one, is ended too
-    /// (with the next batch), so no outage or re-sync can revive it. Returns whether there was
-    /// a copy.
-    pub fn ended_elsewhere(&self, id: &SessionId, ended_at: Millis) -> Result<bool, StoreError> {
-        self.check_open()?;
-        let mut shard = self.shared.overlay.shard(id);
-        let Some(copy) = self.current(&shard, id)? else {
-            return Ok(false);
-        };
-        shard.put(
-            *id,
-            Change::End {
-                ended_at,
-                keep_until: copy.absolute_expires_at.max(ended_at),
-            },
-        );
-        Ok(true)
-    }
-
-    /// The idle expiry of the newest local state of a session (live or not), without copying
-    /// the session: what the failover store compares on every keepalive.
-    pub fn expires_at_of(&self, id: &SessionId) -> Result<Option<Millis>, StoreError> {
-        self.check_open()?;
-        self.shared
-            .overlay
-            .shard(id)
-            .expiry(id, || db::expires_at(&self.shared.db, id))
-    }
-
-    /// The newest local state of a session, live or not.
-    pub fn get_any(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        self.check_open()?;
-        let shard = self.shared.overlay.shard(id);
-        self.current(&shard, id)
-    }
-
-    /// Live sessions (at `now`) last seen at or after `since` (all live sessions for `None`),
-    /// for the re-sync of the shared store.
-    pub async fn changed_since(
-        &self,
-        since: Option<Millis>,
-        now: Millis,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        self.flush().await?;
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            db::scan(&shared.db, |r| {
-                (r.is_live(now) && since.is_none_or(|s| r.last_seen_at >= s)).then_some(r)
-            })
-        })
-        .await
-        .map_err(|err| StoreError::Backend(err.to_string()))?
-    }
-
-    /// The ids of the sessions live at `now`: only the ids are kept, so an instance with many
-    /// sessions can check them all against the shared store's logouts.
-    pub async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {
-        self.flush().await?;
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            db::scan(&shared.db, |r| r.is_live(now).then_some(r.id))
-        })
-        .await
-        .map_err(|err| StoreError::Backend(err.to_string()))?
-    }
-
-    /// Records that every change in this store had reached the shared store whose run id is
-    /// `run_id` by `at` (see [`SyncPoint`]); durable on return. The failover store says so when
-    /// it stops cleanly while connected.
-    pub async fn save_sync_point(&self, point: SyncPoint) -> Result<(), StoreError> {
-        self.check_open()?;
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            db::save_synced(&shared.db, &point.store, &point.run_id, point.at)
-        })
-        .await
-        .map_err(|err| StoreError::Backend(err.to_string()))?
-    }
-
-    /// The [`SyncPoint`] the last clean stop left for the shared store `store` (none if it was
-    /// left for another), removed from the file either way: it describes the moment of that
-    /// stop only, so it is read once, at start.
-    pub async fn take_sync_point(&self, store: &str) -> Result<Option<SyncPoint>, StoreError> {
-        self.check_open()?;
-        let shared = Arc::clone(&self.shared);
-        let key = store.to_owned();
-        let taken = tokio::task::spawn_blocking(move || db::take_synced(&shared.db, &key))
-            .await
-            .map_err(|err| StoreError::Backend(err.to_string()))??;
-        Ok(taken.map(|(run_id, at)| SyncPoint {
-            store: store.to_owned(),
-            run_id,
-            at,
-        }))
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -359,8 +159,8 @@ impl LocalStore {
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
         match shard.get(id) {
-            Some(Change::Put(record)) => Ok(Some(record.clone())),
-            Some(Change::Delete | Change::End { .. }) => Ok(None),
+            Some(Write::Put(record)) => Ok(Some(record.clone())),
+            Some(Write::Remove(_)) => Ok(None),
             None => db::get(&self.shared.db, id),
         }
     }
@@ -373,7 +173,7 @@ impl SessionStore for LocalStore {
         self.shared
             .overlay
             .shard(&record.id)
-            .put(record.id, Change::Put(record));
+            .put(record.id, Write::Put(record));
         self.flush().await
     }
 
@@ -395,7 +195,7 @@ impl SessionStore for LocalStore {
             return Ok(None);
         };
         record.touch(now, idle);
-        shard.put(*id, Change::Put(record.clone()));
+        shard.put(*id, Write::Put(record.clone()));
         Ok(Some(record))
     }
 
@@ -404,7 +204,7 @@ impl SessionStore for LocalStore {
         let existed = {
             let mut shard = self.shared.overlay.shard(id);
             let existed = self.current(&shard, id)?.is_some();
-            shard.put(*id, Change::Delete);
+            shard.put(*id, Write::Remove(None));
             existed
         };
         self.flush().await?;
@@ -429,10 +229,13 @@ impl SessionStore for LocalStore {
         self.shared
             .overlay
             .shard(&new)
-            .put(new, Change::Put(record.clone()));
+            .put(new, Write::Put(record.clone()));
         // A keepalive of the old id racing this sees the deletion from here on; both changes
         // reach the disk in the same commit.
-        self.shared.overlay.shard(old).put(*old, Change::Delete);
+        self.shared
+            .overlay
+            .shard(old)
+            .put(*old, Write::Remove(None));
         self.flush().await?;
         Ok(Some(record))
     }
@@ -450,7 +253,7 @@ impl SessionStore for LocalStore {
                 Some(mut record) => {
                     record.data = data;
                     record.last_seen_at = record.last_seen_at.max(now);
-                    shard.put(*id, Change::Put(record.clone()));
+                    shard.put(*id, Write::Put(record.clone()));
                     Some(record)
                 }
                 None => None,
@@ -466,11 +269,10 @@ impl SessionStore for LocalStore {
         // The index is on disk: write what the overlay holds first, then read the newest state
         // of each session through the overlay (one may have ended since).
         self.flush().await?;
-        let shared = Arc::clone(&self.shared);
         let owned = user.to_owned();
-        let ids = tokio::task::spawn_blocking(move || db::user_sessions(&shared.db, &owned))
-            .await
-            .map_err(|err| StoreError::Backend(err.to_string()))??;
+        let ids = self
+            .blocking(move |db| db::user_sessions(db, &owned))
+            .await?;
         let mut sessions = Vec::with_capacity(ids.len());
         for id in ids {
             let shard = self.shared.overlay.shard(&id);
@@ -603,7 +405,6 @@ fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
             break;
         }
     }
-    shared.overlay.forget_expired(now);
     shared.metrics.sessions_purged_total.inc_by(total as u64);
     Ok(total)
 }

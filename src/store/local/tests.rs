@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::store::Tombstone;
+use crate::store::failover::Mirror;
 
 const MIN: Duration = Duration::from_secs(60);
 const START: Millis = 1_700_000_000_000;
@@ -274,55 +276,7 @@ async fn closed_store_refuses_work() {
 }
 
 #[tokio::test]
-async fn in_an_outage_sessions_seen_before_it_get_one_idle_timeout_of_grace() {
-    let f = Fixture::new();
-    let store = f.open().await;
-    let idle = 10 * MIN;
-    let a = f.record(idle);
-    let b = f.record(idle);
-    store.create(a.clone()).await.expect("create");
-    store.create(b.clone()).await.expect("create");
-    f.clock.advance(5 * MIN);
-    let outage_began = f.clock.now();
-    let c = f.record(idle);
-    store
-        .create(c.clone())
-        .await
-        .expect("create during the outage");
-
-    // 12 minutes after creation: a's and b's copies expired at 10, but another instance may
-    // have kept them alive until 15 at the latest (outage start + idle timeout).
-    f.clock.advance(7 * MIN);
-    let touched = store
-        .touch_in_outage(&a.id, f.clock.now(), idle, outage_began)
-        .expect("touch");
-    assert_eq!(
-        touched.map(|r| r.expires_at),
-        Some(f.clock.now() + 600_000),
-        "accepted within the grace"
-    );
-
-    // c was seen here during the outage: no other instance knows better, the normal rule holds.
-    f.clock.advance(4 * MIN);
-    assert_eq!(
-        store
-            .touch_in_outage(&c.id, f.clock.now(), idle, outage_began)
-            .expect("touch"),
-        None
-    );
-
-    // 16 minutes: the grace is over for b, which nobody kept alive here.
-    assert_eq!(
-        store
-            .touch_in_outage(&b.id, f.clock.now(), idle, outage_began)
-            .expect("touch"),
-        None
-    );
-    store.close().await.expect("close");
-}
-
-#[tokio::test]
-async fn recorded_logouts_last_until_their_time_and_survive_reopening() {
+async fn tombstones_last_until_their_time_and_survive_reopening() {
     let f = Fixture::new();
     let ended_here = f.record(10 * MIN);
     let copy = f.record(10 * MIN);
@@ -330,44 +284,104 @@ async fn recorded_logouts_last_until_their_time_and_survive_reopening() {
     {
         let store = f.open().await;
         store.create(ended_here.clone()).await.expect("create");
-        store.mirror(copy.clone()).expect("mirror");
-        let now = f.clock.now();
         store
-            .remember_end(&ended_here.id, now, now + 30 * 60_000)
-            .expect("remember");
-        // Another instance ended the session this one holds a copy of; an id it never held
-        // leaves nothing behind.
-        assert!(store.ended_elsewhere(&copy.id, now).expect("heard"));
-        assert!(!store.ended_elsewhere(&unknown, now).expect("heard"));
+            .modify(&copy.id, &mut |_| Some(Write::Put(copy.clone())))
+            .expect("copy");
+        let now = f.clock.now();
+        let tombstone = |keep_until| {
+            Some(Write::Remove(Some(Tombstone {
+                at: now,
+                keep_until,
+            })))
+        };
+        store
+            .modify(&ended_here.id, &mut |_| tombstone(now + 30 * 60_000))
+            .expect("remove");
+        store
+            .modify(&copy.id, &mut |current| {
+                let current = current.expect("the copy is seen");
+                tombstone(current.absolute_expires_at)
+            })
+            .expect("remove");
+        // A change that writes nothing for an unknown id leaves nothing behind.
+        store
+            .modify(&unknown, &mut |current| {
+                assert!(current.is_none());
+                None
+            })
+            .expect("nothing");
         for id in [&ended_here.id, &copy.id] {
-            assert_eq!(store.get_any(id).expect("get"), None, "ended at once");
+            assert_eq!(
+                Mirror::get(&store, id).expect("get"),
+                None,
+                "removed at once"
+            );
         }
         store.close().await.expect("close");
     }
     let store = f.open().await;
-    let mut ended = store.ended_since(None).await.expect("ended");
+    let mut ended = store.removed_since(None).await.expect("removed");
     ended.sort();
     let mut want = vec![ended_here.id, copy.id];
     want.sort();
     assert_eq!(
         ended, want,
-        "both logouts are on disk, the unknown id is not"
+        "both tombstones are on disk, the unknown id has none"
     );
     assert_eq!(
         store
-            .ended_since(Some(f.clock.now() + 1))
+            .removed_since(Some(f.clock.now() + 1))
             .await
-            .expect("ended"),
+            .expect("removed"),
         Vec::<SessionId>::new(),
         "none since a later instant"
     );
-    // The copy's logout is kept until its absolute expiry (60 min), the other one 30 min.
+    // The copy's tombstone is kept until its absolute expiry (60 min), the other one 30 min.
     f.clock.advance(31 * MIN);
     store.purge_expired().await.expect("purge");
-    assert_eq!(store.ended_since(None).await.expect("ended"), vec![copy.id]);
+    assert_eq!(
+        store.removed_since(None).await.expect("removed"),
+        vec![copy.id]
+    );
     f.clock.advance(30 * MIN);
     store.purge_expired().await.expect("purge");
-    assert!(store.ended_since(None).await.expect("ended").is_empty());
+    assert!(store.removed_since(None).await.expect("removed").is_empty());
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_change_sees_the_newest_state_and_nothing_between_its_read_and_write() {
+    let f = Fixture::new();
+    let store = Arc::new(f.open().await);
+    let record = f.record(10 * MIN);
+    store.create(record.clone()).await.expect("create");
+    // Many concurrent changes, each reading the data and writing it one longer: none is lost,
+    // which a read and a write split by another change would allow.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let id = record.id;
+            tokio::task::spawn_blocking(move || {
+                store
+                    .modify(&id, &mut |current| {
+                        let mut next = current.expect("live").clone();
+                        next.data.push('x');
+                        Some(Write::Put(next))
+                    })
+                    .expect("modify")
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let now = f.clock.now();
+    let seen = store
+        .load(&record.id, now)
+        .await
+        .expect("load")
+        .expect("live");
+    assert_eq!(seen.data.len(), record.data.len() + 50);
     store.close().await.expect("close");
 }
 
@@ -451,80 +465,35 @@ async fn a_file_indexed_by_exact_expiries_is_indexed_again_at_open() {
 }
 
 #[tokio::test]
-async fn the_mirrors_expiry_follows_mirror_forget_and_purge() {
+async fn a_note_survives_reopening_and_is_read_once() {
     let f = Fixture::new();
-    let store = f.open().await;
-    let record = f.record(2 * MIN);
-    let expiry = || store.expires_at_of(&record.id).expect("expiry");
-    // Mirrored, then on disk: its expiry is answered.
-    let mirrored = |copy: &SessionRecord| {
-        store.mirror(copy.clone()).expect("mirror");
-        store.flush()
-    };
-    assert_eq!(expiry(), None);
-    mirrored(&record).await.expect("flush");
-    assert_eq!(expiry(), Some(record.expires_at));
-
-    let mut later = record.clone();
-    later.touch(f.clock.now() + 60_000, 2 * MIN);
-    mirrored(&later).await.expect("flush");
-    assert_eq!(expiry(), Some(later.expires_at));
-
-    store.forget(&record.id).expect("forget");
-    store.flush().await.expect("flush");
-    assert_eq!(expiry(), None);
-
-    // Mirrored again, then expired and purged: whatever is answered says it is over.
-    mirrored(&later).await.expect("flush");
-    assert_eq!(expiry(), Some(later.expires_at));
-    f.clock.advance(5 * MIN);
-    assert_eq!(store.purge_expired().await.expect("purge"), 1);
-    let now = f.clock.now();
-    assert!(expiry().is_none_or(|at| at <= now));
-    store.close().await.expect("close");
-}
-
-#[tokio::test]
-async fn a_sync_point_survives_reopening_and_is_read_once() {
-    let f = Fixture::new();
-    const STORE: &str = "redis://127.0.0.1:6379/0 prefix=keepalive:";
-    let point = SyncPoint {
-        store: STORE.to_owned(),
-        run_id: "a1b2c3".to_owned(),
-        at: START + 42,
-    };
+    const KEY: &str = "failover.clean-stop";
+    let note = br#"{"at":42}"#.to_vec();
     {
         let store = f.open().await;
-        assert_eq!(store.take_sync_point(STORE).await.expect("take"), None);
-        store.save_sync_point(point.clone()).await.expect("save");
-        store.close().await.expect("close");
-    }
-    {
-        let store = f.open().await;
-        assert_eq!(
-            store.take_sync_point(STORE).await.expect("take"),
-            Some(point.clone())
-        );
-        assert_eq!(
-            store.take_sync_point(STORE).await.expect("take again"),
-            None,
-            "taken means removed: a crash after this start leaves none"
-        );
-        store.save_sync_point(point).await.expect("save");
-        store.close().await.expect("close");
-    }
-    let store = f.open().await;
-    assert_eq!(
+        assert_eq!(store.take_note(KEY).await.expect("take"), None);
         store
-            .take_sync_point("redis://127.0.0.1:6379/1 prefix=keepalive:")
+            .write_note(KEY, b"older".to_vec())
             .await
-            .expect("take"),
+            .expect("write");
+        store.write_note(KEY, note.clone()).await.expect("replace");
+        store
+            .write_note("other", b"kept".to_vec())
+            .await
+            .expect("write");
+        store.close().await.expect("close");
+    }
+    let store = f.open().await;
+    assert_eq!(store.take_note(KEY).await.expect("take"), Some(note));
+    assert_eq!(
+        store.take_note(KEY).await.expect("take again"),
         None,
-        "recorded for another database: it does not hold"
+        "taken means removed: a crash after this start leaves none"
     );
     assert_eq!(
-        store.take_sync_point(STORE).await.expect("take"),
-        None,
-        "and it is gone too"
+        store.take_note("other").await.expect("take"),
+        Some(b"kept".to_vec()),
+        "each key is its own note"
     );
+    store.close().await.expect("close");
 }

@@ -26,7 +26,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Conn, KeepaliveTouch, RedisStore, not_connected, scripts, timed_out};
+use super::{Conn, KeepaliveTouch, not_connected, scripts, timed_out};
 use crate::session::{SessionRecord, StoreError};
 
 /// Most keepalives in one call: a call this size holds Redis for well under a millisecond.
@@ -104,7 +104,7 @@ impl Batcher {
 
 /// What the batching task needs of the store: naming keys and recording latency.
 pub(super) struct BatchContext {
-    pub(super) prefix: String,
+    pub(super) keys: super::Keys,
     /// The Redis timeout: how long each keepalive may wait in all.
     pub(super) timeout: Duration,
     pub(super) latency: prometheus::Histogram,
@@ -164,7 +164,7 @@ async fn answer(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
     };
     let mut invocation = scripts::TOUCH.prepare_invoke();
     for p in &batch {
-        invocation.key(RedisStore::key_for(&ctx.prefix, &p.touch.id));
+        invocation.key(ctx.keys.session(&p.touch.id));
     }
     for p in &batch {
         p.touch.args(&mut invocation);

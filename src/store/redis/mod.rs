@@ -9,7 +9,9 @@
 //! job.
 
 mod batch;
+pub mod keys;
 mod per_loop;
+mod primary;
 mod scripts;
 pub mod value;
 
@@ -18,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -27,6 +30,9 @@ use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::store::failover::Logouts;
+
+pub use keys::Keys;
 
 /// Timing and naming of the Redis store.
 #[derive(Debug, Clone)]
@@ -173,6 +179,7 @@ static STORES: AtomicU64 = AtomicU64::new(0);
 pub struct RedisStore {
     target: Target,
     options: RedisOptions,
+    keys: Keys,
     link: RwLock<Option<Link>>,
     /// The last link's generation.
     generations: AtomicU64,
@@ -203,6 +210,7 @@ impl RedisStore {
     ) -> Self {
         Self {
             target,
+            keys: Keys::new(options.prefix.clone()),
             options,
             link: RwLock::new(None),
             generations: AtomicU64::new(0),
@@ -210,27 +218,6 @@ impl RedisStore {
             clock,
             metrics,
         }
-    }
-
-    fn session_key(&self, id: &SessionId) -> String {
-        Self::key_for(&self.options.prefix, id)
-    }
-
-    fn key_for(prefix: &str, id: &SessionId) -> String {
-        format!("{prefix}{{{id}}}")
-    }
-
-    fn marker_key(&self, id: &SessionId) -> String {
-        format!("{}{{{id}}}:ended", self.options.prefix)
-    }
-
-    /// The channel every logout is published on (see [`scripts`]).
-    fn ended_channel(&self) -> String {
-        format!("{}ended", self.options.prefix)
-    }
-
-    fn user_key(&self, user: &str) -> String {
-        format!("{}user:{{{user}}}", self.options.prefix)
     }
 
     /// Lists a session in its user's set. A separate round trip from the session's own write:
@@ -243,7 +230,7 @@ impl RedisStore {
         };
         let mut invocation = scripts::INDEX.prepare_invoke();
         invocation
-            .key(self.user_key(user))
+            .key(self.keys.user(user))
             .arg(record.id.to_string())
             .arg(record.absolute_expires_at)
             .arg(now);
@@ -290,7 +277,7 @@ impl RedisStore {
     /// Which shared store this is, beyond Redis's run id: where Redis is (without credentials),
     /// the database and the key prefix. The same server seen under another database or prefix
     /// holds none of the sessions, though its run id is the same.
-    pub fn identity(&self) -> String {
+    pub fn place(&self) -> String {
         let redact = |u: &String| crate::config::redact_url(u);
         let place = match &self.target {
             Target::Single(url) => redact(url),
@@ -332,7 +319,7 @@ impl RedisStore {
 
     fn batch_context(&self) -> batch::BatchContext {
         batch::BatchContext {
-            prefix: self.options.prefix.clone(),
+            keys: self.keys.clone(),
             timeout: self.options.timeout,
             latency: self
                 .metrics
@@ -388,8 +375,23 @@ async fn open(target: &Target, options: &RedisOptions) -> Result<Conn, StoreErro
 impl RedisStore {
     /// Subscribes to the logouts every instance publishes: a stream of the ids ended, until
     /// the connection drops. A connection of its own (a subscribed connection takes no other
-    /// command); in a cluster, to any node, since every node relays every message.
-    pub async fn subscribe_ended(&self) -> Result<redis::aio::PubSubStream, StoreError> {
+    /// command); in a cluster, to any node, since every node relays every message. Messages
+    /// that name no session are left out.
+    pub async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
+        let messages = self.subscribe_messages().await?;
+        Ok(Box::pin(messages.filter_map(|message| async move {
+            let id = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|text| SessionId::parse(&text));
+            if id.is_none() {
+                tracing::debug!("[redis] ignored a logout message that names no session");
+            }
+            id
+        })))
+    }
+
+    async fn subscribe_messages(&self) -> Result<redis::aio::PubSubStream, StoreError> {
         let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
         let budget = self.options.connect_timeout + self.options.timeout;
         let subscribe = async {
@@ -407,7 +409,7 @@ impl RedisStore {
                         .map_err(backend)?;
                     let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
                     pubsub
-                        .subscribe(self.ended_channel())
+                        .subscribe(self.keys.logout_channel())
                         .await
                         .map_err(backend)?;
                     return Ok(pubsub.into_on_message());
@@ -419,7 +421,7 @@ impl RedisStore {
                 match client.get_async_pubsub().await {
                     Ok(mut pubsub) => {
                         pubsub
-                            .subscribe(self.ended_channel())
+                            .subscribe(self.keys.logout_channel())
                             .await
                             .map_err(backend)?;
                         return Ok(pubsub.into_on_message());
@@ -516,8 +518,8 @@ impl RedisStore {
         self.index(record, now).await?;
         let mut invocation = scripts::MERGE.prepare_invoke();
         invocation
-            .key(self.session_key(&record.id))
-            .key(self.marker_key(&record.id))
+            .key(self.keys.session(&record.id))
+            .key(self.keys.marker(&record.id))
             .arg(value::encode(record, record.expires_at))
             .arg(record.last_seen_at)
             .arg(record.expires_at)
@@ -534,7 +536,7 @@ impl RedisStore {
             .run(
                 &mut conn,
                 "marker",
-                redis::cmd("EXISTS").arg(self.marker_key(id)),
+                redis::cmd("EXISTS").arg(self.keys.marker(id)),
             )
             .await?;
         Ok(matches!(found, Value::Int(1)))
@@ -544,11 +546,11 @@ impl RedisStore {
     pub async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
         let mut invocation = scripts::END.prepare_invoke();
         invocation
-            .key(self.session_key(id))
-            .key(self.marker_key(id))
+            .key(self.keys.session(id))
+            .key(self.keys.marker(id))
             .arg(now)
             .arg(duration_millis(self.options.absolute_lifetime))
-            .arg(self.ended_channel())
+            .arg(self.keys.logout_channel())
             .arg(id.to_string());
         Ok(matches!(
             self.invoke("end", invocation).await?,
@@ -628,7 +630,7 @@ fn decode(id: SessionId, value: &Value) -> Result<Option<SessionRecord>, StoreEr
 impl SessionStore for RedisStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
         self.index(&record, self.clock.now()).await?;
-        let key = self.session_key(&record.id);
+        let key = self.keys.session(&record.id);
         let ttl = (record.expires_at - record.created_at).max(1);
         let mut set = redis::cmd("SET");
         set.arg(&key)
@@ -646,7 +648,7 @@ impl SessionStore for RedisStore {
             .run(
                 &mut conn,
                 "load",
-                redis::cmd("GET").arg(self.session_key(id)),
+                redis::cmd("GET").arg(self.keys.session(id)),
             )
             .await?;
         Ok(decode(*id, &value)?.filter(|r| r.is_live(now)))
@@ -677,7 +679,7 @@ impl SessionStore for RedisStore {
             return touches.touch(touch).await;
         }
         let mut invocation = scripts::TOUCH.prepare_invoke();
-        invocation.key(self.session_key(id));
+        invocation.key(self.keys.session(id));
         touch.args(&mut invocation);
         match self.invoke("touch", invocation).await? {
             Value::Array(replies) if replies.len() == 1 => touch.answer(&replies[0]),
@@ -717,12 +719,12 @@ impl SessionStore for RedisStore {
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut invocation = scripts::UPDATE.prepare_invoke();
-        invocation.key(self.session_key(id)).arg(now).arg(data);
+        invocation.key(self.keys.session(id)).arg(now).arg(data);
         decode(*id, &self.invoke("update", invocation).await?)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
-        let key = self.user_key(user);
+        let key = self.keys.user(user);
         let mut conn = self.current()?;
         let members = self
             .run(

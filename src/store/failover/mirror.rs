@@ -1,0 +1,53 @@
+//! What the failover asks of the store that keeps copies of the shared store's sessions and
+//! serves them through an outage: the mirror (the local store, [`crate::store::local`]).
+//!
+//! Beyond being a session store itself (it serves every operation while Redis is away), a
+//! mirror keeps copies written lazily (Redis holds the primary copy, so a copy need not be on
+//! disk before the answer), changes one session atomically against every other change to it
+//! (a keepalive must not undo a logout it raced), keeps tombstones of the sessions it removed
+//! (so a logout reaches Redis after an outage, and is written again to a Redis that came back
+//! empty), lists what changed since a time, and keeps one small note across a restart (where it
+//! stood with Redis at a clean stop). How it does so is its own business.
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::store::Write;
+
+/// The store that mirrors the shared store. Writes made through this interface are batched:
+/// durable after the next [`SessionStore::flush`], not on return.
+#[async_trait]
+pub trait Mirror: SessionStore {
+    /// The newest state of a session, live or not; `None` if unknown or removed.
+    fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Writes what `change` makes of the newest state of a session (`None`: write nothing),
+    /// with no other change to that session in between.
+    fn modify(
+        &self,
+        id: &SessionId,
+        change: &mut dyn FnMut(Option<&SessionRecord>) -> Option<Write>,
+    ) -> Result<(), StoreError>;
+
+    /// The sessions removed with a tombstone dated at or after `since` (all for `None`) whose
+    /// tombstone is still kept.
+    async fn removed_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError>;
+
+    /// The sessions live at `now` and last seen at or after `since` (all live ones for
+    /// `None`).
+    async fn live_since(
+        &self,
+        since: Option<Millis>,
+        now: Millis,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// The ids of the sessions live at `now`.
+    async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Keeps `note` under `key`, durably on return, replacing an earlier one.
+    async fn write_note(&self, key: &str, note: Vec<u8>) -> Result<(), StoreError>;
+
+    /// The note under `key`, removed from the store: a note is read once.
+    async fn take_note(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}

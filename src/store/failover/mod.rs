@@ -1,0 +1,413 @@
+//! Redis first, the local store as mirror and fallback: everything about outages.
+//!
+//! While the primary (Redis) answers, every operation goes to it and what it returns is
+//! copied into the mirror (the local store): batched, not flushed, since the primary holds the
+//! first copy; a keepalive's extension only once the copy trails by half an idle timeout
+//! (`copies`). The first operation that fails or times out marks the primary offline: from then
+//! on operations go straight to the mirror, which keeps every session this instance created or
+//! touched alive (`journal` says for how long); new sessions and logouts are written there
+//! durably, and their ids are remembered as changed. Health and "log out everywhere" read that
+//! state through the [`SharedStatus`] this store owns.
+//!
+//! Two background tasks do the rest:
+//! - `link` owns the link to the primary: it probes it, notices a restart, reconnects with
+//!   backoff, and writes back what changed during the outage before reporting it ok again;
+//! - `logouts` hears the logouts of other instances and ends this instance's copies of those
+//!   sessions, and looks up, after each subscription, the ones it could not hear.
+//!
+//! The failover knows the two stores only through what it asks of them: the `Primary` and
+//! `Mirror` interfaces (crate-private, in the `primary` and `mirror` modules). A store of
+//! another session format plugs in as another primary, with no branch here.
+
+mod copies;
+mod journal;
+mod link;
+mod logouts;
+mod mirror;
+mod primary;
+
+pub(crate) use mirror::Mirror;
+pub(crate) use primary::{Logouts, Primary};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, Millis, duration_millis};
+use crate::metrics::Metrics;
+use crate::session::{SessionId, SessionRecord, SessionStore, SharedStatus, StoreError};
+use crate::store::{Tombstone, Write};
+use crate::task::Tasks;
+
+use copies::Copies;
+use journal::Journal;
+use link::LinkState;
+
+/// Timing of the link to the primary.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverOptions {
+    /// Period of the probe while the primary answers.
+    pub probe_interval: Duration,
+    /// Longest wait between two reconnection attempts.
+    pub backoff_max: Duration,
+    /// How long a logout is remembered for the primary at most (a session cannot outlive it).
+    pub absolute_lifetime: Duration,
+}
+
+/// State shared by request handlers and the two tasks.
+struct Shared {
+    primary: Arc<dyn Primary>,
+    mirror: Arc<dyn Mirror>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// Whether the primary answers: the one flag every operation, health and "log out
+    /// everywhere" read.
+    status: SharedStatus,
+    journal: Journal,
+    copies: Copies,
+    link: LinkState,
+    absolute_lifetime: Duration,
+}
+
+/// The failover store.
+pub struct FailoverStore {
+    shared: Arc<Shared>,
+    /// The link and the logout listener.
+    tasks: tokio::sync::Mutex<Tasks>,
+}
+
+impl FailoverStore {
+    /// Composes the two stores, tries the primary once (bounded by its timeouts), and starts
+    /// the link and the logout listener.
+    pub(crate) async fn compose(
+        primary: Arc<dyn Primary>,
+        mirror: Arc<dyn Mirror>,
+        options: FailoverOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let now = clock.now();
+        let shared = Arc::new(Shared {
+            primary,
+            mirror,
+            clock,
+            metrics,
+            status: SharedStatus::offline(),
+            journal: Journal::new(now),
+            copies: Copies::default(),
+            link: LinkState::default(),
+            absolute_lifetime: options.absolute_lifetime,
+        });
+        shared.metrics.redis_up.set(0);
+        // Read before the first connect, which it shortens.
+        shared.take_clean_stop().await;
+        if let Err(err) = shared.reconnect().await {
+            tracing::warn!(reason = %err, "[redis] unreachable at start: {err}; degraded mode on: sessions are served from the local store until Redis answers");
+        }
+        let mut tasks = Tasks::new();
+        let linked = Arc::clone(&shared);
+        tasks.spawn("redis link", |stop| link::run(linked, options, stop));
+        let listening = Arc::clone(&shared);
+        tasks.spawn("logout listener", |stop| {
+            logouts::run(listening, options, stop)
+        });
+        Self {
+            shared,
+            tasks: tokio::sync::Mutex::new(tasks),
+        }
+    }
+
+    /// Whether the primary answers, as this store sees it: for the health check.
+    pub fn status(&self) -> SharedStatus {
+        self.shared.status.clone()
+    }
+}
+
+impl Shared {
+    fn is_online(&self) -> bool {
+        self.status.is_online()
+    }
+
+    /// Marks the primary offline; logs and counts the transition once.
+    fn go_offline(&self, reason: &str) {
+        if self.status.set_online(false) {
+            self.journal.begin_outage(self.clock.now());
+            self.primary.disconnect();
+            self.metrics.redis_up.set(0);
+            self.metrics.redis_outages_total.inc();
+            tracing::warn!("[redis] connection lost: {reason}");
+            tracing::warn!(
+                "[redis] degraded mode on: sessions are served from the local store until Redis answers"
+            );
+        }
+    }
+
+    /// An operation failed on the primary: a corrupt record is the caller's error; anything
+    /// else is an outage.
+    fn failed(&self, err: StoreError) -> Result<(), StoreError> {
+        match err {
+            StoreError::Corrupt(_) => Err(err),
+            other => {
+                self.go_offline(&other.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// A tombstone for a logout at `now`, kept as long as the session could have lived.
+    fn tombstone(&self, now: Millis) -> Tombstone {
+        Tombstone {
+            at: now,
+            keep_until: now.saturating_add(duration_millis(self.absolute_lifetime)),
+        }
+    }
+
+    /// Writes `record` as the copy of its session, with the next batch.
+    fn keep_copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.mirror.modify(&record.id, &mut |_| {
+            self.copies.written(&record.id, record.expires_at);
+            Some(Write::Put(record.clone()))
+        })
+    }
+
+    /// Removes the copy of a session, with the next batch, leaving `tombstone` if given.
+    /// Returns whether there was one.
+    fn remove_copy(
+        &self,
+        id: &SessionId,
+        tombstone: Option<Tombstone>,
+    ) -> Result<bool, StoreError> {
+        let mut existed = false;
+        self.mirror.modify(id, &mut |copy| {
+            existed = copy.is_some();
+            self.copies.removed(id);
+            // An unknown id leaves a tombstone only when asked: a logout's must reach the
+            // primary whatever this instance held.
+            (existed || tombstone.is_some()).then_some(Write::Remove(tombstone))
+        })?;
+        Ok(existed)
+    }
+
+    /// Keeps the copy of a session the primary just extended, without rewriting it on every
+    /// keepalive: only once its expiry trails the primary's by half an idle timeout. It stays
+    /// live (so the purge keeps it and an outage finds it), and an outage forgives the lag
+    /// (see [`journal::alive_in_outage`]).
+    fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
+        let slack = duration_millis(idle) / 2;
+        let copy = self.copies.expiry(&record.id, || {
+            Ok(self.mirror.get(&record.id)?.map(|copy| copy.expires_at))
+        })?;
+        let fresh = copy.is_some_and(|at| at >= record.expires_at.saturating_sub(slack));
+        if !fresh {
+            self.keep_copy(record)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a session in the mirror while the primary is offline, with a tombstone on disk
+    /// before this returns, so the logout reaches the primary later, even across a restart.
+    /// Returns whether it existed.
+    async fn end_offline(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        let existed = self.remove_copy(id, Some(self.tombstone(now)))?;
+        self.mirror.flush().await?;
+        self.changed(*id).await;
+        Ok(existed)
+    }
+
+    /// Remembers a change made while offline. If the primary came back in the meantime, the
+    /// change missed the re-sync, so it is written back here.
+    async fn changed(&self, id: SessionId) {
+        {
+            let mut changed = self.journal.changed();
+            if !self.is_online() {
+                changed.insert(id);
+                return;
+            }
+        }
+        if let Err(err) = self.write_back(&id).await {
+            self.go_offline(&err.to_string());
+            self.journal.changed().insert(id);
+        }
+    }
+
+    /// Writes the mirror's state of one session to the primary: the session if it lives, its
+    /// logout if it is gone. Returns (sessions written, logouts written).
+    async fn write_back(&self, id: &SessionId) -> Result<(u64, u64), StoreError> {
+        let now = self.clock.now();
+        match self.mirror.get(id)? {
+            Some(record) if record.is_live(now) => {
+                Ok((u64::from(self.primary.merge(&record, now).await?), 0))
+            }
+            Some(_) => Ok((0, 0)),
+            None => {
+                self.primary.end(id, now).await?;
+                Ok((0, 1))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for FailoverStore {
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.create(record.clone()).await {
+                Ok(()) => return s.keep_copy(&record),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let id = record.id;
+        s.mirror.create(record).await?;
+        s.changed(id).await;
+        Ok(())
+    }
+
+    async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.load(id, now).await {
+                Ok(record) => return Ok(record),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        s.mirror.load(id, now).await
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.touch(id, now, idle).await {
+                Ok(Some(record)) => {
+                    s.copy_extension(&record, idle)?;
+                    return Ok(Some(record));
+                }
+                Ok(None) => {
+                    // Gone from the primary (expired, ended elsewhere): drop a stale copy, if
+                    // any, so a later outage cannot revive it. Unknown ids cost no write.
+                    s.remove_copy(id, None)?;
+                    return Ok(None);
+                }
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let began = s.journal.outage_began();
+        let mut touched = None;
+        s.mirror.modify(id, &mut |copy| {
+            let mut record = copy
+                .filter(|c| journal::alive_in_outage(c, now, idle, began))?
+                .clone();
+            record.touch(now, idle);
+            s.copies.written(id, record.expires_at);
+            touched = Some(record.clone());
+            Some(Write::Put(record))
+        })?;
+        if touched.is_some() {
+            s.changed(*id).await;
+        }
+        Ok(touched)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        let now = s.clock.now();
+        if s.is_online() {
+            match s.primary.end(id, now).await {
+                Ok(existed) => {
+                    // Kept should the primary come back empty, when the mark that keeps other
+                    // instances' copies out is gone.
+                    s.remove_copy(id, Some(s.tombstone(now)))?;
+                    return Ok(existed);
+                }
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        s.end_offline(id, now).await
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionId,
+        new: SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.rotate(old, new, now).await {
+                Ok(Some(record)) => {
+                    s.keep_copy(&record)?;
+                    s.remove_copy(old, Some(s.tombstone(now)))?;
+                    return Ok(Some(record));
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let Some(record) = s.mirror.rotate(old, new, now).await? else {
+            return Ok(None);
+        };
+        // The old id's end is recorded for the primary, which still knows it.
+        s.end_offline(old, now).await?;
+        s.changed(new).await;
+        Ok(Some(record))
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        data: String,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.update(id, data.clone(), now).await {
+                Ok(Some(record)) => {
+                    s.keep_copy(&record)?;
+                    return Ok(Some(record));
+                }
+                Ok(None) => return Ok(None),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        let record = s.mirror.update(id, data, now).await?;
+        if record.is_some() {
+            s.changed(*id).await;
+        }
+        Ok(record)
+    }
+
+    async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.primary.list_user(user, now).await {
+                Ok(sessions) => return Ok(sessions),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        s.mirror.list_user(user, now).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.mirror.flush().await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.tasks.lock().await.stop().await;
+        self.shared.note_clean_stop().await;
+        self.shared.primary.disconnect();
+        self.shared.mirror.close().await
+    }
+}

@@ -1,0 +1,57 @@
+//! What the failover asks of the shared store it puts first: the primary (Redis,
+//! [`crate::store::redis`]; a second session format would be another).
+//!
+//! Beyond being a session store, a primary has a link that the failover opens, probes and
+//! drops; tells which data set it reached (Redis's run id changes when Redis restarts, and a
+//! restarted Redis may have lost everything); takes back what an instance kept during an
+//! outage without overwriting newer activity or reviving a logout; marks logouts so that no
+//! instance's copy can bring a session back; and publishes each logout to every instance.
+//! Failures are reported, never handled here: deciding what an error means is the failover's
+//! job.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+
+use crate::clock::Millis;
+use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+
+/// The ids of sessions logged out on any instance, as they are announced.
+pub type Logouts = Pin<Box<dyn Stream<Item = SessionId> + Send>>;
+
+/// The shared store.
+#[async_trait]
+pub trait Primary: SessionStore {
+    /// Opens a fresh link, checks that it answers and makes it the one operations use.
+    /// Returns the identity of the data set it reached (Redis's run id).
+    async fn connect(&self) -> Result<String, StoreError>;
+
+    /// Drops the link: operations fail fast until the next [`connect`](Self::connect).
+    fn disconnect(&self);
+
+    /// Asks the current link for the identity of its data set; fails on a silent primary.
+    async fn probe(&self) -> Result<String, StoreError>;
+
+    /// Which shared store this is, beyond its data set: where, which database, which key
+    /// prefix; no credentials. A local note names it, so a note left for another one is
+    /// ignored.
+    fn place(&self) -> String;
+
+    /// Writes back a session kept locally during an outage, unless the primary knows newer
+    /// activity of it or its logout. Returns whether it was written.
+    async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError>;
+
+    /// Ends a session at `now` (written back from an outage, or live): marks the logout so
+    /// that no copy can be written back over it, and announces it. Returns whether the
+    /// session existed.
+    async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError>;
+
+    /// Whether a session's logout is marked.
+    async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Subscribes to the logouts of every instance: the ids as announced, until the link
+    /// drops. Announcements made between this call's return and the first read wait in the
+    /// subscription.
+    async fn subscribe_ended(&self) -> Result<Logouts, StoreError>;
+}

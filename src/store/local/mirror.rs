@@ -1,0 +1,79 @@
+//! The local store as the failover's mirror: the side of it that
+//! [`Mirror`](crate::store::failover::Mirror) asks for.
+//!
+//! Writes go into the overlay under the session's shard lock and reach the file with the next
+//! batch, like keepalive extensions: the primary copy is in Redis, and a copy need not be on
+//! disk before the answer. Reads of many sessions (what changed since a time, the live ids)
+//! write the overlay first, then scan the file on a blocking thread.
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::store::Write;
+use crate::store::failover::Mirror;
+
+use super::{LocalStore, db};
+
+#[async_trait]
+impl Mirror for LocalStore {
+    fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_open()?;
+        let shard = self.shared.overlay.shard(id);
+        self.current(&shard, id)
+    }
+
+    fn modify(
+        &self,
+        id: &SessionId,
+        change: &mut dyn FnMut(Option<&SessionRecord>) -> Option<Write>,
+    ) -> Result<(), StoreError> {
+        self.check_open()?;
+        // The shard's lock is held from the read to the write: no other change to this
+        // session can fall in between.
+        let mut shard = self.shared.overlay.shard(id);
+        let current = self.current(&shard, id)?;
+        if let Some(write) = change(current.as_ref()) {
+            shard.put(*id, write);
+        }
+        Ok(())
+    }
+
+    async fn removed_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
+        self.flush().await?;
+        self.blocking(move |db| db::removed_since(db, since)).await
+    }
+
+    async fn live_since(
+        &self,
+        since: Option<Millis>,
+        now: Millis,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.flush().await?;
+        self.blocking(move |db| {
+            db::scan(db, |r| {
+                (r.is_live(now) && since.is_none_or(|s| r.last_seen_at >= s)).then_some(r)
+            })
+        })
+        .await
+    }
+
+    async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+        self.flush().await?;
+        self.blocking(move |db| db::scan(db, |r| r.is_live(now).then_some(r.id)))
+            .await
+    }
+
+    async fn write_note(&self, key: &str, note: Vec<u8>) -> Result<(), StoreError> {
+        self.check_open()?;
+        let key = key.to_owned();
+        self.blocking(move |db| db::write_note(db, &key, &note))
+            .await
+    }
+
+    async fn take_note(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_open()?;
+        let key = key.to_owned();
+        self.blocking(move |db| db::take_note(db, &key)).await
+    }
+}

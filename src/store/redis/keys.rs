@@ -1,0 +1,80 @@
+//! The names of keepalive's keys and channel in Redis, written once: the store, its scripts'
+//! callers, the tests and the benchmark all name keys through [`Keys`].
+//!
+//! | name | holds |
+//! |---|---|
+//! | `{prefix}{<id>}` | a session (the layout of [`super::value`]) |
+//! | `{prefix}{<id>}:ended` | the mark a logout leaves until the session's absolute expiry |
+//! | `{prefix}user:{<user>}` | the ids of a user's sessions (a sorted set) |
+//! | `{prefix}ended` | the channel every logout is announced on (the id as the message) |
+//!
+//! The id sits in braces, a cluster hash tag, so a session and its mark share a slot.
+
+use crate::session::SessionId;
+
+/// The key names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (`KEEPALIVE_REDIS_PREFIX`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of session `id`.
+    pub fn session(&self, id: &SessionId) -> String {
+        self.session_named(&id.to_string())
+    }
+
+    /// The key of the session whose id is written `id` (as in its cookie).
+    pub fn session_named(&self, id: &str) -> String {
+        format!("{}{{{id}}}", self.prefix)
+    }
+
+    /// The key of session `id`'s logout mark.
+    pub fn marker(&self, id: &SessionId) -> String {
+        format!("{}{{{id}}}:ended", self.prefix)
+    }
+
+    /// The key of `user`'s set of sessions.
+    pub fn user(&self, user: &str) -> String {
+        format!("{}user:{{{user}}}", self.prefix)
+    }
+
+    /// The channel logouts are announced on.
+    pub fn logout_channel(&self) -> String {
+        format!("{}ended", self.prefix)
+    }
+
+    /// The pattern (for `SCAN` or `KEYS`) that matches every session and mark.
+    pub fn sessions_pattern(&self) -> String {
+        format!("{}{{*}}*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_and_its_mark_share_a_hash_tag() {
+        let keys = Keys::new("keepalive:");
+        let id = SessionId::from_bytes([7; 16]);
+        assert_eq!(keys.session(&id), format!("keepalive:{{{id}}}"));
+        assert_eq!(keys.marker(&id), format!("keepalive:{{{id}}}:ended"));
+        assert_eq!(keys.session_named(&id.to_string()), keys.session(&id));
+        assert_eq!(keys.user("ana@x"), "keepalive:user:{ana@x}");
+        assert_eq!(keys.logout_channel(), "keepalive:ended");
+        assert_eq!(keys.sessions_pattern(), "keepalive:{*}*");
+    }
+}

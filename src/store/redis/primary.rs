@@ -1,0 +1,45 @@
+//! The Redis store as the failover's primary: each of
+//! [`Primary`](crate::store::failover::Primary)'s operations is one of the store's own.
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::session::{SessionId, SessionRecord, StoreError};
+use crate::store::failover::{Logouts, Primary};
+
+use super::RedisStore;
+
+#[async_trait]
+impl Primary for RedisStore {
+    async fn connect(&self) -> Result<String, StoreError> {
+        RedisStore::connect(self).await
+    }
+
+    fn disconnect(&self) {
+        RedisStore::disconnect(self);
+    }
+
+    async fn probe(&self) -> Result<String, StoreError> {
+        RedisStore::probe(self).await
+    }
+
+    fn place(&self) -> String {
+        RedisStore::place(self)
+    }
+
+    async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError> {
+        RedisStore::merge(self, record, now).await
+    }
+
+    async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        RedisStore::end(self, id, now).await
+    }
+
+    async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
+        RedisStore::is_ended(self, id).await
+    }
+
+    async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
+        RedisStore::subscribe_ended(self).await
+    }
+}
