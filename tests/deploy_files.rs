@@ -1043,7 +1043,10 @@ fn deployment_guide_covers_statuses_alerts_logs_and_shutdown() {
     }
     // The log lines it quotes are the ones the server writes.
     for (source, text) in [
-        ("src/store/failover/mod.rs", "[redis] connection lost: {reason}"),
+        (
+            "src/store/failover/mod.rs",
+            "[redis] connection lost: {reason}",
+        ),
         ("src/store/failover/mod.rs", "[redis] degraded mode on:"),
         (
             "src/store/failover/link.rs",

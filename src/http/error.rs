@@ -1,12 +1,15 @@
 //! The one error type of the HTTP layer: a status, a stable machine-readable code and a
 //! message, rendered as JSON. Client mistakes get a precise 4xx; server faults get a generic
-//! message while the cause is logged once, here.
+//! message while the cause is logged once, here. A store error becomes one with `?` (the
+//! `From<SessionError>` below); "no live session" is [`ApiError::session_expired`], with the
+//! server's health where a browser reads it.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::health::ServerHealth;
 use crate::session::SessionError;
 
 /// An error answer.
@@ -15,12 +18,16 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    server_health: Option<ServerHealth>,
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Body<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_health: Option<ServerHealth>,
 }
 
 impl ApiError {
@@ -30,7 +37,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            server_health: None,
         }
+    }
+
+    /// 401 `session_expired`: the request carries no live session.
+    pub fn session_expired() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "session_expired",
+            "no live session: sign in again",
+        )
+    }
+
+    /// The same answer, telling the server's health too: a browser's client reads it even
+    /// when its session is over.
+    pub fn with_health(mut self, health: ServerHealth) -> Self {
+        self.server_health = Some(health);
+        self
     }
 
     /// 400: the request is malformed.
@@ -75,6 +99,7 @@ impl IntoResponse for ApiError {
         let body = Json(Body {
             error: self.code,
             message: &self.message,
+            server_health: self.server_health,
         });
         (self.status, body).into_response()
     }

@@ -61,20 +61,14 @@ async fn find(parts: &Parts) -> Result<Option<CurrentSession>, ApiError> {
     };
     found
         .map(|record| record.map(CurrentSession))
-        .map_err(|err| ApiError::store_unavailable(&err))
+        .map_err(ApiError::from)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for CurrentSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        find(parts).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "session_expired",
-                "no live session: sign in again",
-            )
-        })
+        find(parts).await?.ok_or_else(ApiError::session_expired)
     }
 }
 

@@ -8,11 +8,9 @@
 //! so using the application counts as activity. Any method is accepted: proxies forward the
 //! original one.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::clock::rfc3339;
 
@@ -33,7 +31,7 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Respons
     };
     let record = match found {
         Ok(record) => record,
-        Err(err) => return ApiError::store_unavailable(&err).into_response(),
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let outcome = match &record {
         None => "expired",
@@ -46,17 +44,19 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Respons
         .with_label_values(&[outcome])
         .inc();
     let Some(record) = record else {
-        return denied("session_expired", "no live session: sign in again");
+        return ApiError::session_expired().into_response();
     };
     let Some(user) = record
         .user
         .as_deref()
         .and_then(|u| HeaderValue::from_str(u).ok())
     else {
-        return denied(
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
             "anonymous_session",
             "the session belongs to no signed-in user: sign in",
-        );
+        )
+        .into_response();
     };
     let expires = HeaderValue::from_str(&rfc3339(record.expires_at))
         .unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -65,9 +65,4 @@ pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Respons
         [(USER_HEADER, user), (EXPIRES_HEADER, expires)],
     )
         .into_response()
-}
-
-fn denied(code: &str, message: &str) -> Response {
-    let body = json!({ "error": code, "message": message });
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -36,14 +36,6 @@ struct Alive {
     server_health: ServerHealth,
     keepalive: ClientView,
     server_time: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Expired {
-    error: &'static str,
-    message: &'static str,
-    server_health: ServerHealth,
 }
 
 /// Extends the caller's session, or answers 401 `session_expired`.
@@ -71,18 +63,15 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     let record = match cookie::session_id(headers, &settings.cookie_name) {
         Some(id) => match state.sessions.keep_alive(&id).await {
             Ok(record) => record,
-            Err(err) => return ApiError::store_unavailable(&err).into_response(),
+            Err(err) => return ApiError::from(err).into_response(),
         },
         None => None,
     };
     let Some(record) = record else {
         state.metrics.keepalives_expired.inc();
-        let body = Expired {
-            error: "session_expired",
-            message: "no live session: sign in again",
-            server_health: health,
-        };
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+        return ApiError::session_expired()
+            .with_health(health)
+            .into_response();
     };
     state.metrics.keepalives_extended.inc();
     Json(Alive {

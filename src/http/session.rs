@@ -44,11 +44,7 @@ pub async fn create(
         Some(mut fields) => body::data(&mut fields, shape)?,
         None => String::new(),
     };
-    let record = state
-        .sessions
-        .create(data)
-        .await
-        .map_err(|e| ApiError::store_unavailable(&e))?;
+    let record = state.sessions.create(data).await?;
     state.metrics.sessions_created_total.inc();
     Ok(session_answer(&state, &record, StatusCode::CREATED))
 }
@@ -83,11 +79,7 @@ pub async fn rotate(
 ) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();
     let rotated = match cookie::session_id(&headers, &settings.cookie_name) {
-        Some(id) => state
-            .sessions
-            .rotate(&id)
-            .await
-            .map_err(|e| ApiError::store_unavailable(&e))?,
+        Some(id) => state.sessions.rotate(&id).await?,
         None => None,
     };
     let Some(record) = rotated else {
@@ -100,11 +92,7 @@ pub async fn rotate(
 pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();
     if let Some(id) = cookie::session_id(&headers, &settings.cookie_name) {
-        let existed = state
-            .sessions
-            .end(&id)
-            .await
-            .map_err(|e| ApiError::store_unavailable(&e))?;
+        let existed = state.sessions.end(&id).await?;
         if existed {
             state.metrics.sessions_ended_total.inc();
         }
@@ -137,11 +125,7 @@ pub async fn current(
 ) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();
     let record = match cookie::session_id(&headers, &settings.cookie_name) {
-        Some(id) => state
-            .sessions
-            .get(&id)
-            .await
-            .map_err(|e| ApiError::store_unavailable(&e))?,
+        Some(id) => state.sessions.get(&id).await?,
         None => None,
     };
     let Some(record) = record else {
@@ -164,10 +148,7 @@ pub async fn current(
 
 /// 401 `session_expired`, with the server's health like a keepalive's.
 fn expired(state: &AppState) -> Response {
-    let body = serde_json::json!({
-        "error": "session_expired",
-        "message": "no live session: sign in again",
-        "serverHealth": state.server_health(),
-    });
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    ApiError::session_expired()
+        .with_health(state.server_health())
+        .into_response()
 }
