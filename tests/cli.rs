@@ -5,7 +5,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::redis::{RedisServer, free_port};
+use common::redis::{RedisCluster, RedisSentinel, RedisServer, free_port};
 use common::{Process, command};
 use serde_json::Value;
 
@@ -231,6 +231,96 @@ fn doctor_names_password_problems() {
             .as_str()
             .expect("cause")
             .contains("refused the user or password"),
+        "{report:#}"
+    );
+}
+
+/// The steps of a report, by name.
+fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} step: {report:#}"))
+}
+
+#[test]
+fn doctor_checks_a_cluster_through_its_masters() {
+    let cluster = RedisCluster::start();
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let (code, report) = doctor(&format!("redis+cluster://{}", hosts.join(",")));
+    assert_eq!(code, Some(0), "{report:#}");
+    let ping = step(&report, "ping");
+    assert!(
+        ping["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("PONG in"),
+        "{ping}"
+    );
+    let state = step(&report, "cluster");
+    assert_eq!(state["status"], "ok", "{state}");
+    assert!(
+        state["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("state ok, 3 masters"),
+        "{state}"
+    );
+}
+
+#[test]
+fn doctor_finds_the_master_through_the_sentinels_and_names_an_unknown_one() {
+    let master = RedisServer::start_with_password("sentinel-s3cret");
+    let sentinel = RedisSentinel::start(master.port());
+    let (code, report) = doctor(&format!(
+        "redis+sentinel://:sentinel-s3cret@127.0.0.1:{}/mymaster/0",
+        sentinel.port
+    ));
+    assert_eq!(code, Some(0), "{report:#}");
+    let named = step(&report, "sentinel");
+    assert!(
+        named["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(&format!("master mymaster is 127.0.0.1:{}", master.port())),
+        "{named}"
+    );
+    let ping = step(&report, "ping");
+    assert!(
+        ping["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("PONG in"),
+        "{ping}"
+    );
+    assert!(
+        step(&report, "info")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("(master)"),
+        "{report:#}"
+    );
+
+    let (code, report) = doctor(&format!(
+        "redis+sentinel://:sentinel-s3cret@127.0.0.1:{}/othermaster/0",
+        sentinel.port
+    ));
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        report["cause"]
+            .as_str()
+            .expect("cause")
+            .contains("know no master named othermaster"),
+        "{report:#}"
+    );
+    assert!(
+        report["fix"].as_str().expect("fix").contains("master name"),
         "{report:#}"
     );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::START;
-use common::redis::{RedisCluster, RedisServer};
+use common::redis::{RedisCluster, RedisSentinel, RedisServer};
 use futures_util::StreamExt;
 use keepalive::clock::{Clock, ManualClock};
 use keepalive::config::RedisTarget as Target;
@@ -504,76 +504,12 @@ async fn failover_store_conforms_while_redis_is_down() {
     store.close().await.expect("close");
 }
 
-/// A redis-server in sentinel mode watching one master, killed on drop.
-struct Sentinel {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Sentinel {
-    fn start(master_port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = common::redis::free_port();
-        let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 5000\n",
-                dir.path().display()
-            ),
-        )
-        .expect("write sentinel.conf");
-        let child = std::process::Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel (scripts/test.sh installs redis-server)");
-        let sentinel = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        // Ready when it answers with the master's address.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let answer = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-                .and_then(|mut c| {
-                    redis::cmd("SENTINEL")
-                        .arg("get-master-addr-by-name")
-                        .arg("mymaster")
-                        .query::<Vec<String>>(&mut c)
-                });
-            if answer.is_ok_and(|addr| {
-                addr.get(1).map(String::as_str) == Some(master_port.to_string().as_str())
-            }) {
-                return sentinel;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "sentinel on {port} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_through_sentinel_conforms() {
     let master = RedisServer::start_with_password("sentinel-s3cret");
     let sentinel = tokio::task::spawn_blocking({
         let port = master.port();
-        move || Sentinel::start(port)
+        move || RedisSentinel::start(port)
     })
     .await
     .expect("sentinel");

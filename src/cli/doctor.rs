@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use crate::config::RedisTarget as Target;
 use crate::config::{Config, Layers, RedisSettings};
 use crate::health::memory;
+use crate::store::redis::{Conn, Diagnosis, open};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
@@ -266,34 +267,20 @@ async fn check_redis(settings: &RedisSettings, report: &mut Report) {
         }
     }
 
-    // Authentication and PING through the same client library the server uses.
+    // Authentication and PING over the connection the server itself would open: to the one
+    // server, to the cluster's masters, or to the master the sentinels name.
     let answer_budget = Duration::from_secs(2).max(settings.timeout);
-    let url = match &settings.target {
-        Target::Single(url) => url.clone(),
-        Target::Cluster(urls) => urls.first().cloned().unwrap_or_default(),
-        Target::Sentinel { .. } => {
-            report.warn("ping", "sentinel deployments: the master is found at run time; its PING is not checked here", None);
-            return;
-        }
-    };
-    let client = match redis::Client::open(url.as_str()) {
-        Ok(client) => client,
-        Err(err) => {
-            report.fail(
-                "ping",
-                format!("REDIS_URL cannot be used: {:?}", err.kind()),
-                "correct REDIS_URL",
-            );
-            return;
-        }
-    };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(answer_budget));
+    if let Target::Sentinel {
+        sentinels, master, ..
+    } = &settings.target
+        && !check_sentinels(sentinels, master, settings.connect_timeout, report).await
+    {
+        return;
+    }
     let started = Instant::now();
     let connection = tokio::time::timeout(
         settings.connect_timeout + answer_budget,
-        client.get_multiplexed_async_connection_with_config(&config),
+        open(&settings.target, settings.connect_timeout, answer_budget),
     )
     .await;
     let mut conn = match connection {
@@ -337,6 +324,9 @@ async fn check_redis(settings: &RedisSettings, report: &mut Report) {
             );
         }
     }
+    if matches!(settings.target, Target::Cluster(_)) {
+        check_cluster(&mut conn, answer_budget, report).await;
+    }
     match tokio::time::timeout(
         answer_budget,
         redis::cmd("INFO").query_async::<String>(&mut conn),
@@ -344,15 +334,7 @@ async fn check_redis(settings: &RedisSettings, report: &mut Report) {
     .await
     {
         Ok(Ok(info)) => {
-            let field = |name: &str| {
-                info.lines()
-                    .find_map(|l| {
-                        l.strip_prefix(name)?
-                            .strip_prefix(':')
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .unwrap_or_else(|| "?".to_owned())
-            };
+            let field = |name: &str| info_field(&info, name).unwrap_or_else(|| "?".to_owned());
             let maxmemory = match field("maxmemory_human").as_str() {
                 "0B" => "no maxmemory".to_owned(),
                 other => format!("maxmemory {other}, policy {}", field("maxmemory_policy")),
@@ -373,6 +355,100 @@ async fn check_redis(settings: &RedisSettings, report: &mut Report) {
     }
 }
 
+/// The value of `name` in an `INFO` or `CLUSTER INFO` answer.
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Asks the sentinels which server is `master` now; false (and a failed step) when none can
+/// say.
+async fn check_sentinels(
+    sentinels: &[String],
+    master: &str,
+    timeout: Duration,
+    report: &mut Report,
+) -> bool {
+    let mut last = None;
+    for url in sentinels {
+        let asked = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(Some((host, port)))) => {
+                report.ok(
+                    "sentinel",
+                    format!("master {master} is {host}:{port}, as the sentinels name it"),
+                );
+                return true;
+            }
+            Ok(Ok(None)) => {
+                report.fail(
+                    "sentinel",
+                    format!("the sentinels know no master named {master}"),
+                    "correct the master name after the hosts in REDIS_URL (redis+sentinel://host:26379/NAME), as in the sentinels' `sentinel monitor` line",
+                );
+                return false;
+            }
+            Ok(Err(err)) => last = Some(Diagnosis::of(&err)),
+            Err(_) => {
+                last = Some(Diagnosis {
+                    cause: format!(
+                        "a sentinel did not answer within {}",
+                        humantime::format_duration(timeout)
+                    ),
+                    fix: "check the sentinels (redis-cli -p 26379 PING) and the network to them",
+                })
+            }
+        }
+    }
+    let last = last.unwrap_or_else(|| Diagnosis {
+        cause: "REDIS_URL names no sentinel".to_owned(),
+        fix: "list the sentinels in REDIS_URL: redis+sentinel://host1:26379,host2:26379/master",
+    });
+    report.fail("sentinel", last.cause, last.fix);
+    false
+}
+
+/// The cluster's own view of itself: whether every slot is served.
+async fn check_cluster(conn: &mut Conn, budget: Duration, report: &mut Report) {
+    let info = tokio::time::timeout(
+        budget,
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async::<String>(conn),
+    )
+    .await;
+    match info {
+        Ok(Ok(info)) => {
+            let state = info_field(&info, "cluster_state").unwrap_or_else(|| "?".to_owned());
+            let masters = info_field(&info, "cluster_size").unwrap_or_else(|| "?".to_owned());
+            let nodes = info_field(&info, "cluster_known_nodes").unwrap_or_else(|| "?".to_owned());
+            let detail = format!("state {state}, {masters} masters, {nodes} nodes");
+            if state == "ok" {
+                report.ok("cluster", detail);
+            } else {
+                report.fail(
+                    "cluster",
+                    format!("the cluster does not serve every slot: {detail}"),
+                    "check CLUSTER NODES for failed masters, and that every slot is assigned (redis-cli --cluster check)",
+                );
+            }
+        }
+        Ok(Err(err)) => redis_error(report, &err),
+        Err(_) => report.warn("cluster", "CLUSTER INFO did not answer", None),
+    }
+}
+
 fn frozen(report: &mut Report, budget: Duration) {
     report.fail(
         "ping",
@@ -381,42 +457,10 @@ fn frozen(report: &mut Report, budget: Duration) {
     );
 }
 
+/// A failure of the Redis client, in the words the server's own log uses.
 fn redis_error(report: &mut Report, err: &redis::RedisError) {
-    let code = err.code().unwrap_or_default();
-    // The error text is Redis's own reply here (the URL is not part of it).
-    let text = err.to_string();
-    if code == "NOAUTH" || text.contains("NOAUTH") {
-        report.fail("ping", "Redis requires a password and REDIS_URL carries none", "add it to REDIS_URL: redis://:PASSWORD@host:port/0 (or redis://USER:PASSWORD@... with ACL users)");
-    } else if text.contains("without any password configured") {
-        report.fail(
-            "ping",
-            "REDIS_URL carries a password but this Redis has none configured",
-            "remove the password from REDIS_URL, or set requirepass on Redis",
-        );
-    } else if code == "WRONGPASS"
-        || text.contains("WRONGPASS")
-        || err.kind() == redis::ErrorKind::AuthenticationFailed
-    {
-        report.fail(
-            "ping",
-            "Redis refused the user or password in REDIS_URL",
-            "correct the password in REDIS_URL (percent-encode special characters)",
-        );
-    } else if err.is_timeout() {
-        frozen(report, Duration::from_secs(2));
-    } else if err.is_connection_refusal() {
-        report.fail(
-            "ping",
-            "Redis refused the connection",
-            "start Redis or correct REDIS_URL",
-        );
-    } else {
-        report.fail(
-            "ping",
-            format!("Redis answered with an error: {:?} {code}", err.kind()),
-            "check the Redis logs",
-        );
-    }
+    let diagnosis = Diagnosis::of(err);
+    report.fail("ping", diagnosis.cause, diagnosis.fix);
 }
 
 async fn check_port(listen: SocketAddr, report: &mut Report) {

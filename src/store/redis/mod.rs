@@ -9,6 +9,7 @@
 //! job.
 
 mod batch;
+mod connection;
 pub mod keys;
 mod per_loop;
 mod primary;
@@ -22,9 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Value};
 
 use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
@@ -32,6 +31,9 @@ use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::Logouts;
 
+pub use connection::Diagnosis;
+use connection::failure;
+pub(crate) use connection::{Conn, open, sentinel_client};
 pub use keys::Keys;
 
 /// Timing and naming of the Redis store.
@@ -51,86 +53,6 @@ pub struct RedisOptions {
     /// per thread, as the standalone server's HTTP event loops do; off, every keepalive goes
     /// through the shared connection.
     pub connection_per_thread: bool,
-}
-
-/// A connection to one server or to a cluster; both pipeline concurrent requests.
-#[derive(Clone)]
-enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Why Redis could not be used, in words an operator can act on.
-fn describe(err: &redis::RedisError) -> String {
-    use redis::ErrorKind;
-    let detail = match err.kind() {
-        ErrorKind::AuthenticationFailed => {
-            "authentication failed: check the user and password in REDIS_URL"
-        }
-        ErrorKind::Io if err.is_connection_refusal() => {
-            "connection refused: is Redis running on that host and port?"
-        }
-        ErrorKind::Io if err.is_timeout() => {
-            "timed out: Redis is overloaded, frozen or unreachable"
-        }
-        ErrorKind::Io if err.is_connection_dropped() => {
-            "connection dropped: Redis closed it (stopped, restarted, killed the client) or the network cut it"
-        }
-        _ if err.code() == Some("NOAUTH") => {
-            "authentication required: add the password to REDIS_URL"
-        }
-        _ if err.code() == Some("WRONGPASS") => {
-            "authentication failed: check the user and password in REDIS_URL"
-        }
-        _ => "",
-    };
-    // The error's own text may quote the URL; keep only its category and server message.
-    let code = err.code().map(|c| format!(" [{c}]")).unwrap_or_default();
-    if detail.is_empty() {
-        format!("{:?}{code}", err.kind())
-    } else {
-        format!("{detail}{code}")
-    }
-}
-
-/// A failed operation as the store reports it: a key holding the wrong type is bad data in
-/// that key (a corrupt session), not a Redis that is down; anything else is the backend's.
-fn failure(err: &redis::RedisError) -> StoreError {
-    if err.code() == Some("WRONGTYPE") {
-        StoreError::Corrupt(
-            "a key of this session holds another type of value than keepalive writes".to_owned(),
-        )
-    } else {
-        StoreError::Backend(describe(err))
-    }
 }
 
 /// One keepalive for Redis to extend.
@@ -271,7 +193,7 @@ impl RedisStore {
     }
 
     async fn open(&self) -> Result<Conn, StoreError> {
-        open(&self.target, &self.options).await
+        open_within(&self.target, &self.options).await
     }
 
     /// Which shared store this is, beyond Redis's run id: where Redis is (without credentials),
@@ -309,7 +231,7 @@ impl RedisStore {
             let ctx = self.batch_context();
             async move {
                 let budget = options.connect_timeout + options.timeout;
-                let conn = tokio::time::timeout(budget, open(&target, &options))
+                let conn = tokio::time::timeout(budget, open_within(&target, &options))
                     .await
                     .map_err(|_| timed_out("connection", budget))??;
                 Ok(batch::Batcher::start(conn, ctx))
@@ -329,47 +251,11 @@ impl RedisStore {
     }
 }
 
-/// Opens a connection to `target`.
-async fn open(target: &Target, options: &RedisOptions) -> Result<Conn, StoreError> {
-    let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.timeout));
-    match target {
-        Target::Single(url) => {
-            let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                .map_err(backend)?
-                .set_tcp_settings(tcp_settings());
-            let client = redis::Client::open(info).map_err(backend)?;
-            Ok(Conn::Single(
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(backend)?,
-            ))
-        }
-        Target::Cluster(urls) => {
-            let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
-                .connection_timeout(options.connect_timeout)
-                .response_timeout(options.timeout)
-                .tcp_settings(tcp_settings())
-                .build()
-                .map_err(backend)?;
-            Ok(Conn::Cluster(
-                client.get_async_connection().await.map_err(backend)?,
-            ))
-        }
-        Target::Sentinel {
-            sentinels,
-            master,
-            node,
-        } => Ok(Conn::Single(
-            sentinel_client(sentinels, master, node)?
-                .get_async_connection()
-                .await
-                .map_err(backend)?,
-        )),
-    }
+/// Opens a connection for the store, each step bounded by its timeouts.
+async fn open_within(target: &Target, options: &RedisOptions) -> Result<Conn, StoreError> {
+    open(target, options.connect_timeout, options.timeout)
+        .await
+        .map_err(|err| failure(&err))
 }
 
 impl RedisStore {
@@ -392,7 +278,7 @@ impl RedisStore {
     }
 
     async fn subscribe_messages(&self) -> Result<redis::aio::PubSubStream, StoreError> {
-        let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
+        let backend = |err: redis::RedisError| failure(&err);
         let budget = self.options.connect_timeout + self.options.timeout;
         let subscribe = async {
             let urls: Vec<&str> = match &self.target {
@@ -403,7 +289,8 @@ impl RedisStore {
                     master,
                     node,
                 } => {
-                    let client = sentinel_client(sentinels, master, node)?
+                    let client = sentinel_client(sentinels, master, node)
+                        .map_err(backend)?
                         .async_get_client()
                         .await
                         .map_err(backend)?;
@@ -557,35 +444,6 @@ impl RedisStore {
             Value::Int(1)
         ))
     }
-}
-
-/// TCP settings of the connections operations use: `TCP_NODELAY`, which the client leaves off.
-/// With Nagle's algorithm, a command written while the previous one is unacknowledged (a second
-/// batch of keepalives, a login beside them: the connection is pipelined) waits for that
-/// acknowledgement, which comes with Redis's answer: a whole round trip more.
-fn tcp_settings() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
-}
-
-/// A client of the Sentinel-monitored master (resolved on each connection).
-fn sentinel_client(
-    sentinels: &[String],
-    master: &str,
-    node: &str,
-) -> Result<redis::sentinel::SentinelClient, StoreError> {
-    let backend = |err: redis::RedisError| StoreError::Backend(describe(&err));
-    let info: redis::ConnectionInfo =
-        redis::IntoConnectionInfo::into_connection_info(node).map_err(backend)?;
-    let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(info.redis_settings().clone())
-        .set_tcp_settings(tcp_settings());
-    redis::sentinel::SentinelClient::build(
-        sentinels.iter().map(String::as_str).collect(),
-        master,
-        Some(node_info),
-        redis::sentinel::SentinelServerType::Master,
-    )
-    .map_err(backend)
 }
 
 fn field_string(value: &Value) -> String {
