@@ -26,11 +26,13 @@ use crate::Outcome as ExitOutcome;
 use crate::client::Conn;
 use crate::load::{self, Endpoint, Outcome, Timeouts};
 use crate::openloop::{self, Sample, Schedule};
-use crate::redis::{self, RedisServer};
 use crate::report::{self, Machine};
 use crate::server::{self, Server, ServerConfig};
 use crate::stats::{self, Latency};
 use crate::target::Target;
+use keepalive::store::redis::Keys;
+use keepalive_testkit::metrics;
+use keepalive_testkit::redis::RedisServer;
 
 #[derive(Args, Debug)]
 pub struct FaultArgs {
@@ -152,9 +154,7 @@ pub async fn command(args: FaultArgs, threads: usize) -> anyhow::Result<ExitOutc
         }
     }
     if let Some(mut redis) = redis_slot.take() {
-        if let Err(e) = redis.kill().await {
-            eprintln!("warning: stopping redis-server: {e:#}");
-        }
+        redis.kill();
     }
     let report = result?;
     print!("{}", report.to_table());
@@ -192,15 +192,6 @@ pub fn redis_state_from_health(body: &[u8]) -> RedisState {
         Some(other) => RedisState::Other(other.to_owned()),
         None => RedisState::Other("(no redis:connection check: is the token right?)".to_owned()),
     }
-}
-
-/// The value of an unlabelled Prometheus sample `name` in `text`.
-pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let value = rest.strip_prefix(' ')?;
-        value.split_whitespace().next()?.parse().ok()
-    })
 }
 
 /// One `/health` poll.
@@ -490,13 +481,20 @@ async fn get(
 
 /// The Redis keys of the sessions whose cookies are given.
 fn session_keys<'a>(prefix: &str, cookies: impl Iterator<Item = &'a HeaderValue>) -> Vec<String> {
+    let keys = Keys::new(prefix);
     cookies
         .filter_map(|c| {
             let text = c.to_str().ok()?;
             let (_, id) = text.split_once('=')?;
-            Some(redis::session_key(prefix, id))
+            Some(keys.session_named(id))
         })
         .collect()
+}
+
+/// Runs `work`, which blocks (a redis-server process starting, a count of keys), without
+/// holding up the load tasks that share this runtime.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
 }
 
 async fn run(
@@ -528,9 +526,8 @@ async fn run(
     };
 
     eprintln!("starting {} ...", args.redis_server_bin.display());
-    let redis = redis_slot.insert(RedisServer::start(&args.redis_server_bin).await?);
-    let redis_addr = redis.addr();
-    eprintln!("redis-server ready on {redis_addr}");
+    let redis = redis_slot.insert(blocking(|| RedisServer::start_of(&args.redis_server_bin)));
+    eprintln!("redis-server ready on 127.0.0.1:{}", redis.port());
     let token = random_token()?;
     let bearer = HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?;
     let mut env = args.server_env.clone();
@@ -574,7 +571,7 @@ async fn run(
     )
     .await?;
     let keys_before = session_keys(&args.redis_prefix, pool.all());
-    let in_redis = redis::count_existing(redis_addr, &keys_before).await?;
+    let in_redis = blocking(|| redis.count_existing(&keys_before));
     if in_redis < keys_before.len() {
         eprintln!(
             "warning: only {in_redis} of {} sessions are in Redis before the fault (prefix {:?}?)",
@@ -625,11 +622,11 @@ async fn run(
     let sleep_until = |t: Instant| tokio::time::sleep_until(tokio::time::Instant::from_std(t));
     sleep_until(kill_at).await;
     let killed = Instant::now();
-    redis.kill().await?;
+    redis.kill();
     eprintln!("redis-server killed (SIGKILL)");
     sleep_until(killed + args.outage).await;
     let restarted = Instant::now();
-    let answering = redis.spawn().await?;
+    let answering = blocking(|| redis.start_again());
     eprintln!("redis-server started again, empty, on the same port");
 
     // Wait for `ok` after Redis answers, then count the keys at once: that
@@ -651,7 +648,7 @@ async fn run(
         .await
         .is_ok()
     {
-        in_redis_when_healthy = Some(redis::count_existing(redis_addr, &keys_before).await?);
+        in_redis_when_healthy = Some(blocking(|| redis.count_existing(&keys_before)));
     }
 
     let (run, final_pool) = match tasks.join_next().await {
@@ -668,13 +665,16 @@ async fn run(
 
     // The end state, read before anything else can change it.
     let keys_at_end = session_keys(&args.redis_prefix, final_pool.all());
-    let in_redis_at_end = redis::count_existing(redis_addr, &keys_at_end).await?;
+    let in_redis_at_end = blocking(|| redis.count_existing(&keys_at_end));
     let metrics = get(&target, "/metrics", &bearer)
         .await
         .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
         .unwrap_or_default();
     let server_cpu_secs = server.cpu_time().map(|d| d.as_secs_f64());
-    let redis_cpu_secs = redis.cpu_time().map(|d| d.as_secs_f64());
+    let redis_cpu_secs = redis
+        .pid()
+        .and_then(|pid| crate::server::process_cpu_time(&pid.to_string()))
+        .map(|d| d.as_secs_f64());
     server.ensure_running()?;
     let server_redis_log = server
         .log_tail_bytes(64 * 1024)
@@ -753,7 +753,7 @@ async fn run(
             max_healthy_ms: args.max_healthy_ms,
         },
     );
-    let redis_port = redis.port;
+    let redis_port = redis.port();
     Ok(FaultReport {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -798,12 +798,12 @@ async fn run(
             in_redis_when_healthy,
             in_redis_at_end,
             percent_at_end: targets.resync_percent,
-            server_resynced_sessions_total: metric_value(
+            server_resynced_sessions_total: metrics::value(
                 &metrics,
                 "keepalive_redis_resynced_sessions_total",
             ),
-            server_outages_total: metric_value(&metrics, "keepalive_redis_outages_total"),
-            server_fallbacks_total: metric_value(&metrics, "keepalive_redis_fallbacks_total"),
+            server_outages_total: metrics::value(&metrics, "keepalive_redis_outages_total"),
+            server_fallbacks_total: metrics::value(&metrics, "keepalive_redis_fallbacks_total"),
         },
         server_cpu_secs,
         redis_cpu_secs,
@@ -1003,23 +1003,6 @@ mod tests {
             redis_state_from_health(b"<html>"),
             RedisState::PollFailed(_)
         ));
-    }
-
-    #[test]
-    fn metric_lines() {
-        let text = "# HELP keepalive_redis_outages_total x\n\
-                    keepalive_redis_outages_total 1\n\
-                    keepalive_redis_resynced_sessions_total_extra 9\n\
-                    keepalive_redis_resynced_sessions_total 5000\n";
-        assert_eq!(
-            metric_value(text, "keepalive_redis_outages_total"),
-            Some(1.0)
-        );
-        assert_eq!(
-            metric_value(text, "keepalive_redis_resynced_sessions_total"),
-            Some(5000.0)
-        );
-        assert_eq!(metric_value(text, "keepalive_missing"), None);
     }
 
     #[test]

@@ -16,7 +16,6 @@ mod client;
 mod fault;
 mod load;
 mod openloop;
-mod redis;
 mod report;
 mod server;
 mod stats;
@@ -31,10 +30,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::load::{Endpoint, PhaseStats, PhaseTiming, Timeouts};
-use crate::redis::RedisServer;
 use crate::report::{FixedRate, Machine, Medians, Report, Round, RunConfig};
 use crate::server::{Server, ServerConfig};
 use crate::target::Target;
+use keepalive_testkit::redis::RedisServer;
 
 /// Exit code when `--check` is given and a target is missed, distinct from
 /// a failure to measure (1).
@@ -245,9 +244,7 @@ async fn load_command(args: LoadArgs, threads: usize) -> anyhow::Result<Outcome>
     }
     // After the server, so its shutdown does not see Redis vanish first.
     if let Some(mut redis) = redis_slot.take() {
-        if let Err(e) = redis.kill().await {
-            eprintln!("warning: stopping redis-server: {e:#}");
-        }
+        redis.kill();
     }
     let report = result?;
     // The table first: the figures are on screen even if the file cannot be written.
@@ -275,7 +272,9 @@ impl CpuMark {
         Self {
             server: server.and_then(Server::cpu_time),
             client: server::process_cpu_time("self"),
-            redis: redis.and_then(RedisServer::cpu_time),
+            redis: redis
+                .and_then(RedisServer::pid)
+                .and_then(|pid| server::process_cpu_time(&pid.to_string())),
         }
     }
 
@@ -335,8 +334,9 @@ async fn run_load(
                     );
                 }
                 eprintln!("starting {} ...", args.redis_server_bin.display());
-                let redis = redis_slot.insert(RedisServer::start(&args.redis_server_bin).await?);
-                eprintln!("redis-server ready on 127.0.0.1:{}", redis.port);
+                // Blocks while redis-server starts: nothing else runs yet.
+                let redis = redis_slot.insert(RedisServer::start_of(&args.redis_server_bin));
+                eprintln!("redis-server ready on 127.0.0.1:{}", redis.port());
                 env.push(("REDIS_URL".to_owned(), redis.url()));
             }
             eprintln!("starting {} ...", bin.display());

@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -84,7 +83,9 @@ impl Server {
         std::fs::create_dir(&data_dir).context("create data dir")?;
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path).context("create server log")?;
-        let port = free_port()?;
+        // Free a moment ago: the server could lose it to another process before binding; it
+        // then fails to start and its log says so.
+        let port = keepalive_testkit::ports::free_port();
 
         let mut cmd = Command::new(&cfg.bin);
         cmd.args(&cfg.args);
@@ -202,13 +203,6 @@ pub async fn probe_ready(target: &Target) -> anyhow::Result<()> {
     } else {
         bail!("/readyz answered {}", resp.status())
     }
-}
-
-/// A port that was free a moment ago. The server could lose it to another
-/// process before binding; it then fails to start and the log says so.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("find a free port")?;
-    Ok(listener.local_addr().context("read bound port")?.port())
 }
 
 /// CPU time (user + system, all threads) of process `pid` (a number or

@@ -3,15 +3,14 @@
 //! across an outage, and a logout made while one of them was stopped. Every redis-server is
 //! started by the harness on a free port.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::redis::{RedisServer, free_port};
-use common::{
-    Process, TestServer, client, command, create_session, keepalive, logout, metrics, wait_or_kill,
-    within,
+use crate::harness::{
+    Process, TestServer, client, command, create_session, keepalive, logout, metrics, within,
 };
+use keepalive_testkit::ports::free_port;
+use keepalive_testkit::process::wait_or_kill;
+use keepalive_testkit::redis::RedisServer;
 use serde_json::Value;
 
 const TOKEN: &str = "test-health-token-0123456789";

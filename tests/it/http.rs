@@ -1,10 +1,8 @@
 //! The HTTP contract over a real port: sessions, keepalive, probes, errors.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{START, TestServer, client, create_session, keepalive, millis};
+use crate::harness::{START, TestServer, client, create_session, keepalive, millis};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::Value;
 

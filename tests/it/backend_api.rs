@@ -4,16 +4,14 @@
 //! shared by two instances, during an outage, and a logout that must survive a later outage or
 //! a restart of Redis.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{
+use crate::harness::{
     START, TestServer, client, command, cookie_pair, create_session, keepalive, metrics, millis,
     within,
 };
+use keepalive_testkit::redis::RedisServer;
 use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -1373,7 +1371,7 @@ async fn cross_site_requests_cannot_change_the_session() {
     let own_origin = server.base.clone();
     let other_port = format!(
         "http://127.0.0.1:{}",
-        common::nginx::port_of(&server.base).wrapping_add(1)
+        crate::harness::nginx::port_of(&server.base).wrapping_add(1)
     );
     let refused: Vec<Vec<(&str, &str)>> = vec![
         vec![("Sec-Fetch-Site", "cross-site")],

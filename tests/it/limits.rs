@@ -2,13 +2,11 @@
 //! connection bound, per-client rate limits behind trusted proxies (429), the `__Host-` cookie,
 //! CORS, the metrics token and the security headers.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, cookie_pair};
+use crate::harness::{TestServer, client, cookie_pair};
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 fn addr(server: &TestServer) -> String {
@@ -16,7 +14,7 @@ fn addr(server: &TestServer) -> String {
 }
 
 fn raw(server: &TestServer, request: &[u8]) -> String {
-    common::raw_exchange(&addr(server), request)
+    crate::harness::raw_exchange(&addr(server), request)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +26,7 @@ async fn oversized_or_too_many_headers_get_431() {
     );
     let answer = tokio::task::spawn_blocking({
         let server_addr = addr(&server);
-        move || common::raw_exchange(&server_addr, big.as_bytes())
+        move || crate::harness::raw_exchange(&server_addr, big.as_bytes())
     })
     .await
     .expect("task");

@@ -5,8 +5,6 @@
 //! Each test counts the process's `http-loop-*` threads, so they run one at a time
 //! (nextest gives each test a process of its own; `cargo test` shares one).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,7 +41,7 @@ fn worker_threads() -> usize {
 /// Waits for the loops' threads to leave `/proc`: `serve` joined them before it returned, and
 /// the kernel drops a joined thread's entry a moment later.
 async fn threads_gone() {
-    common::within(Duration::from_secs(1), "the loops' threads end", || async {
+    crate::harness::within(Duration::from_secs(1), "the loops' threads end", || async {
         worker_threads() == 0
     })
     .await;

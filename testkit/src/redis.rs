@@ -1,4 +1,4 @@
-//! Test harness: real `redis-server` processes for the Redis session store tests.
+//! Real `redis-server` processes, for the Redis session store tests and the benchmarks.
 //!
 //! Every server is started by the harness itself on a free port of 127.0.0.1, in its own
 //! temporary directory, with persistence off. The machine's shared Redis (port 6379) is never
@@ -8,6 +8,7 @@
 //!   `restart_empty`, `start_again`) and data helpers for assertions (`keys`, `get`,
 //!   `exists`, `pttl`, `flushall`).
 //! * [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
+//! * [`RedisSentinel`]: a sentinel watching one server as its master.
 //!
 //! All functions are synchronous and bounded in time; they panic with a message (including
 //! the tail of the server log) when something does not work. They can be called from
@@ -18,25 +19,20 @@
 //! Cleanup: `Drop` kills (SIGKILL) and reaps the process, also while a test panics. As a second
 //! line of defence every redis-server gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test
 //! process even when `Drop` never runs (test binary killed by a timeout, abort, leaked value).
-#![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// The machine's shared Redis: never ours, never touched.
-const SHARED_REDIS_PORT: u16 = 6379;
-/// Redis Cluster listens for its bus on the client port plus this.
-const CLUSTER_BUS_OFFSET: u16 = 10_000;
+use crate::ports::{SHARED_REDIS_PORT, free_cluster_port, free_port};
+use crate::process::{self, tail};
+
 /// How long a (re)started server may take to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a port that is still held by someone else is retried on restart.
@@ -50,83 +46,16 @@ const CLUSTER_SIZE: usize = 3;
 const INSTALL_HINT: &str = "run scripts/test.sh, which installs redis-server and redis-cli";
 
 // ---------------------------------------------------------------------------------------------
-// Ports
-
-/// Ports handed out by this process. Tests of one binary run in parallel threads; remembering
-/// the ports keeps two of them from getting the same port between "bind 0, drop" and the server
-/// binding it. Other processes are handled by retrying when the server reports the port in use.
-fn reserved_ports() -> &'static Mutex<HashSet<u16>> {
-    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-/// A port of 127.0.0.1 that is free right now (bind port 0, read it, drop the listener) and
-/// that no other caller in this process got. Never 6379.
-pub fn free_port() -> u16 {
-    reserve_port(false)
-}
-
-/// A free port `p` for a cluster node: `p + 10000` (its cluster bus) must be free as well, so
-/// `p <= 55535`.
-fn free_cluster_port() -> u16 {
-    reserve_port(true)
-}
-
-fn reserve_port(with_bus: bool) -> u16 {
-    let mut reserved = reserved_ports().lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..500 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        if port == SHARED_REDIS_PORT || reserved.contains(&port) {
-            continue;
-        }
-        if with_bus {
-            let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
-                continue;
-            };
-            if bus == SHARED_REDIS_PORT + CLUSTER_BUS_OFFSET
-                || reserved.contains(&bus)
-                || TcpListener::bind(("127.0.0.1", bus)).is_err()
-            {
-                continue;
-            }
-            reserved.insert(bus);
-        }
-        reserved.insert(port);
-        return port;
-    }
-    panic!("no free port on 127.0.0.1 after 500 tries (with cluster bus: {with_bus})");
-}
-
-// ---------------------------------------------------------------------------------------------
 // Processes
 
 /// Spawns `program`, panicking with the install hint when it is not installed.
 fn spawn_program(program: &str, command: Command) -> Child {
-    match super::spawn_tied_to_process(command, Signal::SIGKILL) {
+    match process::spawn_tied_to_process(command, Signal::SIGKILL) {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             panic!("`{program}` is not installed (not found on PATH): {INSTALL_HINT}")
         }
         Err(e) => panic!("cannot start `{program}`: {e}"),
-    }
-}
-
-/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` = stopped, ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name in parentheses may contain spaces; the state follows the last ')'.
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-/// The last `lines` lines of a file, or a note that it cannot be read.
-fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
     }
 }
 
@@ -156,6 +85,8 @@ enum Launch {
 /// A redis-server process owned by the test. Dropping it kills and reaps the process and
 /// removes its directory.
 pub struct RedisServer {
+    /// The `redis-server` program (from `PATH` unless given).
+    program: PathBuf,
     port: u16,
     password: Option<String>,
     cluster: bool,
@@ -179,6 +110,7 @@ impl RedisServer {
     /// at before any Redis listened there). Retries the bind for a few seconds.
     pub fn start_on(port: u16) -> Self {
         let mut server = Self {
+            program: PathBuf::from("redis-server"),
             port,
             password: None,
             cluster: false,
@@ -194,12 +126,22 @@ impl RedisServer {
 
     /// Starts on fresh ports until one is not taken by another process in the meantime.
     fn start_new(password: Option<String>, cluster: bool) -> Self {
+        Self::start_program(Path::new("redis-server"), password, cluster)
+    }
+
+    /// A server run from `program` (a `redis-server` binary) on a free port, ready to answer.
+    pub fn start_of(program: &Path) -> Self {
+        Self::start_program(program, None, false)
+    }
+
+    fn start_program(program: &Path, password: Option<String>, cluster: bool) -> Self {
         let pick = if cluster {
             free_cluster_port
         } else {
             free_port
         };
         let mut server = Self {
+            program: program.to_owned(),
             port: pick(),
             password,
             cluster,
@@ -231,14 +173,14 @@ impl RedisServer {
         );
         let dir = self.dir.path();
         let log = self.log_path();
-        let log_offset = super::file_len(&log);
+        let log_offset = process::file_len(&log);
         // Output before the log file is opened (bad arguments) goes to stdio.log.
         let stdio = File::options()
             .create(true)
             .append(true)
             .open(dir.join("stdio.log"))
             .expect("open stdio.log");
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(&self.program);
         command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -262,7 +204,7 @@ impl RedisServer {
                 .arg(dir.join("nodes.conf"))
                 .args(["--cluster-node-timeout", "2000"]);
         }
-        self.child = Some(spawn_program("redis-server", command));
+        self.child = Some(spawn_program(&self.program.display().to_string(), command));
         self.wait_ready(log_offset)
     }
 
@@ -280,7 +222,8 @@ impl RedisServer {
                 .expect("try_wait redis-server");
             if let Some(status) = exited {
                 self.child = None;
-                if super::read_from(&self.log_path(), log_offset).contains("Address already in use")
+                if process::read_from(&self.log_path(), log_offset)
+                    .contains("Address already in use")
                 {
                     return Launch::PortInUse;
                 }
@@ -411,8 +354,8 @@ impl RedisServer {
 
     /// After [`RedisServer::kill`]: starts an empty server on the same port. The port can be
     /// briefly held by someone else (an outgoing connection that got it as its source port),
-    /// so binding is retried for a few seconds.
-    pub fn start_again(&mut self) {
+    /// so binding is retried for a few seconds. Returns when the new server answered.
+    pub fn start_again(&mut self) -> Instant {
         assert!(
             !self.is_running(),
             "start_again: redis-server on port {} is still running (use restart_empty)",
@@ -424,7 +367,7 @@ impl RedisServer {
         let deadline = Instant::now() + SAME_PORT_RETRY;
         loop {
             match self.launch() {
-                Launch::Ready => return,
+                Launch::Ready => return Instant::now(),
                 Launch::PortInUse if Instant::now() < deadline => sleep(Duration::from_millis(100)),
                 Launch::PortInUse => panic!(
                     "redis-server: port {} still in use after {SAME_PORT_RETRY:?}.\n{}",
@@ -444,7 +387,7 @@ impl RedisServer {
     fn wait_state(&self, pid: u32, what: &str, wanted: impl Fn(char) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            match process_state(pid) {
+            match process::state(pid) {
                 Some(state) if wanted(state) => return,
                 state => assert!(
                     Instant::now() < deadline,
@@ -463,7 +406,8 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("connect to redis-server on port {}: {e}", self.port))
     }
 
-    fn try_connection(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    /// A connection like [`RedisServer::connection`], or the error when there is none.
+    pub fn try_connection(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.url())?;
         let con = client.get_connection_with_timeout(timeout)?;
         con.set_read_timeout(Some(timeout))?;
@@ -521,6 +465,23 @@ impl RedisServer {
     pub fn flushall(&self) {
         let _: () = self.query(&redis::cmd("FLUSHALL"), "FLUSHALL");
     }
+
+    /// How many of `keys` exist: one pipelined `EXISTS` per key, a thousand at a time.
+    pub fn count_existing(&self, keys: &[String]) -> usize {
+        let mut con = self.connection();
+        let mut found = 0;
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            let exists: Vec<i64> = pipe
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("EXISTS on redis-server port {}: {e}", self.port));
+            found += exists.iter().filter(|&&n| n > 0).count();
+        }
+        found
+    }
 }
 
 impl Drop for RedisServer {
@@ -576,7 +537,7 @@ impl RedisCluster {
             .stdout(output.try_clone().expect("clone cluster-create.log"))
             .stderr(output);
         let mut child = spawn_program("redis-cli", command);
-        let Some(status) = super::wait_or_kill(&mut child, CLUSTER_TIMEOUT) else {
+        let Some(status) = process::wait_or_kill(&mut child, CLUSTER_TIMEOUT) else {
             panic!(
                 "redis-cli --cluster create did not finish within {CLUSTER_TIMEOUT:?}:\n{}",
                 tail(&output_path, 40)

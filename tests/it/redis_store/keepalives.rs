@@ -4,19 +4,17 @@
 //! keepalive moves it only once in a while. Against real `redis-server` processes the
 //! harness starts on free ports.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::START;
-use common::redis::RedisServer;
+use crate::harness::START;
 use futures_util::future::join_all;
 use keepalive::clock::{Clock, ManualClock};
 use keepalive::config::RedisTarget as Target;
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore};
 use keepalive::store::redis::{RedisOptions, RedisStore, value};
+use keepalive_testkit::redis::RedisServer;
 
 const MIN: Duration = Duration::from_secs(60);
 const IDLE: Duration = Duration::from_secs(600);

@@ -1,18 +1,16 @@
 //! Alert notices over real HTTP: the Alertmanager-compatible and Slack-style webhooks, a
 //! retry after a failed delivery, and a hanging webhook that must not slow anything down.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::harness::{Process, create_session, keepalive};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::{Process, create_session, keepalive};
 use serde_json::Value;
 
 #[derive(Clone, Default)]
@@ -63,7 +61,7 @@ async fn receiver() -> (SocketAddr, Received) {
 
 /// Waits for a condition on what the receiver got.
 async fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
-    common::within(limit, what, || {
+    crate::harness::within(limit, what, || {
         let holds = condition();
         async move { holds }
     })
@@ -180,7 +178,7 @@ async fn a_hanging_webhook_never_slows_requests_or_shutdown() {
 
 #[test]
 fn invalid_webhook_urls_are_configuration_errors() {
-    let output = common::command(&[("KEEPALIVE_ALERT_WEBHOOK_URL", "ftp://hooks/secret")])
+    let output = crate::harness::command(&[("KEEPALIVE_ALERT_WEBHOOK_URL", "ftp://hooks/secret")])
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(64));

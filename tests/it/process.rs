@@ -1,12 +1,10 @@
 //! The real binary: crash durability, graceful shutdown, configuration errors, logs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Process, client, command, create_session, keepalive};
+use crate::harness::{Process, client, command, create_session, keepalive};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

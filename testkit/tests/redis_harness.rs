@@ -1,13 +1,13 @@
-//! Self-test of the Redis test harness (`tests/common/redis.rs`): the servers it starts are
-//! real, its fault injection really does what the Redis store tests rely on, and it cleans up.
-
-mod common;
+//! Self-test of the Redis harness (`src/redis.rs`): the servers it starts are real, its fault
+//! injection really does what the Redis store tests and the benchmarks rely on, and it cleans
+//! up.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::redis::{RedisCluster, RedisServer, free_port};
+use keepalive_testkit::ports::free_port;
+use keepalive_testkit::redis::{RedisCluster, RedisServer};
 
 /// Bound for every async Redis operation in these tests.
 const LIMIT: Duration = Duration::from_secs(10);

@@ -2,13 +2,10 @@
 //! store, Redis, Redis through a sentinel, a three-master Redis Cluster, and the failover store
 //! (online and offline).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::START;
-use common::redis::{RedisCluster, RedisSentinel, RedisServer};
+use crate::harness::START;
 use futures_util::StreamExt;
 use keepalive::clock::{Clock, ManualClock};
 use keepalive::config::RedisTarget as Target;
@@ -17,6 +14,7 @@ use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreStat
 use keepalive::store::failover::{FailoverOptions, FailoverStore};
 use keepalive::store::local::{LocalStore, LocalStoreOptions};
 use keepalive::store::redis::{RedisOptions, RedisStore};
+use keepalive_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
 
 const MIN: Duration = Duration::from_secs(60);
 const IDLE: Duration = Duration::from_secs(600);

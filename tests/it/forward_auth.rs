@@ -3,19 +3,17 @@
 //! reaches the application, a small echo server here, which reports the `X-Keepalive-User` it
 //! received.
 //!
-//! Needs nginx (Debian's `nginx`, which `scripts/test.sh` installs); see `tests/common/nginx.rs`.
-
-mod common;
+//! Needs nginx (Debian's `nginx`, which `scripts/test.sh` installs); see `tests/it/harness/nginx.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::harness::nginx::{Nginx, port_of};
+use crate::harness::{START, TestServer, client, cookie_pair, millis};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use common::nginx::{Nginx, port_of};
-use common::{START, TestServer, client, cookie_pair, millis};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

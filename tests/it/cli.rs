@@ -1,12 +1,11 @@
 //! `keepalive check` and `keepalive doctor` against real servers and real faults.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
-use common::redis::{RedisCluster, RedisSentinel, RedisServer, free_port};
-use common::{Process, command};
+use crate::harness::{Process, command};
+use keepalive_testkit::ports::free_port;
+use keepalive_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
 use serde_json::Value;
 
 fn run(vars: &[(&str, &str)], args: &[&str]) -> Output {

@@ -2,9 +2,7 @@
 //! methods and malformed requests. Every answer must be 2xx or 4xx, the server must stay up, a
 //! flood of unknown session ids must write nothing to the store, and memory must stay bounded.
 
-mod common;
-
-use common::{Process, client, create_session, keepalive};
+use crate::harness::{Process, client, create_session, keepalive};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -156,7 +154,7 @@ async fn random_cookies_paths_and_methods_never_get_5xx_nor_grow_memory_or_the_s
 
 /// The status line of the server's answer to raw bytes (empty if it closed without one).
 fn status_line(addr: &str, bytes: &[u8]) -> String {
-    common::raw_exchange(addr, bytes)
+    crate::harness::raw_exchange(addr, bytes)
         .lines()
         .next()
         .unwrap_or_default()

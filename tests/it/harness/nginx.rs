@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use keepalive_testkit::process;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -131,7 +132,7 @@ fn main_config(dir: &Path, snippet: &Path, as_root: Option<&str>) -> String {
         None => String::new(),
     };
     format!(
-        "# Written by tests/common/nginx.rs for one test.\n\
+        "# Written by tests/it/harness/nginx.rs for one test.\n\
          {user}\
          daemon off;\n\
          master_process on;\n\
@@ -244,7 +245,7 @@ impl Nginx {
             .tempdir()
             .expect("temp dir for nginx");
         let mut nginx = Self {
-            port: super::redis::free_port(),
+            port: keepalive_testkit::ports::free_port(),
             keepalive,
             app,
             child: None,
@@ -255,7 +256,7 @@ impl Nginx {
             nginx.test_config();
             match nginx.launch() {
                 Launch::Ready => return nginx,
-                Launch::PortInUse => nginx.port = super::redis::free_port(),
+                Launch::PortInUse => nginx.port = keepalive_testkit::ports::free_port(),
             }
         }
         panic!("nginx: every port tried was already in use (20 tries)");
@@ -296,13 +297,13 @@ impl Nginx {
 
     /// Everything nginx wrote to its error log so far.
     pub fn error_log(&self) -> String {
-        super::read_from(&self.error_log_path(), 0)
+        process::read_from(&self.error_log_path(), 0)
     }
 
     /// Everything nginx wrote to its access log so far (one line per request; the auth
     /// subrequests are not logged).
     pub fn access_log(&self) -> String {
-        super::read_from(&self.access_log_path(), 0)
+        process::read_from(&self.access_log_path(), 0)
     }
 
     /// The rewritten snippet, as nginx reads it.
@@ -350,10 +351,10 @@ impl Nginx {
             .stdout(output.try_clone().expect("clone nginx-t.log"))
             .stderr(output);
         let mut child = spawn(command);
-        let Some(status) = super::wait_or_kill(&mut child, READY_TIMEOUT) else {
+        let Some(status) = process::wait_or_kill(&mut child, READY_TIMEOUT) else {
             panic!("nginx -t did not finish within {READY_TIMEOUT:?}");
         };
-        let said = super::read_from(&output_path, 0);
+        let said = process::read_from(&output_path, 0);
         assert!(
             status.success(),
             "nginx -t rejects {SNIPPET} (rewritten for the test) ({status}):\n{said}\n\
@@ -367,7 +368,7 @@ impl Nginx {
     fn launch(&mut self) -> Launch {
         assert!(self.child.is_none(), "nginx already running");
         let log = self.error_log_path();
-        let offset = super::file_len(&log);
+        let offset = process::file_len(&log);
         let stdio_path = self.dir.path().join("stdio.log");
         let stdio = File::options()
             .create(true)
@@ -387,7 +388,7 @@ impl Nginx {
                 .expect("child")
                 .try_wait()
                 .expect("try_wait nginx");
-            let said = super::read_from(&log, offset);
+            let said = process::read_from(&log, offset);
             if let Some(status) = exited {
                 self.child = None;
                 if said.contains("Address already in use") {
@@ -397,7 +398,7 @@ impl Nginx {
                     "nginx on port {} exited during startup ({status}).\n{}\n{}",
                     self.port,
                     last_lines(&said, 30),
-                    super::read_from(&stdio_path, 0)
+                    process::read_from(&stdio_path, 0)
                 );
             }
             // The master logs this after it bound every listening socket: a connection that
@@ -449,7 +450,7 @@ impl Nginx {
 fn spawn(command: Command) -> Child {
     // SIGTERM (not SIGKILL): the nginx master then stops its workers, which would otherwise
     // keep the port.
-    match super::spawn_tied_to_process(command, Signal::SIGTERM) {
+    match process::spawn_tied_to_process(command, Signal::SIGTERM) {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             panic!("nginx is not installed: {INSTALL_HINT}")

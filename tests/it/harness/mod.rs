@@ -1,8 +1,6 @@
 //! Test harness: a keepalive server on a real port, either in this process (with a clock the
 //! test moves) or as the real binary (for signals, crashes and exit codes).
-#![allow(dead_code)]
 pub mod nginx;
-pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,7 +22,8 @@ pub const START: i64 = 1_800_000_000_000;
 pub struct TestServer {
     pub base: String,
     pub clock: ManualClock,
-    pub dir: tempfile::TempDir,
+    /// The data directory, removed when the server is dropped.
+    _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
 }
@@ -77,7 +76,7 @@ impl TestServer {
         Self {
             base: format!("http://{addr}"),
             clock,
-            dir,
+            _dir: dir,
             stop: Some(stop_tx),
             task: Some(task),
         }
@@ -171,7 +170,9 @@ pub struct Process {
     pub child: Child,
     pub base: String,
     pub lines: mpsc::Receiver<String>,
-    pub stderr: mpsc::Receiver<String>,
+    /// Kept while the process runs: a thread drains its stderr into it, so the process never
+    /// blocks on a full pipe.
+    _stderr: mpsc::Receiver<String>,
     /// Lines read while waiting for the listening line.
     early: Vec<String>,
 }
@@ -230,7 +231,7 @@ impl Process {
             child,
             base: String::new(),
             lines,
-            stderr,
+            _stderr: stderr,
             early: Vec::new(),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -321,56 +322,6 @@ where
     }
 }
 
-/// Spawns `command` so that the child gets `signal` when the test process dies, however it
-/// dies (no `Drop` runs on a panic that aborts, or a SIGKILL).
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process; a
-/// test thread (or a tokio blocking thread) would take its servers with it. So every spawn goes
-/// through one thread that lives as long as the process.
-pub fn spawn_tied_to_process(
-    mut command: Command,
-    signal: nix::sys::signal::Signal,
-) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    use std::sync::OnceLock;
-
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("test-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("spawn the test-spawner thread");
-        tx
-    });
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec only async-signal-safe system calls run (prctl, getppid),
-    // and nothing allocates.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(signal)
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
-            // The test process may have died before prctl: then nobody would signal us.
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(
-                    nix::errno::Errno::ESRCH as i32,
-                ));
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner
-        .send((command, tx))
-        .expect("test-spawner thread alive");
-    rx.recv().expect("test-spawner thread answers")
-}
-
 /// An RFC 3339 time of an answer, in Unix milliseconds; checks the documented form, UTC with
 /// exactly three fractional digits (`"2026-11-25T18:40:15.053Z"`).
 pub fn millis(rfc3339: &serde_json::Value) -> i64 {
@@ -382,39 +333,4 @@ pub fn millis(rfc3339: &serde_json::Value) -> i64 {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
     (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// The part of a file from byte `offset` on (what a server wrote to its log since then); empty
-/// when it cannot be read.
-pub fn read_from(path: &Path, offset: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(path)
-        && file.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
-}
-
-/// A file's length, 0 when it does not exist.
-pub fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Waits for `child` to exit, at most `limit`; `None` when it is still running then (it is
-/// killed and reaped, so nothing is left behind).
-pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

@@ -1,0 +1,17 @@
+//! keepalive's integration tests, in one binary: the server over a real port (in this process
+//! with a clock the test moves, or the real binary for signals, crashes and exit codes), real
+//! `redis-server` processes (`keepalive-testkit`), a real nginx.
+
+mod alerts;
+mod backend_api;
+mod cli;
+mod deploy_files;
+mod forward_auth;
+mod harness;
+mod hostile;
+mod http;
+mod limits;
+mod process;
+mod redis_store;
+mod store_conformance;
+mod workers;

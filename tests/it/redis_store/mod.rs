@@ -1,0 +1,4 @@
+//! The Redis store and the failover over real `redis-server` processes.
+
+mod failover;
+mod keepalives;
