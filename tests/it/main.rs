@@ -3,13 +3,12 @@
 //! `redis-server` processes (`keepalive-testkit`), a real nginx.
 
 mod alerts;
-mod backend_api;
 mod cli;
-mod deploy_files;
-mod forward_auth;
+mod deploy;
 mod harness;
 mod hostile;
 mod http;
+mod integration;
 mod limits;
 mod process;
 mod redis_store;

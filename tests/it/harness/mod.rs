@@ -12,6 +12,7 @@ use std::time::Duration;
 use keepalive::clock::ManualClock;
 use keepalive::config::Layers;
 use keepalive::server::{self, Environment};
+use keepalive_testkit::redis::RedisServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -26,7 +27,76 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
+    /// The Redis this server's sessions live in, for a server started on [`Store::Redis`];
+    /// stopped after the server.
+    redis: Option<RedisServer>,
 }
+
+/// Where a test server keeps its sessions: the HTTP contract is written once and run on each
+/// (see [`on_every_store`]), as tower-sessions runs one suite over every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded store alone.
+    Local,
+    /// A `redis-server` of the test's own, with the local store as its mirror.
+    Redis,
+}
+
+impl Store {
+    /// A server with these settings, its sessions in this store.
+    pub async fn start(self, vars: &[(&str, &str)]) -> TestServer {
+        match self {
+            Self::Local => TestServer::start(vars).await,
+            Self::Redis => {
+                let redis = RedisServer::start();
+                let url = redis.url();
+                let mut all = vec![("REDIS_URL", url.as_str())];
+                all.extend_from_slice(vars);
+                let mut server = TestServer::start(&all).await;
+                server.redis = Some(redis);
+                // Sessions live in Redis once the first connect's re-sync is done.
+                within(Duration::from_secs(10), "Redis answers", || async {
+                    let (_, body) = keepalive(&server.base, None).await;
+                    body["serverHealth"]["checks"]["redis"] == "ok"
+                })
+                .await;
+                server
+            }
+        }
+    }
+
+    /// What `serverHealth.checks.redis` says with this store.
+    pub fn redis_check(self) -> &'static str {
+        match self {
+            Self::Local => "disabled",
+            Self::Redis => "ok",
+        }
+    }
+}
+
+/// Runs each listed `async fn(Store)` as two tests, `local_store::NAME` and
+/// `redis_store::NAME`: the same contract on the embedded store and on Redis.
+macro_rules! on_every_store {
+    ($($test:ident),+ $(,)?) => {
+        mod local_store {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::harness::Store::Local).await;
+                }
+            )+
+        }
+        mod redis_store {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::harness::Store::Redis).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_every_store;
 
 /// Settings every test server gets, before the test's own.
 fn base_vars(data_dir: &Path) -> Vec<(String, String)> {
@@ -79,6 +149,7 @@ impl TestServer {
             _dir: dir,
             stop: Some(stop_tx),
             task: Some(task),
+            redis: None,
         }
     }
 
@@ -97,6 +168,7 @@ impl TestServer {
                 .expect("stops in time");
             result.expect("task").expect("clean shutdown");
         }
+        drop(self.redis.take());
     }
 }
 
