@@ -5,15 +5,21 @@
 //! extends the session (idle timeout, capped by an absolute lifetime) and answers with the
 //! session's expiry and the server's health.
 //!
-//! A map of the crate:
+//! A map of the crate (drawn, with the life of a keepalive and of an outage, in
+//! `docs/architecture.md`):
 //!
 //! - [`config`]: the layered configuration (defaults per environment, an optional file,
-//!   environment variables), validated into one [`config::Config`] before anything binds.
-//! - [`session`]: the session model, its identifiers and the [`session::SessionStore`] trait
-//!   every store implements; [`session::Sessions`] applies the idle and absolute lifetimes.
+//!   environment variables), validated into one [`config::Config`] before anything binds; it
+//!   owns every settings type and imports no other module.
+//! - [`clock`]: the wall clock, and the manual one tests move.
+//! - [`task`]: background tasks spawned with a stop token and awaited on stop.
+//! - [`session`]: the session model, its identifiers, the [`session::SessionStore`] trait
+//!   every store implements, [`session::Sessions`] (the idle and absolute lifetimes) and
+//!   [`session::SharedStatus`] (whether the shared store answers).
 //! - [`store`]: the stores: [`store::local`], the durable embedded store (redb);
-//!   [`store::redis`], sessions shared in Redis; [`store::failover`], Redis with the local store
-//!   as mirror and fallback.
+//!   [`store::redis`], sessions shared in Redis; [`store::failover`], Redis first with the
+//!   local store as its mirror, which owns everything about outages and reaches the two
+//!   stores only through the interfaces it defines.
 //! - [`health`]: the memory check and the background monitor whose cached result every
 //!   answer reads.
 //! - [`http`]: the axum router (sessions, keepalive, probes, metrics, the browser client), the

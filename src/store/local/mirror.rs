@@ -1,5 +1,5 @@
 //! The local store as the failover's mirror: the side of it that
-//! [`Mirror`](crate::store::failover::Mirror) asks for.
+//! [`crate::store::failover::Mirror`] asks for.
 //!
 //! Writes go into the overlay under the session's shard lock and reach the file with the next
 //! batch, like keepalive extensions: the primary copy is in Redis, and a copy need not be on

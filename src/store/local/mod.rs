@@ -1,11 +1,10 @@
 //! The durable embedded session store: a redb file in the data directory.
 //!
 //! It is the default store and, with Redis, the mirror that keeps sessions alive through an
-//! outage (its side of that, in the `mirror` module, is what
-//! [`Mirror`](crate::store::failover::Mirror) asks). Creations and logouts are on disk before
-//! they are answered; keepalive extensions gather in an overlay and one background writer
-//! commits them together every flush interval (at most a second), so a keepalive never costs
-//! a disk flush; the commits run on a thread of lower CPU priority (the `committer` module),
+//! outage (its side of that, in the `mirror` module, is what the failover's `Mirror` interface
+//! asks). Creations and logouts are on disk before they are answered; keepalive extensions
+//! gather in an overlay and one background writer commits them together every flush interval
+//! (at most a second), so a keepalive never costs a disk flush; the commits run on a thread of lower CPU priority (the `committer` module),
 //! so they never hold up an answer. The same writer purges expired sessions through the expiry
 //! index. The writer owns the database's write side and stops, after a last flush, when the
 //! store is closed.

@@ -1,5 +1,5 @@
 //! The Redis store as the failover's primary: each of
-//! [`Primary`](crate::store::failover::Primary)'s operations is one of the store's own.
+//! [`crate::store::failover::Primary`]'s operations is one of the store's own.
 
 use async_trait::async_trait;
 
