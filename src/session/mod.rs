@@ -8,7 +8,7 @@ mod store;
 
 use std::sync::Arc;
 
-pub use id::{ID_BYTES, ID_TEXT_LEN, RandomError, SessionId};
+pub use id::{ID_BYTES, ID_TEXT_LEN, IdKind, MAX_ID_BYTES, RandomError, SessionId};
 pub use record::SessionRecord;
 pub use status::{SharedStatus, SharedStoreState};
 pub use store::{SessionStore, StoreError};

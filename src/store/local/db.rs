@@ -3,51 +3,104 @@
 //! `sessions` maps an id to its encoded record. `expiry` is an index of (the end of the
 //! one-minute bucket of the idle expiry, id), so the purge walks only the expired prefix: its
 //! cost grows with the number of sessions that expired, not with the number stored, and an
-//! extension rewrites the index only when it crosses into a later bucket. `users` is an index of (user, id) for the sessions
-//! created for a user, so listing or ending a user's sessions reads only theirs. A session's
-//! user never changes, so the index is written when a session appears and when it goes.
-//! `ended` keeps the tombstones of removed sessions (see [`Tombstone`]), indexed by when they
-//! may go, and `notes` a few small values a caller keeps across restarts.
+//! extension rewrites the index only when it crosses into a later bucket. `users` is an index
+//! of (user, id) for the sessions created for a user, so listing or ending a user's sessions
+//! reads only theirs. A session's user never changes, so the index is written when a session
+//! appears and when it goes. `ended` keeps the tombstones of removed sessions (see
+//! [`Tombstone`]), indexed by when they may go, and `notes` a few small values a caller keeps
+//! across restarts.
+//!
+//! Ids are stored as their kind's tag byte followed by their bytes (see [`StoredId`]), so
+//! keepalive's own sessions and an Express application's share the file without meeting. The
+//! first layout keyed tables by the 16 bytes of keepalive's own ids; a file of that layout is
+//! copied into this one at open, once (see [`open`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
 use crate::clock::Millis;
-use crate::session::{ID_BYTES, SessionId, SessionRecord, StoreError};
+use crate::session::{ID_BYTES, IdKind, MAX_ID_BYTES, SessionId, SessionRecord, StoreError};
 use crate::store::{Tombstone, Write};
 
 use super::codec;
 use super::committer::YIELD_EVERY;
 
-type Key = [u8; ID_BYTES];
-const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
-const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
-const USERS: TableDefinition<(&str, Key), ()> = TableDefinition::new("users");
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions.v2");
+const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiry.v2");
+const USERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("users.v2");
 /// Tombstones of removed sessions: id to (removed at, keep until). The failover leaves one
 /// for each logout, kept until the session could no longer have lived, so that the logout
 /// reaches a Redis that was away or came back empty.
-const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
+const ENDED: TableDefinition<&[u8], (i64, i64)> = TableDefinition::new("ended.v2");
 /// Index of `ENDED` by (keep until, id), so the purge finds the tombstones it may forget
 /// without reading the others.
-const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended_until");
-/// Facts about the file's layout: `expiry_bucket_ms`, the bucket width its expiry index was
-/// built with (absent: exact expiries, the first layout).
+const ENDED_UNTIL: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("ended_until.v2");
+/// Facts about the file's layout: `layout`, its version (absent: the first), and
+/// `expiry_bucket_ms`, the bucket width its expiry index was built with.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Small values kept across restarts, each read once (see [`take_note`]).
 const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
-/// The one note of earlier versions, which named it a table of its own: dropped at open. It
-/// said where the file stood with Redis at the last clean stop; without it the next start
-/// writes every live session back, which is always safe.
-const SYNCED_BEFORE_NOTES: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
+/// The version of the layout this code writes.
+const LAYOUT: u64 = 2;
+
+/// The tables of the first layout, keyed by the 16 bytes of keepalive's own ids: copied at
+/// open, then dropped. Their indexes are rebuilt rather than copied.
+mod first_layout {
+    use redb::TableDefinition;
+
+    pub type Key = [u8; 16];
+    pub const SESSIONS: TableDefinition<Key, &[u8]> = TableDefinition::new("sessions");
+    pub const ENDED: TableDefinition<Key, (i64, i64)> = TableDefinition::new("ended");
+    pub const EXPIRY: TableDefinition<(u64, Key), ()> = TableDefinition::new("expiry");
+    pub const USERS: TableDefinition<(&str, Key), ()> = TableDefinition::new("users");
+    pub const ENDED_UNTIL: TableDefinition<(u64, Key), ()> = TableDefinition::new("ended_until");
+    /// The one note of an early version, a table of its own: where the file stood with Redis
+    /// at the last clean stop. Without it the next start writes every live session back,
+    /// which is always safe.
+    pub const SYNCED: TableDefinition<&str, (&str, i64)> = TableDefinition::new("synced");
+}
+
+/// An id as the tables store it: the kind's tag, then the id's bytes.
+pub struct StoredId {
+    bytes: [u8; 1 + MAX_ID_BYTES],
+    len: usize,
+}
+
+impl StoredId {
+    pub fn of(id: &SessionId) -> Self {
+        let raw = id.as_bytes();
+        let mut bytes = [0u8; 1 + MAX_ID_BYTES];
+        bytes[0] = id.kind().tag();
+        bytes[1..=raw.len()].copy_from_slice(raw);
+        Self {
+            bytes,
+            len: 1 + raw.len(),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The id a stored key stands for.
+fn id_of(key: &[u8]) -> Result<SessionId, StoreError> {
+    key.split_first()
+        .and_then(|(tag, bytes)| SessionId::from_parts(IdKind::from_tag(*tag)?, bytes))
+        .ok_or_else(|| StoreError::Corrupt("a stored session id is malformed".to_owned()))
+}
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
 
-fn index_key(at: Millis, id: &Key) -> (u64, Key) {
-    (u64::try_from(at).unwrap_or(0), *id)
+fn index_key(at: Millis, id: &[u8]) -> (u64, &[u8]) {
+    (u64::try_from(at).unwrap_or(0), id)
 }
 
 /// Width of the buckets of the expiry index. A session is indexed under the end of the bucket
@@ -65,11 +118,12 @@ fn bucket(expires_at: Millis) -> Millis {
 }
 
 /// The expiry index's key for a session expiring at `expires_at`.
-fn expiry_key(expires_at: Millis, id: &Key) -> (u64, Key) {
+fn expiry_key(expires_at: Millis, id: &[u8]) -> (u64, &[u8]) {
     index_key(bucket(expires_at), id)
 }
 
-/// Opens (or creates) the database file and its tables.
+/// Opens (or creates) the database file and its tables; copies a file of the first layout
+/// into this one, and rebuilds an index built another way, once.
 pub fn open(path: &Path) -> Result<Database, StoreError> {
     let db = Database::create(path).map_err(|err| match err {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
@@ -81,57 +135,112 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     txn.open_table(SESSIONS).map_err(backend)?;
     txn.open_table(EXPIRY).map_err(backend)?;
-    {
-        let ended = txn.open_table(ENDED).map_err(backend)?;
-        let mut until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
-        // A file written before the index existed: index what it holds, once.
-        if until.is_empty().map_err(backend)? && !ended.is_empty().map_err(backend)? {
-            for entry in ended.iter().map_err(backend)? {
-                let (key, value) = entry.map_err(backend)?;
-                until
-                    .insert(index_key(value.value().1, &key.value()), ())
-                    .map_err(backend)?;
-            }
-        }
-    }
+    txn.open_table(ENDED).map_err(backend)?;
+    txn.open_table(ENDED_UNTIL).map_err(backend)?;
     txn.open_table(USERS).map_err(backend)?;
     txn.open_table(NOTES).map_err(backend)?;
-    txn.delete_table(SYNCED_BEFORE_NOTES).map_err(backend)?;
+    let (layout, width) = {
+        let meta = txn.open_table(META).map_err(backend)?;
+        let read = |key: &str| -> Result<Option<u64>, StoreError> {
+            Ok(meta.get(key).map_err(backend)?.map(|v| v.value()))
+        };
+        (read("layout")?, read("expiry_bucket_ms")?)
+    };
+    if layout != Some(LAYOUT) {
+        copy_first_layout(&txn)?;
+        rebuild_indexes(&txn)?;
+    } else if width != Some(EXPIRY_BUCKET_MS.unsigned_abs()) {
+        rebuild_indexes(&txn)?;
+    }
     {
         let mut meta = txn.open_table(META).map_err(backend)?;
-        let width = meta
-            .get("expiry_bucket_ms")
-            .map_err(backend)?
-            .map(|v| v.value());
-        let wanted = EXPIRY_BUCKET_MS.unsigned_abs();
-        if width != Some(wanted) {
-            // Built by another layout: index every session again, once.
-            txn.delete_table(EXPIRY).map_err(backend)?;
-            let sessions = txn.open_table(SESSIONS).map_err(backend)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
-            for entry in sessions.iter().map_err(backend)? {
-                let (key, value) = entry.map_err(backend)?;
-                let expires_at = codec::expires_at(value.value())?;
-                expiry
-                    .insert(expiry_key(expires_at, &key.value()), ())
-                    .map_err(backend)?;
-            }
-            meta.insert("expiry_bucket_ms", wanted).map_err(backend)?;
-        }
+        meta.insert("layout", LAYOUT).map_err(backend)?;
+        meta.insert("expiry_bucket_ms", EXPIRY_BUCKET_MS.unsigned_abs())
+            .map_err(backend)?;
     }
     txn.commit().map_err(backend)?;
     Ok(db)
+}
+
+/// Copies the sessions and tombstones of the first layout's tables, if the file has them,
+/// and drops those tables.
+fn copy_first_layout(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(backend)?
+        .map(|t| t.name().to_owned())
+        .collect();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let native = |key: [u8; ID_BYTES]| StoredId::of(&SessionId::from_bytes(key));
+    if has(first_layout::SESSIONS.name()) {
+        let old = txn.open_table(first_layout::SESSIONS).map_err(backend)?;
+        let mut new = txn.open_table(SESSIONS).map_err(backend)?;
+        for entry in old.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            new.insert(native(key.value()).as_slice(), value.value())
+                .map_err(backend)?;
+        }
+    }
+    if has(first_layout::ENDED.name()) {
+        let old = txn.open_table(first_layout::ENDED).map_err(backend)?;
+        let mut new = txn.open_table(ENDED).map_err(backend)?;
+        for entry in old.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            new.insert(native(key.value()).as_slice(), value.value())
+                .map_err(backend)?;
+        }
+    }
+    txn.delete_table(first_layout::SESSIONS).map_err(backend)?;
+    txn.delete_table(first_layout::ENDED).map_err(backend)?;
+    txn.delete_table(first_layout::EXPIRY).map_err(backend)?;
+    txn.delete_table(first_layout::USERS).map_err(backend)?;
+    txn.delete_table(first_layout::ENDED_UNTIL)
+        .map_err(backend)?;
+    txn.delete_table(first_layout::SYNCED).map_err(backend)?;
+    Ok(())
+}
+
+/// Builds the expiry, user and tombstone indexes again from the tables they index.
+fn rebuild_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.delete_table(EXPIRY).map_err(backend)?;
+    txn.delete_table(USERS).map_err(backend)?;
+    txn.delete_table(ENDED_UNTIL).map_err(backend)?;
+    {
+        let sessions = txn.open_table(SESSIONS).map_err(backend)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
+        let mut users = txn.open_table(USERS).map_err(backend)?;
+        for entry in sessions.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            let (key, bytes) = (key.value(), value.value());
+            expiry
+                .insert(expiry_key(codec::expires_at(bytes)?, key), ())
+                .map_err(backend)?;
+            if let Some(user) = codec::user(bytes)? {
+                users.insert((user, key), ()).map_err(backend)?;
+            }
+        }
+    }
+    let ended = txn.open_table(ENDED).map_err(backend)?;
+    let mut until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
+    for entry in ended.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        until
+            .insert(index_key(value.value().1, key.value()), ())
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// The ids of the sessions stored for `user` (live or awaiting the purge).
 pub fn user_sessions(db: &Database, user: &str) -> Result<Vec<SessionId>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(USERS).map_err(backend)?;
-    let range = (user, [0; ID_BYTES])..=(user, [u8::MAX; ID_BYTES]);
+    // Every stored id starts with a kind's tag, which is below 0xff.
+    let range = (user, &[][..])..(user, &[u8::MAX][..]);
     let mut out = Vec::new();
     for entry in table.range(range).map_err(backend)? {
         let (key, _) = entry.map_err(backend)?;
-        out.push(SessionId::from_bytes(key.value().1));
+        out.push(id_of(key.value().1)?);
     }
     Ok(out)
 }
@@ -140,7 +249,7 @@ pub fn user_sessions(db: &Database, user: &str) -> Result<Vec<SessionId>, StoreE
 pub fn get(db: &Database, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(SESSIONS).map_err(backend)?;
-    match table.get(id.as_bytes()).map_err(backend)? {
+    match table.get(StoredId::of(id).as_slice()).map_err(backend)? {
         Some(value) => codec::decode(*id, value.value()).map(Some),
         None => Ok(None),
     }
@@ -156,7 +265,7 @@ pub fn scan<T>(
     let mut out = Vec::new();
     for entry in table.iter().map_err(backend)? {
         let (key, value) = entry.map_err(backend)?;
-        let record = codec::decode(SessionId::from_bytes(key.value()), value.value())?;
+        let record = codec::decode(id_of(key.value())?, value.value())?;
         out.extend(pick(record));
     }
     Ok(out)
@@ -171,7 +280,7 @@ pub fn removed_since(db: &Database, since: Option<Millis>) -> Result<Vec<Session
         let (key, value) = entry.map_err(backend)?;
         let (ended_at, _) = value.value();
         if since.is_none_or(|s| ended_at >= s) {
-            out.push(SessionId::from_bytes(key.value()));
+            out.push(id_of(key.value())?);
         }
     }
     Ok(out)
@@ -222,7 +331,8 @@ pub fn apply<'a>(
         let mut users = txn.open_table(USERS).map_err(backend)?;
         for batch in batches {
             for (id, change) in batch {
-                let key = id.as_bytes();
+                let stored = StoredId::of(id);
+                let key = stored.as_slice();
                 if let Write::Remove(Some(Tombstone { at, keep_until })) = change {
                     if let Some(old) = ended.insert(key, (*at, *keep_until)).map_err(backend)? {
                         ended_until
@@ -259,7 +369,7 @@ pub fn apply<'a>(
                 }
                 // `Some(previous)` when the session's entry in the user index must change.
                 if let Some(Some(user)) = &old_user {
-                    users.remove((user.as_str(), *key)).map_err(backend)?;
+                    users.remove((user.as_str(), key)).map_err(backend)?;
                 }
                 match change {
                     Write::Put(record) => {
@@ -272,7 +382,7 @@ pub fn apply<'a>(
                                 .map_err(backend)?;
                         }
                         if let (Some(_), Some(user)) = (&old_user, &record.user) {
-                            users.insert((user.as_str(), *key), ()).map_err(backend)?;
+                            users.insert((user.as_str(), key), ()).map_err(backend)?;
                         }
                     }
                     Write::Remove(_) => {
@@ -299,34 +409,49 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
         // Buckets that ended by `now` hold only sessions expired by then.
-        let upper = index_key(now.saturating_add(1), &[0; ID_BYTES]);
-        let expired: Vec<(u64, Key)> = expiry
+        let upper = index_key(now.saturating_add(1), &[]);
+        let expired: Vec<(u64, Vec<u8>)> = expiry
             .range(..upper)
             .map_err(backend)?
             .take(limit)
-            .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
+            .map(|entry| {
+                entry
+                    .map(|(k, _)| {
+                        let (at, id) = k.value();
+                        (at, id.to_vec())
+                    })
+                    .map_err(backend)
+            })
             .collect::<Result<_, _>>()?;
         removed = expired.len();
         let mut ended_until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
-        let upper = index_key(now.saturating_add(1), &[0; ID_BYTES]);
-        let stale: Vec<(u64, Key)> = ended_until
+        let upper = index_key(now.saturating_add(1), &[]);
+        let stale: Vec<(u64, Vec<u8>)> = ended_until
             .range(..upper)
             .map_err(backend)?
             .take(limit)
-            .map(|entry| entry.map(|(k, _)| k.value()).map_err(backend))
+            .map(|entry| {
+                entry
+                    .map(|(k, _)| {
+                        let (at, id) = k.value();
+                        (at, id.to_vec())
+                    })
+                    .map_err(backend)
+            })
             .collect::<Result<_, _>>()?;
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
         let mut users = txn.open_table(USERS).map_err(backend)?;
         for (at, key) in &stale {
-            ended_until.remove((*at, *key)).map_err(backend)?;
-            ended.remove(key).map_err(backend)?;
+            ended_until.remove((*at, key.as_slice())).map_err(backend)?;
+            ended.remove(key.as_slice()).map_err(backend)?;
         }
         for (n, (at, id)) in expired.into_iter().enumerate() {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
                 std::thread::yield_now();
             }
+            let id = id.as_slice();
             expiry.remove((at, id)).map_err(backend)?;
-            let current = match sessions.get(&id).map_err(backend)? {
+            let current = match sessions.get(id).map_err(backend)? {
                 Some(value) => {
                     let bytes = value.value();
                     let user = codec::user(bytes)?.map(str::to_owned);
@@ -339,7 +464,7 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             if let Some((exp, user)) = current
                 && exp <= now
             {
-                sessions.remove(&id).map_err(backend)?;
+                sessions.remove(id).map_err(backend)?;
                 if let Some(user) = user {
                     users.remove((user.as_str(), id)).map_err(backend)?;
                 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::session::IdKind;
 use crate::store::Tombstone;
 use crate::store::failover::Mirror;
 
@@ -418,49 +419,122 @@ async fn a_session_extended_across_index_buckets_is_purged_once_expired() {
 }
 
 #[tokio::test]
-async fn a_file_indexed_by_exact_expiries_is_indexed_again_at_open() {
+async fn a_file_of_the_first_layout_is_copied_at_open() {
     let f = Fixture::new();
-    let record = f.record(2 * MIN);
+    let ana = f.record(2 * MIN).with_user(Some("ana".to_owned()));
+    let other = f.record(10 * MIN);
+    let ended = SessionId::generate().expect("rng");
+    // The first layout: tables keyed by the 16 bytes of the id, the expiry index by exact
+    // expiries, no meta table; a tombstone, a user index and the early `synced` note.
     {
-        let store = f.open().await;
-        store.create(record.clone()).await.expect("create");
-        store.close().await.expect("close");
-    }
-    // The first layout: exact expiries in the index, no `meta` table.
-    {
-        let db = redb::Database::create(f.dir.path().join(FILE_NAME)).expect("open");
+        type Key = [u8; 16];
+        let key = |id: &SessionId| -> Key { id.as_bytes().try_into().expect("16 bytes") };
+        let db = redb::Database::create(f.dir.path().join(FILE_NAME)).expect("create");
         let txn = db.begin_write().expect("write");
-        txn.delete_table(redb::TableDefinition::<&str, u64>::new("meta"))
-            .expect("drop meta");
-        txn.delete_table(redb::TableDefinition::<(u64, [u8; 16]), ()>::new("expiry"))
-            .expect("drop expiry");
         {
+            let mut sessions = txn
+                .open_table(redb::TableDefinition::<Key, &[u8]>::new("sessions"))
+                .expect("sessions");
             let mut expiry = txn
-                .open_table(redb::TableDefinition::<(u64, [u8; 16]), ()>::new("expiry"))
+                .open_table(redb::TableDefinition::<(u64, Key), ()>::new("expiry"))
                 .expect("expiry");
-            let exact = u64::try_from(record.expires_at).expect("positive");
-            expiry
-                .insert((exact, *record.id.as_bytes()), ())
-                .expect("insert");
+            let mut users = txn
+                .open_table(redb::TableDefinition::<(&str, Key), ()>::new("users"))
+                .expect("users");
+            for record in [&ana, &other] {
+                sessions
+                    .insert(key(&record.id), codec::encode(record).as_slice())
+                    .expect("insert");
+                let exact = u64::try_from(record.expires_at).expect("positive");
+                expiry.insert((exact, key(&record.id)), ()).expect("index");
+            }
+            users.insert(("ana", key(&ana.id)), ()).expect("user");
+            let mut tombstones = txn
+                .open_table(redb::TableDefinition::<Key, (i64, i64)>::new("ended"))
+                .expect("ended");
+            let now = f.clock.now();
+            tombstones
+                .insert(key(&ended), (now, now + 30 * 60_000))
+                .expect("tombstone");
+            txn.open_table(redb::TableDefinition::<&str, (&str, i64)>::new("synced"))
+                .expect("synced")
+                .insert("redis://x prefix=keepalive:", ("runid", now))
+                .expect("note");
         }
         txn.commit().expect("commit");
     }
     let store = f.open().await;
-    // Extended within its bucket: a write that leaves the index alone, which would strand
-    // the session had the old entry been kept.
+    let now = f.clock.now();
+    assert_eq!(
+        store.load(&ana.id, now).await.expect("load"),
+        Some(ana.clone())
+    );
+    assert_eq!(
+        store.list_user("ana", now).await.expect("list"),
+        vec![ana.clone()],
+        "the user index is rebuilt"
+    );
+    assert_eq!(
+        store.removed_since(None).await.expect("removed"),
+        vec![ended],
+        "the tombstone is kept"
+    );
+    // The expiry index is rebuilt by buckets: extended within its bucket the session stays,
+    // and it is purged once expired, not before.
     f.clock.advance(Duration::from_secs(1));
     store
-        .touch(&record.id, f.clock.now(), 2 * MIN)
+        .touch(&ana.id, f.clock.now(), 2 * MIN)
         .await
         .expect("touch")
         .expect("live");
-    // A purge when the old entry's time has come and the session still lives: it takes the
-    // old entry; only a rebuilt index still finds the session later.
     f.clock.advance(2 * MIN - Duration::from_secs(1));
     assert_eq!(store.purge_expired().await.expect("purge"), 0, "alive");
     f.clock.advance(4 * MIN);
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
-    assert_eq!(store.count().await.expect("count"), 0);
+    assert_eq!(
+        store.count().await.expect("count"),
+        1,
+        "the other session stays"
+    );
+    store.close().await.expect("close");
+    drop(store);
+    // Opened again, nothing is copied twice.
+    let store = f.open().await;
+    assert_eq!(store.count().await.expect("count"), 1);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn sessions_of_both_kinds_of_id_live_side_by_side() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let native = f.record(10 * MIN);
+    let mut express = f.record(10 * MIN);
+    // The same bytes, another kind: another session.
+    express.id = SessionId::from_parts(IdKind::Express, native.id.as_bytes()).expect("id");
+    express.data = r#"{"cookie":{}}"#.to_owned();
+    let mut long = f.record(10 * MIN);
+    long.id = SessionId::parse_express("kH2mQX3c9bE4vR1uYtN0sL8pWq6aZ5dF").expect("id");
+    for record in [&native, &express, &long] {
+        store.create(record.clone()).await.expect("create");
+    }
+    store.close().await.expect("close");
+    drop(store);
+    let store = f.open().await;
+    let now = f.clock.now();
+    for record in [&native, &express, &long] {
+        assert_eq!(
+            store.load(&record.id, now).await.expect("load").as_ref(),
+            Some(record)
+        );
+    }
+    let mut live = store.live_ids(now).await.expect("ids");
+    live.sort();
+    let mut want = vec![native.id, express.id, long.id];
+    want.sort();
+    assert_eq!(live, want);
+    assert!(store.delete(&express.id).await.expect("delete"));
+    assert!(store.load(&native.id, now).await.expect("load").is_some());
     store.close().await.expect("close");
 }
 
