@@ -26,7 +26,8 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Conn, KeepaliveTouch, not_connected, scripts, timed_out};
+use super::connection::{Conn, failure};
+use super::link::{not_connected, timed_out};
 use crate::session::{SessionRecord, StoreError};
 
 /// Most keepalives in one call: a call this size holds Redis for well under a millisecond.
@@ -50,11 +51,20 @@ const MAX_IN_FLIGHT: usize = 2;
 /// Largest batch in flight that still lets a second one leave (see [`MAX_IN_FLIGHT`]).
 const SMALL_BATCH: usize = 8;
 
-type Reply = Result<Option<SessionRecord>, StoreError>;
+/// What a keepalive gets back: the session as extended, or none.
+pub(crate) type Reply = Result<Option<SessionRecord>, StoreError>;
+
+/// One keepalive, for whichever script the batch calls: its key, its arguments (the same
+/// number for every key of the script), and how to read its part of the answer.
+pub(crate) struct Touch {
+    pub(crate) key: String,
+    pub(crate) args: Vec<i64>,
+    pub(crate) answer: Box<dyn FnOnce(&Value) -> Reply + Send>,
+}
 
 /// One keepalive waiting for its batch.
 struct Pending {
-    touch: KeepaliveTouch,
+    touch: Touch,
     /// When its caller stops waiting: the Redis timeout after it asked.
     deadline: Instant,
     reply: oneshot::Sender<Reply>,
@@ -62,14 +72,14 @@ struct Pending {
 
 /// Where keepalives are handed to the batching task of one connection.
 #[derive(Clone)]
-pub(super) struct Batcher {
+pub(crate) struct Batcher {
     queue: mpsc::UnboundedSender<Pending>,
     timeout: Duration,
 }
 
 impl Batcher {
     /// Starts the task that sends batches over `conn`; it stops when every handle is dropped.
-    pub(super) fn start(conn: Conn, ctx: BatchContext) -> Self {
+    pub(crate) fn start(conn: Conn, ctx: BatchContext) -> Self {
         // Unbounded on purpose: every entry is a request waiting for its answer, so the
         // queue is bounded by the connection limit, and each is answered (at worst with a
         // timeout) within the Redis timeout.
@@ -80,14 +90,14 @@ impl Batcher {
     }
 
     /// Whether its task is gone (its runtime ended).
-    pub(super) fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.queue.is_closed()
     }
 
     /// Extends one session, in the next batch. Answers within the Redis timeout: a batch's
     /// call is bounded by the earliest deadline among its keepalives, and a keepalive only
     /// waits for room behind batches that asked before it (so whose deadlines come first).
-    pub(super) async fn touch(&self, touch: KeepaliveTouch) -> Reply {
+    pub(crate) async fn touch(&self, touch: Touch) -> Reply {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
@@ -102,12 +112,13 @@ impl Batcher {
     }
 }
 
-/// What the batching task needs of the store: naming keys and recording latency.
-pub(super) struct BatchContext {
-    pub(super) keys: super::Keys,
+/// What the batching task needs of the store: the script and recording latency.
+pub(crate) struct BatchContext {
+    /// The script every batch calls, with all of its keepalives' keys and arguments.
+    pub(crate) script: &'static redis::Script,
     /// The Redis timeout: how long each keepalive may wait in all.
-    pub(super) timeout: Duration,
-    pub(super) latency: prometheus::Histogram,
+    pub(crate) timeout: Duration,
+    pub(crate) latency: prometheus::Histogram,
 }
 
 async fn run(conn: Conn, mut queue: mpsc::UnboundedReceiver<Pending>, ctx: BatchContext) {
@@ -162,12 +173,14 @@ async fn answer(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
     let Some(deadline) = batch.iter().map(|p| p.deadline).min() else {
         return;
     };
-    let mut invocation = scripts::TOUCH.prepare_invoke();
+    let mut invocation = ctx.script.prepare_invoke();
     for p in &batch {
-        invocation.key(ctx.keys.session(&p.touch.id));
+        invocation.key(&p.touch.key);
     }
     for p in &batch {
-        p.touch.args(&mut invocation);
+        for arg in &p.touch.args {
+            invocation.arg(*arg);
+        }
     }
     let started = Instant::now();
     let result =
@@ -176,7 +189,7 @@ async fn answer(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
     match result {
         Ok(Ok(Value::Array(replies))) if replies.len() == batch.len() => {
             for (p, value) in batch.into_iter().zip(replies) {
-                let _ = p.reply.send(p.touch.answer(&value));
+                let _ = p.reply.send((p.touch.answer)(&value));
             }
         }
         Ok(Ok(other)) => fail_all(batch, || {
@@ -185,7 +198,7 @@ async fn answer(mut conn: Conn, batch: Vec<Pending>, ctx: &BatchContext) {
                 super::shape(&other)
             ))
         }),
-        Ok(Err(err)) => fail_all(batch, || super::failure(&err)),
+        Ok(Err(err)) => fail_all(batch, || failure(&err)),
         Err(_) => fail_all(batch, || timed_out("touch", ctx.timeout)),
     }
 }

@@ -4,26 +4,27 @@
 //! connection that concurrent requests share, and each has a short timeout: a Redis that
 //! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
 //! in one script call together (the private `batch` module), over a connection of the HTTP
-//! event loop's own when they come from one (the private `per_loop` module). This store only
-//! reports failures; deciding what to do about them is the [failover](super::failover) store's
-//! job.
+//! event loop's own when they come from one (the private `per_loop` module); the connection
+//! itself is the `link` module's, which another store over the same Redis can share. This
+//! store only reports failures; deciding what to do about them is the
+//! [failover](super::failover) store's job.
 
 mod batch;
 mod connection;
 pub mod keys;
+mod link;
 mod per_loop;
 mod primary;
 mod scripts;
 pub mod value;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use redis::{Cmd, Value};
+use redis::Value;
 
 use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
@@ -31,10 +32,11 @@ use crate::metrics::Metrics;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::Logouts;
 
+pub(crate) use batch::Touch;
 pub use connection::Diagnosis;
-use connection::failure;
-pub(crate) use connection::{Conn, open, sentinel_client};
+pub(crate) use connection::{Conn, open};
 pub use keys::Keys;
+pub(crate) use link::{Link, LinkOptions};
 
 /// Timing and naming of the Redis store.
 #[derive(Debug, Clone)]
@@ -72,54 +74,26 @@ impl KeepaliveTouch {
         }))
     }
 
-    /// Its arguments to [`scripts::TOUCH`], ready-written: the new expiry, and the key's TTL
-    /// for when it must move, half an idle timeout past that (see [`scripts`]).
-    fn args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+    /// The keepalive as [`scripts::TOUCH`] takes it: the key, and its arguments
+    /// ready-written: now, the new expiry, and the key's TTL for when it must move, half an
+    /// idle timeout past that (see [`scripts`]).
+    fn into_touch(self, keys: &Keys) -> Touch {
         let expires = self.now.saturating_add(self.idle_ms);
         let ttl = self.idle_ms.saturating_add(self.idle_ms / 2);
-        invocation
-            .arg(self.now)
-            .arg(expires)
-            .arg(ttl)
-            .arg(self.now.saturating_add(ttl));
+        Touch {
+            key: keys.session(&self.id),
+            args: vec![self.now, expires, ttl, self.now.saturating_add(ttl)],
+            answer: Box::new(move |value| self.answer(value)),
+        }
     }
 }
 
-/// The connection operations use, with the batching of keepalives over it (none in a cluster,
-/// see [`batch`]).
-struct Link {
-    conn: Conn,
-    touches: Option<batch::Batcher>,
-    /// Tells this link from the ones before it, for the HTTP loops' own batchers ([`per_loop`]).
-    generation: u64,
-}
-
-/// Gives each store an id of its own, for [`per_loop`].
-static STORES: AtomicU64 = AtomicU64::new(0);
-
 /// The Redis session store.
 pub struct RedisStore {
-    target: Target,
     options: RedisOptions,
     keys: Keys,
-    link: RwLock<Option<Link>>,
-    /// The last link's generation.
-    generations: AtomicU64,
-    id: u64,
+    link: Link,
     clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-}
-
-/// What an operation gets between a disconnect and the next connect.
-fn not_connected() -> StoreError {
-    StoreError::Backend("not connected to redis".to_owned())
-}
-
-fn timed_out(what: &str, after: Duration) -> StoreError {
-    StoreError::Backend(format!(
-        "redis {what} timed out after {}",
-        humantime::format_duration(after)
-    ))
 }
 
 impl RedisStore {
@@ -130,15 +104,21 @@ impl RedisStore {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self {
+        let link = Link::new(
             target,
+            LinkOptions {
+                timeout: options.timeout,
+                connect_timeout: options.connect_timeout,
+                connection_per_thread: options.connection_per_thread,
+            },
+            &scripts::TOUCH,
+            metrics,
+        );
+        Self {
             keys: Keys::new(options.prefix.clone()),
             options,
-            link: RwLock::new(None),
-            generations: AtomicU64::new(0),
-            id: STORES.fetch_add(1, Ordering::Relaxed),
+            link,
             clock,
-            metrics,
         }
     }
 
@@ -156,106 +136,32 @@ impl RedisStore {
             .arg(record.id.to_string())
             .arg(record.absolute_expires_at)
             .arg(now);
-        self.invoke("index", invocation).await?;
+        self.link.invoke("index", invocation).await?;
         Ok(())
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
     /// Returns the server's run id (changes when Redis restarts).
     pub async fn connect(&self) -> Result<String, StoreError> {
-        let budget = self.options.connect_timeout + self.options.timeout;
-        let conn = tokio::time::timeout(budget, self.open())
-            .await
-            .map_err(|_| timed_out("connection", budget))??;
-        let run_id = self.run_id_on(conn.clone()).await?;
-        let touches = match &conn {
-            Conn::Single(_) => Some(batch::Batcher::start(conn.clone(), self.batch_context())),
-            Conn::Cluster(_) => None,
-        };
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(Link {
-            conn,
-            touches,
-            generation,
-        });
-        Ok(run_id)
+        self.link.connect().await
     }
 
     /// Forgets the connection: operations fail fast until the next [`connect`](Self::connect).
     pub fn disconnect(&self) {
-        *self.link.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.link.disconnect();
     }
 
     /// Asks the current connection for the run id; fails if there is none or Redis is silent.
     pub async fn probe(&self) -> Result<String, StoreError> {
-        let conn = self.current()?;
-        self.run_id_on(conn).await
-    }
-
-    async fn open(&self) -> Result<Conn, StoreError> {
-        open_within(&self.target, &self.options).await
+        self.link.probe().await
     }
 
     /// Which shared store this is, beyond Redis's run id: where Redis is (without credentials),
     /// the database and the key prefix. The same server seen under another database or prefix
     /// holds none of the sessions, though its run id is the same.
     pub fn place(&self) -> String {
-        let redact = |u: &String| crate::config::redact_url(u);
-        let place = match &self.target {
-            Target::Single(url) => redact(url),
-            Target::Cluster(urls) => {
-                let mut urls: Vec<String> = urls.iter().map(redact).collect();
-                urls.sort_unstable();
-                urls.join(",")
-            }
-            Target::Sentinel {
-                sentinels,
-                master,
-                node,
-            } => {
-                let sentinels: Vec<String> = sentinels.iter().map(redact).collect();
-                format!("{} {master} {}", sentinels.join(","), redact(node))
-            }
-        };
-        format!("{place} prefix={}", self.options.prefix)
+        self.link.place(&format!("prefix={}", self.options.prefix))
     }
-
-    /// This HTTP loop's own batcher, if it has one for the current link (see [`per_loop`]);
-    /// starts opening it otherwise, in the background: meanwhile the caller uses the shared one.
-    fn loop_batcher(&self, generation: u64) -> Option<batch::Batcher> {
-        if !self.options.connection_per_thread {
-            return None;
-        }
-        per_loop::batcher(self.id, generation, || {
-            let (target, options) = (self.target.clone(), self.options.clone());
-            let ctx = self.batch_context();
-            async move {
-                let budget = options.connect_timeout + options.timeout;
-                let conn = tokio::time::timeout(budget, open_within(&target, &options))
-                    .await
-                    .map_err(|_| timed_out("connection", budget))??;
-                Ok(batch::Batcher::start(conn, ctx))
-            }
-        })
-    }
-
-    fn batch_context(&self) -> batch::BatchContext {
-        batch::BatchContext {
-            keys: self.keys.clone(),
-            timeout: self.options.timeout,
-            latency: self
-                .metrics
-                .redis_operation_duration_seconds
-                .with_label_values(&["touch"]),
-        }
-    }
-}
-
-/// Opens a connection for the store, each step bounded by its timeouts.
-async fn open_within(target: &Target, options: &RedisOptions) -> Result<Conn, StoreError> {
-    open(target, options.connect_timeout, options.timeout)
-        .await
-        .map_err(|err| failure(&err))
 }
 
 impl RedisStore {
@@ -264,7 +170,7 @@ impl RedisStore {
     /// command); in a cluster, to any node, since every node relays every message. Messages
     /// that name no session are left out.
     pub async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
-        let messages = self.subscribe_messages().await?;
+        let messages = self.link.subscribe(self.keys.logout_channel()).await?;
         Ok(Box::pin(messages.filter_map(|message| async move {
             let id = message
                 .get_payload::<String>()
@@ -275,128 +181,6 @@ impl RedisStore {
             }
             id
         })))
-    }
-
-    async fn subscribe_messages(&self) -> Result<redis::aio::PubSubStream, StoreError> {
-        let backend = |err: redis::RedisError| failure(&err);
-        let budget = self.options.connect_timeout + self.options.timeout;
-        let subscribe = async {
-            let urls: Vec<&str> = match &self.target {
-                Target::Single(url) => vec![url.as_str()],
-                Target::Cluster(urls) => urls.iter().map(String::as_str).collect(),
-                Target::Sentinel {
-                    sentinels,
-                    master,
-                    node,
-                } => {
-                    let client = sentinel_client(sentinels, master, node)
-                        .map_err(backend)?
-                        .async_get_client()
-                        .await
-                        .map_err(backend)?;
-                    let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
-                    pubsub
-                        .subscribe(self.keys.logout_channel())
-                        .await
-                        .map_err(backend)?;
-                    return Ok(pubsub.into_on_message());
-                }
-            };
-            let mut last = StoreError::Backend("no Redis node to subscribe to".to_owned());
-            for url in urls {
-                let client = redis::Client::open(url).map_err(backend)?;
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        pubsub
-                            .subscribe(self.keys.logout_channel())
-                            .await
-                            .map_err(backend)?;
-                        return Ok(pubsub.into_on_message());
-                    }
-                    Err(err) => last = backend(err),
-                }
-            }
-            Err(last)
-        };
-        tokio::time::timeout(budget, subscribe)
-            .await
-            .map_err(|_| timed_out("subscription", budget))?
-    }
-
-    async fn run_id_on(&self, mut conn: Conn) -> Result<String, StoreError> {
-        let info = self
-            .run(&mut conn, "probe", redis::cmd("INFO").arg("server"))
-            .await?;
-        let text = match info {
-            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Value::VerbatimString { text, .. } => text,
-            Value::SimpleString(s) => s,
-            // A cluster answers once per node: any stable combination identifies it.
-            Value::Map(pairs) => pairs
-                .iter()
-                .map(|(_, v)| format!("{v:?}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            other => format!("{other:?}"),
-        };
-        // Sorted: a cluster's nodes may answer in any order, and the same nodes must give the
-        // same id (a local store records it across restarts).
-        let mut ids: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.split_once("run_id:").map(|(_, id)| id.trim().to_owned()))
-            .collect();
-        ids.sort_unstable();
-        Ok(ids.join(","))
-    }
-
-    fn current(&self) -> Result<Conn, StoreError> {
-        self.link
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|link| link.conn.clone())
-            .ok_or_else(not_connected)
-    }
-
-    /// Runs one command with the operation timeout, recording its latency.
-    async fn run(
-        &self,
-        conn: &mut Conn,
-        op: &'static str,
-        cmd: &mut Cmd,
-    ) -> Result<Value, StoreError> {
-        let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.options.timeout, cmd.query_async::<Value>(conn)).await;
-        self.observe(op, started);
-        result
-            .map_err(|_| timed_out(op, self.options.timeout))?
-            .map_err(|e| failure(&e))
-    }
-
-    async fn invoke(
-        &self,
-        op: &'static str,
-        invocation: redis::ScriptInvocation<'_>,
-    ) -> Result<Value, StoreError> {
-        let mut conn = self.current()?;
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.options.timeout,
-            invocation.invoke_async::<Value>(&mut conn),
-        )
-        .await;
-        self.observe(op, started);
-        result
-            .map_err(|_| timed_out(op, self.options.timeout))?
-            .map_err(|e| failure(&e))
-    }
-
-    fn observe(&self, op: &'static str, started: Instant) {
-        self.metrics
-            .redis_operation_duration_seconds
-            .with_label_values(&[op])
-            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Writes back a session kept locally unless Redis has newer activity or its logout.
@@ -411,20 +195,16 @@ impl RedisStore {
             .arg(record.last_seen_at)
             .arg(record.expires_at)
             .arg(now);
-        let written = self.invoke("merge", invocation).await?;
+        let written = self.link.invoke("merge", invocation).await?;
         Ok(matches!(written, Value::Int(1)))
     }
 
     /// Whether a session's logout marker is in Redis: it was ended, here or elsewhere, within
     /// its absolute lifetime.
     pub async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let mut conn = self.current()?;
         let found = self
-            .run(
-                &mut conn,
-                "marker",
-                redis::cmd("EXISTS").arg(self.keys.marker(id)),
-            )
+            .link
+            .run("marker", redis::cmd("EXISTS").arg(self.keys.marker(id)))
             .await?;
         Ok(matches!(found, Value::Int(1)))
     }
@@ -440,7 +220,7 @@ impl RedisStore {
             .arg(self.keys.logout_channel())
             .arg(id.to_string());
         Ok(matches!(
-            self.invoke("end", invocation).await?,
+            self.link.invoke("end", invocation).await?,
             Value::Int(1)
         ))
     }
@@ -495,19 +275,14 @@ impl SessionStore for RedisStore {
             .arg(value::encode(&record, record.expires_at))
             .arg("PX")
             .arg(ttl);
-        let mut conn = self.current()?;
-        self.run(&mut conn, "create", &mut set).await?;
+        self.link.run("create", &mut set).await?;
         Ok(())
     }
 
     async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
-        let mut conn = self.current()?;
         let value = self
-            .run(
-                &mut conn,
-                "load",
-                redis::cmd("GET").arg(self.keys.session(id)),
-            )
+            .link
+            .run("load", redis::cmd("GET").arg(self.keys.session(id)))
             .await?;
         Ok(decode(*id, &value)?.filter(|r| r.is_live(now)))
     }
@@ -523,29 +298,7 @@ impl SessionStore for RedisStore {
             now,
             idle_ms: duration_millis(idle),
         };
-        // Only the batcher's handle is copied out of the lock (one reference count), not the
-        // whole connection: this runs for every keepalive.
-        let (touches, generation) = self
-            .link
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|link| (link.touches.clone(), link.generation))
-            .ok_or_else(not_connected)?;
-        if let Some(shared) = touches {
-            let touches = self.loop_batcher(generation).unwrap_or(shared);
-            return touches.touch(touch).await;
-        }
-        let mut invocation = scripts::TOUCH.prepare_invoke();
-        invocation.key(self.keys.session(id));
-        touch.args(&mut invocation);
-        match self.invoke("touch", invocation).await? {
-            Value::Array(replies) if replies.len() == 1 => touch.answer(&replies[0]),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected reply to a keepalive: {}",
-                shape(&other)
-            ))),
-        }
+        self.link.touch(touch.into_touch(&self.keys)).await
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -578,15 +331,14 @@ impl SessionStore for RedisStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut invocation = scripts::UPDATE.prepare_invoke();
         invocation.key(self.keys.session(id)).arg(now).arg(data);
-        decode(*id, &self.invoke("update", invocation).await?)
+        decode(*id, &self.link.invoke("update", invocation).await?)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
         let key = self.keys.user(user);
-        let mut conn = self.current()?;
         let members = self
+            .link
             .run(
-                &mut conn,
                 "list_user",
                 // Members still within their absolute lifetime (the score).
                 redis::cmd("ZRANGEBYSCORE")
@@ -616,12 +368,9 @@ impl SessionStore for RedisStore {
             }
         }
         if !gone.is_empty() {
-            self.run(
-                &mut conn,
-                "list_user",
-                redis::cmd("ZREM").arg(&key).arg(&gone),
-            )
-            .await?;
+            self.link
+                .run("list_user", redis::cmd("ZREM").arg(&key).arg(&gone))
+                .await?;
         }
         sessions.sort_by_key(|r| (r.created_at, r.id));
         Ok(sessions)

@@ -1,0 +1,346 @@
+//! The connection a Redis-backed store works over, shared by the store of keepalive's own
+//! sessions and that of an Express application's: opened and dropped by whoever decides about
+//! outages (the failover), probed for Redis's run id, a timeout on every command, its latency
+//! recorded, keepalives batched (a batcher on the shared connection, or one per thread, see the
+//! `per_loop` module), and logouts heard on a connection of their own.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::{Cmd, Script, Value};
+
+use crate::config::RedisTarget as Target;
+use crate::metrics::Metrics;
+use crate::session::StoreError;
+
+use super::batch::{self, Reply, Touch};
+use super::connection::{Conn, failure, open, sentinel_client};
+use super::per_loop;
+
+/// Gives each link an id of its own, for [`per_loop`].
+static LINKS: AtomicU64 = AtomicU64::new(0);
+
+/// How a link connects and times its commands.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkOptions {
+    /// Longest wait for one operation.
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Whether each thread that asks for keepalives gets a batcher and a connection of its
+    /// own (see `RedisOptions::connection_per_thread`).
+    pub connection_per_thread: bool,
+}
+
+/// The connection operations use now, with the batching of keepalives over it (none in a
+/// cluster, see [`batch`]).
+struct Current {
+    conn: Conn,
+    touches: Option<batch::Batcher>,
+    /// Tells this connection from the ones before it, for the threads' own batchers.
+    generation: u64,
+}
+
+/// What an operation gets between a disconnect and the next connect.
+pub(crate) fn not_connected() -> StoreError {
+    StoreError::Backend("not connected to redis".to_owned())
+}
+
+/// A command that did not answer in time.
+pub(crate) fn timed_out(what: &str, after: Duration) -> StoreError {
+    StoreError::Backend(format!(
+        "redis {what} timed out after {}",
+        humantime::format_duration(after)
+    ))
+}
+
+/// The link to one Redis (server, cluster, or the master the sentinels name).
+pub(crate) struct Link {
+    target: Target,
+    options: LinkOptions,
+    /// The script keepalives are batched into.
+    touch: &'static Script,
+    current: RwLock<Option<Current>>,
+    /// The last connection's generation.
+    generations: AtomicU64,
+    id: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Link {
+    /// A link to `target`, batching keepalives into calls of `touch`; it connects on
+    /// [`connect`](Self::connect).
+    pub(crate) fn new(
+        target: Target,
+        options: LinkOptions,
+        touch: &'static Script,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            target,
+            options,
+            touch,
+            current: RwLock::new(None),
+            generations: AtomicU64::new(0),
+            id: LINKS.fetch_add(1, Ordering::Relaxed),
+            metrics,
+        }
+    }
+
+    /// Opens a fresh connection, checks it answers, and makes it the one operations use.
+    /// Returns the server's run id (changes when Redis restarts).
+    pub(crate) async fn connect(&self) -> Result<String, StoreError> {
+        let conn = self.open().await?;
+        let run_id = self.run_id_on(conn.clone()).await?;
+        let touches = match &conn {
+            Conn::Single(_) => Some(batch::Batcher::start(conn.clone(), self.batch_context())),
+            Conn::Cluster(_) => None,
+        };
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current {
+            conn,
+            touches,
+            generation,
+        });
+        Ok(run_id)
+    }
+
+    /// Forgets the connection: operations fail fast until the next connect.
+    pub(crate) fn disconnect(&self) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Asks the current connection for the run id; fails if there is none or Redis is silent.
+    pub(crate) async fn probe(&self) -> Result<String, StoreError> {
+        let conn = self.conn()?;
+        self.run_id_on(conn).await
+    }
+
+    /// A new connection, bounded by the connect timeout and one answer's.
+    async fn open(&self) -> Result<Conn, StoreError> {
+        open_bounded(&self.target, &self.options).await
+    }
+
+    /// Where Redis is (without credentials), with `what` it holds there (the database is in
+    /// the URL; the caller adds its key prefix): which shared store this is beyond its run id.
+    pub(crate) fn place(&self, what: &str) -> String {
+        let redact = |u: &String| crate::config::redact_url(u);
+        let place = match &self.target {
+            Target::Single(url) => redact(url),
+            Target::Cluster(urls) => {
+                let mut urls: Vec<String> = urls.iter().map(redact).collect();
+                urls.sort_unstable();
+                urls.join(",")
+            }
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => {
+                let sentinels: Vec<String> = sentinels.iter().map(redact).collect();
+                format!("{} {master} {}", sentinels.join(","), redact(node))
+            }
+        };
+        format!("{place} {what}")
+    }
+
+    /// The connection operations use now.
+    pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|current| current.conn.clone())
+            .ok_or_else(not_connected)
+    }
+
+    /// Runs one command with the operation timeout, recording its latency as `op`.
+    pub(crate) async fn run(&self, op: &'static str, cmd: &mut Cmd) -> Result<Value, StoreError> {
+        let mut conn = self.conn()?;
+        self.run_on(&mut conn, op, cmd).await
+    }
+
+    async fn run_on(
+        &self,
+        conn: &mut Conn,
+        op: &'static str,
+        cmd: &mut Cmd,
+    ) -> Result<Value, StoreError> {
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.options.timeout, cmd.query_async::<Value>(conn)).await;
+        self.observe(op, started);
+        result
+            .map_err(|_| timed_out(op, self.options.timeout))?
+            .map_err(|e| failure(&e))
+    }
+
+    /// Runs a script with the operation timeout, recording its latency as `op`.
+    pub(crate) async fn invoke(
+        &self,
+        op: &'static str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
+        let mut conn = self.conn()?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.options.timeout,
+            invocation.invoke_async::<Value>(&mut conn),
+        )
+        .await;
+        self.observe(op, started);
+        result
+            .map_err(|_| timed_out(op, self.options.timeout))?
+            .map_err(|e| failure(&e))
+    }
+
+    fn observe(&self, op: &'static str, started: Instant) {
+        self.metrics
+            .redis_operation_duration_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Extends one session: with the next batch of the thread's own batcher or the shared
+    /// one, or, in a cluster (where one call's keys must share a slot), as a call of its own.
+    pub(crate) async fn touch(&self, touch: Touch) -> Reply {
+        // Only the batcher's handle is copied out of the lock (one reference count), not the
+        // whole connection: this runs for every keepalive.
+        let (touches, generation) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|current| (current.touches.clone(), current.generation))
+            .ok_or_else(not_connected)?;
+        if let Some(shared) = touches {
+            let touches = self.thread_batcher(generation).unwrap_or(shared);
+            return touches.touch(touch).await;
+        }
+        let mut invocation = self.touch.prepare_invoke();
+        invocation.key(&touch.key);
+        for arg in &touch.args {
+            invocation.arg(*arg);
+        }
+        match self.invoke("touch", invocation).await? {
+            Value::Array(replies) if replies.len() == 1 => (touch.answer)(&replies[0]),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected reply to a keepalive: {}",
+                super::shape(&other)
+            ))),
+        }
+    }
+
+    /// This thread's own batcher, if it has one for the current connection (see
+    /// [`per_loop`]); starts opening it otherwise, in the background: meanwhile the caller
+    /// uses the shared one.
+    fn thread_batcher(&self, generation: u64) -> Option<batch::Batcher> {
+        if !self.options.connection_per_thread {
+            return None;
+        }
+        per_loop::batcher(self.id, generation, || {
+            let (target, options) = (self.target.clone(), self.options.clone());
+            let ctx = self.batch_context();
+            async move {
+                let conn = open_bounded(&target, &options).await?;
+                Ok(batch::Batcher::start(conn, ctx))
+            }
+        })
+    }
+
+    fn batch_context(&self) -> batch::BatchContext {
+        batch::BatchContext {
+            script: self.touch,
+            timeout: self.options.timeout,
+            latency: self
+                .metrics
+                .redis_operation_duration_seconds
+                .with_label_values(&["touch"]),
+        }
+    }
+
+    /// Subscribes to `channel` on a connection of its own (a subscribed connection takes no
+    /// other command); in a cluster, to any node, since every node relays every message.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: String,
+    ) -> Result<redis::aio::PubSubStream, StoreError> {
+        let backend = |err: redis::RedisError| failure(&err);
+        let budget = self.options.connect_timeout + self.options.timeout;
+        let subscribe = async {
+            let urls: Vec<&str> = match &self.target {
+                Target::Single(url) => vec![url.as_str()],
+                Target::Cluster(urls) => urls.iter().map(String::as_str).collect(),
+                Target::Sentinel {
+                    sentinels,
+                    master,
+                    node,
+                } => {
+                    let client = sentinel_client(sentinels, master, node)
+                        .map_err(backend)?
+                        .async_get_client()
+                        .await
+                        .map_err(backend)?;
+                    let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
+                    pubsub.subscribe(&channel).await.map_err(backend)?;
+                    return Ok(pubsub.into_on_message());
+                }
+            };
+            let mut last = StoreError::Backend("no Redis node to subscribe to".to_owned());
+            for url in urls {
+                let client = redis::Client::open(url).map_err(backend)?;
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        pubsub.subscribe(&channel).await.map_err(backend)?;
+                        return Ok(pubsub.into_on_message());
+                    }
+                    Err(err) => last = backend(err),
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(budget, subscribe)
+            .await
+            .map_err(|_| timed_out("subscription", budget))?
+    }
+
+    async fn run_id_on(&self, mut conn: Conn) -> Result<String, StoreError> {
+        let info = self
+            .run_on(&mut conn, "probe", redis::cmd("INFO").arg("server"))
+            .await?;
+        let text = match info {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            Value::SimpleString(s) => s,
+            // A cluster answers once per node: any stable combination identifies it.
+            Value::Map(pairs) => pairs
+                .iter()
+                .map(|(_, v)| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => format!("{other:?}"),
+        };
+        // Sorted: a cluster's nodes may answer in any order, and the same nodes must give the
+        // same id (a local store records it across restarts).
+        let mut ids: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once("run_id:").map(|(_, id)| id.trim().to_owned()))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids.join(","))
+    }
+}
+
+/// Opens a connection to `target`, each step bounded by the link's timeouts and the whole by
+/// their sum.
+async fn open_bounded(target: &Target, options: &LinkOptions) -> Result<Conn, StoreError> {
+    let budget = options.connect_timeout + options.timeout;
+    tokio::time::timeout(
+        budget,
+        open(target, options.connect_timeout, options.timeout),
+    )
+    .await
+    .map_err(|_| timed_out("connection", budget))?
+    .map_err(|err| failure(&err))
+}
