@@ -24,6 +24,10 @@ pub enum StoreError {
     /// The store is shutting down and accepts no more work.
     #[error("session store is closed")]
     Closed,
+    /// This store does not do that (an Express application's sessions are created and changed
+    /// by the application).
+    #[error("this session store does not do that: {0}")]
+    Unsupported(&'static str),
 }
 
 /// A place sessions live.

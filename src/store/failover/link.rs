@@ -168,7 +168,9 @@ impl Shared {
 
         let records = self.mirror.live_since(since, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
-            let writes = chunk.iter().map(|r| self.primary.merge(r, now));
+            let writes = chunk
+                .iter()
+                .map(|r| self.primary.merge(r, now, !same_redis));
             for (record, written) in chunk.iter().zip(join_all(writes).await) {
                 if written? {
                     sessions.insert(record.id);
@@ -187,7 +189,7 @@ impl Shared {
             };
             let mut failure = None;
             for chunk in batch.chunks(RESYNC_CONCURRENCY) {
-                let writes = chunk.iter().map(|id| self.write_back(id));
+                let writes = chunk.iter().map(|id| self.write_back(id, !same_redis));
                 for (id, result) in chunk.iter().zip(join_all(writes).await) {
                     match result {
                         Ok((s, l)) => {

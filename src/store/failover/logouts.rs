@@ -33,9 +33,15 @@ impl Shared {
             let copy = copy?;
             had_copy = true;
             self.copies.removed(id);
+            // As long as the session could have lived, and no longer than keepalive keeps a
+            // logout for a session it does not know (a format without absolute expiry).
+            let keep_until = copy
+                .absolute_expires_at
+                .min(self.tombstone(now).keep_until)
+                .max(now);
             Some(Write::Remove(Some(Tombstone {
                 at: now,
-                keep_until: copy.absolute_expires_at.max(now),
+                keep_until,
             })))
         })?;
         if had_copy {

@@ -147,7 +147,7 @@ impl Shared {
     /// else is an outage.
     fn failed(&self, err: StoreError) -> Result<(), StoreError> {
         match err {
-            StoreError::Corrupt(_) => Err(err),
+            StoreError::Corrupt(_) | StoreError::Unsupported(_) => Err(err),
             other => {
                 self.go_offline(&other.to_string());
                 Ok(())
@@ -194,7 +194,7 @@ impl Shared {
     /// live (so the purge keeps it and an outage finds it), and an outage forgives the lag
     /// (see [`journal::alive_in_outage`]).
     fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
-        let slack = duration_millis(idle) / 2;
+        let slack = duration_millis(self.primary.idle_of(record, idle)) / 2;
         let copy = self.copies.expiry(&record.id, || {
             Ok(self.mirror.get(&record.id)?.map(|copy| copy.expires_at))
         })?;
@@ -225,20 +225,23 @@ impl Shared {
                 return;
             }
         }
-        if let Err(err) = self.write_back(&id).await {
+        // The primary is back with the data set the re-sync reconciled.
+        if let Err(err) = self.write_back(&id, false).await {
             self.go_offline(&err.to_string());
             self.journal.changed().insert(id);
         }
     }
 
     /// Writes the mirror's state of one session to the primary: the session if it lives, its
-    /// logout if it is gone. Returns (sessions written, logouts written).
-    async fn write_back(&self, id: &SessionId) -> Result<(u64, u64), StoreError> {
+    /// logout if it is gone. `data_lost`: the primary came back without its data. Returns
+    /// (sessions written, logouts written).
+    async fn write_back(&self, id: &SessionId, data_lost: bool) -> Result<(u64, u64), StoreError> {
         let now = self.clock.now();
         match self.mirror.get(id)? {
-            Some(record) if record.is_live(now) => {
-                Ok((u64::from(self.primary.merge(&record, now).await?), 0))
-            }
+            Some(record) if record.is_live(now) => Ok((
+                u64::from(self.primary.merge(&record, now, data_lost).await?),
+                0,
+            )),
             Some(_) => Ok((0, 0)),
             None => {
                 self.primary.end(id, now).await?;
@@ -303,9 +306,13 @@ impl SessionStore for FailoverStore {
         let began = s.journal.outage_began();
         let mut touched = None;
         s.mirror.modify(id, &mut |copy| {
-            let mut record = copy
-                .filter(|c| journal::alive_in_outage(c, now, idle, began))?
-                .clone();
+            let copy = copy?;
+            // The session's own idle timeout, for a format whose sessions carry one.
+            let idle = s.primary.idle_of(copy, idle);
+            if !journal::alive_in_outage(copy, now, idle, began) {
+                return None;
+            }
+            let mut record = copy.clone();
             record.touch(now, idle);
             s.copies.written(id, record.expires_at);
             touched = Some(record.clone());

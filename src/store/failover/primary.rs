@@ -10,6 +10,7 @@
 //! job.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::Stream;
@@ -38,9 +39,23 @@ pub trait Primary: SessionStore {
     /// ignored.
     fn place(&self) -> String;
 
+    /// How long `record` may stay idle: `configured` (keepalive's idle timeout) for the
+    /// sessions whose format has one for all, the session's own for those that carry it.
+    fn idle_of(&self, record: &SessionRecord, configured: Duration) -> Duration {
+        let _ = record;
+        configured
+    }
+
     /// Writes back a session kept locally during an outage, unless the primary knows newer
-    /// activity of it or its logout. Returns whether it was written.
-    async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError>;
+    /// activity of it or its logout. `data_lost`: the primary came back with another data set
+    /// (restarted empty), so a session missing from it was lost, not ended. Returns whether it
+    /// was written.
+    async fn merge(
+        &self,
+        record: &SessionRecord,
+        now: Millis,
+        data_lost: bool,
+    ) -> Result<bool, StoreError>;
 
     /// Ends a session at `now` (written back from an outage, or live): marks the logout so
     /// that no copy can be written back over it, and announces it. Returns whether the

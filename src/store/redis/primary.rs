@@ -27,7 +27,14 @@ impl Primary for RedisStore {
         RedisStore::place(self)
     }
 
-    async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError> {
+    /// keepalive's sessions leave a mark at every logout, so a missing one is written back
+    /// whether Redis lost its data or not (it expired there while kept alive here).
+    async fn merge(
+        &self,
+        record: &SessionRecord,
+        now: Millis,
+        _data_lost: bool,
+    ) -> Result<bool, StoreError> {
         RedisStore::merge(self, record, now).await
     }
 
