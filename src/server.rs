@@ -24,9 +24,12 @@ use crate::alert::{self, AlertOptions, Alerts, HealthSource, Webhook, WebhookKin
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthOptions};
+use crate::http::cookie::{ExpressCookie, SessionCookie};
 use crate::http::{self, AppState, RateLimits, Readiness, RouterOptions};
 use crate::metrics::Metrics;
+use crate::session::express::ExpressFormat;
 use crate::session::{SessionStore, Sessions, SharedStatus, StoreError};
+use crate::store::express::{ExpressOptions, ExpressStore};
 use crate::store::failover::{FailoverOptions, FailoverStore};
 use crate::store::local::{LocalStore, LocalStoreOptions};
 use crate::store::redis::{RedisOptions, RedisStore};
@@ -146,31 +149,61 @@ impl Keepalive {
             None => (Arc::new(local), SharedStatus::disabled()),
             Some(redis) => {
                 metrics.track_redis();
-                let remote = RedisStore::new(
-                    redis.target.clone(),
-                    RedisOptions {
-                        prefix: redis.prefix.clone(),
-                        timeout: redis.timeout,
-                        connect_timeout: redis.connect_timeout,
-                        absolute_lifetime: config.session.absolute_lifetime,
-                        connection_per_thread: assembly.redis_connection_per_thread,
-                    },
-                    Arc::clone(&env.clock),
-                    Arc::clone(&metrics),
-                );
-                tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
-                let failover = FailoverStore::start(
-                    remote,
-                    local,
-                    FailoverOptions {
-                        probe_interval: redis.probe_interval,
-                        backoff_max: redis.backoff_max,
-                        absolute_lifetime: config.session.absolute_lifetime,
-                    },
-                    Arc::clone(&env.clock),
-                    Arc::clone(&metrics),
-                )
-                .await;
+                let options = FailoverOptions {
+                    probe_interval: redis.probe_interval,
+                    backoff_max: redis.backoff_max,
+                    absolute_lifetime: config.session.absolute_lifetime,
+                };
+                let failover = match &config.express {
+                    Some(express) => {
+                        let remote = ExpressStore::new(
+                            redis.target.clone(),
+                            ExpressOptions {
+                                prefix: express.prefix.clone(),
+                                own_prefix: redis.prefix.clone(),
+                                format: express_format(express),
+                                timeout: redis.timeout,
+                                connect_timeout: redis.connect_timeout,
+                                connection_per_thread: assembly.redis_connection_per_thread,
+                                mark_lifetime: config.session.absolute_lifetime,
+                            },
+                            Arc::clone(&env.clock),
+                            Arc::clone(&metrics),
+                        );
+                        tracing::info!(url = %redis.display_url, prefix = %express.prefix, "serving an Express application's sessions (express-session + connect-redis) from its Redis, mirrored in the local store");
+                        FailoverStore::start_express(
+                            remote,
+                            local,
+                            options,
+                            Arc::clone(&env.clock),
+                            Arc::clone(&metrics),
+                        )
+                        .await
+                    }
+                    None => {
+                        let remote = RedisStore::new(
+                            redis.target.clone(),
+                            RedisOptions {
+                                prefix: redis.prefix.clone(),
+                                timeout: redis.timeout,
+                                connect_timeout: redis.connect_timeout,
+                                absolute_lifetime: config.session.absolute_lifetime,
+                                connection_per_thread: assembly.redis_connection_per_thread,
+                            },
+                            Arc::clone(&env.clock),
+                            Arc::clone(&metrics),
+                        );
+                        tracing::info!(url = %redis.display_url, "sessions live in Redis, mirrored in the local store");
+                        FailoverStore::start(
+                            remote,
+                            local,
+                            options,
+                            Arc::clone(&env.clock),
+                            Arc::clone(&metrics),
+                        )
+                        .await
+                    }
+                };
                 let status = failover.status();
                 (Arc::new(failover), status)
             }
@@ -252,6 +285,16 @@ impl Keepalive {
             metrics_token: config.server.metrics_token.clone(),
             backend_token: config.integration.backend_token.clone(),
             forward_auth_extend: config.integration.forward_auth_extend,
+            cookie: match &config.express {
+                Some(express) => SessionCookie::Express {
+                    cookie: ExpressCookie::new(
+                        express.cookie_name.clone(),
+                        express.secrets.clone(),
+                    ),
+                    format: express_format(express),
+                },
+                None => SessionCookie::Native(config.session.clone()),
+            },
         });
         let options = RouterOptions {
             request_timeout: config.server.request_timeout,
@@ -319,6 +362,15 @@ impl Keepalive {
         self.monitor.stop().await;
         self.store.close().await?;
         Ok(())
+    }
+}
+
+/// How the Express application's sessions are read, from its settings.
+fn express_format(settings: &crate::config::ExpressSettings) -> ExpressFormat {
+    ExpressFormat {
+        ttl: settings.ttl,
+        rolling: settings.rolling,
+        user_field: settings.user_field.clone(),
     }
 }
 

@@ -15,8 +15,9 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use crate::config::RedisTarget as Target;
-use crate::config::{Config, Layers, RedisSettings};
+use crate::config::{Config, ExpressSettings, Layers, RedisSettings};
 use crate::health::memory;
+use crate::session::SessionId;
 use crate::store::redis::{Conn, Diagnosis, open};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
@@ -87,7 +88,9 @@ pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match &config.redis {
-                    Some(redis) => check_redis(redis, &mut report).await,
+                    Some(redis) => {
+                        check_redis(redis, config.express.as_ref(), &mut report).await
+                    }
                     None => report.ok("redis", "not configured: sessions live in the local store only (set REDIS_URL to share them)"),
                 }
                 check_port(config.server.listen, &mut report).await;
@@ -198,7 +201,11 @@ fn endpoints(target: &Target) -> Vec<(String, u16)> {
         .collect()
 }
 
-async fn check_redis(settings: &RedisSettings, report: &mut Report) {
+async fn check_redis(
+    settings: &RedisSettings,
+    express: Option<&ExpressSettings>,
+    report: &mut Report,
+) {
     let kind = match &settings.target {
         Target::Single(_) => "one server",
         Target::Cluster(_) => "cluster seeds",
@@ -352,6 +359,94 @@ async fn check_redis(settings: &RedisSettings, report: &mut Report) {
             );
         }
         _ => report.warn("info", "INFO did not answer", None),
+    }
+    if let Some(express) = express {
+        check_express(&mut conn, express, answer_budget, report).await;
+    }
+}
+
+/// Sessions keepalive would serve in express mode: some under the prefix, in a form it reads
+/// (express-session's JSON, an id of the kind express-session makes). A sample, not a scan of
+/// the whole database.
+async fn check_express(
+    conn: &mut Conn,
+    express: &ExpressSettings,
+    budget: Duration,
+    report: &mut Report,
+) {
+    const SAMPLE: usize = 50;
+    let pattern = format!("{}*", express.prefix);
+    let scanned = tokio::time::timeout(
+        budget,
+        redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async::<(String, Vec<String>)>(conn),
+    )
+    .await;
+    let keys = match scanned {
+        Ok(Ok((_, keys))) => keys,
+        Ok(Err(err)) => return redis_error(report, &err),
+        Err(_) => return report.warn("express", "SCAN did not answer in time", None),
+    };
+    if keys.is_empty() {
+        report.warn(
+            "express",
+            format!("no session under `{}` in the first keys of this database", express.prefix),
+            Some("if the application has signed-in users, REDIS_URL must name its Redis and database, and KEEPALIVE_EXPRESS_PREFIX its connect-redis prefix".to_owned()),
+        );
+        return;
+    }
+    let mut readable = 0;
+    let mut foreign_ids = 0;
+    let mut foreign_values = 0;
+    let sample: Vec<&String> = keys.iter().take(SAMPLE).collect();
+    for key in &sample {
+        let id = key.strip_prefix(express.prefix.as_str()).unwrap_or(key);
+        if SessionId::parse_express(id).is_none() {
+            foreign_ids += 1;
+            continue;
+        }
+        let value = tokio::time::timeout(
+            budget,
+            redis::cmd("GET")
+                .arg(key.as_str())
+                .query_async::<Option<String>>(conn),
+        )
+        .await;
+        match value {
+            Ok(Ok(Some(json)))
+                if serde_json::from_str::<serde_json::Value>(&json)
+                    .is_ok_and(|v| v.get("cookie").is_some_and(serde_json::Value::is_object)) =>
+            {
+                readable += 1
+            }
+            Ok(Ok(None)) => {}
+            _ => foreign_values += 1,
+        }
+    }
+    let detail = format!(
+        "{} sessions sampled under `{}`: {readable} in express-session's form",
+        sample.len(),
+        express.prefix
+    );
+    if foreign_ids > 0 {
+        report.warn(
+            "express",
+            format!("{detail}; {foreign_ids} with an id keepalive does not read (a custom genid: keepalive reads ids of 1 to 32 bytes in base64url, as uid-safe and UUIDs are)"),
+            Some("those sessions get 401 from keepalive; keep the application's default genid, or route their pings to the application".to_owned()),
+        );
+    } else if foreign_values > 0 {
+        report.warn(
+            "express",
+            format!("{detail}; {foreign_values} not express-session JSON with a cookie (another serializer, or other keys under the prefix)"),
+            Some("keepalive reads connect-redis's default JSON serializer; set KEEPALIVE_EXPRESS_PREFIX to the application's prefix".to_owned()),
+        );
+    } else {
+        report.ok("express", detail);
     }
 }
 

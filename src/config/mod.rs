@@ -256,6 +256,25 @@ pub struct IntegrationSettings {
     pub forward_auth_extend: bool,
 }
 
+/// An Express application's sessions, served in its place (`session_format = "express"`):
+/// each setting mirrors the express-session or connect-redis option of the same meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpressSettings {
+    /// express-session's `secret`: the first signs, every one verifies.
+    pub secrets: Vec<Secret>,
+    /// connect-redis's `prefix`.
+    pub prefix: String,
+    /// express-session's `name`.
+    pub cookie_name: String,
+    /// express-session's `rolling`.
+    pub rolling: bool,
+    /// connect-redis's `ttl`: the lifetime of a session whose cookie has no expiry.
+    pub ttl: Duration,
+    /// The path of the field that names a session's user (`["passport", "user"]`); empty:
+    /// none.
+    pub user_field: Vec<String>,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -286,6 +305,9 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// The backend API and forward authentication.
     pub integration: IntegrationSettings,
+    /// An Express application's sessions, when `session_format` is `express`; `None`:
+    /// keepalive's own sessions.
+    pub express: Option<ExpressSettings>,
     /// Logging.
     pub log: LogSettings,
 }

@@ -133,6 +133,34 @@ pub struct RawConfig {
     /// Interval between two notices of an alert that keeps firing.
     #[serde(default, with = "humantime_serde")]
     pub alert_repeat_interval: Option<Duration>,
+    /// Whose sessions keepalive serves: `native` (its own) or `express` (an Express
+    /// application's, from express-session with connect-redis).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub session_format: Option<String>,
+    /// The Express application's session secret (express-session's `secret`): one secret, or
+    /// a JSON array of them (the first signs, every one verifies).
+    #[serde(default, deserialize_with = "lenient_secrets")]
+    pub express_secrets: Option<Vec<String>>,
+    /// A file holding the Express application's secrets, one per line (the first signs): a
+    /// Docker or Kubernetes secret.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub express_secrets_file: Option<String>,
+    /// Prefix of the Express application's session keys (connect-redis's `prefix`).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub express_prefix: Option<String>,
+    /// Name of the Express application's session cookie (express-session's `name`).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub express_cookie_name: Option<String>,
+    /// Whether every answer sends the session cookie again with a new expiry
+    /// (express-session's `rolling`).
+    pub express_rolling: Option<bool>,
+    /// Lifetime of a session whose cookie has no expiry (connect-redis's `ttl`).
+    #[serde(default, with = "humantime_serde")]
+    pub express_ttl: Option<Duration>,
+    /// The field of the Express session that names its user, as a dotted path
+    /// (`passport.user`, `userId`); empty: sessions name no user.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub express_user_field: Option<String>,
     /// Log filter (`info`, `debug`, `keepalive=debug,tower_http=info`, ...).
     pub log_level: Option<String>,
     /// Log format: `text` or `json`.
@@ -186,6 +214,14 @@ pub const KEYS: &[&str] = &[
     "alert_memory_for",
     "alert_critical_for",
     "alert_repeat_interval",
+    "session_format",
+    "express_secrets",
+    "express_secrets_file",
+    "express_prefix",
+    "express_cookie_name",
+    "express_rolling",
+    "express_ttl",
+    "express_user_field",
     "log_level",
     "log_format",
 ];
@@ -197,6 +233,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "backend_token",
     "alert_webhook_url",
     "alert_slack_webhook_url",
+    "express_secrets",
 ];
 
 impl RawConfig {
@@ -258,10 +295,44 @@ impl RawConfig {
             alert_memory_for: Some(secs(5 * 60)),
             alert_critical_for: Some(secs(60)),
             alert_repeat_interval: Some(secs(60 * 60)),
+            session_format: Some("native".to_owned()),
+            express_secrets: None,
+            express_secrets_file: None,
+            express_prefix: Some("sess:".to_owned()),
+            express_cookie_name: Some("connect.sid".to_owned()),
+            express_rolling: Some(false),
+            express_ttl: Some(secs(24 * 60 * 60)),
+            express_user_field: Some("passport.user".to_owned()),
             log_level: Some("info".to_owned()),
             log_format: Some(if development { "text" } else { "json" }.to_owned()),
         }
     }
+}
+
+/// One secret, or a list of them: a TOML array, or, from an environment variable, a JSON array
+/// (a value that starts with `[`) or else the whole value as one secret, which may hold any
+/// character (commas included).
+fn lenient_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+        Number(u64),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::Many(list)) => Some(list),
+        Some(OneOrMany::Number(n)) => Some(vec![n.to_string()]),
+        Some(OneOrMany::One(text)) if text.trim_start().starts_with('[') => {
+            Some(serde_json::from_str::<Vec<String>>(&text).map_err(|_| {
+                serde::de::Error::custom(
+                    "a list of secrets must be a JSON array of strings, such as [\"new\",\"old\"]",
+                )
+            })?)
+        }
+        Some(OneOrMany::One(text)) => Some(vec![text]),
+    })
 }
 
 /// Accepts a number where a string is expected: environment variables are untyped, and a

@@ -222,7 +222,18 @@ fn file_value(file: &Option<(PathBuf, Dict)>, key: &str) -> Option<(PathBuf, Str
 /// Environment variables are untyped: numbers and booleans are recognised as such, the rest
 /// stays text (durations such as `30s` are parsed by the setting itself).
 fn parse_env_value(key: &str, value: &str) -> Value {
-    if SECRET_KEYS.contains(&key) || matches!(key, "redis_url" | "redis_prefix" | "cookie_name") {
+    if SECRET_KEYS.contains(&key)
+        || matches!(
+            key,
+            "redis_url"
+                | "redis_prefix"
+                | "cookie_name"
+                | "express_prefix"
+                | "express_cookie_name"
+                | "express_user_field"
+                | "express_secrets_file"
+        )
+    {
         return Value::from(value.to_owned());
     }
     if let Ok(b) = value.parse::<bool>() {

@@ -220,3 +220,132 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn express_mode_mirrors_express_session_and_connect_redis_defaults() {
+    assert!(
+        load(&[]).expect("valid").express.is_none(),
+        "native by default"
+    );
+    let config = load(&[
+        ("REDIS_URL", "redis://redis:6379"),
+        ("KEEPALIVE_SESSION_FORMAT", "express"),
+        ("KEEPALIVE_EXPRESS_SECRETS", "keyboard cat, with a comma"),
+    ])
+    .expect("valid");
+    let express = config.express.expect("express");
+    assert_eq!(express.secrets.len(), 1, "one secret, commas and all");
+    assert_eq!(express.secrets[0].expose(), "keyboard cat, with a comma");
+    assert_eq!(express.prefix, "sess:");
+    assert_eq!(express.cookie_name, "connect.sid");
+    assert!(!express.rolling);
+    assert_eq!(express.ttl, Duration::from_secs(86_400));
+    assert_eq!(express.user_field, vec!["passport", "user"]);
+
+    let config = load(&[
+        ("REDIS_URL", "redis://redis:6379"),
+        ("KEEPALIVE_SESSION_FORMAT", "Express"),
+        (
+            "KEEPALIVE_EXPRESS_SECRETS",
+            r#"["new secret","old secret"]"#,
+        ),
+        ("KEEPALIVE_EXPRESS_ROLLING", "true"),
+        ("KEEPALIVE_EXPRESS_USER_FIELD", "userId"),
+        ("KEEPALIVE_EXPRESS_PREFIX", "myapp:"),
+        ("KEEPALIVE_EXPRESS_COOKIE_NAME", "sid"),
+        ("KEEPALIVE_EXPRESS_TTL", "2h"),
+    ])
+    .expect("valid");
+    let express = config.express.expect("express");
+    let secrets: Vec<&str> = express.secrets.iter().map(Secret::expose).collect();
+    assert_eq!(secrets, ["new secret", "old secret"], "the first signs");
+    assert!(express.rolling);
+    assert_eq!(express.user_field, vec!["userId"]);
+    assert_eq!(express.prefix, "myapp:");
+    assert_eq!(express.cookie_name, "sid");
+    assert_eq!(express.ttl, Duration::from_secs(7200));
+}
+
+#[test]
+fn express_secrets_come_from_a_file_one_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, "new secret\r\nold secret\n\n").expect("write");
+    let path = file.display().to_string();
+    let config = load(&[
+        ("REDIS_URL", "redis://redis:6379"),
+        ("KEEPALIVE_SESSION_FORMAT", "express"),
+        ("KEEPALIVE_EXPRESS_SECRETS_FILE", &path),
+    ])
+    .expect("valid");
+    let express = config.express.expect("express");
+    let secrets: Vec<&str> = express.secrets.iter().map(Secret::expose).collect();
+    assert_eq!(secrets, ["new secret", "old secret"]);
+}
+
+#[test]
+fn express_mode_refuses_what_it_cannot_run_with_and_never_prints_a_secret() {
+    let redis = ("REDIS_URL", "redis://redis:6379");
+    let express = ("KEEPALIVE_SESSION_FORMAT", "express");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[express, ("KEEPALIVE_EXPRESS_SECRETS", "s3cret-value")],
+            "set REDIS_URL",
+        ),
+        (&[redis, express], "KEEPALIVE_EXPRESS_SECRETS_FILE"),
+        (
+            &[
+                redis,
+                express,
+                ("KEEPALIVE_EXPRESS_SECRETS", "s3cret-value"),
+                ("KEEPALIVE_EXPRESS_SECRETS_FILE", "/run/secrets/x"),
+            ],
+            "not both",
+        ),
+        (
+            &[
+                redis,
+                express,
+                ("KEEPALIVE_EXPRESS_SECRETS_FILE", "/no/such/secrets/file"),
+            ],
+            "cannot be read",
+        ),
+        (
+            &[
+                redis,
+                express,
+                ("KEEPALIVE_EXPRESS_SECRETS", r#"["s3cret-value", ""]"#),
+            ],
+            "none empty",
+        ),
+        (
+            &[
+                redis,
+                express,
+                ("KEEPALIVE_EXPRESS_SECRETS", "[not json s3cret-value"),
+            ],
+            "JSON array",
+        ),
+        (
+            &[
+                redis,
+                express,
+                ("KEEPALIVE_EXPRESS_SECRETS", "s3cret-value"),
+                ("KEEPALIVE_EXPRESS_USER_FIELD", "passport..user"),
+            ],
+            "dotted path",
+        ),
+        (
+            &[redis, ("KEEPALIVE_SESSION_FORMAT", "koa")],
+            "must be native",
+        ),
+    ];
+    for (vars, rule) in cases {
+        let text = load(vars).expect_err("refused").to_string();
+        assert!(text.contains(rule), "{vars:?}: {text}");
+        assert!(
+            !text.contains("s3cret-value"),
+            "a secret was printed: {text}"
+        );
+    }
+}

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::sources::redact_url;
 use super::{
-    AlertSettings, ClientSettings, Config, ConfigError, Environment, HealthSettings,
-    IntegrationSettings, Layers, LogFormat, LogSettings, RedisSettings, Secret, ServerSettings,
-    SessionSettings, StoreSettings,
+    AlertSettings, ClientSettings, Config, ConfigError, Environment, ExpressSettings,
+    HealthSettings, IntegrationSettings, Layers, LogFormat, LogSettings, RedisSettings, Secret,
+    ServerSettings, SessionSettings, StoreSettings,
 };
 
 /// The production tick may not go below this: more frequent pings only add load (the guide's
@@ -382,6 +382,106 @@ impl Layers {
             slack_webhook_url,
         };
 
+        let express = match get!(session_format).trim().to_ascii_lowercase().as_str() {
+            "native" => None,
+            "express" => {
+                if redis.is_none() {
+                    return Err(fail(
+                        "session_format",
+                        "express needs the Express application's Redis: set REDIS_URL to the URL its connect-redis uses".to_owned(),
+                    ));
+                }
+                let secrets = match (raw.express_secrets.clone(), raw.express_secrets_file.clone()) {
+                    (Some(_), Some(_)) => {
+                        return Err(fail(
+                            "express_secrets_file",
+                            "set either express_secrets or express_secrets_file, not both".to_owned(),
+                        ));
+                    }
+                    (Some(secrets), None) => secrets,
+                    (None, Some(path)) => std::fs::read_to_string(&path)
+                        .map_err(|err| {
+                            fail(
+                                "express_secrets_file",
+                                format!("cannot be read ({err}): mount the secret there, or set express_secrets"),
+                            )
+                        })?
+                        .lines()
+                        .map(|line| line.trim_end_matches('\r').to_owned())
+                        .filter(|line| !line.is_empty())
+                        .collect(),
+                    (None, None) => {
+                        return Err(fail(
+                            "express_secrets",
+                            "express needs the application's session secret (express-session's `secret`): set KEEPALIVE_EXPRESS_SECRETS, or KEEPALIVE_EXPRESS_SECRETS_FILE to a file with one secret per line".to_owned(),
+                        ));
+                    }
+                };
+                let secrets_key = if raw.express_secrets_file.is_some() {
+                    "express_secrets_file"
+                } else {
+                    "express_secrets"
+                };
+                if secrets.is_empty() || secrets.len() > 16 || secrets.iter().any(String::is_empty)
+                {
+                    return Err(fail(
+                        secrets_key,
+                        "must hold 1 to 16 secrets, none empty, the one the application signs with first".to_owned(),
+                    ));
+                }
+                let prefix = get!(express_prefix);
+                if prefix.len() > 64 {
+                    return Err(fail(
+                        "express_prefix",
+                        "must be at most 64 characters (connect-redis's `prefix`, `sess:` by default)".to_owned(),
+                    ));
+                }
+                let cookie_name = get!(express_cookie_name);
+                if cookie_name.is_empty()
+                    || cookie_name.len() > 64
+                    || !cookie_name.bytes().all(is_cookie_name_byte)
+                {
+                    return Err(fail(
+                        "express_cookie_name",
+                        "must be 1 to 64 characters among letters, digits and !#$%&'*+-.^_`|~ (express-session's `name`, connect.sid by default)".to_owned(),
+                    ));
+                }
+                let ttl = get!(express_ttl);
+                if ttl < Duration::from_secs(1) {
+                    return Err(fail(
+                        "express_ttl",
+                        "must be at least 1s (connect-redis's `ttl`, 1 day by default)".to_owned(),
+                    ));
+                }
+                let field = get!(express_user_field);
+                let user_field: Vec<String> = if field.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    field.trim().split('.').map(str::to_owned).collect()
+                };
+                if user_field.iter().any(String::is_empty) || user_field.len() > 8 {
+                    return Err(fail(
+                        "express_user_field",
+                        "must be a dotted path of at most 8 field names, such as passport.user or userId, or empty".to_owned(),
+                    ));
+                }
+                Some(ExpressSettings {
+                    secrets: secrets.into_iter().map(Secret::new).collect(),
+                    prefix,
+                    cookie_name,
+                    rolling: get!(express_rolling),
+                    ttl,
+                    user_field,
+                })
+            }
+            _ => {
+                return Err(fail(
+                    "session_format",
+                    "must be native (keepalive's own sessions) or express (an Express application's express-session + connect-redis sessions)".to_owned(),
+                ));
+            }
+        };
+
         let level = get!(log_level);
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(fail("log_level", "must be a level (error, warn, info, debug, trace) or a filter such as keepalive=debug,info".to_owned()));
@@ -440,6 +540,7 @@ impl Layers {
             },
             alerts,
             integration,
+            express,
             log: LogSettings { level, format },
         })
     }

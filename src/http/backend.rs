@@ -71,6 +71,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Param {
 
 /// Lets through only requests with the backend token; 404 when the API is off.
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.cookie.is_native() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "backend_api_disabled",
+            "the backend API serves keepalive's own sessions; it is off while keepalive serves an Express application's (session_format = express)",
+        )
+        .into_response();
+    }
     let Some(token) = &state.backend_token else {
         return ApiError::new(
             StatusCode::NOT_FOUND,

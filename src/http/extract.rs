@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::session::{SessionId, SessionRecord};
 
-use super::{ApiError, AppState, body, cookie};
+use super::{ApiError, AppState, body};
 
 /// The live session of the request.
 #[derive(Debug, Clone)]
@@ -50,8 +50,7 @@ async fn find(parts: &Parts) -> Result<Option<CurrentSession>, ApiError> {
             "keepalive's layer is missing on this route: add `.layer(keepalive.layer())`",
         ));
     };
-    let Some(id) = cookie::session_id(&parts.headers, &state.sessions.settings().cookie_name)
-    else {
+    let Some(id) = state.cookie.session_id(&parts.headers) else {
         return Ok(None);
     };
     let found = if state.forward_auth_extend {

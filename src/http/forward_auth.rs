@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::rfc3339;
 
-use super::{ApiError, AppState, cookie};
+use super::{ApiError, AppState};
 
 /// The header that carries the signed-in user.
 pub const USER_HEADER: HeaderName = HeaderName::from_static("x-keepalive-user");
@@ -23,8 +23,7 @@ pub const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-keepalive-expi
 
 /// Answers whether the request's session belongs to a signed-in user.
 pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let settings = state.sessions.settings();
-    let found = match cookie::session_id(&headers, &settings.cookie_name) {
+    let found = match state.cookie.session_id(&headers) {
         Some(id) if state.forward_auth_extend => state.sessions.keep_alive(&id).await,
         Some(id) => state.sessions.get(&id).await,
         None => Ok(None),

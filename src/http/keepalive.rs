@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 use crate::health::ServerHealth;
 
 use super::limit::{self, Bucket};
-use super::{ApiError, AppState, ClientView, cookie};
+use super::{ApiError, AppState, ClientView};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -60,7 +60,7 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     }
     let health = state.server_health();
     let settings = state.sessions.settings();
-    let record = match cookie::session_id(headers, &settings.cookie_name) {
+    let record = match state.cookie.session_id(headers) {
         Some(id) => match state.sessions.keep_alive(&id).await {
             Ok(record) => record,
             Err(err) => return ApiError::from(err).into_response(),
@@ -74,15 +74,24 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
             .into_response();
     };
     state.metrics.keepalives_extended.inc();
-    Json(Alive {
+    let now = state.sessions.now();
+    let idle = state.cookie.idle_timeout(&record, settings.idle_timeout);
+    let mut response = Json(Alive {
         session: SessionExpiry {
             expires_at: rfc3339(record.expires_at),
             absolute_expires_at: rfc3339(record.absolute_expires_at),
-            idle_timeout_ms: settings.idle_timeout.as_millis(),
+            idle_timeout_ms: idle.as_millis(),
         },
         server_health: health,
         keepalive: ClientView::from(&state.client),
-        server_time: rfc3339(state.sessions.now()),
+        server_time: rfc3339(now),
     })
-    .into_response()
+    .into_response();
+    // An Express application's rolling session: its cookie again, as express-session sends it.
+    if let Some(cookie) = state.cookie.after_keepalive(&record, now)
+        && let Ok(value) = HeaderValue::from_str(&cookie)
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }

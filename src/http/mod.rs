@@ -124,6 +124,8 @@ pub struct Shared {
     pub backend_token: Option<Secret>,
     /// Whether forward authentication (and [`CurrentSession`]) extends the session.
     pub forward_auth_extend: bool,
+    /// The browser's session cookie: keepalive's own, or an Express application's.
+    pub cookie: cookie::SessionCookie,
 }
 
 impl AppState {

@@ -12,7 +12,7 @@ use crate::clock::rfc3339;
 use crate::health::ServerHealth;
 use crate::session::SessionRecord;
 
-use super::{ApiError, AppState, ClientView, body, cookie};
+use super::{ApiError, AppState, ClientView, body};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +38,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if !state.cookie.is_native() {
+        return Ok(express_refusal("GET, HEAD, DELETE"));
+    }
     let body = body::bytes(body)?;
     let shape = "expected {\"data\": {...}}";
     let data = match body::object(&headers, &body, &["data"], shape)? {
@@ -65,7 +68,10 @@ fn session_answer(state: &AppState, record: &SessionRecord, status: StatusCode) 
     };
     (
         status,
-        [(header::SET_COOKIE, cookie::set(settings, &record.id))],
+        [(
+            header::SET_COOKIE,
+            state.cookie.set(record, state.sessions.now()),
+        )],
         Json(answer),
     )
         .into_response()
@@ -77,8 +83,10 @@ pub async fn rotate(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let settings = state.sessions.settings();
-    let rotated = match cookie::session_id(&headers, &settings.cookie_name) {
+    if !state.cookie.is_native() {
+        return Ok(express_refusal(""));
+    }
+    let rotated = match state.cookie.session_id(&headers) {
         Some(id) => state.sessions.rotate(&id).await?,
         None => None,
     };
@@ -90,8 +98,7 @@ pub async fn rotate(
 
 /// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.
 pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let settings = state.sessions.settings();
-    if let Some(id) = cookie::session_id(&headers, &settings.cookie_name) {
+    if let Some(id) = state.cookie.session_id(&headers) {
         let existed = state.sessions.end(&id).await?;
         if existed {
             state.metrics.sessions_ended_total.inc();
@@ -99,7 +106,7 @@ pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     }
     Ok((
         StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, cookie::clear(settings))],
+        [(header::SET_COOKIE, state.cookie.clear())],
     )
         .into_response())
 }
@@ -124,7 +131,7 @@ pub async fn current(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let settings = state.sessions.settings();
-    let record = match cookie::session_id(&headers, &settings.cookie_name) {
+    let record = match state.cookie.session_id(&headers) {
         Some(id) => state.sessions.get(&id).await?,
         None => None,
     };
@@ -137,13 +144,32 @@ pub async fn current(
         created_at: rfc3339(record.created_at),
         expires_at: rfc3339(record.expires_at),
         absolute_expires_at: rfc3339(record.absolute_expires_at),
-        idle_timeout_ms: settings.idle_timeout.as_millis(),
+        idle_timeout_ms: state
+            .cookie
+            .idle_timeout(&record, settings.idle_timeout)
+            .as_millis(),
     };
     let answer = serde_json::json!({
         "session": session,
         "serverTime": rfc3339(state.sessions.now()),
     });
     Ok(Json(answer).into_response())
+}
+
+/// Creating and rotating are keepalive's own sessions' routes: an Express application creates
+/// its sessions and gives them new ids itself (`req.session.regenerate`). 405, with the
+/// methods the path still has in `Allow`.
+fn express_refusal(allow: &'static str) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "keepalive serves an Express application's sessions here (session_format = express): the application creates them and gives them new ids, so sign in through it",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, axum::http::HeaderValue::from_static(allow));
+    response
 }
 
 /// 401 `session_expired`, with the server's health like a keepalive's.

@@ -1,6 +1,7 @@
 //! Sessions: identifiers, records, the store trait, and [`Sessions`], which applies the
 //! configured lifetimes on top of a store.
 
+pub mod express;
 mod id;
 mod record;
 mod status;

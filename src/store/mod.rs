@@ -2,6 +2,8 @@
 //!
 //! - [`local`]: the durable embedded store (redb) that runs with no other service.
 //! - [`redis`]: sessions in Redis, shared by every instance.
+//! - [`express`]: an Express application's sessions in connect-redis's layout, served in its
+//!   place.
 //! - [`failover`]: Redis first, the local store as mirror and fallback, and everything about
 //!   outages. It knows the two stores only through the interfaces it defines (`Primary` and
 //!   `Mirror`, crate-private); they are put together here
@@ -10,6 +12,7 @@
 //! [`Write`] and [`Tombstone`] are the words a mirror and the failover share: what to write
 //! for one session.
 
+pub mod express;
 pub mod failover;
 pub mod local;
 pub mod redis;
@@ -51,5 +54,17 @@ impl failover::FailoverStore {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self::compose(Arc::new(redis), Arc::new(local), options, clock, metrics).await
+    }
+
+    /// An Express application's sessions in its Redis first, `local` as their mirror and
+    /// fallback: the same failover, over another primary.
+    pub async fn start_express(
+        express: express::ExpressStore,
+        local: local::LocalStore,
+        options: failover::FailoverOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self::compose(Arc::new(express), Arc::new(local), options, clock, metrics).await
     }
 }

@@ -5,9 +5,9 @@
 //! refuses, hangs or drops never holds a request longer than that. Concurrent keepalives go
 //! in one script call together (the private `batch` module), over a connection of the HTTP
 //! event loop's own when they come from one (the private `per_loop` module); the connection
-//! itself is the `link` module's, which another store over the same Redis can share. This
-//! store only reports failures; deciding what to do about them is the
-//! [failover](super::failover) store's job.
+//! itself is the `link` module's, which the store of an Express application's sessions
+//! ([`crate::store::express`]) shares. This store only reports failures; deciding what to do
+//! about them is the [failover](super::failover) store's job.
 
 mod batch;
 mod connection;

@@ -1,4 +1,4 @@
-//! The session cookie: reading the id from a request, setting and clearing it.
+//! keepalive's own session cookie: reading the id from a request, setting and clearing it.
 
 use axum::http::header::{COOKIE, HeaderMap};
 use cookie::{Cookie, SameSite};

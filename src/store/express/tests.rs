@@ -1,0 +1,200 @@
+//! The Express store over a real `redis-server`: what a keepalive, a logout and a write-back
+//! do to a session laid out as connect-redis lays it out, written here as the application
+//! would write it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keepalive_testkit::redis::RedisServer;
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::store::failover::Primary;
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn store(redis: &RedisServer) -> ExpressStore {
+    ExpressStore::new(
+        Target::parse(&redis.url()).expect("url"),
+        ExpressOptions {
+            prefix: "sess:".to_owned(),
+            own_prefix: "keepalive:".to_owned(),
+            format: ExpressFormat {
+                ttl: Duration::from_secs(86_400),
+                rolling: false,
+                user_field: vec!["passport".to_owned(), "user".to_owned()],
+            },
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            connection_per_thread: false,
+            mark_lifetime: Duration::from_secs(12 * 3600),
+        },
+        Arc::new(SystemClock),
+        Arc::new(Metrics::new()),
+    )
+}
+
+/// A session as express-session with connect-redis writes it: its JSON under `sess:<id>`,
+/// with the TTL of its cookie. Returns its id and text.
+fn written_by_the_app(redis: &RedisServer, max_age: Option<i64>) -> (SessionId, String) {
+    let id = SessionId::from_parts(crate::session::IdKind::Express, &rand_bytes()).expect("id");
+    let now = SystemClock.now();
+    let cookie = match max_age {
+        Some(ms) => format!(
+            r#"{{"originalMaxAge":{ms},"expires":"{}","httpOnly":true,"path":"/"}}"#,
+            crate::clock::rfc3339(now + ms)
+        ),
+        None => r#"{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}"#.to_owned(),
+    };
+    let json = format!(r#"{{"cookie":{cookie},"passport":{{"user":"ana"}}}}"#);
+    let ttl = max_age.map_or(86_400, |ms| ms / 1000);
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(format!("sess:{id}"))
+            .arg(&json)
+            .arg("EX")
+            .arg(ttl),
+        "SET",
+    );
+    (id, json)
+}
+
+fn rand_bytes() -> [u8; 24] {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("rng");
+    bytes
+}
+
+#[tokio::test]
+async fn a_keepalive_moves_the_ttl_as_connect_redis_does_and_keeps_the_value() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    store.connect().await.expect("connect");
+    let (id, json) = written_by_the_app(&redis, Some(HOUR_MS));
+    let key = format!("sess:{id}");
+    let _: () = redis.query(redis::cmd("PEXPIRE").arg(&key).arg(60_000), "PEXPIRE");
+    let now = SystemClock.now();
+    let touched = store
+        .touch(&id, now, Duration::from_secs(600))
+        .await
+        .expect("touch")
+        .expect("live");
+    assert_eq!(touched.data, json);
+    assert_eq!(touched.user.as_deref(), Some("ana"));
+    let pttl = redis.pttl(&key);
+    assert!((HOUR_MS - 1_000..=HOUR_MS).contains(&pttl), "{pttl}");
+    assert_eq!(redis.get(&key).expect("there"), json.as_bytes());
+
+    // A browser-session cookie: connect-redis's ttl.
+    let (id, _) = written_by_the_app(&redis, None);
+    store
+        .touch(&id, now, Duration::from_secs(600))
+        .await
+        .expect("touch")
+        .expect("live");
+    let pttl = redis.pttl(&format!("sess:{id}"));
+    assert!((86_399_000..=86_400_000).contains(&pttl), "{pttl}");
+
+    // Unknown and malformed values: no session, nothing written.
+    let unknown =
+        SessionId::from_parts(crate::session::IdKind::Express, &rand_bytes()).expect("id");
+    assert!(
+        store
+            .touch(&unknown, now, Duration::from_secs(1))
+            .await
+            .expect("touch")
+            .is_none()
+    );
+    assert!(!redis.exists(&format!("sess:{unknown}")));
+    let _: () = redis.query(
+        redis::cmd("LPUSH").arg(format!("sess:{unknown}")).arg("x"),
+        "LPUSH",
+    );
+    assert!(matches!(
+        store.touch(&unknown, now, Duration::from_secs(1)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_write_back_never_overwrites_and_revives_only_into_a_redis_that_lost_its_data() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    store.connect().await.expect("connect");
+    let now = SystemClock.now();
+
+    // The application changed the session meanwhile: only the TTL may move, later, never the
+    // value; an earlier expiry moves nothing.
+    let (id, _) = written_by_the_app(&redis, Some(HOUR_MS));
+    let key = format!("sess:{id}");
+    let changed =
+        r#"{"cookie":{"originalMaxAge":3600000,"expires":"2030-01-01T00:00:00.000Z"},"cart":[9]}"#;
+    let _: () = redis.query(
+        redis::cmd("SET").arg(&key).arg(changed).arg("KEEPTTL"),
+        "SET",
+    );
+    let mut copy = store
+        .format()
+        .record(id, "stale copy".to_owned(), 3600, now);
+    copy.expires_at = now + 2 * HOUR_MS;
+    assert!(store.merge(&copy, now, false).await.expect("merge"));
+    assert_eq!(redis.get(&key).expect("there"), changed.as_bytes());
+    assert!(
+        redis.pttl(&key) > HOUR_MS + 1_000,
+        "extended to the copy's expiry"
+    );
+    copy.expires_at = now + 60_000;
+    assert!(
+        !store.merge(&copy, now, false).await.expect("merge"),
+        "earlier: nothing"
+    );
+
+    // Gone from a Redis that kept its data: the application destroyed it (or it expired);
+    // never revived.
+    let (gone, json) = written_by_the_app(&redis, Some(HOUR_MS));
+    let _: () = redis.query(redis::cmd("DEL").arg(format!("sess:{gone}")), "DEL");
+    let copy = store.format().record(gone, json.clone(), 3600, now);
+    assert!(!store.merge(&copy, now, false).await.expect("merge"));
+    assert!(!redis.exists(&format!("sess:{gone}")));
+    // Gone from a Redis that came back empty: written back as it was.
+    assert!(store.merge(&copy, now, true).await.expect("merge"));
+    assert_eq!(
+        redis.get(&format!("sess:{gone}")).expect("back"),
+        json.as_bytes()
+    );
+
+    // A logout through keepalive wins over any copy, also in a Redis that lost its data.
+    let (ended, json) = written_by_the_app(&redis, Some(HOUR_MS));
+    assert!(store.end(&ended, now).await.expect("end"));
+    assert!(!redis.exists(&format!("sess:{ended}")));
+    assert!(store.is_ended(&ended).await.expect("marked"));
+    let copy = store.format().record(ended, json, 3600, now);
+    assert!(!store.merge(&copy, now, true).await.expect("merge"));
+    assert!(!redis.exists(&format!("sess:{ended}")));
+    // The mark shares the session's hash tag, and lives at least as long as the session.
+    let mark = store.mark_key(&ended);
+    assert_eq!(mark, format!("keepalive:{{sess:{ended}}}:ended"));
+    assert!(redis.pttl(&mark) > HOUR_MS - 1_000);
+}
+
+#[tokio::test]
+async fn a_session_gone_from_redis_is_ended_for_the_look_up_of_missed_logouts() {
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    store.connect().await.expect("connect");
+    let (live, _) = written_by_the_app(&redis, Some(HOUR_MS));
+    assert!(!store.is_ended(&live).await.expect("ended"));
+    let (destroyed, _) = written_by_the_app(&redis, Some(HOUR_MS));
+    let _: () = redis.query(redis::cmd("DEL").arg(format!("sess:{destroyed}")), "DEL");
+    assert!(store.is_ended(&destroyed).await.expect("ended"));
+    // The operations the application keeps for itself are refused, not failed.
+    let now = SystemClock.now();
+    assert!(matches!(
+        store.update(&live, String::new(), now).await,
+        Err(StoreError::Unsupported(_))
+    ));
+    assert!(matches!(
+        store.list_user("ana", now).await,
+        Err(StoreError::Unsupported(_))
+    ));
+}
