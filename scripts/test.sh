@@ -42,6 +42,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo doc (broken or private links in the API docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 
+# The Express application the drop-in tests serve sessions for (express, express-session,
+# connect-redis and redis from the npm registry, pinned in its package.json and lock file).
+if [ ! -d tests/express/node_modules ] || [ tests/express/package-lock.json -nt tests/express/node_modules/.package-lock.json ]; then
+    log "npm packages of tests/express"
+    npm ci --prefix tests/express --no-audit --no-fund
+fi
+
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

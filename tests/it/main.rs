@@ -5,6 +5,7 @@
 mod alerts;
 mod cli;
 mod deploy;
+mod express;
 mod harness;
 mod hostile;
 mod http;

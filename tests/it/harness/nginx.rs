@@ -1,9 +1,11 @@
-//! Test harness: a real nginx in front of keepalive and an application, configured by the
-//! documented snippet `deploy/nginx/keepalive.conf`.
+//! Test harness: a real nginx in front of keepalive and an application, configured by one of
+//! the documented snippets: `deploy/nginx/keepalive.conf` (forward authentication) or
+//! `deploy/nginx/keepalive-express.conf` (keepalive in front of an Express application).
 //!
 //! [`Nginx::start`] reads the snippet from the repository and changes only its three addresses:
-//! keepalive's upstream (`server 127.0.0.1:8080;`), the application's (`server
-//! 127.0.0.1:3000;`) and `listen 80;` (a free port of 127.0.0.1). Each must occur exactly once,
+//! keepalive's upstream (`server 127.0.0.1:8080;`, or `server keepalive:8080;` in the Express
+//! snippet), the application's (`server 127.0.0.1:3000;`, `server app:8080;`) and `listen 80;`
+//! (each to 127.0.0.1 and a port of the test's). Each must occur exactly once,
 //! so the tests exercise the file operators copy, not a variant of it. A wrapper main
 //! configuration in a temporary directory (the nginx prefix) includes it, with the pid file,
 //! logs and temporary files in that directory: nothing of the machine's nginx installation
@@ -15,8 +17,6 @@
 //! the error and access logs when the test is failing. The master also gets
 //! `PR_SET_PDEATHSIG = SIGTERM`, so it shuts down with its workers when the test process dies
 //! without running `Drop`.
-#![allow(dead_code)]
-
 use std::fs::File;
 use std::io;
 use std::net::TcpStream;
@@ -31,8 +31,10 @@ use keepalive_testkit::process;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The snippet under test, relative to the repository root.
+/// The forward-authentication snippet, relative to the repository root.
 pub const SNIPPET: &str = "deploy/nginx/keepalive.conf";
+/// The snippet of keepalive in front of an Express application.
+pub const EXPRESS_SNIPPET: &str = "deploy/nginx/keepalive-express.conf";
 /// How long nginx may take to accept connections (or `nginx -t` to finish).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long nginx may take to stop after SIGTERM before it is killed.
@@ -40,10 +42,20 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSTALL_HINT: &str = "run scripts/test.sh, which installs Debian's nginx";
 
-/// The directives the harness rewrites, as they appear (alone on their line) in the snippet.
-const KEEPALIVE_UPSTREAM: &str = "server 127.0.0.1:8080;";
-const APP_UPSTREAM: &str = "server 127.0.0.1:3000;";
-const LISTEN: &str = "listen 80;";
+/// The directives the harness rewrites, as they appear (alone on their line) in a snippet:
+/// keepalive's upstream server, the application's, and `listen`.
+fn directives(snippet: &str) -> [&'static str; 3] {
+    if snippet == EXPRESS_SNIPPET {
+        // Written for the services of deploy/express/docker-compose.yml.
+        ["server keepalive:8080;", "server app:8080;", "listen 80;"]
+    } else {
+        [
+            "server 127.0.0.1:8080;",
+            "server 127.0.0.1:3000;",
+            "listen 80;",
+        ]
+    }
+}
 
 /// The nginx binary: `nginx` on PATH, else Debian's `/usr/sbin/nginx` (not on a normal user's
 /// PATH).
@@ -79,11 +91,12 @@ pub fn port_of(base: &str) -> u16 {
 /// `127.0.0.1:app` and the server listening on `127.0.0.1:listen`. Panics unless each of the
 /// three directives occurs exactly once (as an active line, not in a comment), and checks that
 /// the result listens on and proxies to nothing else.
-pub fn rewrite_snippet(text: &str, keepalive: u16, app: u16, listen: u16) -> String {
+pub fn rewrite_snippet(snippet: &str, text: &str, keepalive: u16, app: u16, listen: u16) -> String {
+    let [keepalive_upstream, app_upstream, listen_directive] = directives(snippet);
     let replacements = [
-        (KEEPALIVE_UPSTREAM, format!("server 127.0.0.1:{keepalive};")),
-        (APP_UPSTREAM, format!("server 127.0.0.1:{app};")),
-        (LISTEN, format!("listen 127.0.0.1:{listen};")),
+        (keepalive_upstream, format!("server 127.0.0.1:{keepalive};")),
+        (app_upstream, format!("server 127.0.0.1:{app};")),
+        (listen_directive, format!("listen 127.0.0.1:{listen};")),
     ];
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for (directive, replacement) in &replacements {
@@ -96,7 +109,7 @@ pub fn rewrite_snippet(text: &str, keepalive: u16, app: u16, listen: u16) -> Str
         assert_eq!(
             at.len(),
             1,
-            "{SNIPPET}: `{directive}` must be on exactly one line (found on lines {:?}); \
+            "{snippet}: `{directive}` must be on exactly one line (found on lines {:?}); \
              the nginx tests rewrite it",
             at.iter().map(|i| i + 1).collect::<Vec<_>>()
         );
@@ -117,7 +130,7 @@ pub fn rewrite_snippet(text: &str, keepalive: u16, app: u16, listen: u16) -> Str
             "server" => active.starts_with("server 127.0.0.1:") || active.ends_with('{'),
             _ => true,
         };
-        assert!(ok, "{SNIPPET}: unexpected address in `{active}`");
+        assert!(ok, "{snippet}: unexpected address in `{active}`");
     }
     let mut out = lines.join("\n");
     out.push('\n');
@@ -228,6 +241,8 @@ enum Launch {
 
 /// An nginx process owned by the test, serving the rewritten snippet on `127.0.0.1:port`.
 pub struct Nginx {
+    /// The snippet it serves, relative to the repository root.
+    snippet: &'static str,
     port: u16,
     keepalive: u16,
     app: u16,
@@ -240,11 +255,18 @@ impl Nginx {
     /// nginx in front of keepalive on `127.0.0.1:keepalive` and the application on
     /// `127.0.0.1:app`, accepting connections. Validates the configuration (`nginx -t`) first.
     pub fn start(keepalive: u16, app: u16) -> Self {
+        Self::start_snippet(SNIPPET, keepalive, app)
+    }
+
+    /// nginx serving `snippet` (relative to the repository root) in front of keepalive and
+    /// the application.
+    pub fn start_snippet(snippet: &'static str, keepalive: u16, app: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("keepalive-nginx-")
             .tempdir()
             .expect("temp dir for nginx");
         let mut nginx = Self {
+            snippet,
             port: keepalive_testkit::ports::free_port(),
             keepalive,
             app,
@@ -262,10 +284,6 @@ impl Nginx {
         panic!("nginx: every port tried was already in use (20 tries)");
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -273,10 +291,6 @@ impl Nginx {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base(), path)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     fn config_path(&self) -> PathBuf {
@@ -313,10 +327,10 @@ impl Nginx {
 
     /// Writes the rewritten snippet and the wrapper for the current ports.
     fn write_config(&self) {
-        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(SNIPPET);
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(self.snippet);
         let text = std::fs::read_to_string(&source)
             .unwrap_or_else(|e| panic!("read {}: {e}", source.display()));
-        let snippet = rewrite_snippet(&text, self.keepalive, self.app, self.port);
+        let snippet = rewrite_snippet(self.snippet, &text, self.keepalive, self.app, self.port);
         std::fs::write(self.snippet_path(), snippet).expect("write the rewritten snippet");
         let user = prepare_dir(self.dir.path());
         std::fs::write(
@@ -357,8 +371,9 @@ impl Nginx {
         let said = process::read_from(&output_path, 0);
         assert!(
             status.success(),
-            "nginx -t rejects {SNIPPET} (rewritten for the test) ({status}):\n{said}\n\
+            "nginx -t rejects {} (rewritten for the test) ({status}):\n{said}\n\
              --- rewritten snippet ---\n{}",
+            self.snippet,
             self.snippet()
         );
     }
