@@ -62,15 +62,7 @@ impl StoredCookie {
     /// The `cookie` object of a stored session (its JSON text); a session without one, or
     /// text that is no JSON object, reads as a cookie without expiry or attributes.
     pub fn of_session(json: &str) -> Self {
-        #[derive(Deserialize)]
-        struct Session {
-            #[serde(default)]
-            cookie: Option<StoredCookie>,
-        }
-        serde_json::from_str::<Session>(json)
-            .ok()
-            .and_then(|s| s.cookie)
-            .unwrap_or_default()
+        read::cookie_and_user(json, &[]).0
     }
 
     /// The session's `maxAge` in whole ms, when its cookie has an expiry: express-session moves
@@ -153,17 +145,14 @@ impl ExpressFormat {
     /// sooner and does not move (not rolling). Its `created_at` is when the application last
     /// saved it, the only time express-session keeps.
     pub fn record(&self, id: SessionId, json: String, ttl_secs: i64, now: Millis) -> SessionRecord {
-        let cookie = StoredCookie::of_session(&json);
-        let cookie_expiry = if self.rolling {
-            None
-        } else {
-            cookie.expires_at()
-        };
+        let (cookie, user) = read::cookie_and_user(&json, &self.user_field);
+        let saved_expiry = cookie.expires_at();
+        let cookie_expiry = if self.rolling { None } else { saved_expiry };
         let absolute_expires_at = cookie_expiry.unwrap_or(NO_ABSOLUTE_EXPIRY);
         let expires_at = now
             .saturating_add(ttl_secs.saturating_mul(1000))
             .min(absolute_expires_at);
-        let created_at = match (cookie.expires_at(), cookie.max_age_ms()) {
+        let created_at = match (saved_expiry, cookie.max_age_ms()) {
             (Some(expires), Some(max_age)) => expires.saturating_sub(max_age),
             _ => now,
         };
@@ -173,7 +162,7 @@ impl ExpressFormat {
             last_seen_at: now,
             expires_at,
             absolute_expires_at,
-            user: self.user_of(&json),
+            user: user.filter(|user| check_user(user).is_ok()),
             data: json,
         }
     }
@@ -181,20 +170,180 @@ impl ExpressFormat {
     /// The user the configured field names, if it holds a string or a number keepalive can
     /// carry in a header.
     pub fn user_of(&self, json: &str) -> Option<String> {
-        if self.user_field.is_empty() {
-            return None;
+        read::cookie_and_user(json, &self.user_field)
+            .1
+            .filter(|user| check_user(user).is_ok())
+    }
+}
+
+/// Reading a session's cookie and user in one pass over its text, every other field of the
+/// application skipped rather than built: a keepalive reads each session it extends, and a
+/// `serde_json::Value` of the whole session would allocate every field of it. serde has no
+/// ready-made way to pick one path out of a document, hence these visitors.
+mod read {
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    use serde_json::value::RawValue;
+
+    use super::StoredCookie;
+
+    /// The session's cookie (the default when the text is no JSON object, or has none) and the
+    /// value at `user_field` when it is a string or a number.
+    pub fn cookie_and_user(json: &str, user_field: &[String]) -> (StoredCookie, Option<String>) {
+        let mut reader = serde_json::Deserializer::from_str(json);
+        match (Session { user_field }).deserialize(&mut reader) {
+            Ok((cookie, user)) if reader.end().is_ok() => (cookie.unwrap_or_default(), user),
+            _ => (StoredCookie::default(), None),
         }
-        let value: serde_json::Value = serde_json::from_str(json).ok()?;
-        let mut at = &value;
-        for field in &self.user_field {
-            at = at.get(field)?;
+    }
+
+    /// The top of a session: its `cookie` and the first step of the user's path.
+    struct Session<'a> {
+        user_field: &'a [String],
+    }
+
+    impl<'de> DeserializeSeed<'de> for Session<'_> {
+        type Value = (Option<StoredCookie>, Option<String>);
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
         }
-        let user = match at {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        check_user(&user).ok().map(|()| user)
+    }
+
+    impl<'de> Visitor<'de> for Session<'_> {
+        type Value = (Option<StoredCookie>, Option<String>);
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a session object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (first, rest) = match self.user_field.split_first() {
+                Some((first, rest)) => (Some(first.as_str()), rest),
+                None => (None, &[][..]),
+            };
+            let (mut cookie, mut user) = (None, None);
+            // As in JavaScript, a repeated field's last value counts.
+            while let Some([is_cookie, is_user]) =
+                map.next_key_seed(Key(["cookie", first.unwrap_or("")], first.is_some()))?
+            {
+                match (is_cookie, is_user) {
+                    // A user inside the cookie: no application does it, but it reads right.
+                    (true, true) => {
+                        let value: serde_json::Value = map.next_value()?;
+                        cookie = Option::<StoredCookie>::deserialize(&value).ok().flatten();
+                        user = Path(rest).deserialize(value).ok().flatten();
+                    }
+                    // A cookie of another shape is no cookie; the user is still read.
+                    (true, false) => {
+                        let raw: &RawValue = map.next_value()?;
+                        cookie = serde_json::from_str(raw.get()).ok().flatten();
+                    }
+                    (false, true) => user = map.next_value_seed(Path(rest))?,
+                    (false, false) => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok((cookie, user))
+        }
+    }
+
+    /// A field name compared with two names without being copied: whether it is the first,
+    /// and (when `second` is on) the second.
+    struct Key<'a>([&'a str; 2], bool);
+
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = [bool; 2];
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key<'_> {
+        type Value = [bool; 2];
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+            Ok([name == self.0[0], self.1 && name == self.0[1]])
+        }
+    }
+
+    /// The rest of the user's path: at its end a string or a number is the user, anything
+    /// else is none.
+    struct Path<'a>(&'a [String]);
+
+    impl<'de> DeserializeSeed<'de> for Path<'_> {
+        type Value = Option<String>;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Path<'_> {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(self.0.is_empty().then(|| v.to_owned()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(self.0.is_empty().then(|| v.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(self.0.is_empty().then(|| v.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(self
+                .0
+                .is_empty()
+                .then(|| serde_json::Number::from_f64(v).map(|n| n.to_string()))
+                .flatten())
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut user = None;
+            let next = self.0.split_first();
+            let name = next.map_or("", |(first, _)| first.as_str());
+            while let Some([is_next, _]) = map.next_key_seed(Key([name, ""], false))? {
+                match next {
+                    Some((_, rest)) if is_next => user = map.next_value_seed(Path(rest))?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(user)
+        }
     }
 }
 
@@ -276,5 +425,84 @@ mod tests {
         assert_eq!(f.user_of(JSON), None);
         f.user_field = Vec::new();
         assert_eq!(f.user_of(JSON), None);
+    }
+    /// The one-pass reader against the plain reading (a `serde_json::Value` of the whole text,
+    /// walked): the same cookie and user for any session.
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::{StoredCookie, read};
+
+        fn plain(json: &str, path: &[String]) -> (StoredCookie, Option<String>) {
+            let Ok(value) = serde_json::from_str::<Value>(json) else {
+                return (StoredCookie::default(), None);
+            };
+            if !value.is_object() {
+                return (StoredCookie::default(), None);
+            }
+            let cookie = value
+                .get("cookie")
+                .and_then(|c| StoredCookie::deserialize(c).ok())
+                .unwrap_or_default();
+            let mut at = Some(&value);
+            for field in path {
+                at = at.and_then(|v| v.get(field));
+            }
+            let user = match (path.is_empty(), at) {
+                (false, Some(Value::String(s))) => Some(s.clone()),
+                (false, Some(Value::Number(n))) => Some(n.to_string()),
+                _ => None,
+            };
+            (cookie, user)
+        }
+
+        use serde::Deserialize;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("cookie".to_owned()),
+                Just("passport".to_owned()),
+                Just("user".to_owned()),
+                "[a-z]{1,3}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-1e9f64..1e9).prop_map(Value::from),
+                "[a-z ]{0,6}".prop_map(Value::from),
+                Just(
+                    json!({"originalMaxAge": 3_600_000, "expires": "2026-12-03T19:00:00.000Z", "path": "/"})
+                ),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    proptest::collection::vec((name(), inner), 0..4)
+                        .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn one_pass_reads_what_the_whole_value_says(
+                session in proptest::collection::vec((name(), value()), 0..5),
+                path in proptest::collection::vec(name(), 0..3),
+            ) {
+                let text = Value::Object(session.into_iter().collect()).to_string();
+                prop_assert_eq!(read::cookie_and_user(&text, &path), plain(&text, &path));
+            }
+
+            #[test]
+            fn any_text_is_read_without_panicking(text in ".{0,200}") {
+                let _ = read::cookie_and_user(&text, &["passport".to_owned(), "user".to_owned()]);
+            }
+        }
     }
 }

@@ -15,9 +15,36 @@ use redis::Script;
 /// express-session has just moved to `now + maxAge`), to connect-redis's `ttl` otherwise;
 /// the value stays. KEYS: the sessions. ARGV: for each key, connect-redis's `ttl` in seconds.
 /// Returns for each key `{value, ttl}`, nil for none, or 0 for a key of another type.
+///
+/// The cookie is read from the head of the text when it is where express-session puts it
+/// (`{"cookie":{"originalMaxAge":N,` then `expires` as a string, with `partitioned` and
+/// `priority` between when the application sets them): that costs Redis the same for any size
+/// of session. Anything else is decoded whole with `cjson`, which costs in proportion to the
+/// session: a batch of 16 sessions of 15 KB held Redis 1.6 ms decoded, 0.3 ms read from the head
+/// (`redis-benchmark`, one run). The two agree on every text `JSON.stringify` writes: it
+/// never repeats a key, so the head's `cookie` is the session's. `originalMaxAge` is taken in
+/// whole ms, as the `Date` express-session computes `expires` with keeps it.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"
+        r#"
+local function ttl_from_head(raw)
+  local age, at = string.match(raw, '^{"cookie":{"originalMaxAge":(%d+),()')
+  if not age then return nil end
+  at = string.match(raw, '^"partitioned":%a+,()', at) or at
+  at = string.match(raw, '^"priority":"%a*",()', at) or at
+  if string.find(raw, '^"expires":"', at) then return math.ceil(tonumber(age) / 1000) end
+  return nil
+end
+local function ttl_decoded(raw, ttl)
+  local ok, session = pcall(cjson.decode, raw)
+  if ok and type(session) == 'table' and type(session.cookie) == 'table' then
+    local c = session.cookie
+    if c.expires and c.expires ~= cjson.null and type(c.originalMaxAge) == 'number' then
+      return math.ceil(math.floor(c.originalMaxAge) / 1000)
+    end
+  end
+  return ttl
+end
 local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = false
@@ -25,20 +52,13 @@ for i, key in ipairs(KEYS) do
   if type(raw) == 'table' and raw.err then
     out[i] = 0
   elseif raw then
-    local ttl = tonumber(ARGV[i])
-    local ok, session = pcall(cjson.decode, raw)
-    if ok and type(session) == 'table' and type(session.cookie) == 'table' then
-      local c = session.cookie
-      if c.expires and c.expires ~= cjson.null and type(c.originalMaxAge) == 'number' then
-        ttl = math.ceil(c.originalMaxAge / 1000)
-      end
-    end
+    local ttl = ttl_from_head(raw) or ttl_decoded(raw, tonumber(ARGV[i]))
     redis.call('EXPIRE', key, ttl)
     if ttl > 0 then out[i] = {raw, ttl} end
   end
 end
 return out
-",
+"#,
     )
 });
 

@@ -9,6 +9,7 @@ use keepalive_testkit::redis::RedisServer;
 
 use super::*;
 use crate::clock::SystemClock;
+use crate::session::express::StoredCookie;
 use crate::store::failover::Primary;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -114,6 +115,57 @@ async fn a_keepalive_moves_the_ttl_as_connect_redis_does_and_keeps_the_value() {
         store.touch(&unknown, now, Duration::from_secs(1)).await,
         Err(StoreError::Corrupt(_))
     ));
+}
+
+#[tokio::test]
+async fn the_ttl_redis_sets_is_the_one_keepalive_reads_for_any_text() {
+    // The touch script reads the cookie from the head of the text when express-session put
+    // it there, and decodes the whole text otherwise; keepalive reads it with serde. All three
+    // must agree, or a session's key would live longer or shorter than its answer says.
+    let redis = RedisServer::start();
+    let store = store(&redis);
+    store.connect().await.expect("connect");
+    let at = crate::clock::rfc3339(SystemClock.now() + HOUR_MS);
+    let texts = [
+        // As express-session writes it, with and without the attributes that come between.
+        format!(r#"{{"cookie":{{"originalMaxAge":3600000,"expires":"{at}","httpOnly":true,"path":"/"}},"u":1}}"#),
+        format!(r#"{{"cookie":{{"originalMaxAge":1500,"partitioned":true,"priority":"high","expires":"{at}","path":"/"}}}}"#),
+        format!(r#"{{"cookie":{{"originalMaxAge":7200000,"priority":"low","expires":"{at}"}}}}"#),
+        format!(r#"{{"cookie":{{"originalMaxAge":7200000,"partitioned":false,"expires":"{at}"}}}}"#),
+        // Anything else: decoded whole.
+        format!(r#"{{"u":1,"cookie":{{"originalMaxAge":60000,"expires":"{at}"}}}}"#),
+        format!(r#"{{"cookie":{{"expires":"{at}","originalMaxAge":120000}}}}"#),
+        format!(r#"{{ "cookie": {{ "originalMaxAge": 5000, "expires": "{at}" }} }}"#),
+        format!(r#"{{"cookie":{{"originalMaxAge":1000.5,"expires":"{at}"}}}}"#),
+        format!(r#"{{"cookie":{{"originalMaxAge":3.6e6,"expires":"{at}"}}}}"#),
+        // No expiry: connect-redis's ttl.
+        r#"{"cookie":{"originalMaxAge":3600000,"expires":null}}"#.to_owned(),
+        r#"{"cookie":{"originalMaxAge":null,"expires":null,"path":"/"}}"#.to_owned(),
+        r#"{"cookie":{"originalMaxAge":null,"expires":null},"x":"{\"cookie\":{\"originalMaxAge\":5000,\"expires\":\"x\"}"}"#.to_owned(),
+        r#"{"u":1}"#.to_owned(),
+        "not JSON".to_owned(),
+    ];
+    let expected = [
+        3600, 2, 7200, 7200, 60, 120, 5, 1, 3600, 86_400, 86_400, 86_400, 86_400, 86_400,
+    ];
+    for (text, expected) in texts.iter().zip(expected) {
+        let id = SessionId::from_parts(crate::session::IdKind::Express, &rand_bytes()).expect("id");
+        let key = format!("sess:{id}");
+        let _: () = redis.query(
+            redis::cmd("SET").arg(&key).arg(text).arg("EX").arg(10),
+            "SET",
+        );
+        let read = store.format().ttl_secs(&StoredCookie::of_session(text));
+        assert_eq!(read, expected, "keepalive's reading of {text}");
+        store
+            .touch(&id, SystemClock.now(), Duration::from_secs(1))
+            .await
+            .expect("touch")
+            .expect("live");
+        let ttl: i64 = redis.query(redis::cmd("TTL").arg(&key), "TTL");
+        assert_eq!(ttl, expected, "the TTL the script set for {text}");
+        assert_eq!(redis.get(&key).expect("kept"), text.as_bytes());
+    }
 }
 
 #[tokio::test]
