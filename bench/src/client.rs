@@ -59,7 +59,7 @@ impl Conn {
     pub async fn request(
         &mut self,
         method: Method,
-        path: &'static str,
+        path: &str,
         cookie: Option<&HeaderValue>,
         timeout: Duration,
     ) -> anyhow::Result<Response<Bytes>> {
@@ -72,7 +72,7 @@ impl Conn {
     pub async fn request_with(
         &mut self,
         method: Method,
-        path: &'static str,
+        path: &str,
         headers: &[(HeaderName, &HeaderValue)],
         timeout: Duration,
     ) -> anyhow::Result<Response<Bytes>> {

@@ -564,6 +564,7 @@ async fn run(
     eprintln!("creating {sessions} sessions over {connections} connections ...");
     let (pool, setup) = load::create_sessions(
         &target,
+        &load::SessionSource::Keepalive,
         sessions,
         connections,
         Some(&args.cookie_name),

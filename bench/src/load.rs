@@ -72,15 +72,35 @@ pub struct SessionSetup {
     pub seconds: f64,
 }
 
-/// Creates `count` sessions with `POST /api/v1/session`, spread over
-/// `connections` connections, and splits them into per-connection slices.
+/// Where sessions come from: keepalive's own `POST /api/v1/session` on the target, or an
+/// application's login page (`POST` with no body, answering 200 with its cookie).
+#[derive(Debug, Clone)]
+pub enum SessionSource {
+    /// `POST /api/v1/session` on the benchmarked server (201).
+    Keepalive,
+    /// `POST` to this page of an application (200), as its own login.
+    Login(Target, String),
+}
+
+/// Creates `count` sessions from `source`, spread over `connections` connections, and splits
+/// them into per-connection slices.
 pub async fn create_sessions(
     target: &Target,
+    source: &SessionSource,
     count: usize,
     connections: usize,
     cookie_name: Option<&str>,
     timeouts: Timeouts,
 ) -> anyhow::Result<(SessionPool, SessionSetup)> {
+    let (target, path, expected) = match source {
+        SessionSource::Keepalive => (
+            target.clone(),
+            "/api/v1/session".to_owned(),
+            StatusCode::CREATED,
+        ),
+        SessionSource::Login(login, path) => (login.clone(), path.clone(), StatusCode::OK),
+    };
+    let path: Arc<str> = Arc::from(path);
     if count < connections {
         bail!("--sessions ({count}) must be at least --connections ({connections})");
     }
@@ -90,6 +110,7 @@ pub async fn create_sessions(
     for (i, n) in slice_sizes(count, connections).into_iter().enumerate() {
         let target = target.clone();
         let wanted = wanted.clone();
+        let path = Arc::clone(&path);
         tasks.spawn(async move {
             let mut conn = Conn::connect(&target, timeouts.connect).await?;
             let mut cookies = Vec::with_capacity(n);
@@ -98,17 +119,17 @@ pub async fn create_sessions(
                     conn = Conn::connect(&target, timeouts.connect).await?;
                 }
                 let resp = conn
-                    .request(Method::POST, "/api/v1/session", None, timeouts.request)
+                    .request(Method::POST, &path, None, timeouts.request)
                     .await?;
-                if resp.status() != StatusCode::CREATED {
+                if resp.status() != expected {
                     bail!(
-                        "POST /api/v1/session answered {} (expected 201): {}",
+                        "POST {path} answered {} (expected {expected}): {}",
                         resp.status(),
                         snippet(resp.body())
                     );
                 }
                 let cookie = client::session_cookie(resp.headers(), wanted.as_deref())
-                    .context("POST /api/v1/session answered 201 without a usable Set-Cookie")?;
+                    .with_context(|| format!("POST {path} answered without a usable Set-Cookie"))?;
                 cookies.push(cookie);
             }
             Ok::<_, anyhow::Error>((i, cookies))

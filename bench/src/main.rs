@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::load::{Endpoint, PhaseStats, PhaseTiming, Timeouts};
+use crate::load::{Endpoint, PhaseStats, PhaseTiming, SessionSource, Timeouts};
 use crate::report::{FixedRate, Machine, Medians, Report, Round, RunConfig};
 use crate::server::{Server, ServerConfig};
 use crate::target::Target;
@@ -124,6 +124,22 @@ struct LoadArgs {
     /// Session cookie name to take from Set-Cookie (default: the first cookie set).
     #[arg(long)]
     cookie_name: Option<String>,
+
+    /// Create the sessions by `POST` to this page of an application (its login, answering 200
+    /// with its session cookie) instead of keepalive's `POST /api/v1/session`: for keepalive
+    /// serving an Express application's sessions (loopback only, like --url).
+    #[arg(long, value_name = "URL")]
+    login_url: Option<String>,
+
+    /// Charge this process's CPU time (user + system) per response, as for a server the bench
+    /// starts: for a server already running at --url (keepalive or another application).
+    #[arg(long, value_name = "PID", requires = "url")]
+    server_pid: Option<u32>,
+
+    /// Charge this redis-server's CPU time per response, as with --redis: for a Redis the
+    /// bench did not start.
+    #[arg(long, value_name = "PID", conflicts_with = "redis")]
+    redis_pid: Option<u32>,
 
     /// Tokio worker threads for the load generator (default: all cores, shared with the server).
     #[arg(long)]
@@ -260,6 +276,14 @@ async fn load_command(args: LoadArgs, threads: usize) -> anyhow::Result<Outcome>
     })
 }
 
+/// Processes the bench did not start whose CPU time it charges per response
+/// (`--server-pid`, `--redis-pid`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Watched {
+    server: Option<u32>,
+    redis: Option<u32>,
+}
+
 /// CPU time used so far by the server, the generator and redis-server.
 struct CpuMark {
     server: Option<Duration>,
@@ -268,13 +292,18 @@ struct CpuMark {
 }
 
 impl CpuMark {
-    fn now(server: Option<&Server>, redis: Option<&RedisServer>) -> Self {
+    fn now(server: Option<&Server>, redis: Option<&RedisServer>, watched: Watched) -> Self {
+        let of_pid = |pid: u32| server::process_cpu_time(&pid.to_string());
         Self {
-            server: server.and_then(Server::cpu_time),
+            server: match server {
+                Some(server) => server.cpu_time(),
+                None => watched.server.and_then(of_pid),
+            },
             client: server::process_cpu_time("self"),
-            redis: redis
-                .and_then(RedisServer::pid)
-                .and_then(|pid| server::process_cpu_time(&pid.to_string())),
+            redis: match redis.and_then(RedisServer::pid) {
+                Some(pid) => of_pid(pid),
+                None => watched.redis.and_then(of_pid),
+            },
         }
     }
 
@@ -361,9 +390,33 @@ async fn run_load(
         (None, None) => bail!("give --server-bin or --url"),
     };
 
+    let watched = Watched {
+        server: args.server_pid,
+        redis: args.redis_pid,
+    };
+    for (flag, pid) in [
+        ("--server-pid", watched.server),
+        ("--redis-pid", watched.redis),
+    ] {
+        if let Some(pid) = pid
+            && server::process_cpu_time(&pid.to_string()).is_none()
+        {
+            bail!("{flag} {pid}: no such process whose CPU time can be read");
+        }
+    }
+
+    let source = match &args.login_url {
+        None => SessionSource::Keepalive,
+        Some(url) => {
+            let (login, path) =
+                Target::parse_loopback_page(url).with_context(|| format!("--login-url {url:?}"))?;
+            SessionSource::Login(login, path)
+        }
+    };
     eprintln!("creating {sessions} sessions over {connections} connections ...");
     let (mut pool, setup) = load::create_sessions(
         &target,
+        &source,
         sessions,
         connections,
         args.cookie_name.as_deref(),
@@ -392,8 +445,7 @@ async fn run_load(
             &label,
             kind,
             (&target, timing, timeouts),
-            server_slot,
-            redis_slot,
+            (server_slot, redis_slot, watched),
             &mut pool,
         )
         .await?;
@@ -431,8 +483,7 @@ async fn run_load(
                 &label,
                 kind,
                 (&target, timing, timeouts),
-                server_slot,
-                redis_slot,
+                (server_slot, redis_slot, watched),
                 &mut pool,
             )
             .await?;
@@ -486,8 +537,7 @@ async fn run_round(
     label: &str,
     kind: PhaseKind,
     (target, timing, timeouts): (&Target, PhaseTiming, Timeouts),
-    server_slot: &mut Option<Server>,
-    redis_slot: &Option<RedisServer>,
+    (server_slot, redis_slot, watched): (&mut Option<Server>, &Option<RedisServer>, Watched),
     pool: &mut load::SessionPool,
 ) -> anyhow::Result<([Endpoint; 2], PhaseStats, PhaseStats)> {
     let order = if round % 2 == 1 {
@@ -504,7 +554,7 @@ async fn run_round(
             timing.duration,
             timing.warmup
         );
-        let before = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref());
+        let before = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref(), watched);
         let mut stats = match kind {
             PhaseKind::Saturation => {
                 load::run_phase(target, endpoint, timing, timeouts, pool).await?
@@ -516,7 +566,7 @@ async fn run_round(
         if let Some(server) = server_slot.as_mut() {
             server.ensure_running()?;
         }
-        let after = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref());
+        let after = CpuMark::now(server_slot.as_ref(), redis_slot.as_ref(), watched);
         before.charge(&after, &mut stats);
         match endpoint {
             Endpoint::Livez => livez = Some(stats),

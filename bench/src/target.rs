@@ -28,6 +28,21 @@ impl Target {
         }
     }
 
+    /// Parses `http://HOST[:PORT]/PATH`, a page to `POST` to (an application's login):
+    /// the loopback target and the path.
+    pub fn parse_loopback_page(url: &str) -> anyhow::Result<(Self, String)> {
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a valid URL"))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let origin = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or(""),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        Ok((Self::parse_loopback_url(&origin)?, path))
+    }
+
     /// Parses `http://HOST[:PORT][/]` and refuses anything that is not loopback.
     pub fn parse_loopback_url(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url
