@@ -5,11 +5,10 @@
 //! waits for the batch of keepalives it travels in, so its task sleeps and is woken once per
 //! request, and every such wake-up in the multi-threaded scheduler may wake an idle worker
 //! thread to look for work to steal, then park it again. On the benchmark's two cores those
-//! futex wake-ups and context switches cost about 5 µs of a keepalive's 16 µs of server CPU
-//! (one worker thread: 11.5 µs), and the throughput with Redis rose from 0.42 to 0.54 of
-//! `/livez` with this layout (docs/BENCHMARKS.md, 2026-12-02). `/livez`, which never waits,
-//! costs the same either way, and a keepalive on the local store a little less (9.2 against
-//! 10.2 µs). actix-web runs its workers the same way, one single-threaded runtime per core.
+//! futex wake-ups and context switches were a third of a keepalive's server CPU, and this
+//! layout raised the Redis throughput ratio well past its target (the measurements are in the
+//! history of docs/BENCHMARKS.md). `/livez`, which never waits, costs the same either way.
+//! actix-web runs its workers the same way, one single-threaded runtime per core.
 //!
 //! Each accepted connection goes to the loop with the fewest open connections and stays
 //! there. The price is that no loop takes work from another: a thread the OS does not run for

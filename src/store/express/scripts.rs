@@ -20,10 +20,11 @@ use redis::Script;
 /// (`{"cookie":{"originalMaxAge":N,` then `expires` as a string, with `partitioned` and
 /// `priority` between when the application sets them): that costs Redis the same for any size
 /// of session. Anything else is decoded whole with `cjson`, which costs in proportion to the
-/// session: a batch of 16 sessions of 15 KB held Redis 1.6 ms decoded, 0.3 ms read from the head
-/// (`redis-benchmark`, one run). The two agree on every text `JSON.stringify` writes: it
-/// never repeats a key, so the head's `cookie` is the session's. `originalMaxAge` is taken in
-/// whole ms, as the `Date` express-session computes `expires` with keeps it.
+/// session, and a batch of large sessions would hold the application's Redis several times
+/// longer (docs/BENCHMARKS.md, the Express drop-in). The two agree on every text
+/// `JSON.stringify` writes: it never repeats a key, so the head's `cookie` is the session's.
+/// `originalMaxAge` is taken in whole ms, as the `Date` express-session computes `expires`
+/// with keeps it.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"

@@ -37,15 +37,12 @@ const MAX_BATCH: usize = 64;
 ///
 /// While a batch is on the wire, newer keepalives gather into the next, which is what makes
 /// batches grow with the load. Under heavy load that wait pays: with two large batches in
-/// flight, batches at saturation held 15 keepalives instead of 25, and a keepalive cost Redis
-/// 13.5 µs instead of 11.7 (one run each, `keepalive-bench load --redis`, hash layout). Under
-/// light load it only adds latency: a keepalive that finds a batch of three on the wire waits
-/// for its whole round trip, and then for its own. So a second batch may leave while the one
-/// in flight holds at most [`SMALL_BATCH`] keepalives: light load goes out at once, heavy load
-/// still gathers. Measured at a fixed 19 700 req/s (about half of what the benchmark's server
-/// reaches with Redis), alternating builds on one machine: the share of keepalives the server
-/// answered within 2.5 ms went from 98.5 and 99.2 % to 99.4 and 99.8 % (two pairs, server-side
-/// request histogram); the client-side p99 moved less than the machine's noise (docs/BENCHMARKS.md).
+/// flight at saturation, batches were smaller and each keepalive cost Redis more. Under light
+/// load it only adds latency: a keepalive that finds a batch of three on the wire waits for its
+/// whole round trip, and then for its own. So a second batch may leave while the one in flight
+/// holds at most [`SMALL_BATCH`] keepalives: light load goes out at once, heavy load still
+/// gathers. At half the benchmark's Redis throughput this raised the share of keepalives the
+/// server answers within 2.5 ms (the measurements are in the history of docs/BENCHMARKS.md).
 const MAX_IN_FLIGHT: usize = 2;
 
 /// Largest batch in flight that still lets a second one leave (see [`MAX_IN_FLIGHT`]).
