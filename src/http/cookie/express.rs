@@ -14,7 +14,6 @@
 //! which no crate reproduces; the cryptography is `hmac` and `sha2`.
 
 use axum::http::HeaderMap;
-use axum::http::header::COOKIE;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -25,9 +24,6 @@ use crate::clock::Millis;
 use crate::config::Secret;
 use crate::session::SessionId;
 use crate::session::express::StoredCookie;
-
-/// Most `Cookie` pairs looked at in one request, as for keepalive's own cookie.
-const MAX_PAIRS: usize = 64;
 
 /// The cookie of an Express application's sessions.
 #[derive(Debug, Clone)]
@@ -53,15 +49,7 @@ impl ExpressCookie {
     /// store lookup, and a value planted before the real one (by a sibling subdomain) does not
     /// hide it.
     pub fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|header| header.split(';'))
-            .take(MAX_PAIRS)
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(n, _)| *n == self.name)
-            .find_map(|(_, value)| self.unsign(value.trim().trim_matches('"')))
+        super::values(headers, &self.name).find_map(|value| self.unsign(value))
     }
 
     /// The id of a cookie value, if it is signed by one of the secrets.
@@ -194,6 +182,7 @@ fn http_date(at: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use axum::http::header::COOKIE;
 
     use super::*;
 

@@ -9,6 +9,7 @@ mod native;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use axum::http::header::COOKIE;
 
 pub use express::ExpressCookie;
 pub use native::{clear, session_id, set};
@@ -17,6 +18,25 @@ use crate::clock::Millis;
 use crate::config::SessionSettings;
 use crate::session::express::{ExpressFormat, StoredCookie};
 use crate::session::{SessionId, SessionRecord};
+
+/// Most `Cookie` pairs looked at in one request: a flood of cookies costs a bounded scan.
+const MAX_PAIRS: usize = 64;
+
+/// The values of the request's cookies named `name`, in order, quotes removed.
+///
+/// Split by hand rather than with `cookie::Cookie::split_parse`: only one name matters, and this
+/// scan neither allocates nor percent-decodes, and stops after a bounded number of pairs.
+fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .take(MAX_PAIRS)
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, value)| value.trim().trim_matches('"'))
+}
 
 /// Whose sessions the browser's cookie names, and how it is written.
 #[derive(Debug, Clone)]

@@ -1,30 +1,16 @@
 //! keepalive's own session cookie: reading the id from a request, setting and clearing it.
 
-use axum::http::header::{COOKIE, HeaderMap};
+use axum::http::header::HeaderMap;
 use cookie::{Cookie, SameSite};
 
 use crate::config::SessionSettings;
 use crate::session::SessionId;
 
-/// Most `Cookie` pairs looked at in one request: a flood of cookies costs a bounded scan.
-const MAX_PAIRS: usize = 64;
-
 /// The session id carried by the request, if a well-formed one is present. The first pair
 /// with the cookie's name that parses as an id wins; malformed values are skipped without any
 /// store lookup.
-///
-/// Split by hand rather than with `cookie::Cookie::split_parse`: only one name matters, and this
-/// scan neither allocates nor percent-decodes, and stops after a bounded number of pairs.
 pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .take(MAX_PAIRS)
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(n, _)| *n == name)
-        .find_map(|(_, value)| SessionId::parse(value.trim_matches('"')))
+    super::values(headers, name).find_map(SessionId::parse)
 }
 
 /// The `Set-Cookie` value that gives the browser this session.
@@ -55,6 +41,7 @@ pub fn clear(settings: &SessionSettings) -> String {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use axum::http::header::COOKIE;
     use std::time::Duration;
 
     fn settings() -> SessionSettings {
@@ -111,6 +98,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use axum::http::HeaderValue;
+    use axum::http::header::COOKIE;
     use proptest::prelude::*;
 
     use super::*;
