@@ -1,5 +1,6 @@
 //! Test harness: a keepalive server on a real port, either in this process (with a clock the
 //! test moves) or as the real binary (for signals, crashes and exit codes).
+pub mod caddy;
 pub mod nginx;
 
 use std::io::{BufRead, BufReader};

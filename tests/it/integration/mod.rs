@@ -1,7 +1,7 @@
 //! How applications use keepalive's sessions, over a real port: the backend API (bearer
 //! token), the browser's read of its own session, forward authentication (`/api/v1/auth`, in
-//! this process and behind a real nginx), the refusal of cross-site requests on the
-//! state-changing browser routes, and the backend API over Redis.
+//! this process and behind a real nginx and a real Caddy), the refusal of cross-site requests
+//! on the state-changing browser routes, and the backend API over Redis.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ mod backend_create;
 mod backend_session;
 mod backend_token;
 mod backend_users;
-mod behind_nginx;
+mod behind_proxy;
 mod cross_site;
 mod forward_auth;
 mod own_session;
