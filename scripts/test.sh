@@ -13,13 +13,17 @@ as_root() {
 }
 
 # Debian packages: promtool validates /metrics and the alert rules, redis-server serves the
-# Redis tests, nginx fronts keepalive in the forward-authentication tests, Chromium runs the
-# browser tests (driven by playwright-core; no browser download).
+# Redis tests, nginx and Caddy front keepalive in the forward-authentication tests, Chromium
+# runs the browser tests (driven by playwright-core; no browser download).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # Debian's nginx lives in /usr/sbin, which is not on every user's PATH.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# Debian's caddy also installs a caddy service (port 80, admin API on localhost:2019), started
+# where systemd runs. The tests need none of it and do not conflict with it: their Caddy has no
+# admin API, listens on free ports of 127.0.0.1 and keeps its data in a temporary directory.
+command -v caddy >/dev/null || missing+=(caddy)
 command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
