@@ -28,6 +28,10 @@ pub struct Metrics {
     pub keepalives_total: IntCounterVec,
     /// Sessions ended by a logout.
     pub sessions_ended_total: IntCounter,
+    /// Sessions the store holds live, set from the store's count at each scrape
+    /// ([`set_sessions_live`](Self::set_sessions_live)).
+    sessions_live: IntGauge,
+    sessions_live_registered: std::sync::Once,
     /// `keepalives_total{result="extended"}`, looked up once: the keepalive path counts
     /// without hashing label values.
     pub keepalives_extended: IntCounter,
@@ -81,6 +85,14 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
         .register(Box::new(metric.clone()))
         .unwrap_or_else(|err| panic!("invalid metric definition: {err}"));
     metric
+}
+
+#[cfg(target_os = "linux")]
+fn register_process_metrics(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry
+        .register(Box::new(collector))
+        .unwrap_or_else(|err| panic!("invalid metric definition: {err}"));
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -142,6 +154,11 @@ impl Metrics {
         for outcome in ["allowed", "anonymous", "expired"] {
             forward_auth_total.with_label_values(&[outcome]);
         }
+        // The process's CPU time, resident and virtual memory, open and maximum file
+        // descriptors and start time, under the `process_` names every Prometheus client uses
+        // (read from /proc at each scrape).
+        #[cfg(target_os = "linux")]
+        register_process_metrics(r);
         Self {
             http_requests_total: register(
                 r,
@@ -166,6 +183,13 @@ impl Metrics {
             keepalives_expired,
             forward_auth_total,
             sessions_ended_total: register(r, IntCounter::with_opts(opts("sessions_ended_total", "Sessions ended by a logout.")).expect("valid metric")),
+            // Registered by `set_sessions_live` only: absent for a store that keeps no count.
+            sessions_live_registered: std::sync::Once::new(),
+            sessions_live: IntGauge::with_opts(opts(
+                "sessions_live",
+                "Sessions live in this instance's store: every session without Redis; with Redis, the ones this instance created or served within their idle timeout (its local copies).",
+            ))
+            .expect("valid metric"),
             sessions_purged_total: register(
                 r,
                 IntCounter::with_opts(opts("sessions_purged_total", "Expired sessions removed from the local store.")).expect("valid metric"),
@@ -246,6 +270,18 @@ impl Metrics {
         }
     }
 
+    /// Sets `keepalive_sessions_live`, registering it on first use: a store that keeps no
+    /// count never calls this, and the metric stays absent rather than a false 0.
+    pub fn set_sessions_live(&self, live: u64) {
+        self.sessions_live_registered.call_once(|| {
+            if let Err(err) = self.registry.register(Box::new(self.sessions_live.clone())) {
+                tracing::error!(error = %err, "cannot register keepalive_sessions_live");
+            }
+        });
+        self.sessions_live
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+    }
+
     /// The metrics in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -272,7 +308,11 @@ mod tests {
         );
         assert!(text.contains("keepalive_build_info{version="), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(line.starts_with("keepalive_"), "{line}");
+            // The process collector's metrics keep the names every Prometheus client gives them.
+            assert!(
+                line.starts_with("keepalive_") || line.starts_with("process_"),
+                "{line}"
+            );
         }
     }
 }

@@ -159,6 +159,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
+    match state.sessions.live_count().await {
+        Ok(Some(live)) => state.metrics.set_sessions_live(live),
+        Ok(None) => {}
+        // The other metrics are still worth serving; the gauge keeps its last value.
+        Err(err) => tracing::warn!(error = %err, "cannot count the live sessions for /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

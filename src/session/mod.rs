@@ -110,6 +110,11 @@ impl Sessions {
         self.clock.now()
     }
 
+    /// How many sessions the store holds live now (see [`SessionStore::live_count`]).
+    pub async fn live_count(&self) -> Result<Option<u64>, StoreError> {
+        self.store.live_count(self.now()).await
+    }
+
     /// Creates and durably stores a session carrying `data` (JSON object text, or empty).
     pub async fn create(&self, data: String) -> Result<SessionRecord, SessionError> {
         self.create_with(None, data).await

@@ -75,6 +75,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The sessions created for `user` that are live at `now`, oldest first.
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// How many sessions this store holds live at `now`, from its own bookkeeping, cheap
+    /// enough for every metrics scrape (no scan of the sessions). `None` for a store that
+    /// keeps no such count (Redis: its sessions are the whole fleet's, and counting them
+    /// would mean a scan).
+    async fn live_count(&self, now: Millis) -> Result<Option<u64>, StoreError> {
+        let _ = now;
+        Ok(None)
+    }
+
     /// Writes everything pending to durable storage.
     async fn flush(&self) -> Result<(), StoreError>;
 

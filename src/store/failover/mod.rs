@@ -407,6 +407,12 @@ impl SessionStore for FailoverStore {
         s.mirror.list_user(user, now).await
     }
 
+    /// The mirror's count: the sessions this instance created or served within their idle
+    /// timeout (every session, with one instance). Redis's own total would cost a scan.
+    async fn live_count(&self, now: Millis) -> Result<Option<u64>, StoreError> {
+        self.shared.mirror.live_count(now).await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.shared.mirror.flush().await
     }

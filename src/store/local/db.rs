@@ -316,6 +316,27 @@ pub fn count(db: &Database) -> Result<u64, StoreError> {
     table.len().map_err(backend)
 }
 
+/// The number of sessions live at `now`, from the tables' own lengths: the stored sessions
+/// less those in expiry buckets that ended by `now` (expired, awaiting the purge). A session
+/// that expired within the current bucket still counts until the bucket ends. The work grows
+/// with the expired sessions the purge has not removed yet, never with the live ones.
+pub fn live_count(db: &Database, now: Millis) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let stored = txn
+        .open_table(SESSIONS)
+        .map_err(backend)?
+        .len()
+        .map_err(backend)?;
+    let expiry = txn.open_table(EXPIRY).map_err(backend)?;
+    let upper = index_key(now.saturating_add(1), &[]);
+    let mut expired = 0u64;
+    for entry in expiry.range(..upper).map_err(backend)? {
+        entry.map_err(backend)?;
+        expired += 1;
+    }
+    Ok(stored.saturating_sub(expired))
+}
+
 /// Writes batches of changes in one durable transaction, keeping the index in step.
 pub fn apply<'a>(
     db: &Database,

@@ -283,6 +283,13 @@ impl SessionStore for LocalStore {
         Ok(sessions)
     }
 
+    async fn live_count(&self, now: Millis) -> Result<Option<u64>, StoreError> {
+        self.check_open()?;
+        self.blocking(move |db| db::live_count(db, now))
+            .await
+            .map(Some)
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.flush_requests

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{TestServer, client, create_session, keepalive};
+use crate::harness::{
+    Store, TestServer, client, create_session, keepalive, logout, metrics, on_every_store, within,
+};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
@@ -249,3 +251,72 @@ async fn the_bearer_scheme_name_is_case_insensitive() {
     }
     server.stop().await;
 }
+
+/// The value of an unlabelled metric in a `/metrics` text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// `keepalive_sessions_live` follows creations, logouts and expiries, from the store's own
+/// count, on the embedded store and with Redis; the process metrics sit next to it.
+async fn metrics_count_live_sessions_and_show_the_process(store: Store) {
+    const MIN: Duration = Duration::from_secs(60);
+    let server = store.start(&[("KEEPALIVE_IDLE_TIMEOUT", "10m")]).await;
+    let live = || async { sample(&metrics(&server.base).await, "keepalive_sessions_live") };
+
+    let text = metrics(&server.base).await;
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        // CPU time counts whole seconds: 0 for a server just started.
+        let least = if name == "process_cpu_seconds_total" {
+            0.0
+        } else {
+            1.0
+        };
+        assert!(
+            sample(&text, name).is_some_and(|v| v >= least),
+            "{name} in {text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "keepalive_sessions_live"),
+        Some(0.0),
+        "{text}"
+    );
+
+    let kept = create_session(&server.base).await;
+    let ended = create_session(&server.base).await;
+    let _idle = create_session(&server.base).await;
+    // Copies of Redis's sessions reach the local store with its next batched write.
+    within(Duration::from_secs(5), "three live sessions", || async {
+        live().await == Some(3.0)
+    })
+    .await;
+
+    assert_eq!(logout(&server.base, &ended).await, 204);
+    within(Duration::from_secs(5), "two after a logout", || async {
+        live().await == Some(2.0)
+    })
+    .await;
+
+    // One session kept alive, the other left idle past its 10-minute timeout (and past the
+    // minute the expiry index rounds it up to).
+    for _ in 0..6 {
+        server.clock.advance(2 * MIN);
+        assert_eq!(keepalive(&server.base, Some(&kept)).await.0, 200);
+    }
+    within(Duration::from_secs(5), "one after an expiry", || async {
+        live().await == Some(1.0)
+    })
+    .await;
+    server.stop().await;
+}
+
+on_every_store!(metrics_count_live_sessions_and_show_the_process);
