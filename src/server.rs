@@ -412,6 +412,7 @@ pub async fn run_with(
         async move {
             shutdown.await;
             ready.set(false);
+            tell_systemd(&[sd_notify::NotifyState::Stopping], "stopping");
             draining.cancel();
             tracing::info!(drain_delay = %humantime::format_duration(drain_delay), "shutting down: no longer ready, draining");
             tokio::time::sleep(drain_delay).await;
@@ -428,6 +429,7 @@ pub async fn run_with(
 
     tracing::info!(addr = %listener.local_addr()?, "listening on {}", listener.local_addr()?);
     keepalive.set_ready(true);
+    tell_systemd(&[sd_notify::NotifyState::Ready], "ready");
     let served = http::serve(
         listener,
         router,
@@ -449,6 +451,15 @@ pub async fn run_with(
     closed?;
     tracing::info!("stopped; sessions flushed to the local store");
     Ok(())
+}
+
+/// Tells the service manager where the server is, for a systemd unit of `Type=notify`:
+/// `systemctl start` returns once the server serves, and `systemctl status` shows a stop in
+/// progress. Nothing happens without `NOTIFY_SOCKET` (not run by systemd).
+fn tell_systemd(state: &[sd_notify::NotifyState], what: &str) {
+    if let Err(err) = sd_notify::notify(state) {
+        tracing::warn!(error = %err, "cannot tell systemd the server is {what} (NOTIFY_SOCKET)");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown future of the binary, and of an

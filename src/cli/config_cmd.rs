@@ -36,6 +36,8 @@ pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
             "valid": verdict.is_ok(),
             "error": verdict.as_ref().err().map(ToString::to_string),
             "unknownVariables": layers.unknown_vars(),
+            "environmentNote": layers.environment_note(),
+            "ignoredServiceLinks": layers.service_links(),
             "settings": settings,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -50,6 +52,15 @@ pub fn run(file: Option<PathBuf>, as_json: bool) -> ExitCode {
         }
         for var in layers.unknown_vars() {
             println!("warning: {var} names no setting and is ignored");
+        }
+        if let Some(note) = layers.environment_note() {
+            println!("note: {note}");
+        }
+        if !layers.service_links().is_empty() {
+            println!(
+                "note: {} are Kubernetes service links and are ignored",
+                layers.service_links().join(", ")
+            );
         }
     }
     match verdict {

@@ -11,10 +11,11 @@ use crate::{logging, server};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
-/// Runs the server; returns the process exit code.
-pub fn run(file: Option<PathBuf>) -> ExitCode {
+/// Runs the server with the command line's `flags` on top of the configuration; returns the
+/// process exit code.
+pub fn run(file: Option<PathBuf>, flags: Vec<(&'static str, &'static str, String)>) -> ExitCode {
     let layers = match Layers::read(file) {
-        Ok(layers) => layers,
+        Ok(layers) => layers.with_flags(flags),
         Err(err) => return config_error(&err),
     };
     let config = match layers.validate() {
@@ -24,6 +25,13 @@ pub fn run(file: Option<PathBuf>) -> ExitCode {
     logging::init(&config.log);
     for var in layers.unknown_vars() {
         tracing::warn!(variable = %var, "ignoring {var}: it names no setting of keepalive (see `keepalive config`)");
+    }
+    if let Some(note) = layers.environment_note() {
+        tracing::warn!("{note}");
+    }
+    if !layers.service_links().is_empty() {
+        let names = layers.service_links().join(", ");
+        tracing::info!(variables = %names, "ignoring {names}: Kubernetes sets them for a Service named after keepalive's prefix (set enableServiceLinks: false in the pod spec to leave them out)");
     }
     banner(&config);
 
@@ -85,7 +93,7 @@ fn banner(config: &Config) {
         log_format = config.log.format.as_str(),
         health_token = if config.health.token.is_some() { "set" } else { "not set" },
         "keepalive {} [{}]: tick {}, timeout {}, {} retries, health every {} ticks",
-        env!("CARGO_PKG_VERSION"),
+        super::VERSION,
         config.environment,
         humantime::format_duration(c.tick),
         humantime::format_duration(c.timeout),

@@ -38,6 +38,8 @@ pub enum Origin {
     File(PathBuf),
     /// An environment variable, by name.
     Env(String),
+    /// A command-line flag of `keepalive serve`, by name (`--port`).
+    Flag(&'static str),
 }
 
 impl fmt::Display for Origin {
@@ -46,6 +48,7 @@ impl fmt::Display for Origin {
             Self::Default(env) => write!(f, "default for {env}"),
             Self::File(path) => write!(f, "config file {}", path.display()),
             Self::Env(name) => write!(f, "environment variable {name}"),
+            Self::Flag(name) => write!(f, "command-line flag {name}"),
         }
     }
 }
@@ -58,7 +61,11 @@ pub struct Layers {
     file: Option<(PathBuf, Dict)>,
     /// Setting name to (variable name, value), for the variables that were set.
     env: BTreeMap<String, (String, String)>,
+    /// Setting name to flag name, for the command-line flags that were given.
+    flags: BTreeMap<String, &'static str>,
     unknown_vars: Vec<String>,
+    service_links: Vec<String>,
+    environment_note: Option<String>,
 }
 
 impl Layers {
@@ -78,12 +85,15 @@ impl Layers {
             .collect();
         let mut env = BTreeMap::new();
         let mut unknown_vars = Vec::new();
+        let mut service_links = Vec::new();
         for (name, value) in &vars {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let key = rest.to_ascii_lowercase();
-            if KEYS.contains(&key.as_str()) {
+            if is_service_link(name, value, &vars) {
+                service_links.push(name.clone());
+            } else if KEYS.contains(&key.as_str()) {
                 env.insert(key, (name.clone(), value.clone()));
             } else if name != CONFIG_FILE_VAR {
                 unknown_vars.push(name.clone());
@@ -108,12 +118,39 @@ impl Layers {
                 Origin::Default(Environment::Development),
             ),
         };
-        let environment = Environment::parse(&environment).ok_or_else(|| ConfigError::Invalid {
-            key: "env",
-            value: environment.clone(),
-            origin: environment_origin,
-            rule: "must be one of development, staging, production".to_owned(),
-        })?;
+        let mut environment_note = None;
+        let environment = match Environment::parse(&environment) {
+            Some(parsed) => parsed,
+            // NODE_ENV belongs to the Node application the server is deployed with, which may
+            // use any name (`qa`, `ci`, `local`...). Express treats every value but
+            // `production` as development; so does keepalive, saying so, rather than refusing
+            // to start. KEEPALIVE_ENV and the file are keepalive's own and stay strict.
+            None if environment_origin == Origin::Env("NODE_ENV".to_owned()) => {
+                // A near miss of a known name is worth pointing out: `prodution` running with
+                // development's defaults (no `Secure` cookie) is not what its author meant.
+                let near = ["development", "staging", "production"]
+                    .into_iter()
+                    .find(|name| strsim::levenshtein(&environment.to_ascii_lowercase(), name) <= 2)
+                    .map(|name| format!(" (did you mean {name}?)"))
+                    .unwrap_or_default();
+                environment_note = Some(format!(
+                    "NODE_ENV={environment} is not one of keepalive's environments (development, \
+                     staging, production){near}: using the development defaults, as Express \
+                     does; set KEEPALIVE_ENV to choose"
+                ));
+                // The value stays in the layers as text: the environment is all it sets.
+                env.remove("env");
+                Environment::Development
+            }
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "env",
+                    value: environment.clone(),
+                    origin: environment_origin,
+                    rule: "must be one of development, staging, production".to_owned(),
+                });
+            }
+        };
 
         let mut figment = Figment::from(Serialized::defaults(RawConfig::defaults_for(environment)));
         if let Some((path, dict)) = &file {
@@ -133,8 +170,30 @@ impl Layers {
             environment,
             file,
             env,
+            flags: BTreeMap::new(),
             unknown_vars,
+            service_links,
+            environment_note,
         })
+    }
+
+    /// Puts the command-line flags of `keepalive serve` on top of the other layers: each is
+    /// (setting, flag name, value as typed).
+    pub fn with_flags(mut self, flags: Vec<(&'static str, &'static str, String)>) -> Self {
+        if flags.is_empty() {
+            return self;
+        }
+        let dict: Dict = flags
+            .iter()
+            .map(|(key, _, value)| ((*key).to_owned(), parse_env_value(key, value)))
+            .collect();
+        self.figment = self
+            .figment
+            .merge(DictLayer::new("command-line flags".to_owned(), dict));
+        for (key, flag, _) in flags {
+            self.flags.insert(key.to_owned(), flag);
+        }
+        self
     }
 
     /// The environment whose defaults form the bottom layer.
@@ -147,8 +206,22 @@ impl Layers {
         &self.unknown_vars
     }
 
+    /// The variables Kubernetes injects for a Service named `keepalive` (`KEEPALIVE_PORT=tcp://…`,
+    /// `KEEPALIVE_SERVICE_HOST`…); they are ignored.
+    pub fn service_links(&self) -> &[String] {
+        &self.service_links
+    }
+
+    /// Why the environment is not the one `NODE_ENV` names, when it is not.
+    pub fn environment_note(&self) -> Option<&str> {
+        self.environment_note.as_deref()
+    }
+
     /// Where the value of `key` came from.
     pub fn origin(&self, key: &str) -> Origin {
+        if let Some(flag) = self.flags.get(key) {
+            return Origin::Flag(flag);
+        }
         if let Some((var, _)) = self.env.get(key) {
             return Origin::Env(var.clone());
         }
@@ -179,14 +252,58 @@ impl Layers {
                 .copied()
                 .find(|k| *k == key)
                 .unwrap_or("configuration");
+            let value = self.display_value(&key).unwrap_or_default();
+            let rule = if key == "port" && value.contains("://") {
+                "must be a port number; a value such as tcp://10.0.0.1:80 is a Kubernetes \
+                 service link (a Service named `keepalive` sets KEEPALIVE_PORT in every pod \
+                 started after it): set `enableServiceLinks: false` in the pod spec"
+                    .to_owned()
+            } else {
+                describe_kind(&err.kind, &key)
+            };
             ConfigError::Invalid {
                 key: static_key,
-                value: self.display_value(&key).unwrap_or_default(),
+                value,
                 origin: self.origin(&key),
-                rule: describe_kind(&err.kind, &key),
+                rule,
             }
         })
     }
+}
+
+/// Whether `name` is one of the variables the kubelet injects for a Service (its "service
+/// links"): `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<PORT NAME>]`, `<SERVICE>_PORT`
+/// (`tcp://10.0.0.1:80`) and `<SERVICE>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`. A Service
+/// named `keepalive` gives `KEEPALIVE_PORT=tcp://…`, which would otherwise be read as the port
+/// and stop every pod started after the Service. Recognised only next to the
+/// `<SERVICE>_SERVICE_HOST` the kubelet always sets with them, so a port set by hand is
+/// still read (and refused if it is not a number).
+fn is_service_link(name: &str, value: &str, vars: &BTreeMap<String, String>) -> bool {
+    let has_host = |service: &str| vars.contains_key(&format!("{service}_SERVICE_HOST"));
+    if let Some(service) = name.strip_suffix("_SERVICE_HOST") {
+        return !service.is_empty();
+    }
+    if let Some((service, _)) = name.split_once("_SERVICE_PORT") {
+        return has_host(service);
+    }
+    // `<SERVICE>_PORT` and `<SERVICE>_PORT_80_TCP...`: the service is what precedes a `_PORT`
+    // followed by nothing or by `_<digits>`.
+    let link_value = |v: &str| {
+        ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| v.to_ascii_lowercase().starts_with(scheme))
+    };
+    if let Some(service) = name.strip_suffix("_PORT")
+        && link_value(value)
+        && has_host(service)
+    {
+        return true;
+    }
+    name.match_indices("_PORT_").any(|(index, _)| {
+        let (service, rest) = (&name[..index], &name[index + "_PORT_".len()..]);
+        let port = rest.split('_').next().unwrap_or_default();
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && has_host(service)
+    })
 }
 
 /// Reads and parses the TOML file; a missing or malformed file is an error, not an empty layer.

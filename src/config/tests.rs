@@ -116,12 +116,17 @@ fn durations_need_units() {
 }
 
 #[test]
-fn unknown_environment_is_rejected() {
-    let err = load(&[("NODE_ENV", "prodution")]).unwrap_err();
+fn unknown_environment_is_rejected_from_keepalive_env_and_pointed_out_from_node_env() {
+    let err = load(&[("KEEPALIVE_ENV", "prodution")]).unwrap_err();
     assert!(
-        err.to_string().contains("environment variable NODE_ENV"),
+        err.to_string()
+            .contains("environment variable KEEPALIVE_ENV"),
         "{err}"
     );
+    let layers = Layers::new(None, vars(&[("NODE_ENV", "prodution")])).expect("layers");
+    assert_eq!(layers.environment(), Environment::Development);
+    let note = layers.environment_note().expect("note");
+    assert!(note.contains("did you mean production?"), "{note}");
 }
 
 #[test]
@@ -348,4 +353,97 @@ fn express_mode_refuses_what_it_cannot_run_with_and_never_prints_a_secret() {
             "a secret was printed: {text}"
         );
     }
+}
+
+#[test]
+fn kubernetes_service_links_are_ignored_and_named() {
+    let links = [
+        ("KEEPALIVE_SERVICE_HOST", "10.96.0.7"),
+        ("KEEPALIVE_SERVICE_PORT", "80"),
+        ("KEEPALIVE_SERVICE_PORT_HTTP", "80"),
+        ("KEEPALIVE_PORT", "tcp://10.96.0.7:80"),
+        ("KEEPALIVE_PORT_80_TCP", "tcp://10.96.0.7:80"),
+        ("KEEPALIVE_PORT_80_TCP_PROTO", "tcp"),
+        ("KEEPALIVE_PORT_80_TCP_PORT", "80"),
+        ("KEEPALIVE_PORT_80_TCP_ADDR", "10.96.0.7"),
+        // A second Service, `keepalive-redis`, in the same namespace.
+        ("KEEPALIVE_REDIS_SERVICE_HOST", "10.96.0.8"),
+        ("KEEPALIVE_REDIS_PORT", "tcp://10.96.0.8:6379"),
+        ("KEEPALIVE_REDIS_PORT_6379_TCP_ADDR", "10.96.0.8"),
+    ];
+    let mut all = links.to_vec();
+    all.push(("PORT", "9000"));
+    let layers = Layers::new(None, vars(&all)).expect("layers");
+    let config = layers.validate().expect("valid");
+    assert_eq!(config.server.listen.port(), 9000);
+    assert_eq!(layers.service_links().len(), links.len());
+    assert!(
+        layers.unknown_vars().is_empty(),
+        "{:?}",
+        layers.unknown_vars()
+    );
+    assert_eq!(layers.origin("port"), Origin::Env("PORT".to_owned()));
+
+    // Without the `_SERVICE_HOST` the kubelet always sets with them, a `KEEPALIVE_PORT` is
+    // the operator's own, and refused if it is not a number.
+    let err = load(&[("KEEPALIVE_PORT", "tcp://10.96.0.7:80")]).unwrap_err();
+    assert!(err.to_string().contains("enableServiceLinks"), "{err}");
+    // A port set by hand next to the links is still read.
+    let config = load(&[
+        ("KEEPALIVE_SERVICE_HOST", "10.96.0.7"),
+        ("KEEPALIVE_PORT", "9100"),
+    ])
+    .expect("valid");
+    assert_eq!(config.server.listen.port(), 9100);
+}
+
+#[test]
+fn node_env_of_a_node_application_falls_back_to_development_and_says_so() {
+    for value in ["qa", "ci", "local", "uat", "preview"] {
+        let layers = Layers::new(None, vars(&[("NODE_ENV", value)])).expect("layers");
+        assert_eq!(layers.environment(), Environment::Development, "{value}");
+        let note = layers.environment_note().expect("a note");
+        assert!(note.contains(&format!("NODE_ENV={value}")), "{note}");
+        assert!(note.contains("KEEPALIVE_ENV"), "{note}");
+        layers.validate().expect("valid");
+    }
+    let layers = Layers::new(None, vars(&[("NODE_ENV", "test")])).expect("layers");
+    assert_eq!(layers.environment(), Environment::Development);
+    assert!(layers.environment_note().is_none());
+    // KEEPALIVE_ENV is keepalive's own: a value it does not know is an error.
+    let err = Layers::new(None, vars(&[("KEEPALIVE_ENV", "qa")])).unwrap_err();
+    assert!(err.to_string().contains("KEEPALIVE_ENV"), "{err}");
+    // KEEPALIVE_ENV decides even when NODE_ENV is unknown.
+    let layers = Layers::new(
+        None,
+        vars(&[("NODE_ENV", "qa"), ("KEEPALIVE_ENV", "staging")]),
+    )
+    .expect("layers");
+    assert_eq!(layers.environment(), Environment::Staging);
+    assert!(layers.environment_note().is_none());
+}
+
+#[test]
+fn command_line_flags_sit_on_top_and_are_named_as_the_origin() {
+    let layers = Layers::new(
+        None,
+        vars(&[("PORT", "9000"), ("KEEPALIVE_DATA_DIR", "/srv/a")]),
+    )
+    .expect("layers")
+    .with_flags(vec![
+        ("port", "--port", "9001".to_owned()),
+        ("data_dir", "--data-dir", "/srv/b".to_owned()),
+    ]);
+    let config = layers.validate().expect("valid");
+    assert_eq!(config.server.listen.port(), 9001);
+    assert_eq!(config.store.data_dir, PathBuf::from("/srv/b"));
+    assert_eq!(layers.origin("port"), Origin::Flag("--port"));
+    assert_eq!(
+        layers.origin("port").to_string(),
+        "command-line flag --port"
+    );
+    assert_eq!(
+        layers.origin("bind"),
+        Origin::Default(Environment::Development)
+    );
 }

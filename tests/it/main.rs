@@ -13,5 +13,6 @@ mod integration;
 mod limits;
 mod process;
 mod redis_store;
+mod startup;
 mod store_conformance;
 mod workers;

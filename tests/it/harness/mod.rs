@@ -250,8 +250,13 @@ pub struct Process {
     early: Vec<String>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_keepalive")
+/// The binary under test: the one this test build made, or `KEEPALIVE_BIN` when set
+/// (`scripts/test.sh` runs the start-up tests again on the release build, the one that ships).
+pub fn binary() -> String {
+    std::env::var("KEEPALIVE_BIN")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_keepalive").to_owned())
 }
 
 /// A command for the binary with a clean environment plus `vars`.
