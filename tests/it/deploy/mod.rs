@@ -4,7 +4,9 @@
 //! (non-root, health checks, probes, memory limits, time to drain).
 //!
 //! Needs `promtool` (Debian's `prometheus`) and `python3` with PyYAML (`scripts/test.sh` installs both)
-//! to read YAML. `systemd-analyze`, when present, also verifies the systemd unit.
+//! to read YAML, `kubectl` (for `kubectl kustomize`; no cluster) and the Python package
+//! `kubernetes-validate` (the Kubernetes API schemas, offline), which `scripts/test.sh` installs
+//! too. `systemd-analyze`, when present, also verifies the systemd unit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
