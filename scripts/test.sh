@@ -14,13 +14,9 @@ as_root() {
 
 # Debian packages: promtool validates /metrics and the alert rules, redis-server serves the
 # Redis tests, nginx and Caddy front keepalive in the forward-authentication tests, Chromium
-# runs the browser tests (driven by playwright-core; no browser download), kubectl builds the
-# Kubernetes kustomizations (`kubectl kustomize`, no cluster needed). Any kubectl will do;
-# Debian's kubernetes-client (1.20) builds deploy/kubernetes but its kustomize is too old for
-# deploy/kubernetes/monitoring, which the tests then only check file by file.
+# runs the browser tests (driven by playwright-core; no browser download).
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v kubectl >/dev/null || missing+=(kubernetes-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # Debian's nginx lives in /usr/sbin, which is not on every user's PATH.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -29,6 +25,10 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 # admin API, listens on free ports of 127.0.0.1 and keeps its data in a temporary directory.
 command -v caddy >/dev/null || missing+=(caddy)
 command -v chromium >/dev/null || missing+=(chromium)
+# systemd-analyze verifies the systemd unit and rates its sandbox (Debian's systemd package;
+# systemd need not be running), strace records what the server does to hold it to that sandbox.
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v strace >/dev/null || missing+=(strace)
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     as_root apt-get update -qq
@@ -39,14 +39,6 @@ fi
 if ! python3 -c 'import yaml' 2>/dev/null; then
     log "installing PyYAML"
     python3 -m pip install --quiet pyyaml
-fi
-
-# kubernetes-validate checks the Kubernetes manifests against the API schemas it bundles
-# (offline): pinned, since each release adds the next Kubernetes version's schemas.
-kubernetes_validate=1.37.0
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$kubernetes_validate')" 2>/dev/null; then
-    log "installing kubernetes-validate $kubernetes_validate"
-    python3 -m pip install --quiet "kubernetes-validate==$kubernetes_validate"
 fi
 
 log "cargo fmt --check"
