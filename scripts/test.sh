@@ -14,9 +14,13 @@ as_root() {
 
 # Debian packages: promtool validates /metrics and the alert rules, redis-server serves the
 # Redis tests, nginx and Caddy front keepalive in the forward-authentication tests, Chromium
-# runs the browser tests (driven by playwright-core; no browser download).
+# runs the browser tests (driven by playwright-core; no browser download), kubectl builds the
+# Kubernetes kustomizations (`kubectl kustomize`, no cluster needed). Any kubectl will do;
+# Debian's kubernetes-client (1.20) builds deploy/kubernetes but its kustomize is too old for
+# deploy/kubernetes/monitoring, which the tests then only check file by file.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # Debian's nginx lives in /usr/sbin, which is not on every user's PATH.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -39,6 +43,14 @@ fi
 if ! python3 -c 'import yaml' 2>/dev/null; then
     log "installing PyYAML"
     python3 -m pip install --quiet pyyaml
+fi
+
+# kubernetes-validate checks the Kubernetes manifests against the API schemas it bundles
+# (offline): pinned, since each release adds the next Kubernetes version's schemas.
+kubernetes_validate=1.37.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$kubernetes_validate')" 2>/dev/null; then
+    log "installing kubernetes-validate $kubernetes_validate"
+    python3 -m pip install --quiet "kubernetes-validate==$kubernetes_validate"
 fi
 
 log "cargo fmt --check"
