@@ -1,6 +1,6 @@
 //! keepalive's integration tests, in one binary: the server over a real port (in this process
 //! with a clock the test moves, or the real binary for signals, crashes and exit codes), real
-//! `redis-server` processes (`keepalive-testkit`), a real nginx.
+//! `redis-server` processes (`keepalive-testkit`), a real nginx and a real Caddy.
 
 mod alerts;
 mod cli;

@@ -1,5 +1,5 @@
 //! Forward authentication (`/api/v1/auth`) in this process: users allowed, everyone else
-//! refused, the session extended or not as configured. Through a real nginx: `behind_nginx`.
+//! refused, the session extended or not as configured. Through a real nginx and a real Caddy: `behind_proxy`.
 
 use super::*;
 
