@@ -454,17 +454,52 @@ fn grafana_dashboard_queries_real_metrics_with_valid_promql() {
     }
     assert_metrics_exist("deploy/grafana/keepalive-dashboard.json", &exprs);
 
-    // Every metric of the built-in alerts is on the dashboard.
+    // Every metric of the built-in alerts is on the dashboard, and connections, rate limits,
+    // forward authentication and the sessions each instance holds.
     let used: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
     for metric in [
         "keepalive_health_status",
         "keepalive_redis_up",
         "keepalive_memory_used_bytes",
         "keepalive_memory_limit_bytes",
+        "keepalive_http_connections",
+        "keepalive_rate_limited_total",
+        "keepalive_forward_auth_total",
+        "keepalive_sessions_live",
     ] {
         assert!(
             used.contains(metric),
             "the dashboard does not show {metric}"
+        );
+    }
+
+    // The process: CPU, resident memory, file descriptors against their limit. These are the
+    // standard process_* metrics of the Prometheus client's process collector, which the
+    // server registers and docs/http-api.md lists.
+    let process: BTreeSet<&str> = exprs
+        .iter()
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|word| word.starts_with("process_"))
+        .collect();
+    assert_eq!(
+        process,
+        BTreeSet::from([
+            "process_cpu_seconds_total",
+            "process_max_fds",
+            "process_open_fds",
+            "process_resident_memory_bytes",
+        ]),
+        "the process metrics on the dashboard"
+    );
+    assert!(
+        read("src/metrics.rs").contains("ProcessCollector"),
+        "src/metrics.rs no longer registers the process collector"
+    );
+    let api = read("docs/http-api.md");
+    for name in &process {
+        assert!(
+            api.contains(name),
+            "the dashboard uses {name}, which docs/http-api.md does not list"
         );
     }
 
