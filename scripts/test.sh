@@ -76,6 +76,17 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+log "start-up tests on the release build (the binary that ships)"
+# The binary operators run is the release build: it must start where the tests' build does (a
+# pod with Kubernetes service links, NODE_ENV of a Node application, systemd's notify socket,
+# the serve flags) and name its version and commit.
+cargo build --release --locked --bin keepalive
+if cargo nextest --version >/dev/null 2>&1; then
+    KEEPALIVE_BIN="$PWD/target/release/keepalive" cargo nextest run --test it --locked -E 'test(/^startup::/)'
+else
+    KEEPALIVE_BIN="$PWD/target/release/keepalive" cargo test --test it --locked startup::
+fi
+
 log "fuzz targets (cargo fuzz, 10 s each)"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
