@@ -69,6 +69,18 @@ if [ ! -d tests/express/node_modules ] || [ tests/express/package-lock.json -nt 
     npm ci --prefix tests/express --no-audit --no-fund
 fi
 
+# The deployment files' linters, pinned, under target/ (npm): dockerfile-utils checks
+# deploy/docker/Dockerfile, dclint checks the compose files against the Compose specification.
+# Both work offline and need no Docker engine.
+deploy_lint="dockerfile-utils@0.16.3 dclint@3.1.0"
+if [ "$(cat target/deploy-lint/installed 2>/dev/null)" != "$deploy_lint" ]; then
+    log "npm packages of the deployment tests: $deploy_lint"
+    rm -rf target/deploy-lint && mkdir -p target/deploy-lint
+    # shellcheck disable=SC2086 # one word per package
+    npm install --prefix target/deploy-lint --no-save --no-audit --no-fund $deploy_lint
+    echo "$deploy_lint" >target/deploy-lint/installed
+fi
+
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
