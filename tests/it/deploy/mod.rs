@@ -3,10 +3,11 @@
 //! should, and the container, Kubernetes and systemd files keep the promises the guide makes
 //! (non-root, health checks, probes, memory limits, time to drain).
 //!
-//! Needs `promtool` (Debian's `prometheus`) and `python3` with PyYAML (`scripts/test.sh` installs both)
-//! to read YAML, `kubectl` (for `kubectl kustomize`; no cluster) and the Python package
-//! `kubernetes-validate` (the Kubernetes API schemas, offline), which `scripts/test.sh` installs
-//! too. `systemd-analyze`, when present, also verifies the systemd unit.
+//! Needs, all installed by `scripts/test.sh`: `promtool` (Debian's `prometheus`), `python3` with
+//! PyYAML to read YAML, `kubectl` (for `kubectl kustomize`; no cluster), the Python package
+//! `kubernetes-validate` (the Kubernetes API schemas, offline), `systemd-analyze` (Debian's
+//! `systemd`; it need not run) and `strace` for the systemd unit, and the npm linters
+//! `dockerfile-utils` and `dclint` under `target/deploy-lint`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
