@@ -81,6 +81,16 @@ if [ "$(cat target/deploy-lint/installed 2>/dev/null)" != "$deploy_lint" ]; then
     echo "$deploy_lint" >target/deploy-lint/installed
 fi
 
+# The browser client as the npm package frontend teams install (client/): dist/ must be the build
+# of src/ (the server embeds dist/), then npm pack, an install of the tarball into a scratch
+# project, imports from Node (ES module and CommonJS), an esbuild bundle, tsc on the types, size.
+if [ ! -d client/node_modules ] || [ client/package-lock.json -nt client/node_modules/.package-lock.json ]; then
+    log "npm packages of client"
+    npm ci --prefix client --no-audit --no-fund
+fi
+log "browser client package (client/)"
+npm test --prefix client
+
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

@@ -1,8 +1,8 @@
 // The demo page: signs in, then shows what the keepalive client knows. Loaded as an ES module, so it
 // also shows the client used that way; the page's Content-Security-Policy allows no inline code.
-import './keepalive.js';
+import { createKeepalive } from '/keepalive.mjs';
 
-const client = globalThis.createKeepalive();
+const client = createKeepalive();
 const $ = (id) => document.getElementById(id);
 const badge = $('badge');
 const dialog = $('stay');

@@ -40,28 +40,26 @@ async fn index() -> Response {
     response
 }
 
+/// The classic-script build of the `keepalive-client` package (client/), which defines the
+/// global `createKeepalive`.
 async fn client() -> Response {
     asset(
-        include_str!("../../web/keepalive.js"),
+        include_str!("../../client/dist/keepalive.global.min.js"),
         "text/javascript; charset=utf-8",
     )
 }
 
-/// The same client as an ES module with real exports (`import { createKeepalive } from
-/// "/keepalive.mjs"`): the classic script with an export trailer, so there is one source.
+/// The same client as an ES module (`import { createKeepalive } from "/keepalive.mjs"`).
 async fn client_module() -> Response {
     asset(
-        concat!(
-            include_str!("../../web/keepalive.js"),
-            "\nconst createKeepalive = globalThis.createKeepalive;\nexport { createKeepalive };\nexport default createKeepalive;\n"
-        ),
+        include_str!("../../client/dist/keepalive.min.mjs"),
         "text/javascript; charset=utf-8",
     )
 }
 
 async fn declarations() -> Response {
     asset(
-        include_str!("../../web/keepalive.d.ts"),
+        include_str!("../../client/dist/keepalive.d.ts"),
         "application/typescript; charset=utf-8",
     )
 }

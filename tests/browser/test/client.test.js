@@ -31,11 +31,10 @@ describe('keepalive.js', { timeout: 90000 }, () => {
     assert.equal(await page.evaluate(() => window.moduleLoaded), 'function');
     await context.close();
 
-    const factory = createRequire(import.meta.url)('../../../web/keepalive.js');
-    assert.equal(typeof factory, 'function');
-    assert.equal(factory.createKeepalive, factory);
-    assert.equal(factory.default, factory);
-    const client = factory();
+    const cjs = createRequire(import.meta.url)('../../../client/dist/keepalive.cjs');
+    assert.equal(typeof cjs.createKeepalive, 'function');
+    assert.equal(cjs.default, cjs.createKeepalive);
+    const client = cjs.createKeepalive();
     assert.deepEqual(Object.keys(client).sort(), ['extend', 'logout', 'off', 'on', 'start', 'state', 'stop']);
     assert.equal(client.state.running, false);
   });

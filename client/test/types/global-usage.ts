@@ -1,5 +1,5 @@
-// Compiled by test/package.test.js: the same client through the global a classic <script> defines.
-import type {} from '../../../web/keepalive.js';
+// Compiled by test/package.test.js: the client through the global the classic-script build defines.
+/// <reference types="keepalive-client/global" />
 
 const client = globalThis.createKeepalive({ probeUrl: null });
 client.on('disconnected', ({ error, lastOkAt }) => console.log(error, lastOkAt));

@@ -1,8 +1,11 @@
-// Compiled by test/package.test.js against web/keepalive.d.ts: how an app that bundles the client
-// uses it. Each @ts-expect-error fails the compile if the declarations grow too loose.
-import createKeepalive, { type KeepaliveState, type HealthStatus } from '../../../web/keepalive.js';
+// Compiled by test/package.test.js in a project that installed the packed tarball: how an app that
+// bundles the client uses it (moduleResolution bundler). Each @ts-expect-error fails the compile if
+// the declarations grow too loose.
+import createKeepalive, { createKeepalive as named, type KeepaliveState, type HealthStatus } from 'keepalive-client';
 
 const client = createKeepalive({ url: '/api/v1/keepalive?app=shop', params: { tab: 'cart', n: 2 }, warnBefore: 90_000 });
+const same: typeof createKeepalive = named;
+void same;
 const off = client.on('expiring', ({ secondsLeft, final }) => {
   const left: number = secondsLeft;
   const last: boolean = final;

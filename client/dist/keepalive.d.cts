@@ -1,7 +1,9 @@
-// Type declarations for keepalive.js, served beside it at /keepalive.d.ts.
+// Type declarations of keepalive-client (also served by the keepalive server at /keepalive.d.ts).
 //
-// As a module (CommonJS or a bundler):  import createKeepalive from './keepalive.js'
-// As a classic script or a side-effect ES module import, the same factory is the global `createKeepalive`.
+//   import { createKeepalive } from 'keepalive-client';        // or the default export
+//   const { createKeepalive } = require('keepalive-client');
+//
+// The classic-script build defines a global instead: its declaration is keepalive-client/global.
 
 /** Health the server reports; `unknown` until its first answer. */
 export type HealthStatus = 'healthy' | 'degraded' | 'critical' | 'unknown';
@@ -117,11 +119,6 @@ export interface Keepalive {
 
 export type CreateKeepalive = (options?: KeepaliveOptions) => Keepalive;
 
-declare const createKeepalive: CreateKeepalive & { createKeepalive: CreateKeepalive; default: CreateKeepalive };
+/** Creates a keepalive client. Nothing happens, and nothing of the browser is touched, until `start()`. */
+export declare function createKeepalive(options?: KeepaliveOptions): Keepalive;
 export default createKeepalive;
-export { createKeepalive };
-
-declare global {
-  /** Defined when keepalive.js runs as a classic script or a side-effect ES module import. */
-  var createKeepalive: CreateKeepalive;
-}
