@@ -1,5 +1,5 @@
-//! Per-client rate limits on session creation and keepalive, and the client's address behind
-//! trusted proxies.
+//! Per-client rate limits on the state-changing routes (session creation and rotation, logout,
+//! keepalive), and the client's address behind trusted proxies.
 //!
 //! A client is its IP address; IPv6 clients are grouped by /64, the block one subscriber gets,
 //! so rotating addresses inside it buys nothing. Behind a load balancer every request comes
@@ -28,8 +28,11 @@ use crate::config::RateLimitSettings;
 /// What a limit applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
-    /// `POST /api/v1/session`.
+    /// `POST /api/v1/session` and `POST /api/v1/session/rotate`.
     Sessions,
+    /// `DELETE /api/v1/session`: the budget of session creation, counted apart, so that a
+    /// client that spent one can still use the other.
+    Logouts,
     /// `GET /api/v1/keepalive`.
     Keepalive,
 }
@@ -37,7 +40,7 @@ pub enum Bucket {
 impl Bucket {
     fn route(self) -> &'static str {
         match self {
-            Self::Sessions => "/api/v1/session",
+            Self::Sessions | Self::Logouts => "/api/v1/session",
             Self::Keepalive => "/api/v1/keepalive",
         }
     }
@@ -46,6 +49,7 @@ impl Bucket {
 /// The limiters of one server.
 pub struct RateLimits {
     sessions: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    logouts: Option<DefaultKeyedRateLimiter<IpAddr>>,
     keepalive: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trusted: Vec<IpNet>,
 }
@@ -59,6 +63,7 @@ impl RateLimits {
     pub fn new(settings: &RateLimitSettings) -> Self {
         Self {
             sessions: limiter(settings.sessions_per_minute),
+            logouts: limiter(settings.sessions_per_minute),
             keepalive: limiter(settings.keepalives_per_minute),
             trusted: settings.trusted_proxies.clone(),
         }
@@ -74,6 +79,7 @@ impl RateLimits {
         }
         let limiter = match bucket {
             Bucket::Sessions => &self.sessions,
+            Bucket::Logouts => &self.logouts,
             Bucket::Keepalive => &self.keepalive,
         };
         let Some(limiter) = limiter else {
@@ -86,7 +92,10 @@ impl RateLimits {
 
     /// Forgets clients whose limits are back to full, and gives the memory back.
     pub fn sweep(&self) {
-        for limiter in [&self.sessions, &self.keepalive].into_iter().flatten() {
+        for limiter in [&self.sessions, &self.logouts, &self.keepalive]
+            .into_iter()
+            .flatten()
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

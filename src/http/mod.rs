@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -198,7 +199,7 @@ fn build(state: AppState, options: &RouterOptions, standalone: bool) -> Router {
             "/api/v1/session",
             axum::routing::post(session::create)
                 .layer(limited(Bucket::Sessions))
-                .delete(session::end)
+                .delete(session::end.layer(limited(Bucket::Logouts)))
                 .route_layer(same_site())
                 .get(session::current),
         )

@@ -1,6 +1,9 @@
 //! Hostile traffic over real HTTP against the real binary: thousands of random cookies, paths,
 //! methods and malformed requests. Every answer must be 2xx or 4xx, the server must stay up, a
 //! flood of unknown session ids must write nothing to the store, and memory must stay bounded.
+//!
+//! Then the attacks of issue #18: a flood of logouts of made-up ids (nothing written to Redis
+//! or the local store, and a budget per client).
 
 use crate::harness::{Process, client, create_session, keepalive};
 use proptest::prelude::*;
@@ -195,4 +198,137 @@ fn malformed_requests_get_4xx_and_the_server_stays_up() {
         b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert!(live.starts_with("HTTP/1.1 200"), "still serving: {live}");
+}
+
+// ---- logouts of sessions that do not exist ------------------------------------------------------
+
+/// Well-formed session ids that name no session.
+fn unknown_ids(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            keepalive::session::SessionId::generate()
+                .expect("rng")
+                .to_string()
+        })
+        .collect()
+}
+
+/// A logout with the cookie `keepalive_sid=<id>`, as the client `forwarded_for` names (none:
+/// loopback itself); returns the status.
+async fn logout_as(base: &str, id: &str, forwarded_for: Option<&str>) -> u16 {
+    let mut request = client()
+        .delete(format!("{base}/api/v1/session"))
+        .header(COOKIE, format!("keepalive_sid={id}"));
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    request.send().await.expect("logout").status().as_u16()
+}
+
+/// The size of the local store's file, in bytes.
+fn store_file_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("sessions.redb"))
+        .expect("the local store's file")
+        .len()
+}
+
+/// `keepalive_store_writes_total`, once the writer's next batch has had time to land.
+async fn settled_store_writes(base: &str) -> f64 {
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    metric(
+        &crate::harness::metrics(base).await,
+        "keepalive_store_writes_total",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_logouts_of_unknown_ids_leaves_redis_and_the_local_store_as_they_were() {
+    let redis = keepalive_testkit::redis::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let process = Process::start(dir.path(), &[("REDIS_URL", url.as_str())]);
+    let base = process.base.clone();
+    crate::harness::within(
+        std::time::Duration::from_secs(10),
+        "Redis answers",
+        || async { keepalive(&base, None).await.1["serverHealth"]["checks"]["redis"] == "ok" },
+    )
+    .await;
+    let live = create_session(&base).await;
+    let copy_only = create_session(&base).await;
+    let dbsize = || redis.query::<i64>(&redis::cmd("DBSIZE"), "DBSIZE");
+    let writes_before = settled_store_writes(&base).await;
+    let keys_before = dbsize();
+    let file_before = store_file_len(dir.path());
+
+    // From loopback, which no rate limit applies to: only the logout's own cost counts.
+    for id in unknown_ids(300) {
+        assert_eq!(
+            logout_as(&base, &id, None).await,
+            204,
+            "logout is idempotent"
+        );
+    }
+    assert_eq!(
+        dbsize(),
+        keys_before,
+        "a logout of an unknown id leaves no key in Redis"
+    );
+    assert_eq!(
+        settled_store_writes(&base).await,
+        writes_before,
+        "nor a write in the local store"
+    );
+    assert_eq!(store_file_len(dir.path()), file_before);
+
+    // A real session's logout is still remembered: its mark keeps every copy out of Redis.
+    assert_eq!(crate::harness::logout(&base, &live).await, 204);
+    let id = live.split_once('=').expect("pair").1;
+    assert!(
+        redis.exists(&format!("keepalive:{{{id}}}:ended")),
+        "the logout of a live session leaves its mark"
+    );
+    assert_eq!(keepalive(&base, Some(&live)).await.0, 401);
+
+    // So is the logout of a session Redis lost but this instance still holds a copy of: that
+    // copy could be written back by a re-sync, which the mark prevents.
+    let id = copy_only.split_once('=').expect("pair").1;
+    let removed: i64 = redis.query(redis::cmd("DEL").arg(format!("keepalive:{{{id}}}")), "DEL");
+    assert_eq!(removed, 1);
+    assert_eq!(crate::harness::logout(&base, &copy_only).await, 204);
+    assert!(
+        redis.exists(&format!("keepalive:{{{id}}}:ended")),
+        "the logout of a session held only here leaves its mark"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_are_rate_limited_per_client_and_unknown_ids_cost_the_local_store_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(dir.path(), &[("KEEPALIVE_RATE_LIMIT_SESSIONS", "20")]);
+    let base = process.base.clone();
+    let live = create_session(&base).await;
+    let writes_before = settled_store_writes(&base).await;
+    for id in unknown_ids(200) {
+        assert_eq!(logout_as(&base, &id, None).await, 204);
+    }
+    assert_eq!(
+        settled_store_writes(&base).await,
+        writes_before,
+        "a logout of an unknown id writes nothing to the store"
+    );
+
+    // A client behind the (loopback, trusted) proxy has a budget of logouts like one of
+    // creations; another client has its own.
+    let ids = unknown_ids(21);
+    for id in &ids[..20] {
+        assert_eq!(logout_as(&base, id, Some("203.0.113.77")).await, 204);
+    }
+    assert_eq!(
+        logout_as(&base, &ids[20], Some("203.0.113.77")).await,
+        429,
+        "the 21st logout in a minute is refused"
+    );
+    assert_eq!(logout_as(&base, &ids[20], Some("203.0.113.78")).await, 204);
+    assert_eq!(keepalive(&base, Some(&live)).await.0, 200);
 }

@@ -328,11 +328,18 @@ impl SessionStore for FailoverStore {
         let s = &self.shared;
         let now = s.clock.now();
         if s.is_online() {
-            match s.primary.end(id, now).await {
+            // An id that neither the primary nor this instance holds leaves no mark and no
+            // tombstone: a logout of a made-up id must cost no storage. While the primary is
+            // offline (below) every logout is kept, since this instance cannot tell such an id
+            // from a session the primary or another instance holds.
+            let held = s.mirror.get(id)?.is_some();
+            match s.primary.log_out(id, now, held).await {
                 Ok(existed) => {
                     // Kept should the primary come back empty, when the mark that keeps other
                     // instances' copies out is gone.
-                    s.remove_copy(id, Some(s.tombstone(now)))?;
+                    if existed || held {
+                        s.remove_copy(id, Some(s.tombstone(now)))?;
+                    }
                     return Ok(existed);
                 }
                 Err(err) => s.failed(err)?,

@@ -62,6 +62,21 @@ pub trait Primary: SessionStore {
     /// session existed.
     async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError>;
 
+    /// Ends a session a client logged out of while the primary answers: as [`end`](Self::end),
+    /// except that an id the primary does not hold is marked and announced only if
+    /// `mark_unknown` (this instance holds a copy of it). A logout of an id nobody holds then
+    /// leaves nothing behind, so made-up ids cost no storage. By default every logout is
+    /// marked: a primary whose ids cannot be made up (signed cookies) need not tell them apart.
+    async fn log_out(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        mark_unknown: bool,
+    ) -> Result<bool, StoreError> {
+        let _ = mark_unknown;
+        self.end(id, now).await
+    }
+
     /// Whether a session's logout is marked.
     async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError>;
 

@@ -203,10 +203,16 @@ impl SessionStore for LocalStore {
         let existed = {
             let mut shard = self.shared.overlay.shard(id);
             let existed = self.current(&shard, id)?.is_some();
-            shard.put(*id, Write::Remove(None));
+            // An unknown id has nothing to remove: no write, no flush, so a flood of made-up
+            // ids costs the disk nothing.
+            if existed {
+                shard.put(*id, Write::Remove(None));
+            }
             existed
         };
-        self.flush().await?;
+        if existed {
+            self.flush().await?;
+        }
         Ok(existed)
     }
 

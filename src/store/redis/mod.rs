@@ -211,12 +211,28 @@ impl RedisStore {
 
     /// Ends a session at `now`, leaving the logout marker.
     pub async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        self.end_marking(id, now, true).await
+    }
+
+    /// Ends a session at `now`, leaving the logout marker if it existed or if `mark_unknown`;
+    /// an unknown id is announced only when it is marked.
+    pub async fn end_marking(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        mark_unknown: bool,
+    ) -> Result<bool, StoreError> {
+        let unknown_ttl = if mark_unknown {
+            duration_millis(self.options.absolute_lifetime)
+        } else {
+            0
+        };
         let mut invocation = scripts::END.prepare_invoke();
         invocation
             .key(self.keys.session(id))
             .key(self.keys.marker(id))
             .arg(now)
-            .arg(duration_millis(self.options.absolute_lifetime))
+            .arg(unknown_ttl)
             .arg(self.keys.logout_channel())
             .arg(id.to_string());
         Ok(matches!(

@@ -42,6 +42,15 @@ impl Primary for RedisStore {
         RedisStore::end(self, id, now).await
     }
 
+    async fn log_out(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        mark_unknown: bool,
+    ) -> Result<bool, StoreError> {
+        RedisStore::end_marking(self, id, now, mark_unknown).await
+    }
+
     async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
         RedisStore::is_ended(self, id).await
     }

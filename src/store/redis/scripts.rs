@@ -112,8 +112,9 @@ return 1
 
 /// Ends a session, leaves the marker and tells every instance, so they end their local copies
 /// (not again for a logout written back twice, which finds its marker and no session).
-/// KEYS: session, marker. ARGV: now, marker ttl ms when the session is unknown, the logout
-/// channel, the id. Returns 1 if the session existed.
+/// KEYS: session, marker. ARGV: now, marker ttl ms when the session is unknown (0: an unknown
+/// id is neither marked nor announced), the logout channel, the id. Returns 1 if the session
+/// existed.
 pub static END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -125,7 +126,7 @@ local marked = redis.call('EXISTS', KEYS[2])
 local ttl = tonumber(ARGV[2])
 if a then ttl = a - tonumber(ARGV[1]) end
 if ttl > 0 then redis.call('SET', KEYS[2], '1', 'PX', string.format('%.0f', ttl)) end
-if existed == 1 or marked == 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if existed == 1 or (marked == 0 and ttl > 0) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return existed
 ",
     )
