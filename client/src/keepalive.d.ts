@@ -20,6 +20,12 @@ export interface KeepaliveOptions {
   params?: Record<string, string | number | boolean> | URLSearchParams;
   /** Checked when the user is idle, so a lost server is noticed without extending the session. Default `/livez`; `null` turns it off. */
   probeUrl?: string | null;
+  /**
+   * Looked at instead of `probeUrl` when the user is idle and the health the client knows is the
+   * server's `healthCheckFrequency` ticks old (a keepalive answer carries it too). Default `/health`;
+   * `null` turns it off.
+   */
+  healthUrl?: string | null;
   /** Session endpoint that `logout()` sends DELETE to. Default `/api/v1/session`. */
   sessionUrl?: string;
   /** Milliseconds before expiry at which `expiring` starts (at most half the idle timeout). Default 60000. */
@@ -32,12 +38,39 @@ export interface KeepaliveOptions {
   timeout?: number;
   /** Retries of a failed ping until the server's first answer says otherwise. Default 3. */
   maxRetries?: number;
+  /** The fetch credentials mode of every request: `include` for keepalive on another origin. Default `same-origin`. */
+  credentials?: RequestCredentials;
+  /**
+   * Headers added to every request (keepalive, probe, health, logout): an object, or a function
+   * called for each request, which may return a promise (a token that is refreshed).
+   */
+  headers?: Record<string, string> | ((request: { url: string; method: string }) => Record<string, string> | Promise<Record<string, string>>);
+  /** The fetch to use; default the page's `fetch`, looked up at each request. */
+  fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /**
+   * Milliseconds without activity after which the user is idle: `idle` is emitted and the session
+   * is no longer extended (the server's idle timeout then runs out). Set it shorter than the
+   * server's idle timeout. Default one tick.
+   */
+  idleTimeout?: number;
+  /** DOM events that show the user is there. Default `pointerdown`, `pointermove`, `keydown`, `wheel`, `touchstart`, `focus`. */
+  activityEvents?: string[];
+  /** Where to listen for them (capture phase). Default `document`. */
+  activityTarget?: EventTarget;
+  /** Activity is recorded at most once per this many ms. Default 1000. */
+  activityThrottle?: number;
+  /** `true` logs each decision with console.debug; a function receives them instead. */
+  debug?: boolean | ((message: string, details?: unknown) => void);
 }
 
 /** A snapshot of the client. Times are page-clock milliseconds since the epoch (Date.now()); 0 means never. */
 export interface KeepaliveState {
   /** Between `start()` and `stop()`, logout or expiry. */
   running: boolean;
+  /** Between `pause()` and `resume()`. */
+  paused: boolean;
+  /** No activity for `idleTimeout` (in any tab): the session is not extended. */
+  idle: boolean;
   /** This tab is the one that pings for every tab of the site. */
   leader: boolean;
   /** The last try reached the server (false from `disconnected` to `reconnected`). */
@@ -56,6 +89,8 @@ export interface KeepaliveState {
   lastPingAt: number;
   /** Last time the server answered at all (keepalive or probe). */
   lastOkAt: number;
+  /** Last time the server's health was read (a keepalive answer or a health check). */
+  lastHealthAt: number;
   lastAttemptAt: number;
   /** When the next tick falls; it pings only if the user was active (else it probes). */
   nextPingAt: number;
@@ -66,6 +101,7 @@ export interface KeepaliveState {
   absoluteExpiresAt: number;
   /** Milliseconds left before `expiresAt`, or null before the first answer. */
   expiresIn: number | null;
+  /** The server's idle timeout of the session (not the `idleTimeout` option). */
   idleTimeout: number;
   /** Message of the last failed try. */
   error: string | null;
@@ -84,7 +120,8 @@ export interface PingEvent {
 }
 
 export interface KeepaliveEvents {
-  health: { status: HealthStatus; checks: HealthChecks; previous: HealthStatus };
+  /** `checks` is null when the health came from /health, which shows no checks to browsers. */
+  health: { status: HealthStatus; checks: HealthChecks | null; previous: HealthStatus };
   disconnected: { error: string; lastOkAt: number };
   reconnected: { downtime: number };
   /** Each second of the last `warnBefore` ms; `final` when the absolute lifetime is what ends it. */
@@ -92,6 +129,10 @@ export interface KeepaliveEvents {
   /** `server`: a 401; `idle`: the countdown ran out; `logout`: `logout()` in any tab. */
   expired: { reason: 'server' | 'idle' | 'logout' };
   ping: PingEvent;
+  /** No activity for `idleTimeout` ms; `idleFor` is how long (in ms) there has been none. */
+  idle: { idleFor: number };
+  /** Activity again after `idle`; `idleFor` is how long the user was away (in ms). */
+  active: { idleFor: number };
 }
 
 /** The JSON of `POST /api/v1/session`, which `start()` accepts to skip its first ping. */
@@ -107,6 +148,10 @@ export interface Keepalive {
   start(signIn?: SignInAnswer): void;
   /** Stops pinging and listening in this tab; the session is left to the server. */
   stop(): void;
+  /** Stops pinging and listening for activity in this tab until `resume()`; another tab takes over. */
+  pause(): void;
+  /** Undoes `pause()`: expires at once if the session ran out meanwhile, else pings if stale. */
+  resume(): void;
   /** Pings now whatever the activity ("Stay signed in"); resolves true if the session was extended. */
   extend(): Promise<boolean>;
   /** Ends the session on the server and in every tab. */

@@ -14,10 +14,13 @@
  * creating a client work in Node, for server-side rendering and tests.
  */
 
-// Events that show a person is at the page.
+// Events that show a person is at the page (the `activityEvents` default).
 const ACTIVITY = ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'focus'];
-// Moments a throttled or frozen tab comes back; a stale tab pings at once.
-const WAKE = ['pageshow', 'online'];
+// Moments a throttled or frozen tab comes back; a stale tab pings at once. `focus` of the window
+// itself (switching back to the browser) also counts as activity, whatever the activity target.
+const WAKE = ['pageshow', 'online', 'focus'];
+// /health's statuses (draft-inadarei-api-health-check) in the words of the keepalive answer.
+const HEALTH = { pass: 'healthy', warn: 'degraded', fail: 'critical' };
 // Read at each call, so that fake clocks installed after the import still apply.
 const now = () => Date.now();
 const noop = () => {};
@@ -29,21 +32,30 @@ const noop = () => {};
  */
 export function createKeepalive(options = {}) {
   const o = options;
-  const warnBefore = o.warnBefore == null ? 60000 : o.warnBefore;
+  const or = (value, fallback) => (value == null ? fallback : value);
+  const warnBefore = or(o.warnBefore, 60000);
   const retryBase = o.retryBase || 1000;
+  const throttle = or(o.activityThrottle, 1000);
+  const debug = o.debug === true ? (message, details) => console.debug('keepalive: ' + message, details || '') : o.debug || noop;
   const id = Math.random().toString(36).slice(2);
   const handlers = {};
 
   const s = {
-    running: false, leader: false, connected: true, expiring: false, expired: false,
+    running: false, paused: false, idle: false, leader: false, connected: true, expiring: false, expired: false,
     health: 'unknown', checks: null,
     tick: o.tick || 30000, timeout: o.timeout || 8000,
-    maxRetries: o.maxRetries == null ? 3 : o.maxRetries, healthCheckFrequency: 0,
-    lastPingAt: 0, lastOkAt: 0, lastAttemptAt: 0, nextPingAt: 0, disconnectedAt: 0,
+    maxRetries: or(o.maxRetries, 3), healthCheckFrequency: 0,
+    lastPingAt: 0, lastOkAt: 0, lastAttemptAt: 0, lastHealthAt: 0, nextPingAt: 0, disconnectedAt: 0,
     lastActivityAt: now(), expiresAt: 0, absoluteExpiresAt: 0, idleTimeout: 0, error: null
   };
-  let root, doc, nav, pingUrl, probeUrl, sessionUrl, name;
-  let tickTimer, countdownTimer, sleepTimer, wakeSleeper, inflight, busy, channel, lockAbort, release, told;
+  let root, doc, nav, target, pingUrl, probeUrl, healthUrl, sessionUrl, name;
+  let tickTimer, countdownTimer, idleTimer, sleepTimer, wakeSleeper, inflight, busy, channel, lockAbort, release, told, toldAt;
+
+  // Started and not paused: pinging, counting down and listening.
+  const live = () => s.running && !s.paused;
+  // How long without activity makes the user idle: one tick by default, the moment from which the
+  // client no longer extends the session.
+  const idleAfter = () => o.idleTimeout || s.tick;
 
   // The browser is looked at here, on first use, never at import or creation.
   function setup() {
@@ -56,7 +68,9 @@ export function createKeepalive(options = {}) {
     // Extra parameters go through URLSearchParams: the old client glued them on with '&' and got 404s.
     new URLSearchParams(o.params || {}).forEach((v, k) => pingUrl.searchParams.set(k, v));
     probeUrl = o.probeUrl === null ? null : new URL(o.probeUrl || '/livez', base);
+    healthUrl = o.healthUrl === null ? null : new URL(o.healthUrl || '/health', base);
     sessionUrl = new URL(o.sessionUrl || '/api/v1/session', base);
+    target = o.activityTarget || doc;
     name = 'keepalive:' + pingUrl.pathname;
   }
 
@@ -75,7 +89,7 @@ export function createKeepalive(options = {}) {
   function receive(msg) {
     if (!msg || !s.running) return;
     if (msg.t == 'p') merge(msg.p);
-    if (msg.t == 'a' && msg.at > s.lastActivityAt && !s.expiring) s.lastActivityAt = msg.at;
+    if (msg.t == 'a' && msg.at > s.lastActivityAt && !s.expiring) present(msg.at);
     if (msg.t == 'x') expire(msg.reason, true);
   }
 
@@ -106,7 +120,7 @@ export function createKeepalive(options = {}) {
     const since = now() - s.lastAttemptAt, leader = lead();
     // Someone tried lately (extend, wake-up): skip. A follower steps in when the leader has been
     // silent for two ticks (a frozen or throttled tab).
-    if (since < s.tick / 2 || !leader && since < 2 * s.tick + s.timeout) return;
+    if (since < s.tick / 2 || !leader && since < 2 * s.tick + s.timeout) return debug('tick: skipped', { leader, since });
     cycle();
   }
 
@@ -115,34 +129,47 @@ export function createKeepalive(options = {}) {
     return new Promise((r) => { wakeSleeper = r; sleepTimer = setTimeout(r, ms); });
   }
 
-  function request(url, method, signal) {
-    return fetch(url, { method, signal, cache: 'no-store', credentials: 'same-origin', headers: { accept: 'application/json' } });
+  // Every request goes through here: the application's credentials mode, headers and fetch. The
+  // headers function runs for each request, so a token that changes is always the current one;
+  // fetch is looked up at each call, so a page that wraps it later is still heard.
+  async function request(url, method, signal) {
+    const h = o.headers;
+    const headers = Object.assign({ accept: 'application/json' }, await (typeof h == 'function' ? h({ url: url.href, method }) : h));
+    return (o.fetch || fetch)(url.href, { method, signal, headers, cache: 'no-store', credentials: o.credentials || 'same-origin' });
   }
 
-  // One ping: a keepalive when the user was active since the last one, else a probe that keeps
+  // One ping: a keepalive (kind 1) when the user was active since the last one, else a probe (0)
+  // or, when the health is `healthCheckFrequency` ticks old, a look at /health (2), which keep
   // watch on the server without extending the session.
-  async function attempt(keep, n) {
+  async function attempt(kind, n) {
     const ac = (inflight = new AbortController());
     const timer = setTimeout(() => ac.abort(), s.timeout);
-    const at = (s.lastAttemptAt = now());
+    const at = (s.lastAttemptAt = now()), keep = kind == 1;
     let p;
     try {
-      const res = await request(keep ? pingUrl : probeUrl, 'GET', ac.signal);
+      const res = await request(keep ? pingUrl : kind ? healthUrl : probeUrl, 'GET', ac.signal);
       if (keep && res.status == 401) {
         const data = await res.json().catch(noop);
-        merge({ health: data && data.serverHealth, connected: true, lastOkAt: now() });
+        merge({ health: data && data.serverHealth, connected: true, lastOkAt: now(), lastHealthAt: now() });
         expire('server');
         return true;
       }
-      if (!res.ok) throw new Error('HTTP ' + res.status);
+      // /health answers 503 when the server is critical: an answer all the same.
+      if (!res.ok && !(kind == 2 && res.status == 503)) throw new Error('HTTP ' + res.status);
       p = answer(keep && await res.json(), at, n);
+      if (kind == 2) {
+        const status = HEALTH[(await res.json()).status];
+        if (!status) throw new Error('unexpected answer');
+        p.health = { status, checks: null };
+        p.lastHealthAt = p.lastOkAt;
+      }
     } catch (e) {
-      if (s.running) report({ ok: false, keep, at, attempt: n, error: String(e.message || e) });
+      if (live()) report({ ok: false, keep, at, attempt: n, error: String(e.message || e) });
       throw e;
     } finally {
       clearTimeout(timer);
     }
-    if (s.running) report(p);
+    if (live()) report(p);
     return true;
   }
 
@@ -151,7 +178,7 @@ export function createKeepalive(options = {}) {
     const t = now(), p = { ok: true, keep: !!data, at, attempt: n || 0, connected: true, lastOkAt: t };
     if (data) {
       const off = t - Date.parse(data.serverTime), ses = data.session || {}, ka = data.keepalive || {};
-      p.lastPingAt = t;
+      p.lastPingAt = p.lastHealthAt = t;
       p.expiresAt = Date.parse(ses.expiresAt) + off;
       p.absoluteExpiresAt = Date.parse(ses.absoluteExpiresAt) + off;
       p.idleTimeout = ses.idleTimeoutMs;
@@ -172,15 +199,16 @@ export function createKeepalive(options = {}) {
   // Applies a patch from this tab or another one, and emits what changed.
   function merge(p) {
     const tick = s.tick, h = p.health;
-    ['lastPingAt', 'lastOkAt', 'expiresAt', 'absoluteExpiresAt', 'idleTimeout', 'tick', 'timeout',
+    ['lastPingAt', 'lastOkAt', 'lastHealthAt', 'expiresAt', 'absoluteExpiresAt', 'idleTimeout', 'tick', 'timeout',
       'maxRetries', 'healthCheckFrequency', 'error'].forEach((k) => { if (p[k] != null) s[k] = p[k]; });
     if (p.at > s.lastAttemptAt) s.lastAttemptAt = p.at;
     if (p.lastPingAt) told = false;
     if (h && h.status && h.status != s.health) {
       const previous = s.health;
       s.health = h.status; s.checks = h.checks;
+      debug('health: ' + h.status, h);
       emit('health', { status: h.status, checks: h.checks, previous });
-    } else if (h) s.checks = h.checks;
+    } else if (h && h.checks) s.checks = h.checks;
     if (p.connected === false && s.connected) {
       s.connected = false; s.disconnectedAt = now();
       emit('disconnected', { error: p.error, lastOkAt: s.lastOkAt });
@@ -190,7 +218,7 @@ export function createKeepalive(options = {}) {
       emit('reconnected', { downtime: now() - s.disconnectedAt });
     }
     if (p.at) emit('ping', p);
-    if (s.tick != tick && s.running) schedule(s.tick);
+    if (s.tick != tick && live()) schedule(s.tick);
     if (p.expiresAt) countdown();
   }
 
@@ -199,19 +227,25 @@ export function createKeepalive(options = {}) {
   async function run(force) {
     const start = now();
     for (let n = 0; ; n++) {
-      const keep = force || s.lastActivityAt > s.lastPingAt;
-      if (!keep && !probeUrl) return false;
+      // An idle user's session is not extended, even with activity since the last ping.
+      const kind = force || s.lastActivityAt > s.lastPingAt && !s.idle ? 1
+        : healthUrl && s.healthCheckFrequency && now() - s.lastHealthAt > (s.healthCheckFrequency - 0.5) * s.tick ? 2
+          : probeUrl ? 0 : -1;
+      debug(['idle: nothing to send', 'probe', 'keepalive', 'health check'][kind + 1], { attempt: n, lastActivityAt: s.lastActivityAt });
+      if (kind < 0) return false;
       try {
-        return await attempt(keep, n);
+        return await attempt(kind, n);
       } catch (e) {
-        const delay = Math.random() * Math.min(s.tick / 2, retryBase * 2 ** n);
-        if (!s.running) return false;
+        const delay = Math.random() * Math.min(s.tick / 2, retryBase * 2 ** n), error = String(e.message || e);
+        if (!live()) return false;
         if (!s.connected || n >= s.maxRetries || now() + delay + s.timeout > start + s.tick) {
-          report({ connected: false, error: String(e.message || e) });
+          debug('disconnected', { error });
+          report({ connected: false, error });
           return false;
         }
+        debug('retry', { delay, error });
         await sleep(delay);
-        if (!s.running) return false;
+        if (!live()) return false;
       }
     }
   }
@@ -227,7 +261,7 @@ export function createKeepalive(options = {}) {
 
   function countdown() {
     clearTimeout(countdownTimer);
-    if (!s.running || !s.expiresAt) return;
+    if (!live() || !s.expiresAt) return;
     const left = s.expiresAt - now(), warn = Math.min(warnBefore, s.idleTimeout / 2 || warnBefore);
     if (left <= 0) return expire('idle');
     s.expiring = left <= warn;
@@ -237,37 +271,86 @@ export function createKeepalive(options = {}) {
     } else countdownTimer = setTimeout(countdown, Math.min(left - warn, 864e5));
   }
 
-  function activity() {
-    if (!s.running || s.expiring || doc && doc.hidden) return;
-    const t = now();
-    if (t - s.lastActivityAt < 1000) return;
+  // Watches for the user going idle: re-armed from the last activity each time it fires.
+  function watch() {
+    clearTimeout(idleTimer);
+    if (!live() || s.idle) return;
+    const idleFor = now() - s.lastActivityAt, left = idleAfter() - idleFor;
+    if (left > 0) return (idleTimer = setTimeout(watch, left));
+    s.idle = true;
+    debug('idle', { idleFor });
+    emit('idle', { idleFor });
+  }
+
+  // Activity at `t`, in this tab or another one: an idle user is back.
+  function present(t) {
+    const idleFor = t - s.lastActivityAt;
     s.lastActivityAt = t;
-    // One message per ping is enough for the leader to know somebody is here.
-    if (!told) { told = true; send({ t: 'a', at: t }); }
+    if (!s.idle) return;
+    s.idle = false;
+    debug('active', { idleFor });
+    emit('active', { idleFor });
+    watch();
+  }
+
+  function activity() {
+    if (!live() || s.expiring || doc && doc.hidden) return;
+    const t = now();
+    if (t - s.lastActivityAt < throttle) return;
+    present(t);
+    // One message per ping is enough for the leader to know somebody is here; other tabs hear it
+    // at least twice per idle period, so that none of them calls the user idle while they work.
+    if (!told || t - toldAt >= idleAfter() / 2) { told = true; toldAt = t; send({ t: 'a', at: t }); }
     if (s.expiresAt && s.expiresAt - t < s.tick + s.timeout) cycle();
   }
 
   function wake(e) {
-    if (!s.running || doc && doc.hidden) return;
+    if (!live() || doc && doc.hidden || e.type == 'focus' && e.target != root) return;
     // Expiry first: a session that ran out while the tab slept must not be pinged back to life.
     countdown();
-    if (!s.running) return;
-    if (e.type == 'visibilitychange') activity();
+    if (!live()) return;
+    if (e.type == 'visibilitychange' || e.type == 'focus') activity();
     if (now() - s.lastOkAt > s.tick) cycle();
   }
 
-  function listen(add) {
+  // `all`: also what a paused tab keeps, to hear other tabs and to hand over the lease on closing.
+  function listen(add, all) {
     const m = add ? 'addEventListener' : 'removeEventListener', opt = { capture: true, passive: true };
+    if (target) (o.activityEvents || ACTIVITY).forEach((t) => target[m](t, activity, opt));
     if (root[m]) {
-      ACTIVITY.forEach((t) => root[m](t, activity, opt));
       WAKE.forEach((t) => root[m](t, wake, opt));
-      root[m]('storage', onStorage);
-      root[m]('pagehide', unlease);
+      if (all) {
+        root[m]('storage', onStorage);
+        root[m]('pagehide', unlease);
+      }
     }
     if (doc) {
       doc[m]('visibilitychange', wake, opt);
       doc[m]('resume', wake, opt);
     }
+  }
+
+  // Asks for the Web Lock that makes this tab the one pinging for all (granted when no other tab
+  // holds it). Without Web Locks, lead() claims the lease at each tick.
+  function claim() {
+    if (!nav.locks) return;
+    lockAbort = new AbortController();
+    nav.locks.request(name, { signal: lockAbort.signal }, () => new Promise((r) => {
+      release = r;
+      s.leader = true;
+      debug('leader');
+    })).catch(noop);
+  }
+
+  // Stops this tab's timers, request, retry wait and leadership: for stop(), expiry and pause().
+  function quiet() {
+    clearTimeout(tickTimer); clearTimeout(countdownTimer); clearTimeout(idleTimer); clearTimeout(sleepTimer);
+    if (wakeSleeper) wakeSleeper();
+    if (inflight) inflight.abort();
+    if (lockAbort) lockAbort.abort();
+    if (release) release();
+    release = lockAbort = null;
+    if (root) unlease();
   }
 
   // A closing tab hands the lease over at once instead of letting it run out.
@@ -280,20 +363,17 @@ export function createKeepalive(options = {}) {
   }
 
   function halt() {
-    s.running = s.expiring = false;
-    clearTimeout(tickTimer); clearTimeout(countdownTimer); clearTimeout(sleepTimer);
-    if (wakeSleeper) wakeSleeper();
-    if (inflight) inflight.abort();
-    if (lockAbort) lockAbort.abort();
-    if (release) release();
+    s.running = s.paused = s.expiring = false;
+    quiet();
     if (channel) channel.close();
-    channel = release = lockAbort = null;
-    if (root) { unlease(); listen(false); }
+    channel = null;
+    if (root) listen(false, true);
   }
 
   function expire(reason, remote) {
     if (s.expired || !s.running) return;
     s.expired = true;
+    debug('expired', { reason });
     if (!remote) send({ t: 'x', reason });
     halt();
     emit('expired', { reason });
@@ -310,33 +390,63 @@ export function createKeepalive(options = {}) {
       setup();
       const first = signIn && answer(signIn, now());
       s.running = true;
-      s.expired = s.expiring = false;
+      s.expired = s.expiring = s.idle = false;
       s.lastActivityAt = now();
-      listen(true);
+      debug('start', { signIn: !!first });
+      listen(true, true);
       if (root.BroadcastChannel) {
         channel = new BroadcastChannel(name);
         channel.onmessage = (e) => receive(e.data);
       }
-      if (nav.locks) {
-        lockAbort = new AbortController();
-        nav.locks.request(name, { signal: lockAbort.signal }, () => new Promise((r) => { release = r; s.leader = true; })).catch(noop);
-      }
+      claim();
       schedule(s.tick);
+      watch();
       if (first) report(first);
       else cycle(true);
     },
 
     /** Stops pinging and listening, in this tab only; the session is left to the server. */
-    stop: halt,
+    stop() {
+      if (s.running) debug('stop');
+      halt();
+    },
+
+    /**
+     * Stops pinging and listening for activity in this tab until `resume()`; the session is left
+     * to the server, and another tab takes over the pinging. Logouts and expiries in other tabs
+     * are still heard.
+     */
+    pause() {
+      if (!live()) return;
+      debug('pause');
+      s.paused = true;
+      s.expiring = false;
+      quiet();
+      listen(false);
+    },
+
+    /** Undoes `pause()`: ends the session here if it ran out meanwhile, else pings if stale. */
+    resume() {
+      if (!s.running || !s.paused) return;
+      debug('resume');
+      s.paused = false;
+      listen(true);
+      claim();
+      schedule(s.tick);
+      watch();
+      countdown();
+      if (live() && now() - s.lastOkAt > s.tick) cycle();
+    },
 
     /**
      * Keeps the session: pings now, whether or not the user was active (the "Stay signed in" button).
      * @returns {Promise<boolean>} whether the session was extended
      */
     extend() {
-      if (!s.running) return Promise.resolve(false);
-      s.lastActivityAt = now();
-      return cycle(true).then((ok) => ok && s.running);
+      if (!live()) return Promise.resolve(false);
+      debug('extend');
+      present(now());
+      return cycle(true).then((ok) => ok && live());
     },
 
     /**
@@ -350,7 +460,8 @@ export function createKeepalive(options = {}) {
     },
 
     /**
-     * Subscribes to an event: `health`, `disconnected`, `reconnected`, `expiring`, `expired` or `ping`.
+     * Subscribes to an event: `health`, `disconnected`, `reconnected`, `expiring`, `expired`, `ping`,
+     * `idle` or `active`.
      * @param {string} type event name
      * @param {Function} handler called with the event's data
      * @returns {Function} a function that unsubscribes

@@ -27,3 +27,30 @@ client.on('expire', () => {});
 client.state.running = false;
 // @ts-expect-error: options are typed
 createKeepalive({ tick: '30s' });
+
+// The controls: credentials, headers (a value or a function, sync or async), a fetch, presence.
+const tuned = createKeepalive({
+  url: 'https://keepalive.example/api/v1/keepalive/',
+  credentials: 'include',
+  headers: async ({ url, method }) => ({ 'x-csrf-token': `${method} ${url}` }),
+  fetch: (input, init) => fetch(input, init),
+  idleTimeout: 5 * 60_000,
+  activityEvents: ['keydown', 'pointerdown'],
+  activityTarget: document.body,
+  activityThrottle: 500,
+  debug: (message, details) => console.log(message, details),
+});
+tuned.on('idle', ({ idleFor }) => { const ms: number = idleFor; void ms; });
+tuned.on('active', ({ idleFor }) => { const ms: number = idleFor; void ms; });
+tuned.pause();
+tuned.resume();
+const paused: boolean = tuned.state.paused;
+const idle: boolean = tuned.state.idle;
+void paused; void idle;
+createKeepalive({ headers: { authorization: 'Bearer t' }, debug: true, healthUrl: null });
+// @ts-expect-error: credentials is a fetch credentials mode
+createKeepalive({ credentials: 'always' });
+// @ts-expect-error: header values are strings
+createKeepalive({ headers: { 'x-n': 1 } });
+// @ts-expect-error: pause() takes no argument
+tuned.pause(1000);

@@ -67,7 +67,7 @@ export async function newContext(browser, server, options = {}) {
   context.on('request', (req) => {
     const url = new URL(req.url());
     if (url.origin !== server.url || url.pathname.endsWith('.html') || url.pathname.includes('.')) return;
-    const record = { method: req.method(), path: url.pathname, search: url.search, page: req.frame().page(), status: null, failed: false };
+    const record = { method: req.method(), path: url.pathname, search: url.search, headers: req.headers(), page: req.frame().page(), status: null, failed: false };
     requests.push(record);
     req.response().then((res) => { record.status = res ? res.status() : null; }, () => { record.failed = true; });
   });
@@ -80,17 +80,25 @@ export async function newContext(browser, server, options = {}) {
 
 export const isKeepalive = (r) => r.method === 'GET' && r.path.startsWith('/api/v1/keepalive');
 
-/** Opens a page that loads the client and records its events in `window.log` (with fake-clock times). */
+export const EVENTS = ['health', 'disconnected', 'reconnected', 'expiring', 'expired', 'ping', 'idle', 'active'];
+
+/** Records the events of the page's `window.client` in `window.log` (with fake-clock times). */
+export function record(page) {
+  return page.evaluate((types) => {
+    window.log = [];
+    for (const type of types) window.client.on(type, (data) => window.log.push({ type, at: Date.now(), ...data }));
+  }, EVENTS);
+}
+
+/**
+ * Opens a page that loads the client, creates `window.client` with `options` (JSON: a test that
+ * passes functions creates its client in the page and calls `record`) and records its events.
+ */
 export async function openClient(context, options = {}, path = '/test.html') {
   const page = await context.newPage();
   await page.goto(path);
-  await page.evaluate((opts) => {
-    window.log = [];
-    window.client = window.createKeepalive(opts);
-    for (const type of ['health', 'disconnected', 'reconnected', 'expiring', 'expired', 'ping']) {
-      window.client.on(type, (data) => window.log.push({ type, at: Date.now(), ...data }));
-    }
-  }, options);
+  await page.evaluate((opts) => { window.client = window.createKeepalive(opts); }, options);
+  await record(page);
   return page;
 }
 

@@ -11,8 +11,9 @@ describe('keepalive.js', { timeout: 90000 }, () => {
   let server, browser;
 
   before(async () => {
-    // A tick different from the client's 30 s default shows the server's answer is what counts.
-    server = await startServer({ KEEPALIVE_TICK: '20s', KEEPALIVE_TIMEOUT: '5s' });
+    // A tick different from the client's 30 s default shows the server's answer is what counts;
+    // health every 2 ticks, as in production.
+    server = await startServer({ KEEPALIVE_TICK: '20s', KEEPALIVE_TIMEOUT: '5s', KEEPALIVE_HEALTH_CHECK_FREQUENCY: '2' });
     browser = await launch();
   });
 
@@ -35,7 +36,7 @@ describe('keepalive.js', { timeout: 90000 }, () => {
     assert.equal(typeof cjs.createKeepalive, 'function');
     assert.equal(cjs.default, cjs.createKeepalive);
     const client = cjs.createKeepalive();
-    assert.deepEqual(Object.keys(client).sort(), ['extend', 'logout', 'off', 'on', 'start', 'state', 'stop']);
+    assert.deepEqual(Object.keys(client).sort(), ['extend', 'logout', 'off', 'on', 'pause', 'resume', 'start', 'state', 'stop']);
     assert.equal(client.state.running, false);
   });
 
@@ -63,12 +64,12 @@ describe('keepalive.js', { timeout: 90000 }, () => {
     const log = await events(page, 'ping');
     const gaps = log.slice(1).map((p, i) => p.at - log[i].at);
     assert.ok(gaps.every((g) => g >= 19000 && g <= 21000), `ticks of 20 s: ${gaps}`);
-    assert.equal(requests.filter((r) => r.path === '/livez').length, 0, 'no probe while active');
+    assert.equal(requests.filter((r) => r.path === '/livez' || r.path === '/health').length, 0, 'no probe while active');
     assert.deepEqual((await events(page, 'health')).map((h) => h.status), ['healthy']);
     await context.close();
   });
 
-  it('keeps an idle session to itself: probes the server, sends no keepalive', async () => {
+  it('keeps an idle session to itself: probes the server, reads its health every 2 ticks, sends no keepalive', async () => {
     const { context, requests } = await newContext(browser, server);
     const page = await openClient(context);
     await signIn(page);
@@ -78,7 +79,12 @@ describe('keepalive.js', { timeout: 90000 }, () => {
     await advance(context, 60000, { step: 2000 });
     await waitFor(async () => (await events(page, 'ping')).length === 4, 'three probes');
     assert.equal(requests.filter(isKeepalive).length, 1, 'only the start ping extended the session');
-    assert.equal(requests.filter((r) => r.path === '/livez' && r.status === 200).length, 3);
+    const probes = requests.filter((r) => r.path === '/livez' || r.path === '/health');
+    assert.deepEqual(probes.map((r) => [r.path, r.status]), [['/livez', 200], ['/health', 200], ['/livez', 200]],
+      'the keepalive answer carries health, so the second idle tick is the first to look at /health');
+    const state2 = await state(page);
+    assert.equal(state2.healthCheckFrequency, 2);
+    assert.equal(state2.health, 'healthy');
     assert.equal((await state(page)).expiresAt, before, 'probes do not move the expiry');
     await context.close();
   });
