@@ -99,7 +99,7 @@ pub enum Command {
         keepalive man --dir /usr/local/share/man/man1   (keepalive.1, keepalive-serve.1...)"
     )]
     Man {
-        /// Write keepalive.1 and keepalive-<subcommand>.1 into this directory.
+        /// Write keepalive.1 and a keepalive-SUBCOMMAND.1 per subcommand into this directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
