@@ -137,6 +137,13 @@ cargo test --workspace --locked --no-run
 if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
     npm ci --prefix tests/browser --no-audit --no-fund
 fi
+# The framework recipes of examples/client (React, Vue and Angular from the npm registry, pinned
+# in its package.json and lock file): type-checked with tsc and their demo apps bundled with
+# esbuild, for test/recipes.test.js.
+if [ ! -d examples/client/node_modules ] || [ examples/client/package-lock.json -nt examples/client/node_modules/.package-lock.json ]; then
+    npm ci --prefix examples/client --no-audit --no-fund
+fi
+npm run build --prefix examples/client
 KEEPALIVE_BIN="$PWD/target/debug/keepalive" npm test --prefix tests/browser
 
 log "API tests (schemathesis against docs/openapi.yaml)"
