@@ -166,6 +166,10 @@ impl Shared {
             }
         }
 
+        if !same_redis {
+            // Every live session goes back: each as Redis last had it, not as its copy trails.
+            self.bring_up_all()?;
+        }
         let records = self.mirror.live_since(since, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
             let writes = chunk
@@ -269,6 +273,11 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             backoff = BACKOFF_BASE;
             attempts = 0;
         } else {
+            // The outage just began: the copies that trail what Redis said catch up first,
+            // durably, so that the purge and a restart of this instance find them so too.
+            if let Err(err) = shared.bring_up_outage() {
+                tracing::warn!(error = %err, "cannot bring the local copies up to what Redis last said: {err}; they are brought up one by one as they are asked for");
+            }
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(jittered(backoff)) => {}

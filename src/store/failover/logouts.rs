@@ -7,6 +7,7 @@
 //! each subscription every live copy is looked up once, and announcements made meanwhile wait
 //! in the subscription, so that every logout is either heard or found.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -55,7 +56,16 @@ impl Shared {
     async fn catch_up(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let mut ended = 0;
-        for chunk in self.mirror.live_ids(now).await?.chunks(LOOKUP_CONCURRENCY) {
+        // The live copies, and those that trail what Redis said and live by it.
+        let mut ids = self.mirror.live_ids(now).await?;
+        let listed: HashSet<SessionId> = ids.iter().copied().collect();
+        ids.extend(
+            self.copies
+                .ahead(Some(now))
+                .into_iter()
+                .filter(|id| !listed.contains(id)),
+        );
+        for chunk in ids.chunks(LOOKUP_CONCURRENCY) {
             let lookups = chunk.iter().map(|id| self.primary.is_ended(id));
             for (id, is_ended) in chunk.iter().zip(join_all(lookups).await) {
                 let is_ended = is_ended.inspect_err(|err| {

@@ -6,8 +6,12 @@
 //! disk before the answer), changes one session atomically against every other change to it
 //! (a keepalive must not undo a logout it raced), keeps tombstones of the sessions it removed
 //! (so a logout reaches Redis after an outage, and is written again to a Redis that came back
-//! empty), lists what changed since a time, and keeps one small note across a restart (where it
-//! stood with Redis at a clean stop). How it does so is its own business.
+//! empty), lists what changed since a time, keeps one small note across a restart (where it
+//! stood with Redis at a clean stop), and keeps expired copies a while before purging them (a
+//! copy may trail Redis, and the failover brings it up to what Redis said when an outage
+//! begins). How it does so is its own business.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -41,6 +45,11 @@ pub trait Mirror: SessionStore {
         since: Option<Millis>,
         now: Millis,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// From now on, keeps a session for at least `margin` past its expiry before purging it
+    /// (the largest margin asked for holds). Its answers do not change: an expired session is
+    /// expired.
+    fn keep_expired(&self, margin: Duration);
 
     /// The ids of the sessions live at `now`.
     async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError>;

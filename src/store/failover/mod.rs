@@ -5,9 +5,10 @@
 //! first copy; a keepalive's extension only once the copy trails by half an idle timeout
 //! (`copies`). The first operation that fails or times out marks the primary offline: from then
 //! on operations go straight to the mirror, which keeps every session this instance created or
-//! touched alive (`journal` says for how long); new sessions and logouts are written there
-//! durably, and their ids are remembered as changed. Health and "log out everywhere" read that
-//! state through the [`SharedStatus`] this store owns.
+//! touched alive as long as Redis last said it lives (`copies` holds what Redis said beyond the
+//! copy, and the one rule every path judges a copy by); new sessions and logouts are written
+//! there durably, and their ids are remembered as changed (`journal`). Health and "log out
+//! everywhere" read that state through the [`SharedStatus`] this store owns.
 //!
 //! Two background tasks do the rest:
 //! - `link` owns the link to the primary: it probes it, notices a restart, reconnects with
@@ -30,6 +31,7 @@ pub(crate) use mirror::Mirror;
 pub(crate) use primary::{Logouts, Primary};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,6 +68,8 @@ struct Shared {
     status: SharedStatus,
     journal: Journal,
     copies: Copies,
+    /// The outage (by its start) whose copies were last brought up to what Redis had said.
+    brought_up: AtomicI64,
     link: LinkState,
     absolute_lifetime: Duration,
 }
@@ -96,6 +100,7 @@ impl FailoverStore {
             status: SharedStatus::offline(),
             journal: Journal::new(now),
             copies: Copies::default(),
+            brought_up: AtomicI64::new(now),
             link: LinkState::default(),
             absolute_lifetime: options.absolute_lifetime,
         });
@@ -191,16 +196,58 @@ impl Shared {
 
     /// Keeps the copy of a session the primary just extended, without rewriting it on every
     /// keepalive: only once its expiry trails the primary's by half an idle timeout. It stays
-    /// live (so the purge keeps it and an outage finds it), and an outage forgives the lag
-    /// (see [`journal::alive_in_outage`]).
+    /// live (so the purge keeps it and an outage finds it), and what the primary answered is
+    /// remembered, so that an outage judges the copy by it (see `copies`).
     fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
-        let slack = duration_millis(self.primary.idle_of(record, idle)) / 2;
+        // A format whose sessions carry a longer idle timeout of their own trails no further
+        // than keepalive's: the mirror keeps expired copies that long, and no longer.
+        let idle = self.primary.idle_of(record, idle).min(idle);
+        let slack = idle / 2;
+        self.mirror.keep_expired(slack);
         let copy = self.copies.expiry(&record.id, || {
             Ok(self.mirror.get(&record.id)?.map(|copy| copy.expires_at))
         })?;
-        let fresh = copy.is_some_and(|at| at >= record.expires_at.saturating_sub(slack));
-        if !fresh {
+        let fresh =
+            copy.is_some_and(|at| at >= record.expires_at.saturating_sub(duration_millis(slack)));
+        if fresh {
+            self.copies.answered(record);
+        } else {
             self.keep_copy(record)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the copy of a session up to what the primary last answered this instance, if
+    /// it trails that: from then on the mirror alone judges it as the primary would have.
+    fn bring_up(&self, id: &SessionId) -> Result<(), StoreError> {
+        if self.copies.known(id).is_none() {
+            return Ok(());
+        }
+        self.mirror.modify(id, &mut |copy| {
+            let known = self.copies.known(id)?;
+            let caught_up = known.apply(copy?);
+            self.copies.written(id, caught_up.expires_at);
+            Some(Write::Put(caught_up))
+        })
+    }
+
+    /// Brings every copy that trails what the primary answered up to it: once per outage
+    /// (the first caller does it), so that every path, the purge and a restart of this
+    /// instance find the copies as the primary had them.
+    fn bring_up_outage(&self) -> Result<(), StoreError> {
+        let began = self.journal.outage_began();
+        if self.brought_up.load(Ordering::Acquire) == began {
+            return Ok(());
+        }
+        self.bring_up_all()?;
+        self.brought_up.store(began, Ordering::Release);
+        Ok(())
+    }
+
+    /// Brings every copy that trails what the primary answered up to it.
+    fn bring_up_all(&self) -> Result<(), StoreError> {
+        for id in self.copies.ahead(None) {
+            self.bring_up(&id)?;
         }
         Ok(())
     }
@@ -277,6 +324,7 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
+        s.bring_up(id)?;
         s.mirror.load(id, now).await
     }
 
@@ -303,16 +351,18 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        let began = s.journal.outage_began();
         let mut touched = None;
         s.mirror.modify(id, &mut |copy| {
-            let copy = copy?;
-            // The session's own idle timeout, for a format whose sessions carry one.
-            let idle = s.primary.idle_of(copy, idle);
-            if !journal::alive_in_outage(copy, now, idle, began) {
+            // The copy as the primary last had it, judged by the usual rule: no grace.
+            let mut record = match s.copies.known(id) {
+                Some(known) => known.apply(copy?),
+                None => copy?.clone(),
+            };
+            if !record.is_live(now) {
                 return None;
             }
-            let mut record = copy.clone();
+            // The session's own idle timeout, for a format whose sessions carry one.
+            let idle = s.primary.idle_of(&record, idle);
             record.touch(now, idle);
             s.copies.written(id, record.expires_at);
             touched = Some(record.clone());
@@ -368,6 +418,7 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
+        s.bring_up(old)?;
         let Some(record) = s.mirror.rotate(old, new, now).await? else {
             return Ok(None);
         };
@@ -395,6 +446,7 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
+        s.bring_up(id)?;
         let record = s.mirror.update(id, data, now).await?;
         if record.is_some() {
             s.changed(*id).await;
@@ -411,6 +463,8 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
+        // A copy that trails must be listed, or "log out everywhere" would leave it.
+        s.bring_up_outage()?;
         s.mirror.list_user(user, now).await
     }
 
@@ -426,6 +480,11 @@ impl SessionStore for FailoverStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.tasks.lock().await.stop().await;
+        // What Redis said outlives this process: an outage after the restart finds the copies
+        // as Redis had them.
+        if let Err(err) = self.shared.bring_up_all() {
+            tracing::warn!(error = %err, "cannot bring the local copies up to Redis before stopping: {err}");
+        }
         self.shared.note_clean_stop().await;
         self.shared.primary.disconnect();
         self.shared.mirror.close().await

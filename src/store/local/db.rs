@@ -422,15 +422,21 @@ pub fn apply<'a>(
     Ok(written)
 }
 
-/// Removes up to `limit` sessions that expired before `now`; returns how many it removed.
-pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreError> {
+/// Removes up to `limit` sessions that expired by `expired_by`, and tombstones no longer kept
+/// at `now`; returns how many sessions it removed.
+pub fn purge(
+    db: &Database,
+    expired_by: Millis,
+    now: Millis,
+    limit: usize,
+) -> Result<usize, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     let removed;
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
-        // Buckets that ended by `now` hold only sessions expired by then.
-        let upper = index_key(now.saturating_add(1), &[]);
+        // Buckets that ended by `expired_by` hold only sessions expired by then.
+        let upper = index_key(expired_by.saturating_add(1), &[]);
         let expired: Vec<(u64, Vec<u8>)> = expiry
             .range(..upper)
             .map_err(backend)?
@@ -483,7 +489,7 @@ pub fn purge(db: &Database, now: Millis, limit: usize) -> Result<usize, StoreErr
             // An entry left behind (by a write that failed half-way, say) may point at a
             // record that lives on: only the expired go.
             if let Some((exp, user)) = current
-                && exp <= now
+                && exp <= expired_by
             {
                 sessions.remove(id).map_err(backend)?;
                 if let Some(user) = user {

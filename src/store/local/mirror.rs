@@ -6,9 +6,12 @@
 //! disk before the answer. Reads of many sessions (what changed since a time, the live ids)
 //! write the overlay first, then scan the file on a blocking thread.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use crate::clock::Millis;
+use crate::clock::{Millis, duration_millis};
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::Write;
 use crate::store::failover::Mirror;
@@ -56,6 +59,16 @@ impl Mirror for LocalStore {
             })
         })
         .await
+    }
+
+    fn keep_expired(&self, margin: Duration) {
+        let margin = duration_millis(margin);
+        // Asked on every keepalive: a read, and a write only when the margin grows.
+        if self.shared.purge_margin.load(Ordering::Relaxed) < margin {
+            self.shared
+                .purge_margin
+                .fetch_max(margin, Ordering::Relaxed);
+        }
     }
 
     async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {

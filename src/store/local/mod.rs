@@ -17,7 +17,7 @@ mod overlay;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -54,6 +54,10 @@ struct Shared {
     overlay: Overlay,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// How long past its expiry a session is kept before the purge removes it, in ms: none
+    /// for the store on its own; as a mirror, as long as a copy may trail Redis (see
+    /// `Mirror::keep_expired`).
+    purge_margin: AtomicI64,
 }
 
 /// The durable embedded store.
@@ -95,6 +99,7 @@ impl LocalStore {
             overlay: Overlay::default(),
             clock,
             metrics,
+            purge_margin: AtomicI64::new(0),
         });
         let (tx, rx) = mpsc::channel(1024);
         let committer = Committer::start()?;
@@ -409,9 +414,10 @@ async fn flush(shared: &Arc<Shared>, committer: &Committer) -> Result<(), StoreE
 
 fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
     let now = shared.clock.now();
+    let expired_by = now.saturating_sub(shared.purge_margin.load(Ordering::Relaxed));
     let mut total = 0;
     loop {
-        let removed = db::purge(&shared.db, now, PURGE_BATCH)?;
+        let removed = db::purge(&shared.db, expired_by, now, PURGE_BATCH)?;
         total += removed;
         if removed < PURGE_BATCH {
             break;

@@ -1,0 +1,117 @@
+//! Session invariants under Redis faults (issue #18), over real HTTP and real `redis-server`
+//! processes the harness starts on free ports:
+//!
+//! - a session live in Redis when an outage begins is live during it on every path, even where
+//!   the instance's copy trails Redis (or the purge would have removed that copy);
+//! - a session that expired is never revived, neither by the outage nor by the re-sync;
+//! - a logout that races a rotation of the same session ends both ids, everywhere;
+//! - a Redis that loses its data without restarting (`FLUSHALL`, eviction under `maxmemory`) is
+//!   answered like one restarted empty, not with a mass logout.
+
+mod outage;
+
+use std::time::Duration;
+
+use crate::harness::{START, TestServer, client, keepalive, within};
+use keepalive::session::SessionId;
+use keepalive::store::redis::value;
+use keepalive_testkit::redis::RedisServer;
+use reqwest::Method;
+use reqwest::header::AUTHORIZATION;
+use serde_json::{Value, json};
+
+/// The backend API's bearer token.
+const TOKEN: &str = "backend-api-test-token-0123456789abcdef";
+const MIN: Duration = Duration::from_secs(60);
+
+/// An instance on `url` with the backend API on, and `vars`.
+async fn start(url: &str, vars: &[(&str, &str)]) -> TestServer {
+    let mut all = vec![("REDIS_URL", url), ("KEEPALIVE_BACKEND_TOKEN", TOKEN)];
+    all.extend_from_slice(vars);
+    let server = TestServer::start(&all).await;
+    sees_redis(&server, "ok").await;
+    server
+}
+
+/// What a keepalive answer says of Redis (one without a session costs the store nothing).
+async fn redis_state(server: &TestServer) -> String {
+    let (_, body) = keepalive(&server.base, None).await;
+    body["serverHealth"]["checks"]["redis"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until `server` reports Redis as `state` (`ok` only once its re-sync is done).
+async fn sees_redis(server: &TestServer, state: &str) {
+    within(
+        Duration::from_secs(5),
+        &format!("{} sees redis {state}", server.base),
+        || async { redis_state(server).await == state },
+    )
+    .await;
+}
+
+/// Moves the clocks of every instance (they share Redis, so they share the time).
+fn advance(servers: &[&TestServer], by: Duration) {
+    for server in servers {
+        server.clock.advance(by);
+    }
+}
+
+/// The test clocks' time, `after` past their start.
+fn at(after: Duration) -> i64 {
+    START + after.as_millis() as i64
+}
+
+/// A session handed to a browser: its token and the `name=value` pair it sends.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    cookie: String,
+}
+
+impl Session {
+    fn key(&self) -> String {
+        format!("keepalive:{{{}}}", self.token)
+    }
+}
+
+fn backend(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
+    client()
+        .request(method, server.url(path))
+        .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+}
+
+async fn status_and_body(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A session the application's login creates for `user` through the backend API.
+async fn login(server: &TestServer, user: &str) -> Session {
+    let (status, body) = status_and_body(
+        backend(server, Method::POST, "/api/v1/backend/sessions").json(&json!({ "user": user })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    Session {
+        cookie: format!("keepalive_sid={token}"),
+        token,
+    }
+}
+
+async fn kept_alive(server: &TestServer, session: &Session) -> u16 {
+    keepalive(&server.base, Some(&session.cookie)).await.0
+}
+
+/// The session as Redis holds it now, if it does.
+fn in_redis(redis: &RedisServer, session: &Session) -> Option<value::Stored> {
+    let id = SessionId::parse(&session.token).expect("token");
+    redis
+        .get(&session.key())
+        .map(|bytes| value::decode(id, &bytes).expect("a session value"))
+}

@@ -1,0 +1,261 @@
+//! An outage judged by what Redis said: a session live in Redis when it begins stays live on
+//! every path, and one that expired is never revived, neither by the outage nor by the
+//! re-sync.
+
+use reqwest::header::COOKIE;
+
+use super::*;
+use crate::harness::{create_session, metrics};
+
+/// `GET /api/v1/session`, the browser's read of its own session.
+async fn own_session(server: &TestServer, session: &Session) -> u16 {
+    client()
+        .get(server.url("/api/v1/session"))
+        .header(COOKIE, &session.cookie)
+        .send()
+        .await
+        .expect("own session")
+        .status()
+        .as_u16()
+}
+
+/// `/api/v1/auth`, as a reverse proxy asks it.
+async fn forward_auth(server: &TestServer, session: &Session) -> u16 {
+    client()
+        .get(server.url("/api/v1/auth"))
+        .header(COOKIE, &session.cookie)
+        .send()
+        .await
+        .expect("forward auth")
+        .status()
+        .as_u16()
+}
+
+fn session_path(session: &Session) -> String {
+    format!("/api/v1/backend/sessions/{}", session.token)
+}
+
+async fn backend_read(server: &TestServer, session: &Session) -> u16 {
+    status_and_body(backend(server, Method::GET, &session_path(session)))
+        .await
+        .0
+}
+
+async fn backend_update(server: &TestServer, session: &Session) -> u16 {
+    let request = backend(server, Method::PATCH, &session_path(session))
+        .json(&json!({ "data": { "role": "admin" } }));
+    status_and_body(request).await.0
+}
+
+/// `POST .../rotate` through the backend API: the status, and the new session on 200.
+async fn backend_rotate(server: &TestServer, session: &Session) -> (u16, Option<Session>) {
+    let path = format!("{}/rotate", session_path(session));
+    let (status, body) = status_and_body(backend(server, Method::POST, &path)).await;
+    let rotated = body["token"].as_str().map(|token| Session {
+        token: token.to_owned(),
+        cookie: format!("keepalive_sid={token}"),
+    });
+    (status, rotated)
+}
+
+/// The tokens `GET /api/v1/backend/users/{user}/sessions` lists.
+async fn listed(server: &TestServer, user: &str) -> Vec<String> {
+    let path = format!("/api/v1/backend/users/{user}/sessions");
+    let (status, body) = status_and_body(backend(server, Method::GET, &path)).await;
+    assert_eq!(status, 200, "{body}");
+    body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["token"].as_str().expect("token").to_owned())
+        .collect()
+}
+
+/// The behaviour the issue states: "A session that is live in Redis when an outage begins is
+/// never reported expired during that outage, on any path". An instance's copy of a session
+/// is rewritten only once it trails Redis by half an idle timeout, so when the outage begins
+/// the copy may say it expired (and the purge may have removed it) while Redis says it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_live_in_redis_when_an_outage_begins_stays_live_on_every_path() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    // The purge runs every 100 ms, so it has run by the time the outage begins.
+    let purge = ("KEEPALIVE_PURGE_INTERVAL", "100ms");
+    let one = start(&url, &[purge]).await;
+    let two = start(&url, &[purge, ("KEEPALIVE_FORWARD_AUTH_EXTEND", "false")]).await;
+    let both = [&one, &two];
+
+    // One session per path, created at 0 on the instance that serves it: each copy expires
+    // at 10 min.
+    let paths = [
+        "keepalive",
+        "own session",
+        "backend read",
+        "backend update",
+        "backend rotate",
+        "forward auth (extending)",
+        "user list",
+        "log out everywhere",
+    ];
+    let mut sessions = Vec::new();
+    for (n, _) in paths.iter().enumerate() {
+        sessions.push(login(&one, &format!("user-{n}")).await);
+    }
+    let not_extending = login(&two, "user-two").await;
+
+    // Kept alive through the same instance at 4 min: Redis says 14 min; the copies, trailing
+    // by less than half the idle timeout, still say 10.
+    advance(&both, 4 * MIN);
+    for session in &sessions {
+        assert_eq!(kept_alive(&one, session).await, 200);
+    }
+    assert_eq!(kept_alive(&two, &not_extending).await, 200);
+
+    // 11 min: the copies' own expiry has passed, Redis's has not. Other sessions come and go
+    // (their writes move the copies out of the local store's memory, onto its file only), and
+    // the purge runs meanwhile.
+    advance(&both, 7 * MIN);
+    for server in both {
+        for _ in 0..100 {
+            create_session(&server.base).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for server in both {
+        let text = metrics(&server.base).await;
+        assert!(
+            text.contains("keepalive_sessions_purged_total 0\n"),
+            "the purge removed copies of sessions Redis holds live: {}",
+            text.lines()
+                .find(|l| l.starts_with("keepalive_sessions_purged_total"))
+                .unwrap_or_default()
+        );
+    }
+    for session in sessions.iter().chain([&not_extending]) {
+        let stored = in_redis(&redis, session).expect("in redis");
+        assert_eq!(stored.record.expires_at, at(14 * MIN), "{}", session.token);
+    }
+
+    redis.kill();
+    sees_redis(&one, "offline").await;
+    sees_redis(&two, "offline").await;
+
+    // Every path answers as Redis would have: live.
+    let answers = [
+        kept_alive(&one, &sessions[0]).await,
+        own_session(&one, &sessions[1]).await,
+        backend_read(&one, &sessions[2]).await,
+        backend_update(&one, &sessions[3]).await,
+        backend_rotate(&one, &sessions[4]).await.0,
+        forward_auth(&one, &sessions[5]).await,
+    ];
+    let mut wrong = Vec::new();
+    for (path, status) in paths.iter().zip(answers) {
+        if status != 200 {
+            wrong.push(format!("{path}: {status}"));
+        }
+    }
+    let not_extended = forward_auth(&two, &not_extending).await;
+    if not_extended != 200 {
+        wrong.push(format!("forward auth (not extending): {not_extended}"));
+    }
+    let list = listed(&one, "user-6").await;
+    if list != vec![sessions[6].token.clone()] {
+        wrong.push(format!("user list: {list:?}"));
+    }
+    // "Log out everywhere" reaches the session (503: other instances' sessions could not be
+    // reached), and it stays logged out.
+    let (status, body) = status_and_body(backend(
+        &one,
+        Method::DELETE,
+        "/api/v1/backend/users/user-7/sessions",
+    ))
+    .await;
+    if status != 503 || body["ended"] != 1 {
+        wrong.push(format!("log out everywhere: {status} {body}"));
+    }
+    let after = kept_alive(&one, &sessions[7]).await;
+    if after != 401 {
+        wrong.push(format!("keepalive after log out everywhere: {after}"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "a session live in Redis answered as expired during the outage: {wrong:#?}"
+    );
+
+    // Read later in the outage, the sessions only read stay live until Redis's expiry, and
+    // not a moment longer (their copies are judged by what Redis last said).
+    advance(&both, 2 * MIN + Duration::from_secs(50));
+    assert_eq!(own_session(&one, &sessions[1]).await, 200, "at 13:50");
+    assert_eq!(backend_read(&one, &sessions[2]).await, 200, "at 13:50");
+    assert_eq!(forward_auth(&two, &not_extending).await, 200, "at 13:50");
+    advance(&both, Duration::from_secs(10));
+    assert_eq!(own_session(&one, &sessions[1]).await, 401, "at 14:00");
+    assert_eq!(backend_read(&one, &sessions[2]).await, 404, "at 14:00");
+    assert_eq!(forward_auth(&two, &not_extending).await, 401, "at 14:00");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// "A session that expired (idle or absolute) is never revived by the outage grace or by the
+/// re-sync."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_never_revived_by_the_outage_or_the_resync() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let one = start(&url, &[("KEEPALIVE_ABSOLUTE_LIFETIME", "20m")]).await;
+    let two = start(&url, &[("KEEPALIVE_ABSOLUTE_LIFETIME", "20m")]).await;
+    let both = [&one, &two];
+
+    // Idle: last seen at 4 min, through instance one, so it expires at 14 min.
+    let idle = login(&one, "idle").await;
+    // Absolute: kept alive through both instances until its absolute expiry at 20 min.
+    let absolute = login(&one, "absolute").await;
+    advance(&both, 4 * MIN);
+    assert_eq!(kept_alive(&one, &idle).await, 200);
+    assert_eq!(kept_alive(&one, &absolute).await, 200);
+    advance(&both, 8 * MIN);
+    assert_eq!(kept_alive(&two, &absolute).await, 200);
+
+    // The outage begins at 15 min, after the idle session expired in Redis (its key is still
+    // there: Redis drops it later, by its own clock).
+    advance(&both, 3 * MIN);
+    redis.freeze();
+    for server in both {
+        assert_eq!(
+            kept_alive(server, &idle).await,
+            401,
+            "idle, {}",
+            server.base
+        );
+        assert_eq!(own_session(server, &idle).await, 401);
+        assert_eq!(backend_read(server, &idle).await, 404);
+        assert_eq!(forward_auth(server, &idle).await, 401);
+    }
+    assert_eq!(kept_alive(&two, &absolute).await, 200, "live until 20 min");
+    advance(&both, 5 * MIN);
+    for server in both {
+        assert_eq!(kept_alive(server, &absolute).await, 401, "absolute expiry");
+        assert_eq!(backend_read(server, &absolute).await, 404);
+    }
+
+    // Redis answers again: the re-sync writes nothing back that could bring them back.
+    redis.thaw();
+    sees_redis(&one, "ok").await;
+    sees_redis(&two, "ok").await;
+    for session in [&idle, &absolute] {
+        if let Some(stored) = in_redis(&redis, session) {
+            assert!(
+                stored.record.expires_at <= at(20 * MIN),
+                "{} revived in Redis until {}",
+                session.token,
+                stored.record.expires_at
+            );
+        }
+        for server in both {
+            assert_eq!(kept_alive(server, session).await, 401, "{}", session.token);
+        }
+    }
+    one.stop().await;
+    two.stop().await;
+}
