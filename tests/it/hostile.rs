@@ -3,7 +3,8 @@
 //! flood of unknown session ids must write nothing to the store, and memory must stay bounded.
 //!
 //! Then the attacks of issue #18: a flood of logouts of made-up ids (nothing written to Redis
-//! or the local store, and a budget per client).
+//! or the local store, and a budget per client), and `X-Forwarded-For` chains that do not
+//! parse through a real nginx (never exempt, never another client's budget).
 
 use crate::harness::{Process, client, create_session, keepalive};
 use proptest::prelude::*;
@@ -331,4 +332,86 @@ async fn logouts_are_rate_limited_per_client_and_unknown_ids_cost_the_local_stor
     );
     assert_eq!(logout_as(&base, &ids[20], Some("203.0.113.78")).await, 204);
     assert_eq!(keepalive(&base, Some(&live)).await.0, 200);
+}
+
+// ---- X-Forwarded-For that does not parse --------------------------------------------------------
+
+/// A session creation through `proxy` with these `X-Forwarded-For` bytes; returns the status.
+async fn create_through(proxy: &crate::harness::nginx::Nginx, forwarded: &[u8]) -> u16 {
+    client()
+        .post(proxy.url("/api/v1/session"))
+        .header(
+            "x-forwarded-for",
+            reqwest::header::HeaderValue::from_bytes(forwarded).expect("header value"),
+        )
+        .send()
+        .await
+        .expect("create through nginx")
+        .status()
+        .as_u16()
+}
+
+/// Through the documented nginx (which appends the address it got the request from, here
+/// loopback: the test plays a trusted outer proxy in front of it, naming the client in the
+/// header it sends), an `X-Forwarded-For` that does not parse never makes the client exempt
+/// nor lets it spend another client's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_chains_that_do_not_parse_never_exempt_a_client_nor_borrow_a_budget() {
+    use crate::harness::nginx::{Nginx, port_of};
+
+    let server = crate::harness::TestServer::start(&[("KEEPALIVE_RATE_LIMIT_SESSIONS", "3")]).await;
+    let nginx = Nginx::start(port_of(&server.base), keepalive_testkit::ports::free_port());
+
+    // One byte outside visible ASCII: the chain still has the addresses nginx appended, and
+    // the client whose entry is unreadable counts under the proxy that relayed it, never as
+    // loopback.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(create_through(&nginx, b"198.51.100.1\xff").await);
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 429, 429],
+        "a non-ASCII X-Forwarded-For is limited"
+    );
+
+    // A proxy that appends `ip:port`: the client is that ip, not what the client wrote before.
+    for _ in 0..3 {
+        assert_eq!(
+            create_through(&nginx, b"198.51.100.7, 203.0.113.9:4711").await,
+            201
+        );
+    }
+    assert_eq!(
+        create_through(&nginx, b"198.51.100.7, 203.0.113.9:4711").await,
+        429
+    );
+    assert_eq!(
+        create_through(&nginx, b"203.0.113.9").await,
+        429,
+        "keyed by the address of the ip:port entry"
+    );
+    assert_eq!(
+        create_through(&nginx, b"198.51.100.7").await,
+        201,
+        "the address the client wrote itself keeps its own budget"
+    );
+
+    // A proxy that appends `unknown` (or anything that is no address): the walk stops there,
+    // and the client cannot name whose budget it spends.
+    for _ in 0..4 {
+        create_through(&nginx, b"198.51.100.8, unknown").await;
+    }
+    assert_eq!(
+        create_through(&nginx, b"198.51.100.8").await,
+        201,
+        "a client behind `unknown` did not spend 198.51.100.8's budget"
+    );
+    assert_eq!(
+        create_through(&nginx, b"198.51.100.8, unknown").await,
+        429,
+        "and is limited itself"
+    );
+    drop(nginx);
+    server.stop().await;
 }
