@@ -47,6 +47,7 @@ function render() {
   $('next-ping').textContent = s.nextPingAt
     ? `${clock(s.nextPingAt)} (in ${duration(s.nextPingAt - now)}${now - s.lastActivityAt < s.tick ? '' : ', only if you are active'})`
     : '–';
+  $('presence').textContent = s.idle ? `away for ${duration(now - s.lastActivityAt)}: the session is no longer extended` : 'here';
   $('countdown').textContent = s.expiresIn == null ? '–' : duration(s.expiresIn);
   $('absolute').textContent = s.absoluteExpiresAt ? `${clock(s.absoluteExpiresAt)} (in ${duration(s.absoluteExpiresAt - now)})` : '–';
   $('role').textContent = s.leader ? 'pings for every open tab' : 'listens to the tab that pings';
@@ -68,6 +69,8 @@ client.on('ping', (p) => {
 client.on('health', (h) => { log(`server ${h.status}`); render(); });
 client.on('disconnected', () => { log('server lost'); render(); });
 client.on('reconnected', (r) => { log(`server back after ${duration(r.downtime)}`); render(); });
+client.on('idle', () => { log('you went idle'); render(); });
+client.on('active', (e) => { log(`you are back after ${duration(e.idleFor)}`); render(); });
 client.on('expiring', (e) => {
   $('stay-seconds').textContent = e.secondsLeft;
   if (!dialog.open) {

@@ -14,7 +14,8 @@
 //! - `GET /health`: `application/health+json`; details only for the configured bearer token.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /`, `/keepalive.js`, `/keepalive.mjs`, `/keepalive.d.ts`, `/demo.js`, `/demo.css`: the
-//!   browser client (classic script and ES module) and its demo page.
+//!   browser client (classic script and ES module, also at versioned URLs
+//!   `/keepalive.<hash>.js` and `.mjs`) and its demo page, compressed and with validators.
 //! - `GET /openapi.yaml`: the OpenAPI document of this API.
 //!
 //! Anything else is a JSON 404 (or 405 for a known path with another method). The state-changing

@@ -76,6 +76,7 @@ describe('the demo page', { timeout: 120000 }, () => {
     assert.match(await text(page, '#last-ping'), /\(0:01 ago\)$/);
     assert.match(await text(page, '#next-ping'), /\(in 0:29\)$/);
     assert.match(await text(page, '#countdown'), /^9:59$/);
+    assert.equal(await text(page, '#presence'), 'here');
 
     await page.click('#sign-out');
     await page.locator('#signed-out').waitFor({ state: 'visible' });
@@ -93,12 +94,15 @@ describe('the demo page', { timeout: 120000 }, () => {
     assert.equal(await dialog.isVisible(), true);
     assert.match(await text(page, '#stay-title'), /Stay signed in\?/);
     assert.equal(await text(page, '#stay-seconds'), '59');
+    assert.match(await text(page, '#presence'), /^away for 9:0\d: the session is no longer extended$/);
+    assert.match(await text(page, '#events'), /you went idle/);
     const sent = requests.filter(isKeepalive).length;
 
     await page.click('#stay-extend');
     await dialog.waitFor({ state: 'hidden' });
     assert.equal(requests.filter(isKeepalive).length, sent + 1);
     assert.match(await text(page, '#countdown'), /^(10:00|9:59)$/);
+    assert.equal(await text(page, '#presence'), 'here', '"Stay signed in" counts as the user being back');
     assert.deepEqual(problems, []);
     await context.close();
   });
