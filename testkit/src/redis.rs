@@ -1,12 +1,13 @@
 //! Real `redis-server` processes, for the Redis session store tests and the benchmarks.
 //!
 //! Every server is started by the harness itself on a free port of 127.0.0.1, in its own
-//! temporary directory, with persistence off. The machine's shared Redis (port 6379) is never
-//! used, connected to or signalled.
+//! temporary directory, with persistence off (or, for a server that must come back with its data
+//! after a kill, an append-only file synced at every write). The machine's shared Redis (port
+//! 6379) is never used, connected to or signalled.
 //!
 //! * [`RedisServer`]: one standalone server, with fault injection (`kill`, `freeze`, `thaw`,
-//!   `restart_empty`, `start_again`) and data helpers for assertions (`keys`, `get`,
-//!   `exists`, `pttl`, `flushall`).
+//!   `restart_empty`, `start_again`, `start_again_with_data`, `config_set`) and data helpers
+//!   for assertions (`keys`, `get`, `exists`, `pttl`, `flushall`, `info_value`).
 //! * [`RedisCluster`]: three masters joined with `redis-cli --cluster create`.
 //! * [`RedisSentinel`]: a sentinel watching one server as its master.
 //!
@@ -90,6 +91,9 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     cluster: bool,
+    /// Append-only file on, synced at every write: a SIGKILL loses nothing, and a start on
+    /// the same directory ([`RedisServer::start_again_with_data`]) loads it back.
+    persistent: bool,
     child: Option<Child>,
     // Declared last: dropped after `Drop::drop` killed the process that writes into it.
     dir: tempfile::TempDir,
@@ -114,6 +118,7 @@ impl RedisServer {
             port,
             password: None,
             cluster: false,
+            persistent: false,
             child: None,
             dir: tempfile::Builder::new()
                 .prefix("keepalive-redis-")
@@ -126,15 +131,29 @@ impl RedisServer {
 
     /// Starts on fresh ports until one is not taken by another process in the meantime.
     fn start_new(password: Option<String>, cluster: bool) -> Self {
-        Self::start_program(Path::new("redis-server"), password, cluster)
+        Self::start_program(Path::new("redis-server"), password, cluster, false)
     }
 
     /// A server run from `program` (a `redis-server` binary) on a free port, ready to answer.
     pub fn start_of(program: &Path) -> Self {
-        Self::start_program(program, None, false)
+        Self::start_program(program, None, false, false)
     }
 
-    fn start_program(program: &Path, password: Option<String>, cluster: bool) -> Self {
+    /// A server run from `program` that keeps its data in an append-only file synced at every
+    /// write, so that it can be killed and started again with its data
+    /// ([`RedisServer::start_again_with_data`]), as a crashed Redis with `appendonly yes`
+    /// comes back. [`RedisServer::restart_empty`] and [`RedisServer::start_again`] still start
+    /// it empty: they remove the file first.
+    pub fn start_persistent_of(program: &Path) -> Self {
+        Self::start_program(program, None, false, true)
+    }
+
+    fn start_program(
+        program: &Path,
+        password: Option<String>,
+        cluster: bool,
+        persistent: bool,
+    ) -> Self {
         let pick = if cluster {
             free_cluster_port
         } else {
@@ -145,6 +164,7 @@ impl RedisServer {
             port: pick(),
             password,
             cluster,
+            persistent,
             child: None,
             dir: tempfile::Builder::new()
                 .prefix("keepalive-redis-")
@@ -185,7 +205,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(["--appendonly", if self.persistent { "yes" } else { "no" }])
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(dir)
@@ -196,6 +216,9 @@ impl RedisServer {
             .stderr(stdio);
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
+        }
+        if self.persistent {
+            command.args(["--appendfsync", "always"]);
         }
         if self.cluster {
             command
@@ -361,9 +384,27 @@ impl RedisServer {
             "start_again: redis-server on port {} is still running (use restart_empty)",
             self.port
         );
-        // Persistence is off, but make "empty" not depend on that.
+        // Persistence is off (unless started persistent), but make "empty" not depend on that.
         let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
         let _ = std::fs::remove_dir_all(self.dir.path().join("appendonlydir"));
+        self.relaunch()
+    }
+
+    /// After [`RedisServer::kill`]: starts the server again on the same port and directory,
+    /// keeping what it wrote there: a server started with
+    /// [`RedisServer::start_persistent_of`] loads its append-only file and comes back with
+    /// its data (and a new run id). Returns when the new server answered.
+    pub fn start_again_with_data(&mut self) -> Instant {
+        assert!(
+            !self.is_running(),
+            "start_again_with_data: redis-server on port {} is still running",
+            self.port
+        );
+        self.relaunch()
+    }
+
+    /// Launches on `self.port`, retrying the bind for a while.
+    fn relaunch(&mut self) -> Instant {
         let deadline = Instant::now() + SAME_PORT_RETRY;
         loop {
             match self.launch() {
@@ -464,6 +505,20 @@ impl RedisServer {
 
     pub fn flushall(&self) {
         let _: () = self.query(&redis::cmd("FLUSHALL"), "FLUSHALL");
+    }
+
+    /// The value of `field` in the `section` of `INFO` (`used_memory` in `memory`), if present.
+    pub fn info_value(&self, section: &str, field: &str) -> Option<String> {
+        let info: String = self.query(redis::cmd("INFO").arg(section), "INFO");
+        info_field(&info, field).map(str::to_owned)
+    }
+
+    /// `CONFIG SET name value` (`maxmemory`, `maxmemory-policy`...).
+    pub fn config_set(&self, name: &str, value: &str) {
+        let _: () = self.query(
+            redis::cmd("CONFIG").arg("SET").arg(name).arg(value),
+            "CONFIG SET",
+        );
     }
 
     /// How many of `keys` exist: one pipelined `EXISTS` per key, a thousand at a time.
