@@ -50,14 +50,16 @@ async fn find(parts: &Parts) -> Result<Option<CurrentSession>, ApiError> {
             "keepalive's layer is missing on this route: add `.layer(keepalive.layer())`",
         ));
     };
-    let Some(id) = state.cookie.session_id(&parts.headers) else {
-        return Ok(None);
-    };
-    let found = if state.forward_auth_extend {
-        state.sessions.keep_alive(&id).await
-    } else {
-        state.sessions.get(&id).await
-    };
+    let found = state
+        .cookie
+        .find(&parts.headers, |id| async move {
+            if state.forward_auth_extend {
+                state.sessions.keep_alive(&id).await
+            } else {
+                state.sessions.get(&id).await
+            }
+        })
+        .await;
     found
         .map(|record| record.map(CurrentSession))
         .map_err(ApiError::from)

@@ -23,11 +23,17 @@ pub const EXPIRES_HEADER: HeaderName = HeaderName::from_static("x-keepalive-expi
 
 /// Answers whether the request's session belongs to a signed-in user.
 pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let found = match state.cookie.session_id(&headers) {
-        Some(id) if state.forward_auth_extend => state.sessions.keep_alive(&id).await,
-        Some(id) => state.sessions.get(&id).await,
-        None => Ok(None),
-    };
+    let state = &state;
+    let found = state
+        .cookie
+        .find(&headers, |id| async move {
+            if state.forward_auth_extend {
+                state.sessions.keep_alive(&id).await
+            } else {
+                state.sessions.get(&id).await
+            }
+        })
+        .await;
     let record = match found {
         Ok(record) => record,
         Err(err) => return ApiError::from(err).into_response(),

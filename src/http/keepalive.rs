@@ -60,12 +60,16 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     }
     let health = state.server_health();
     let settings = state.sessions.settings();
-    let record = match state.cookie.session_id(headers) {
-        Some(id) => match state.sessions.keep_alive(&id).await {
-            Ok(record) => record,
-            Err(err) => return ApiError::from(err).into_response(),
-        },
-        None => None,
+    let found = state
+        .cookie
+        .find(
+            headers,
+            |id| async move { state.sessions.keep_alive(&id).await },
+        )
+        .await;
+    let record = match found {
+        Ok(record) => record,
+        Err(err) => return ApiError::from(err).into_response(),
     };
     let Some(record) = record else {
         state.metrics.keepalives_expired.inc();

@@ -86,19 +86,26 @@ pub async fn rotate(
     if !state.cookie.is_native() {
         return Ok(express_refusal(""));
     }
-    let rotated = match state.cookie.session_id(&headers) {
-        Some(id) => state.sessions.rotate(&id).await?,
-        None => None,
-    };
+    let state = &state;
+    let rotated = state
+        .cookie
+        .find(
+            &headers,
+            |id| async move { state.sessions.rotate(&id).await },
+        )
+        .await?;
     let Some(record) = rotated else {
-        return Ok(expired(&state));
+        return Ok(expired(state));
     };
-    Ok(session_answer(&state, &record, StatusCode::OK))
+    Ok(session_answer(state, &record, StatusCode::OK))
 }
 
 /// Ends the session, if any, and clears the cookie: 204 either way, so logout is idempotent.
+/// Every candidate the cookie carries is ended, not only the first live one: a value planted
+/// before the session's own must not leave the session alive, and ending an id that names no
+/// session costs a lookup and, while Redis answers, no write.
 pub async fn end(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if let Some(id) = state.cookie.session_id(&headers) {
+    for id in state.cookie.candidates(&headers) {
         let existed = state.sessions.end(&id).await?;
         if existed {
             state.metrics.sessions_ended_total.inc();
@@ -130,13 +137,14 @@ pub async fn current(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let state = &state;
     let settings = state.sessions.settings();
-    let record = match state.cookie.session_id(&headers) {
-        Some(id) => state.sessions.get(&id).await?,
-        None => None,
-    };
+    let record = state
+        .cookie
+        .find(&headers, |id| async move { state.sessions.get(&id).await })
+        .await?;
     let Some(record) = record else {
-        return Ok(expired(&state));
+        return Ok(expired(state));
     };
     let session = PublicSession {
         user: record.user.clone(),

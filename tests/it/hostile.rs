@@ -3,8 +3,9 @@
 //! flood of unknown session ids must write nothing to the store, and memory must stay bounded.
 //!
 //! Then the attacks of issue #18: a flood of logouts of made-up ids (nothing written to Redis
-//! or the local store, and a budget per client), and `X-Forwarded-For` chains that do not
-//! parse through a real nginx (never exempt, never another client's budget).
+//! or the local store, and a budget per client), `X-Forwarded-For` chains that do not parse
+//! through a real nginx (never exempt, never another client's budget), and cookie values a
+//! sibling subdomain plants before the session's own.
 
 use crate::harness::{Process, client, create_session, keepalive};
 use proptest::prelude::*;
@@ -414,4 +415,176 @@ async fn forwarded_chains_that_do_not_parse_never_exempt_a_client_nor_borrow_a_b
     );
     drop(nginx);
     server.stop().await;
+}
+
+// ---- cookie values planted before the session's -------------------------------------------------
+
+/// A request with this `Cookie` header; returns the status.
+async fn with_cookie(method: reqwest::Method, url: String, cookie: &str) -> u16 {
+    client()
+        .request(method, url)
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// A sibling subdomain can set cookies of the same name on the parent domain, which the
+/// browser sends before the session's own: junk, and well-formed ids of no session. The live
+/// session behind them is found, up to the documented bound of well-formed values tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_session_is_found_behind_planted_cookie_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(dir.path(), &[]);
+    let base = process.base.clone();
+    let live = create_session(&base).await;
+    let unknown = unknown_ids(4);
+    let planted = |count: usize| {
+        let mut pairs = vec!["keepalive_sid=junk".to_owned(), "keepalive_sid=".to_owned()];
+        pairs.extend(
+            unknown[..count]
+                .iter()
+                .map(|id| format!("keepalive_sid={id}")),
+        );
+        pairs.push(live.clone());
+        pairs.join("; ")
+    };
+    let behind_three = planted(3);
+    let get = reqwest::Method::GET;
+    assert_eq!(
+        with_cookie(
+            get.clone(),
+            format!("{base}/api/v1/keepalive/"),
+            &behind_three
+        )
+        .await,
+        200,
+        "the keepalive finds the session behind junk and three unknown ids"
+    );
+    assert_eq!(
+        with_cookie(get.clone(), format!("{base}/api/v1/session"), &behind_three).await,
+        200
+    );
+    // Forward authentication: the session is found (an anonymous one: 401 anonymous_session,
+    // not session_expired).
+    let auth = client()
+        .get(format!("{base}/api/v1/auth"))
+        .header(COOKIE, &behind_three)
+        .send()
+        .await
+        .expect("auth");
+    let body: serde_json::Value = auth.json().await.expect("json");
+    assert_eq!(body["error"], "anonymous_session", "{body}");
+    // Bounded work: a fifth well-formed value is not looked at.
+    assert_eq!(
+        with_cookie(
+            get.clone(),
+            format!("{base}/api/v1/keepalive/"),
+            &planted(4)
+        )
+        .await,
+        401,
+        "at most four well-formed values are tried"
+    );
+
+    // Rotation and logout act on the live session, not on a planted value.
+    let rotated = client()
+        .post(format!("{base}/api/v1/session/rotate"))
+        .header(COOKIE, &behind_three)
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.status(), 200);
+    let renewed = crate::harness::cookie_pair(&rotated);
+    assert_eq!(
+        keepalive(&base, Some(&live)).await.0,
+        401,
+        "the old id ended"
+    );
+    let mut pairs = vec!["keepalive_sid=junk".to_owned()];
+    pairs.extend(unknown[..3].iter().map(|id| format!("keepalive_sid={id}")));
+    pairs.push(renewed.clone());
+    assert_eq!(
+        with_cookie(
+            reqwest::Method::DELETE,
+            format!("{base}/api/v1/session"),
+            &pairs.join("; ")
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        keepalive(&base, Some(&renewed)).await.0,
+        401,
+        "the logout ended the live session behind the planted values"
+    );
+}
+
+/// The same for an Express application's signed cookie: a signed value of a session that is
+/// over (a sibling can plant one it got for itself) does not hide the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_express_session_is_found_behind_a_planted_signed_cookie() {
+    use keepalive::config::Secret;
+    use keepalive::http::cookie::ExpressCookie;
+    use keepalive::session::SessionId;
+
+    const SECRET: &str = "the-secret-of-the-express-app-in-hostile";
+    let redis = keepalive_testkit::redis::RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = crate::express::keepalive(&redis, dir.path(), &[SECRET], &[]);
+    let base = process.base.clone();
+    let express_id = || {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).expect("rng");
+        SessionId::from_parts(keepalive::session::IdKind::Express, &bytes).expect("id")
+    };
+    let (live, dead) = (express_id(), express_id());
+    // The live session as express-session with connect-redis writes it.
+    let json = concat!(
+        r#"{"cookie":{"originalMaxAge":3600000,"expires":"2099-01-01T00:00:00.000Z","#,
+        r#""httpOnly":true,"path":"/"},"passport":{"user":"ana"}}"#
+    );
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(format!("sess:{live}"))
+            .arg(json)
+            .arg("EX")
+            .arg(3600),
+        "SET",
+    );
+    let cookie = ExpressCookie::new(
+        "connect.sid".to_owned(),
+        vec![Secret::new(SECRET.to_owned())],
+    );
+    let header = format!(
+        "connect.sid=s%3Ajunk.junk; connect.sid={}; connect.sid={}",
+        cookie.value(&dead),
+        cookie.value(&live)
+    );
+    crate::harness::within(
+        std::time::Duration::from_secs(10),
+        "keepalive serves the Express session",
+        || async {
+            with_cookie(
+                reqwest::Method::GET,
+                format!("{base}/api/v1/keepalive/"),
+                &format!("connect.sid={}", cookie.value(&live)),
+            )
+            .await
+                == 200
+        },
+    )
+    .await;
+    assert_eq!(
+        with_cookie(
+            reqwest::Method::GET,
+            format!("{base}/api/v1/keepalive/"),
+            &header
+        )
+        .await,
+        200,
+        "the live session behind a signed value of a session that is over"
+    );
 }

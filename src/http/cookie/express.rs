@@ -46,10 +46,20 @@ impl ExpressCookie {
 
     /// The session id of the first pair with the cookie's name whose signature one of the
     /// secrets made. Unsigned, badly signed and malformed values are no session; they cost no
-    /// store lookup, and a value planted before the real one (by a sibling subdomain) does not
-    /// hide it.
+    /// store lookup, and a forged value planted before the real one (by a sibling subdomain)
+    /// does not hide it.
     pub fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
-        super::values(headers, &self.name).find_map(|value| self.unsign(value))
+        self.session_ids(headers).next()
+    }
+
+    /// The session ids of every pair with the cookie's name that one of the secrets signed, in
+    /// order. More than one is possible: a sibling can plant a signed value it got for itself
+    /// (of a session that is over, say) before the real one.
+    pub fn session_ids<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl Iterator<Item = SessionId> + 'a {
+        super::values(headers, &self.name).filter_map(|value| self.unsign(value))
     }
 
     /// The id of a cookie value, if it is signed by one of the secrets.

@@ -6,11 +6,19 @@ use cookie::{Cookie, SameSite};
 use crate::config::SessionSettings;
 use crate::session::SessionId;
 
-/// The session id carried by the request, if a well-formed one is present. The first pair
-/// with the cookie's name that parses as an id wins; malformed values are skipped without any
-/// store lookup.
+/// The first well-formed session id carried by the request, if any; malformed values are
+/// skipped without any store lookup. A value planted before the session's own (by a sibling
+/// subdomain) wins here: the routes try each of [`session_ids`] instead.
 pub fn session_id(headers: &HeaderMap, name: &str) -> Option<SessionId> {
-    super::values(headers, name).find_map(SessionId::parse)
+    session_ids(headers, name).next()
+}
+
+/// Every well-formed session id the request carries under `name`, in order.
+pub fn session_ids<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = SessionId> + 'a {
+    super::values(headers, name).filter_map(SessionId::parse)
 }
 
 /// The `Set-Cookie` value that gives the browser this session.
