@@ -11,7 +11,10 @@
 //! a fixed, open-loop request rate (latency, corrected for coordinated
 //! omission). `fault` keeps a fixed-rate keepalive load on a Redis-backed
 //! server while the bench kills its redis-server and starts it again empty.
+//! `check` runs the fault-injecting checker of the session invariants over
+//! several instances, once per seed.
 
+mod check;
 mod client;
 mod fault;
 mod load;
@@ -56,6 +59,8 @@ enum Command {
     Load(LoadArgs),
     /// Fixed-rate keepalive load while the bench kills Redis and starts it again empty.
     Fault(fault::FaultArgs),
+    /// Simulated users on several instances through seeded faults, judged against the session invariants.
+    Check(check::CheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
     let client_threads = match &cli.command {
         Command::Load(a) => a.client_threads,
         Command::Fault(a) => a.client_threads,
+        Command::Check(a) => a.client_threads,
     };
     let threads = client_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -213,6 +219,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Load(args) => runtime.block_on(load_command(args, threads)),
         Command::Fault(args) => runtime.block_on(fault::command(args, threads)),
+        Command::Check(args) => runtime.block_on(check::command(args)),
     };
     match outcome {
         Ok(outcome) if outcome.check && !outcome.all_met => ExitCode::from(EXIT_TARGET_MISSED),
