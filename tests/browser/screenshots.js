@@ -24,14 +24,9 @@ async function signIn(page) {
   await page.locator('#signed-in').waitFor({ state: 'visible' });
 }
 
-// A few ticks of a user at work, so the page shows pings and events.
+// A few ticks of a user at work (a move every few seconds), so the page shows pings and events.
 async function work(context, page) {
-  for (let n = 0; n < 2; n++) {
-    await advance(context, 1000);
-    await act(page);
-    await advance(context, 29000, { step: 2000 });
-  }
-  await advance(context, 4000);
+  await advance(context, 64000, { step: 2000, each: async (t) => { if (t % 6000 === 0) await act(page); } });
 }
 
 async function shoot(page, name, kind) {
