@@ -434,6 +434,7 @@ pub async fn run_with(
         listener,
         router,
         config.server.limits,
+        &config.server.rate_limits.trusted_proxies,
         config.server.workers,
         Arc::clone(&metrics),
         graceful,

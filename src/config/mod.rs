@@ -184,6 +184,9 @@ pub struct ServerSettings {
 pub struct ConnectionLimits {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64) that is not a
+    /// trusted proxy; 0: no bound.
+    pub max_connections_per_client: usize,
     /// Longest time a client may take to send a request's headers.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; at least 8192.

@@ -81,6 +81,9 @@ pub struct RawConfig {
     pub workers: Option<u32>,
     /// Most HTTP connections open at once.
     pub max_connections: Option<u32>,
+    /// Most HTTP connections open at once from one client address that is not a trusted proxy
+    /// (0: no bound).
+    pub max_connections_per_client: Option<u32>,
     /// Longest time a client may take to send a request's headers.
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
@@ -195,6 +198,7 @@ pub const KEYS: &[&str] = &[
     "purge_interval",
     "workers",
     "max_connections",
+    "max_connections_per_client",
     "header_read_timeout",
     "max_header_bytes",
     "max_headers",
@@ -274,6 +278,7 @@ impl RawConfig {
             purge_interval: Some(secs(60)),
             workers: Some(0),
             max_connections: Some(10_000),
+            max_connections_per_client: Some(256),
             header_read_timeout: Some(secs(10)),
             max_header_bytes: Some(16 * 1024),
             max_headers: Some(64),

@@ -186,6 +186,7 @@ impl Layers {
         if max_connections == 0 {
             return Err(fail("max_connections", "must be at least 1".to_owned()));
         }
+        let max_connections_per_client = get!(max_connections_per_client);
         let header_read_timeout = get!(header_read_timeout);
         if header_read_timeout < Duration::from_millis(10)
             || header_read_timeout > Duration::from_secs(300)
@@ -499,6 +500,7 @@ impl Layers {
                 workers: workers as usize,
                 limits: super::ConnectionLimits {
                     max_connections: max_connections as usize,
+                    max_connections_per_client: max_connections_per_client as usize,
                     header_read_timeout,
                     max_header_bytes: max_header_bytes as usize,
                     max_headers: max_headers as usize,

@@ -35,6 +35,7 @@ pub mod forward_auth;
 mod keepalive;
 mod limit;
 mod observe;
+mod per_client;
 mod probes;
 mod serve;
 mod session;

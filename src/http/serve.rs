@@ -4,6 +4,9 @@
 //! hyper's connection builder (the same pieces `axum::serve` uses):
 //! - at most `max_connections` open connections: past it, new connections wait in the
 //!   kernel's backlog instead of costing memory here;
+//! - at most `max_connections_per_client` of them from one client address that is not a
+//!   trusted proxy ([`per_client`](super::per_client)): past it, its new connections are closed at once, so one
+//!   client cannot hold every slot;
 //! - request headers must arrive within `header_read_timeout` (slowloris), and may take at
 //!   most `max_header_bytes` and `max_headers` (hyper answers 431 past either);
 //! - shutdown stops accepting, lets in-flight requests finish and closes idle connections.
@@ -18,9 +21,11 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::per_client::PerClient;
 use super::workers::{self, Accepted, Serving, Workers};
 use crate::config::ConnectionLimits as Limits;
 use crate::metrics::Metrics;
@@ -29,11 +34,12 @@ use crate::metrics::Metrics;
 ///
 /// Connections are served on `workers` threads of their own (0: one per CPU this process may
 /// use); `serve` returns once they have ended. Dropped before that, it aborts the connections
-/// still open.
+/// still open. Connections from `trusted_proxies` are not bound per client.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    trusted_proxies: &[IpNet],
     workers: usize,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -60,6 +66,7 @@ pub async fn serve(
     )?;
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerClient::new(limits.max_connections_per_client, trusted_proxies);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -82,6 +89,11 @@ pub async fn serve(
                 }
             },
         };
+        // Its permit goes back with it: the slot is free for someone else at once.
+        let Some(slot) = per_client.admit(peer.ip()) else {
+            tracing::debug!(peer = %peer, "closing a connection: its address holds the most connections one client may (max_connections_per_client)");
+            continue;
+        };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
@@ -96,6 +108,7 @@ pub async fn serve(
             stream,
             peer,
             permit,
+            slot,
             watcher: graceful.watcher(),
         });
     }

@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceExt;
 
+use super::per_client::Slot;
 use crate::metrics::Metrics;
 
 /// One accepted connection on its way to a loop.
@@ -47,6 +48,8 @@ pub(super) struct Accepted {
     pub(super) peer: SocketAddr,
     /// Its place under the connection bound, given back when it closes.
     pub(super) permit: OwnedSemaphorePermit,
+    /// Its place under its client's bound, given back when it closes.
+    pub(super) slot: Slot,
     /// Tells it when the server shuts down, and lets the shutdown wait for it.
     pub(super) watcher: Watcher,
 }
@@ -196,6 +199,7 @@ async fn serve_one(accepted: Accepted, serving: Serving, open: Arc<AtomicUsize>)
         stream,
         peer,
         permit,
+        slot,
         watcher,
     } = accepted;
     let Serving {
@@ -203,7 +207,7 @@ async fn serve_one(accepted: Accepted, serving: Serving, open: Arc<AtomicUsize>)
         builder,
         metrics,
     } = serving;
-    let _counted = Counted::new(metrics, open, permit);
+    let _counted = Counted::new(metrics, open, permit, slot);
     let stream = match tokio::net::TcpStream::from_std(stream) {
         Ok(stream) => stream,
         Err(err) => {
@@ -224,21 +228,28 @@ async fn serve_one(accepted: Accepted, serving: Serving, open: Arc<AtomicUsize>)
     }
 }
 
-/// An open connection in the gauge, its loop's count and the connection bound, for as long
-/// as its task lives (also when it is aborted).
+/// An open connection in the gauge, its loop's count, the connection bound and its client's
+/// bound, for as long as its task lives (also when it is aborted).
 struct Counted {
     metrics: Arc<Metrics>,
     open: Arc<AtomicUsize>,
     _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Counted {
-    fn new(metrics: Arc<Metrics>, open: Arc<AtomicUsize>, permit: OwnedSemaphorePermit) -> Self {
+    fn new(
+        metrics: Arc<Metrics>,
+        open: Arc<AtomicUsize>,
+        permit: OwnedSemaphorePermit,
+        slot: Slot,
+    ) -> Self {
         metrics.http_connections.inc();
         Self {
             metrics,
             open,
             _permit: permit,
+            _slot: slot,
         }
     }
 }

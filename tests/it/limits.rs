@@ -1,6 +1,6 @@
 //! Limits and protections over real HTTP: header size and count (431), slow clients, the
-//! connection bound, per-client rate limits behind trusted proxies (429), the `__Host-` cookie,
-//! CORS, the metrics token and the security headers.
+//! connection bound and its per-client share, per-client rate limits behind trusted proxies
+//! (429), the `__Host-` cookie, CORS, the metrics token and the security headers.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -341,6 +341,82 @@ async fn every_answer_carries_the_security_headers() {
             response.headers()["referrer-policy"],
             "no-referrer",
             "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Idle connections from `from` to `server`, as a client that opens sockets and sends nothing.
+async fn idle_from(server: &TestServer, from: [u8; 4], count: usize) -> Vec<tokio::net::TcpStream> {
+    let target: std::net::SocketAddr = addr(server).parse().expect("server address");
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((std::net::Ipv4Addr::from(from), 0).into())
+            .expect("bind a loopback address");
+        sockets.push(socket.connect(target).await.expect("connect"));
+    }
+    sockets
+}
+
+/// Whether the server closed `socket` within `wait` (a read returns end of file).
+async fn closed_within(socket: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, socket.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// One address opening every connection slot with idle sockets (each may wait up to the
+/// header timeout) gets only its own share; another client is served meanwhile. The trusted
+/// proxy (here 127.0.0.1, through which every client would come) is not bound per address.
+/// Linux routes all of 127.0.0.0/8 to loopback, so the test's clients bind 127.0.0.2 and
+/// 127.0.0.3 before connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_every_connection_slot() {
+    let server = TestServer::start(&[
+        ("KEEPALIVE_MAX_CONNECTIONS", "24"),
+        ("KEEPALIVE_MAX_CONNECTIONS_PER_CLIENT", "6"),
+        ("KEEPALIVE_HEADER_READ_TIMEOUT", "30s"),
+        ("KEEPALIVE_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    let mut hog = idle_from(&server, [127, 0, 0, 2], 24).await;
+    let proxy = idle_from(&server, [127, 0, 0, 1], 10).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let other = keepalive::outbound::client_builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let answer = other.get(server.url("/livez")).send().await;
+    assert!(
+        answer.as_ref().is_ok_and(|r| r.status() == 200),
+        "another client is served while one holds idle connections: {answer:?}"
+    );
+
+    // The hog keeps six connections; the others were closed at once.
+    let mut closed = 0;
+    for socket in &mut hog {
+        if closed_within(socket, Duration::from_millis(50)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed,
+        24 - 6,
+        "connections beyond the per-client bound are closed"
+    );
+    drop(hog);
+    // The proxy's ten are all still open: it is not bound per address.
+    for mut socket in proxy {
+        assert!(
+            !closed_within(&mut socket, Duration::from_millis(20)).await,
+            "a trusted proxy's connection stays open"
         );
     }
     server.stop().await;

@@ -23,6 +23,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 fn limits() -> Limits {
     Limits {
         max_connections: 100,
+        max_connections_per_client: 0,
         header_read_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
         max_headers: 64,
@@ -64,6 +65,7 @@ async fn start(
         listener,
         router,
         limits(),
+        &[],
         workers,
         Arc::new(Metrics::new()),
         async move {
