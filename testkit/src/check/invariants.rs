@@ -448,7 +448,7 @@ impl Judge<'_> {
                 self.push(
                     found,
                     (Invariant::NoFalse401, case),
-                    r.sent,
+                    r.answered,
                     format!(
                         "{}; the session's expiry known to its client was {} ({:.1} s later), \
                          its absolute expiry {}; that instance had {}served the session before",
@@ -500,7 +500,7 @@ impl Judge<'_> {
                 self.push(
                     found,
                     (Invariant::NoRevivalAfterLogout, case),
-                    r.sent,
+                    r.answered,
                     format!(
                         "{}; its end ({}) was acknowledged at {}",
                         self.describe(index),
@@ -532,7 +532,7 @@ impl Judge<'_> {
                 self.push(
                     found,
                     (Invariant::NoServiceAfterExpiry, "past the absolute expiry"),
-                    r.sent,
+                    r.answered,
                     format!(
                         "{}, after the session's absolute expiry {}",
                         self.describe(index),
@@ -552,7 +552,7 @@ impl Judge<'_> {
                         Invariant::NoServiceAfterExpiry,
                         "expiry reported past the absolute",
                     ),
-                    r.sent,
+                    r.answered,
                     format!(
                         "{}: it reported expiry {} / absolute expiry {}, past the absolute \
                          expiry {} the session was created with",
@@ -597,7 +597,7 @@ impl Judge<'_> {
                 self.push(
                     found,
                     (Invariant::NoServiceAfterExpiry, "past the idle expiry"),
-                    r.sent,
+                    r.answered,
                     format!(
                         "{}, {:.1} s after the latest idle expiry the session could have had \
                          ({})",
@@ -646,7 +646,7 @@ impl Judge<'_> {
                 self.push(
                     found,
                     (Invariant::No5xx, case),
-                    r.sent,
+                    r.answered,
                     self.describe(index),
                 );
             }

@@ -135,7 +135,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// More environment for the instances (`KEY`, `VALUE`).
     pub server_env: Vec<(String, String)>,
-    /// Keep the run's directory (logs, data) rather than removing it.
+    /// Keep the run's directory (instance logs and data, nginx's logs, the history as
+    /// `history.json`) rather than removing it.
     pub keep_dir: bool,
     /// Report progress on stderr.
     pub progress: bool,
@@ -361,7 +362,16 @@ pub async fn run(config: &Config) -> Result<RunReport, CheckError> {
 
     let history = shared.history.lock().unwrap_or_else(|p| p.into_inner());
     let violations = invariants::check(&history, &records, &exits, &config.params(), start);
-    let kept = config.keep_dir.then(|| dir.keep().display().to_string());
+    let kept = if config.keep_dir {
+        // Everything the users did, to follow a violation's session through the instances' logs.
+        let text = serde_json::to_string(&*history)
+            .map_err(|e| CheckError::Config(format!("history as JSON: {e}")))?;
+        std::fs::write(dir.path().join("history.json"), text)
+            .map_err(|e| CheckError::io("write history.json", e))?;
+        Some(dir.keep().display().to_string())
+    } else {
+        None
+    };
     Ok(RunReport::new(
         config.seed,
         config.entry.name(),
