@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The checker of the session invariants in its long form, in one command: builds the release
+# server and the bench tool, then runs `keepalive-bench check` once per seed: three instances
+# over one redis-server (free loopback ports, never 6379), simulated users, every kind of fault
+# from a seeded schedule (Redis killed, frozen, restarted empty, flushed, evicting; an
+# instance SIGKILLed or SIGTERMed and started again), the history judged against the
+# invariants. Seeds alternate between users reaching the instances directly and through nginx.
+#
+# Knobs (environment): SEEDS (1-5), FAULTS_PER_KIND (4 per seed), PERSONS (12, two devices
+# each), ENTRY (alternate, direct or nginx), BENCH_JSON (report path). Other arguments are
+# passed on to `keepalive-bench check` (e.g. --check, --keep-dir). About 15 minutes after the
+# build with the defaults: 5 seeds of 28 faults, 20 of each kind in all.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
+    rev="$rev+dirty"
+fi
+echo "commit: $rev" >&2
+
+cargo build --release -p keepalive -p keepalive-bench
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+json="${BENCH_JSON:-$target_dir/bench/check-$stamp.json}"
+mkdir -p "$(dirname "$json")"
+
+"$target_dir/release/keepalive-bench" check \
+    --server-bin "$target_dir/release/keepalive" \
+    --seeds "${SEEDS:-1-5}" \
+    --faults-per-kind "${FAULTS_PER_KIND:-4}" \
+    --persons "${PERSONS:-12}" \
+    --entry "${ENTRY:-alternate}" \
+    --json "$json" \
+    "$@"
+echo "JSON report: $json" >&2
