@@ -3,6 +3,7 @@
 //! `redis-server` processes (`keepalive-testkit`), a real nginx and a real Caddy.
 
 mod alerts;
+mod checker;
 mod cli;
 mod deploy;
 mod express;
