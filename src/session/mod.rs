@@ -8,6 +8,7 @@ mod status;
 mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use id::{ID_BYTES, ID_TEXT_LEN, IdKind, MAX_ID_BYTES, RandomError, SessionId};
 pub use record::SessionRecord;
@@ -30,6 +31,12 @@ pub enum SessionError {
     #[error(transparent)]
     InvalidUser(#[from] InvalidUser),
 }
+
+/// How long after a rotation a logout of the old id ends the new one too, in every store: a
+/// logout the browser sent with the old cookie while the rotation was on its way (it did not
+/// have the new cookie yet) must not leave the session signed in under its new id. Past it the
+/// old id only names a dead session, and cannot end the one that replaced it.
+pub const OLD_ID_LOGOUT_WINDOW: Duration = Duration::from_secs(60);
 
 /// Longest user id, in bytes.
 pub const MAX_USER_LEN: usize = 256;

@@ -28,7 +28,7 @@ impl Shared {
     /// Another instance ended this session: the copy, if there is one, ends too, with a
     /// tombstone kept as long as the session could have lived, so no outage or re-sync can
     /// revive it. Returns whether there was a copy.
-    fn ended_elsewhere(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+    pub(super) fn ended_elsewhere(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
         let mut had_copy = false;
         self.mirror.modify(id, &mut |copy| {
             let copy = copy?;

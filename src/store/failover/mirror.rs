@@ -51,6 +51,14 @@ pub trait Mirror: SessionStore {
     /// expired.
     fn keep_expired(&self, margin: Duration);
 
+    /// `old` was rotated to `new` elsewhere than through this mirror's own `rotate` (which
+    /// notes it itself): until `until`, a logout of `old` ends `new` too.
+    fn note_rotation(&self, old: &SessionId, new: &SessionId, until: Millis);
+
+    /// The id that replaced `old` in a rotation, if a logout of `old` at `now` ends it too
+    /// (the rotation was recent enough).
+    fn rotated_to(&self, old: &SessionId, now: Millis) -> Option<SessionId>;
+
     /// The ids of the sessions live at `now`.
     async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError>;
 

@@ -38,13 +38,19 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, Millis, duration_millis};
 use crate::metrics::Metrics;
-use crate::session::{SessionId, SessionRecord, SessionStore, SharedStatus, StoreError};
+use crate::session::{
+    OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, SharedStatus, StoreError,
+};
 use crate::store::{Tombstone, Write};
 use crate::task::Tasks;
 
 use copies::Copies;
 use journal::Journal;
 use link::LinkState;
+
+/// Most rotations a logout follows from the id it names: within the window a session is
+/// rarely rotated more than once.
+const MAX_SUCCESSORS: usize = 16;
 
 /// Timing of the link to the primary.
 #[derive(Debug, Clone, Copy)]
@@ -252,6 +258,18 @@ impl Shared {
         Ok(())
     }
 
+    /// The ids `id` was lately rotated to, in order, whose session a logout of `id` at `now`
+    /// ends too (see [`OLD_ID_LOGOUT_WINDOW`]).
+    fn successors(&self, id: &SessionId, now: Millis) -> Vec<SessionId> {
+        let mut ids = Vec::new();
+        let mut next = self.mirror.rotated_to(id, now);
+        while let Some(successor) = next.filter(|_| ids.len() < MAX_SUCCESSORS) {
+            ids.push(successor);
+            next = self.mirror.rotated_to(&successor, now);
+        }
+        ids
+    }
+
     /// Ends a session in the mirror while the primary is offline, with a tombstone on disk
     /// before this returns, so the logout reaches the primary later, even across a restart.
     /// Returns whether it existed.
@@ -390,13 +408,23 @@ impl SessionStore for FailoverStore {
                     if existed || held {
                         s.remove_copy(id, Some(s.tombstone(now)))?;
                     }
+                    // The primary ended the ids this one was lately rotated to; so do the
+                    // copies here, without waiting to hear it.
+                    for successor in s.successors(id, now) {
+                        s.remove_copy(&successor, Some(s.tombstone(now)))?;
+                    }
                     return Ok(existed);
                 }
                 Err(err) => s.failed(err)?,
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        s.end_offline(id, now).await
+        let mut existed = s.end_offline(id, now).await?;
+        // A logout sent with the old id while its rotation was on its way ends the new one.
+        for successor in s.successors(id, now) {
+            existed |= s.end_offline(&successor, now).await?;
+        }
+        Ok(existed)
     }
 
     async fn rotate(
@@ -411,7 +439,20 @@ impl SessionStore for FailoverStore {
                 Ok(Some(record)) => {
                     s.keep_copy(&record)?;
                     s.remove_copy(old, Some(s.tombstone(now)))?;
-                    return Ok(Some(record));
+                    let until = now.saturating_add(duration_millis(OLD_ID_LOGOUT_WINDOW));
+                    s.mirror.note_rotation(old, &new, until);
+                    // A logout of the old id made elsewhere just now may have ended the new one
+                    // before its copy existed here, and its announcement found nothing to end.
+                    return match s.primary.is_ended(&new).await {
+                        Ok(false) => Ok(Some(record)),
+                        Ok(true) => {
+                            s.ended_elsewhere(&new, now)?;
+                            Ok(None)
+                        }
+                        // Offline from now on: the re-sync finds the new id's mark, if any,
+                        // and the look-up of missed logouts ends its copy.
+                        Err(err) => s.failed(err).map(|()| Some(record)),
+                    };
                 }
                 Ok(None) => return Ok(None),
                 Err(err) => s.failed(err)?,

@@ -71,6 +71,15 @@ impl Mirror for LocalStore {
         }
     }
 
+    fn note_rotation(&self, old: &SessionId, new: &SessionId, until: Millis) {
+        let now = self.shared.clock.now();
+        self.shared.rotations.note(*old, *new, until, now);
+    }
+
+    fn rotated_to(&self, old: &SessionId, now: Millis) -> Option<SessionId> {
+        self.shared.rotations.successor(old, now)
+    }
+
     async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {
         self.flush().await?;
         self.blocking(move |db| db::scan(db, |r| r.is_live(now).then_some(r.id)))

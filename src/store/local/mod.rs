@@ -14,6 +14,7 @@ mod committer;
 mod db;
 mod mirror;
 mod overlay;
+mod rotations;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,17 +26,21 @@ use redb::Database;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, Millis};
+use crate::clock::{Clock, Millis, duration_millis};
 use crate::metrics::Metrics;
-use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::Write;
 use crate::task::Tasks;
 
 use committer::Committer;
 use overlay::Overlay;
+use rotations::Rotations;
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "sessions.redb";
+/// Most rotations a logout follows from the id it names: within the window a session is
+/// rarely rotated more than once.
+const MAX_SUCCESSORS: usize = 16;
 /// Most sessions one purge transaction removes; the purge loops until none is left.
 const PURGE_BATCH: usize = 10_000;
 
@@ -58,6 +63,8 @@ struct Shared {
     /// for the store on its own; as a mirror, as long as a copy may trail Redis (see
     /// `Mirror::keep_expired`).
     purge_margin: AtomicI64,
+    /// Which new id replaced an old one lately: a logout of the old id ends the new one too.
+    rotations: Rotations,
 }
 
 /// The durable embedded store.
@@ -100,6 +107,7 @@ impl LocalStore {
             clock,
             metrics,
             purge_margin: AtomicI64::new(0),
+            rotations: Rotations::default(),
         });
         let (tx, rx) = mpsc::channel(1024);
         let committer = Committer::start()?;
@@ -205,16 +213,22 @@ impl SessionStore for LocalStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.check_open()?;
-        let existed = {
-            let mut shard = self.shared.overlay.shard(id);
-            let existed = self.current(&shard, id)?.is_some();
+        let now = self.shared.clock.now();
+        let mut existed = false;
+        // The id, then the one that replaced it if it was rotated away within the window
+        // (see `rotate`), and so on.
+        let mut next = Some(*id);
+        for _ in 0..=MAX_SUCCESSORS {
+            let Some(id) = next.take() else { break };
+            let mut shard = self.shared.overlay.shard(&id);
             // An unknown id has nothing to remove: no write, no flush, so a flood of made-up
             // ids costs the disk nothing.
-            if existed {
-                shard.put(*id, Write::Remove(None));
+            if self.current(&shard, &id)?.is_some() {
+                shard.put(id, Write::Remove(None));
+                existed = true;
             }
-            existed
-        };
+            next = self.shared.rotations.successor(&id, now);
+        }
         if existed {
             self.flush().await?;
         }
@@ -236,18 +250,33 @@ impl SessionStore for LocalStore {
             return Ok(None);
         };
         record.id = new;
+        // The new id exists before the old one ends, and the old one is taken under its lock,
+        // where the rotation is noted: a logout of the old id that came first leaves nothing
+        // to take (the new id goes again), and one that comes after finds the new id named and
+        // ends it too. A keepalive of the old id sees the removal from then on; both changes
+        // reach the disk in the same commit.
         self.shared
             .overlay
             .shard(&new)
             .put(new, Write::Put(record.clone()));
-        // A keepalive of the old id racing this sees the deletion from here on; both changes
-        // reach the disk in the same commit.
-        self.shared
-            .overlay
-            .shard(old)
-            .put(*old, Write::Remove(None));
+        let taken = {
+            let mut shard = self.shared.overlay.shard(old);
+            let live = self.current(&shard, old)?.is_some_and(|r| r.is_live(now));
+            if live {
+                shard.put(*old, Write::Remove(None));
+                let until = now.saturating_add(duration_millis(OLD_ID_LOGOUT_WINDOW));
+                self.shared.rotations.note(*old, new, until, now);
+            }
+            live
+        };
+        if !taken {
+            self.shared
+                .overlay
+                .shard(&new)
+                .put(new, Write::Remove(None));
+        }
         self.flush().await?;
-        Ok(Some(record))
+        Ok(taken.then_some(record))
     }
 
     async fn update(

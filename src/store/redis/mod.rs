@@ -29,7 +29,7 @@ use redis::Value;
 use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
-use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
+use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::Logouts;
 
 pub(crate) use batch::Touch;
@@ -215,18 +215,44 @@ impl RedisStore {
     }
 
     /// Ends a session at `now`, leaving the logout marker if it existed or if `mark_unknown`;
-    /// an unknown id is announced only when it is marked.
+    /// an unknown id is announced only when it is marked. A session whose id was rotated
+    /// away less than [`OLD_ID_LOGOUT_WINDOW`] ago ends under its new id too (and so on, for
+    /// a session rotated again meanwhile): the logout was sent before the browser had the new
+    /// cookie. Returns whether a session existed.
     pub async fn end_marking(
         &self,
         id: &SessionId,
         now: Millis,
         mark_unknown: bool,
     ) -> Result<bool, StoreError> {
+        let (mut existed, mut next) = self.end_once(id, now, mark_unknown, None).await?;
+        // Each step is a rotation within the window: a handful at most, bounded anyway.
+        for _ in 0..MAX_SUCCESSORS {
+            let Some(successor) = next.take() else { break };
+            let (ended, after) = self.end_once(&successor, now, true, None).await?;
+            existed |= ended;
+            next = after;
+        }
+        Ok(existed)
+    }
+
+    /// One run of the `END` script: for a rotation, `successor` is the new id and until when
+    /// a logout of `id` ends it too. Returns whether the session existed and, for a logout,
+    /// the new id its marker names within that time.
+    async fn end_once(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        mark_unknown: bool,
+        successor: Option<(&SessionId, Millis)>,
+    ) -> Result<(bool, Option<SessionId>), StoreError> {
         let unknown_ttl = if mark_unknown {
             duration_millis(self.options.absolute_lifetime)
         } else {
             0
         };
+        let (new, until) =
+            successor.map_or((String::new(), 0), |(new, until)| (new.to_string(), until));
         let mut invocation = scripts::END.prepare_invoke();
         invocation
             .key(self.keys.session(id))
@@ -234,13 +260,25 @@ impl RedisStore {
             .arg(now)
             .arg(unknown_ttl)
             .arg(self.keys.logout_channel())
-            .arg(id.to_string());
-        Ok(matches!(
-            self.link.invoke("end", invocation).await?,
-            Value::Int(1)
-        ))
+            .arg(id.to_string())
+            .arg(new)
+            .arg(until);
+        match self.link.invoke("end", invocation).await? {
+            Value::Array(reply) if reply.len() == 2 => {
+                let existed = matches!(reply[0], Value::Int(1));
+                Ok((existed, SessionId::parse(&field_string(&reply[1]))))
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected reply to a logout: {}",
+                shape(&other)
+            ))),
+        }
     }
 }
+
+/// Most rotations a logout follows from the id it names: within [`OLD_ID_LOGOUT_WINDOW`] a
+/// session is rarely rotated more than once.
+const MAX_SUCCESSORS: usize = 16;
 
 fn field_string(value: &Value) -> String {
     match value {
@@ -335,7 +373,16 @@ impl SessionStore for RedisStore {
         };
         record.id = new;
         self.create(record.clone()).await?;
-        self.end(old, now).await?;
+        // The old id's marker names the new one for a while, so a logout of the old id that
+        // comes just after ends the new one too. If the old session is gone by now, a logout
+        // came first: the new id ends as well, and the rotation answers as for an ended
+        // session. Either way a logout racing the rotation holds under both ids.
+        let until = now.saturating_add(duration_millis(OLD_ID_LOGOUT_WINDOW));
+        let (existed, _) = self.end_once(old, now, true, Some((&new, until))).await?;
+        if !existed {
+            self.end(&new, now).await?;
+            return Ok(None);
+        }
         Ok(Some(record))
     }
 

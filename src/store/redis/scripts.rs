@@ -113,8 +113,14 @@ return 1
 /// Ends a session, leaves the marker and tells every instance, so they end their local copies
 /// (not again for a logout written back twice, which finds its marker and no session).
 /// KEYS: session, marker. ARGV: now, marker ttl ms when the session is unknown (0: an unknown
-/// id is neither marked nor announced), the logout channel, the id. Returns 1 if the session
-/// existed.
+/// id is neither marked nor announced), the logout channel, the id, and for a rotation the new
+/// id and until when a logout of this one ends it too (empty and 0 for a logout). Returns
+/// `{existed, successor}`: 1 if the session existed, and for a logout the new id its marker
+/// names, if its rotation is recent enough (`''` otherwise): the caller ends that one too.
+///
+/// A rotation's marker is `<new id> <until>` instead of `1`; a later logout keeps it as it is.
+/// A rotation that finds the session gone (a logout came first) names nothing: its caller ends
+/// the new id itself.
 pub static END: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -122,12 +128,24 @@ local raw = redis.pcall('GET', KEYS[1])
 local a = nil
 if type(raw) == 'string' and #raw >= 45 and string.byte(raw) == 1 then a = struct.unpack('>i8', raw, 26) end
 local existed = redis.call('DEL', KEYS[1])
-local marked = redis.call('EXISTS', KEYS[2])
+local mark = redis.call('GET', KEYS[2])
+local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-if a then ttl = a - tonumber(ARGV[1]) end
-if ttl > 0 then redis.call('SET', KEYS[2], '1', 'PX', string.format('%.0f', ttl)) end
-if existed == 1 or (marked == 0 and ttl > 0) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
-return existed
+if a then ttl = a - now end
+local value = '1'
+if ARGV[5] ~= '' and existed == 1 then
+  value = ARGV[5] .. ' ' .. ARGV[6]
+elseif mark then
+  value = mark
+end
+if ttl > 0 then redis.call('SET', KEYS[2], value, 'PX', string.format('%.0f', ttl)) end
+if existed == 1 or (not mark and ttl > 0) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local successor = ''
+if ARGV[5] == '' and mark then
+  local id, upto = string.match(mark, '^(%S+) (%d+)$')
+  if id and tonumber(upto) > now then successor = id end
+end
+return {existed, successor}
 ",
     )
 });

@@ -9,10 +9,11 @@
 //!   answered like one restarted empty, not with a mass logout.
 
 mod outage;
+mod rotation;
 
 use std::time::Duration;
 
-use crate::harness::{START, TestServer, client, keepalive, within};
+use crate::harness::{START, TestServer, client, create_session, keepalive, within};
 use keepalive::session::SessionId;
 use keepalive::store::redis::value;
 use keepalive_testkit::redis::RedisServer;
@@ -75,6 +76,10 @@ impl Session {
     fn key(&self) -> String {
         format!("keepalive:{{{}}}", self.token)
     }
+
+    fn marker(&self) -> String {
+        format!("{}:ended", self.key())
+    }
 }
 
 fn backend(server: &TestServer, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -88,6 +93,42 @@ async fn status_and_body(request: reqwest::RequestBuilder) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A session from `POST /api/v1/session`, as a browser creates one.
+async fn browser_session(server: &TestServer) -> Session {
+    let cookie = create_session(&server.base).await;
+    let token = cookie.split_once('=').expect("pair").1.to_owned();
+    Session { token, cookie }
+}
+
+/// Waits until every listed key is in Redis.
+async fn all_in_redis(
+    redis: &RedisServer,
+    keys: &[String],
+    limit: Duration,
+    what: &str,
+) -> Duration {
+    within(limit, what, || {
+        let missing = keys.iter().filter(|k| !redis.exists(k)).count();
+        async move { missing == 0 }
+    })
+    .await
+}
+
+fn session_path(session: &Session) -> String {
+    format!("/api/v1/backend/sessions/{}", session.token)
+}
+
+/// `POST .../rotate` through the backend API: the status, and the new session on 200.
+async fn backend_rotate(server: &TestServer, session: &Session) -> (u16, Option<Session>) {
+    let path = format!("{}/rotate", session_path(session));
+    let (status, body) = status_and_body(backend(server, Method::POST, &path)).await;
+    let rotated = body["token"].as_str().map(|token| Session {
+        token: token.to_owned(),
+        cookie: format!("keepalive_sid={token}"),
+    });
+    (status, rotated)
 }
 
 /// A session the application's login creates for `user` through the backend API.

@@ -5,7 +5,7 @@
 use reqwest::header::COOKIE;
 
 use super::*;
-use crate::harness::{create_session, metrics};
+use crate::harness::metrics;
 
 /// `GET /api/v1/session`, the browser's read of its own session.
 async fn own_session(server: &TestServer, session: &Session) -> u16 {
@@ -31,10 +31,6 @@ async fn forward_auth(server: &TestServer, session: &Session) -> u16 {
         .as_u16()
 }
 
-fn session_path(session: &Session) -> String {
-    format!("/api/v1/backend/sessions/{}", session.token)
-}
-
 async fn backend_read(server: &TestServer, session: &Session) -> u16 {
     status_and_body(backend(server, Method::GET, &session_path(session)))
         .await
@@ -45,17 +41,6 @@ async fn backend_update(server: &TestServer, session: &Session) -> u16 {
     let request = backend(server, Method::PATCH, &session_path(session))
         .json(&json!({ "data": { "role": "admin" } }));
     status_and_body(request).await.0
-}
-
-/// `POST .../rotate` through the backend API: the status, and the new session on 200.
-async fn backend_rotate(server: &TestServer, session: &Session) -> (u16, Option<Session>) {
-    let path = format!("{}/rotate", session_path(session));
-    let (status, body) = status_and_body(backend(server, Method::POST, &path)).await;
-    let rotated = body["token"].as_str().map(|token| Session {
-        token: token.to_owned(),
-        cookie: format!("keepalive_sid={token}"),
-    });
-    (status, rotated)
 }
 
 /// The tokens `GET /api/v1/backend/users/{user}/sessions` lists.
