@@ -20,7 +20,11 @@ async fn every_invariant_holds_through_one_fault_of_each_kind() {
     let table = report.to_table();
     println!("{table}");
     for kind in check::FaultKind::ALL {
-        let faults = report.kinds.iter().find(|k| k.kind == kind).map(|k| k.faults);
+        let faults = report
+            .kinds
+            .iter()
+            .find(|k| k.kind == kind)
+            .map(|k| k.faults);
         assert_eq!(faults, Some(1), "one fault of kind {}", kind.name());
     }
     let examples: Vec<String> = report
@@ -34,5 +38,9 @@ async fn every_invariant_holds_through_one_fault_of_each_kind() {
         "invariants violated:\n{table}\nexamples:\n{}",
         examples.join("\n")
     );
-    assert!(report.seconds < 120.0, "the short form took {:.0} s", report.seconds);
+    assert!(
+        report.seconds < 120.0,
+        "the short form took {:.0} s",
+        report.seconds
+    );
 }
