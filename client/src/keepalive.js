@@ -28,7 +28,7 @@ const noop = () => {};
 /**
  * Creates a keepalive client. Nothing happens until `start()`.
  * @param {object} [options] see keepalive.d.ts for every option and its default
- * @returns {object} the client: `start`, `stop`, `extend`, `logout`, `on`, `off`, `state`
+ * @returns {object} the client: `start`, `stop`, `pause`, `resume`, `extend`, `logout`, `on`, `off`, `state`
  */
 export function createKeepalive(options = {}) {
   const o = options;
