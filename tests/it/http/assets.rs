@@ -34,7 +34,7 @@ async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwe
     request.send().await.expect("request")
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: reqwest::header::HeaderName) -> &'a str {
+fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
     response
         .headers()
         .get(&name)
