@@ -14,7 +14,7 @@
 #   line is "api: N passed, N failed" (API operations, plus the harness's own checks).
 #
 # Settings (environment): API_TEST_MAX_EXAMPLES (default 200, per operation and phase),
-# API_TEST_SEED (default: random, printed), API_TEST_TIMEOUT (default 150 s for schemathesis),
+# API_TEST_SEED (default: random, printed), API_TEST_TIMEOUT (default 240 s for schemathesis),
 # API_TEST_SCHEMA (default docs/openapi.yaml), KEEPALIVE_BIN. Reports (JUnit XML, server log)
 # land in target/api-report/.
 set -euo pipefail
@@ -29,7 +29,7 @@ HOOKS="$ROOT/tests/api/hooks.py"
 REPORT_DIR="$ROOT/target/api-report"
 BIN="${KEEPALIVE_BIN:-target/debug/keepalive}"
 MAX_EXAMPLES="${API_TEST_MAX_EXAMPLES:-200}"
-RUN_TIMEOUT="${API_TEST_TIMEOUT:-150}"
+RUN_TIMEOUT="${API_TEST_TIMEOUT:-240}"
 
 say() { printf 'api: %s\n' "$*" >&2; }
 die() {

@@ -85,6 +85,15 @@ async fn one_origin_the_app_behind_nginx_and_keepalive_for_its_pings() {
         .await
         .expect("script");
     assert_eq!(script.status(), 200);
+    // And its versioned name (the entity tag's hash), which the pages may load instead.
+    let etag = script.headers()["etag"].to_str().expect("etag").to_owned();
+    let hash = etag.trim_matches('"').split('-').next().unwrap_or_default();
+    let versioned = client()
+        .get(nginx.url(&format!("/keepalive.{hash}.js")))
+        .send()
+        .await
+        .expect("versioned script");
+    assert_eq!(versioned.status(), 200, "/keepalive.{hash}.js");
     let me = client()
         .get(nginx.url("/me"))
         .header(COOKIE, &cookie)

@@ -382,13 +382,24 @@ async fn an_anonymous_browser_session_keeps_alive_but_is_not_signed_in(proxy: Pr
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("keepalive json");
     assert!(body["session"]["expiresAt"].is_string(), "{body}");
-    for script in ["/keepalive.js", "/keepalive.mjs"] {
+    for (script, extension) in [("/keepalive.js", "js"), ("/keepalive.mjs", "mjs")] {
         let response = stack.get(script, None).await;
         assert_eq!(response.status(), 200, "{script}");
         let content_type = header_text(&response, CONTENT_TYPE.as_str());
         assert!(
             content_type.contains("javascript"),
             "{script}: {content_type}"
+        );
+        // The versioned name the demo page loads, cached for a year, passes the proxy too: its
+        // hash is the entity tag's.
+        let etag = header_text(&response, "etag");
+        let hash = etag.trim_matches('"').split('-').next().unwrap_or_default();
+        let versioned = format!("/keepalive.{hash}.{extension}");
+        let response = stack.get(&versioned, None).await;
+        assert_eq!(response.status(), 200, "{versioned}");
+        assert!(
+            header_text(&response, "cache-control").contains("immutable"),
+            "{versioned}"
         );
     }
     assert_eq!(stack.app.hits(), 0);
