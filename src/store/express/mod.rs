@@ -32,8 +32,8 @@ use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::express::ExpressFormat;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::failover::Logouts;
-use crate::store::redis::{Link, LinkOptions, Touch};
+use crate::store::failover::{DataSet, Logouts};
+use crate::store::redis::{Keys, Link, LinkOptions, Touch};
 
 /// Naming and timing of the Express store.
 #[derive(Debug, Clone)]
@@ -83,6 +83,7 @@ impl ExpressStore {
                 timeout: options.timeout,
                 connect_timeout: options.connect_timeout,
                 connection_per_thread: options.connection_per_thread,
+                epoch_key: Keys::new(options.own_prefix.clone()).epoch(),
             },
             &scripts::TOUCH,
             metrics,
@@ -119,8 +120,8 @@ impl ExpressStore {
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
-    /// Returns the server's run id.
-    pub async fn connect(&self) -> Result<String, StoreError> {
+    /// Returns the data set it reached.
+    pub async fn connect(&self) -> Result<DataSet, StoreError> {
         self.link.connect().await
     }
 

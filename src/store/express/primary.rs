@@ -10,13 +10,13 @@ use redis::Value;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, StoreError};
-use crate::store::failover::{Logouts, Primary};
+use crate::store::failover::{DataSet, Logouts, Primary};
 
 use super::{ExpressStore, scripts};
 
 #[async_trait]
 impl Primary for ExpressStore {
-    async fn connect(&self) -> Result<String, StoreError> {
+    async fn connect(&self) -> Result<DataSet, StoreError> {
         ExpressStore::connect(self).await
     }
 
@@ -24,7 +24,7 @@ impl Primary for ExpressStore {
         ExpressStore::disconnect(self);
     }
 
-    async fn probe(&self) -> Result<String, StoreError> {
+    async fn probe(&self) -> Result<DataSet, StoreError> {
         self.link.probe().await
     }
 

@@ -4,7 +4,9 @@
 //!
 //! While online the task probes every probe interval (a silent primary is noticed even
 //! without traffic) and watches the data set's identity (Redis's run id: a restarted Redis may
-//! have lost everything). A re-sync writes back, logouts first, then the sessions seen since the
+//! have lost everything; its epoch: a Redis that lost its data without restarting, by
+//! `FLUSHALL`, eviction or a failover to a replica that missed writes, is answered the same
+//! way). A re-sync writes back, logouts first, then the sessions seen since the
 //! outage began (the newest activity wins, a logout always wins), or every live copy when the
 //! primary came back with another data set; then it drains the ids changed while it ran, and
 //! the last, empty, drain flips the state under the journal's lock.
@@ -13,10 +15,11 @@
 //! A clean stop while the primary answers leaves a note in the mirror: which store it was, its
 //! data set, and the time. If the same store with the same data set answers at the next start,
 //! only what changed after that time is written back; otherwise (a crash, a stop during an
-//! outage, another database or prefix, a restarted Redis) every live copy is, as the instance
-//! cannot tell what the primary lacks.
+//! outage, another database or prefix, a restarted Redis, a lost epoch) every live copy is, as
+//! the instance cannot tell what the primary lacks.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Millis;
 use crate::session::{SessionId, StoreError};
 
-use super::{FailoverOptions, Shared};
+use super::{DataSet, FailoverOptions, Shared};
 
 /// Changes written back concurrently during a re-sync (they share one pipelined connection).
 const RESYNC_CONCURRENCY: usize = 64;
@@ -45,9 +48,11 @@ const STOP_NOTE: &str = "failover.clean-stop";
 #[derive(Default)]
 pub(super) struct LinkState {
     /// The data set the local changes were last reconciled with.
-    run_id: Mutex<Option<String>>,
+    data_set: Mutex<Option<DataSet>>,
+    /// The server's `evicted_keys` when the local sessions were last written back.
+    evicted: AtomicU64,
     /// Until the first re-sync after start: when the last clean stop recorded that every local
-    /// change had reached the data set of `run_id`. That re-sync then writes back only what
+    /// change had reached the data set of `data_set`. That re-sync then writes back only what
     /// changed since, instead of every live copy.
     stopped_at: Mutex<Option<Millis>>,
     /// Told each time a re-sync brings the primary back: the logout listener subscribes
@@ -56,20 +61,51 @@ pub(super) struct LinkState {
 }
 
 impl LinkState {
-    fn run_id(&self) -> Option<String> {
-        self.run_id
+    /// The data set the local changes were last reconciled with.
+    pub(super) fn data_set(&self) -> Option<DataSet> {
+        self.data_set
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    fn set_data_set(&self, data_set: Option<DataSet>) {
+        if let Some(data_set) = &data_set {
+            self.evicted.store(data_set.evicted, Ordering::Release);
+        }
+        *self.data_set.lock().unwrap_or_else(|p| p.into_inner()) = data_set;
+    }
+
+    /// Whether the server evicted keys since the local sessions were last written back (a
+    /// count that went down was reset: `CONFIG RESETSTAT`).
+    fn evicted_since(&self, evicted: u64) -> bool {
+        self.evicted.load(Ordering::Acquire) != evicted
+    }
+
+    /// The local sessions were written back after `evicted` evictions.
+    fn written_back_after(&self, evicted: u64) {
+        self.evicted.store(evicted, Ordering::Release);
+    }
+}
+
+/// Why the data set the primary holds now is not the one reconciled with, for the log.
+pub(super) fn lost(before: &DataSet, now: &DataSet) -> &'static str {
+    if before.server == now.server {
+        "Redis lost keepalive's data without restarting (its epoch key is gone or replaced: FLUSHALL or FLUSHDB, eviction under maxmemory, or a failover to a replica that missed writes)"
+    } else {
+        "Redis restarted (its run id changed) and may have lost sessions"
+    }
 }
 
 /// The note a clean stop leaves: every change in the mirror had reached the store `place`,
-/// whose data set was `run_id`, by `at`.
+/// whose data set was `run_id` with `epoch`, by `at`. A note without an epoch (left by an
+/// earlier version) matches no data set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CleanStop {
     place: String,
     run_id: String,
+    #[serde(default)]
+    epoch: String,
     at: Millis,
 }
 
@@ -86,7 +122,11 @@ impl Shared {
         };
         let stop = note.and_then(|bytes| serde_json::from_slice::<CleanStop>(&bytes).ok());
         if let Some(stop) = stop.filter(|s| s.place == self.primary.place()) {
-            *self.link.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop.run_id);
+            self.link.set_data_set(Some(DataSet {
+                server: stop.run_id,
+                epoch: stop.epoch,
+                evicted: 0,
+            }));
             *self
                 .link
                 .stopped_at
@@ -100,7 +140,7 @@ impl Shared {
     /// set writes back only what changes after now. Without it (a crash, a stop during an
     /// outage) the next start writes back every live copy, which is always safe, only slower.
     pub(super) async fn note_clean_stop(&self) {
-        let Some(run_id) = self.link.run_id() else {
+        let Some(data_set) = self.link.data_set() else {
             return;
         };
         if !self.status.is_online() || !self.journal.changed().is_empty() {
@@ -108,7 +148,8 @@ impl Shared {
         }
         let stop = CleanStop {
             place: self.primary.place(),
-            run_id,
+            run_id: data_set.server,
+            epoch: data_set.epoch,
             at: self.clock.now(),
         };
         let written = match serde_json::to_vec(&stop) {
@@ -125,11 +166,72 @@ impl Shared {
         }
     }
 
+    /// Probes the primary. A silent one is an outage; one that holds another data set than
+    /// the one reconciled with (restarted, or lost its data without restarting) is treated as
+    /// one too, so that the re-sync writes everything back. Returns the data set when it is
+    /// the one reconciled with.
+    pub(super) async fn check_data_set(&self) -> Option<DataSet> {
+        match self.primary.probe().await {
+            Ok(now) => match self.link.data_set() {
+                Some(before) if before.same(&now) => Some(now),
+                Some(before) => {
+                    self.go_offline(lost(&before, &now));
+                    None
+                }
+                None => {
+                    self.go_offline("Redis's data set is not the one reconciled with");
+                    None
+                }
+            },
+            Err(err) => {
+                self.go_offline(&err.to_string());
+                None
+            }
+        }
+    }
+
+    /// Redis evicted keys since the last probe (`evicted_keys` grew) and kept its epoch: some
+    /// sessions and logout marks may be gone, one by one, and no keepalive may come to tell
+    /// (a user away for a while). Answered as an empty restart, while Redis stays online:
+    /// every kept logout is written again, then every live session this instance holds, each
+    /// unless Redis has newer activity or a logout of it (a format whose logouts leave no mark
+    /// keeps what it may not tell from a logout: see `Primary::merge`). Returns (sessions
+    /// written, logouts written).
+    pub(super) async fn write_back_evicted(&self) -> Result<(u64, u64), StoreError> {
+        let now = self.clock.now();
+        let mut logouts = 0;
+        for chunk in self
+            .mirror
+            .removed_since(None)
+            .await?
+            .chunks(RESYNC_CONCURRENCY)
+        {
+            let writes = chunk.iter().map(|id| self.primary.end(id, now));
+            for written in join_all(writes).await {
+                written?;
+                logouts += 1;
+            }
+        }
+        self.bring_up_all()?;
+        let mut sessions = 0;
+        let records = self.mirror.live_since(None, now).await?;
+        for chunk in records.chunks(RESYNC_CONCURRENCY) {
+            let writes = chunk.iter().map(|r| self.primary.merge(r, now, false));
+            for written in join_all(writes).await {
+                sessions += u64::from(written?);
+            }
+        }
+        Ok((sessions, logouts))
+    }
+
     /// Connects, writes back what changed, and only then reports the primary as ok.
     pub(super) async fn reconnect(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let run_id = self.primary.connect().await?;
-        let same_redis = self.link.run_id().as_deref() == Some(run_id.as_str());
+        let data_set = self.primary.connect().await?;
+        let same_redis = self
+            .link
+            .data_set()
+            .is_some_and(|before| before.same(&data_set));
         // The same data set as at the last clean stop has every change made before that stop:
         // for the first re-sync after start, the outage began then.
         let stopped_at = *self
@@ -147,7 +249,7 @@ impl Shared {
             (true, None) => "what changed during the outage",
             (false, _) => "every live local session",
         };
-        tracing::info!(run_id = %run_id, "[redis] connected; writing back {what}");
+        tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected; writing back {what}");
 
         // What was written back, by id: a session that changes again while the re-sync runs is
         // written twice but counted once, so the counts are sessions and logouts, not writes.
@@ -186,6 +288,8 @@ impl Shared {
             let batch: Vec<SessionId> = {
                 let mut changed = self.journal.changed();
                 if changed.is_empty() {
+                    // The data set is reconciled from here on: a probe compares with it.
+                    self.link.set_data_set(Some(data_set.clone()));
                     self.status.set_online(true);
                     break;
                 }
@@ -215,7 +319,6 @@ impl Shared {
                 return Err(err);
             }
         }
-        *self.link.run_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_id);
         *self
             .link
             .stopped_at
@@ -246,6 +349,7 @@ pub(super) fn jittered(base: Duration) -> Duration {
 pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: CancellationToken) {
     let mut backoff = BACKOFF_BASE;
     let mut attempts = 0u32;
+    let mut evictions = 0u64;
     let mut swept = Instant::now();
     loop {
         if swept.elapsed() >= SWEEP_EVERY {
@@ -260,15 +364,29 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             if !shared.status.is_online() {
                 continue;
             }
-            match shared.primary.probe().await {
-                Ok(run_id) => {
-                    if shared.link.run_id().as_deref() != Some(run_id.as_str()) {
-                        shared.go_offline(
-                            "Redis restarted (its run id changed) and may have lost sessions",
-                        );
+            if let Some(data_set) = shared.check_data_set().await
+                && shared.link.evicted_since(data_set.evicted)
+            {
+                match shared.write_back_evicted().await {
+                    Ok((sessions, logouts)) => {
+                        shared.link.written_back_after(data_set.evicted);
+                        evictions += 1;
+                        // Each time would flood the log while Redis keeps evicting.
+                        if evictions.is_power_of_two() {
+                            tracing::warn!(
+                                sessions,
+                                logouts,
+                                evictions,
+                                "[redis] Redis evicted keys (maxmemory reached with a maxmemory-policy other than noeviction): {sessions} sessions and {logouts} logouts written back; set maxmemory-policy noeviction (keepalive doctor checks it)"
+                            );
+                        }
+                    }
+                    // Tried again at the next probe; a Redis that went away meanwhile is the
+                    // next operation's to notice.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "[redis] Redis evicted keys; writing the local sessions back failed: {err}")
                     }
                 }
-                Err(err) => shared.go_offline(&err.to_string()),
             }
             backoff = BACKOFF_BASE;
             attempts = 0;

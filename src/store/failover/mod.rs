@@ -28,6 +28,7 @@ mod mirror;
 mod primary;
 
 pub(crate) use mirror::Mirror;
+pub use primary::DataSet;
 pub(crate) use primary::{Logouts, Primary};
 
 use std::sync::Arc;
@@ -78,6 +79,14 @@ struct Shared {
     brought_up: AtomicI64,
     link: LinkState,
     absolute_lifetime: Duration,
+}
+
+/// What a session missing from the primary turned out to be (see `Shared::missing`).
+enum Missing {
+    /// The keepalive's answer.
+    Answer(Option<SessionRecord>),
+    /// The primary lost its data, or went away meanwhile: an outage, served locally.
+    Offline,
 }
 
 /// The failover store.
@@ -258,6 +267,60 @@ impl Shared {
         Ok(())
     }
 
+    /// The session as this instance knows it, if that is live at `now`: its copy brought up
+    /// to what the primary last answered (the rule of `copies`).
+    fn live_copy(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
+        let copy = self
+            .mirror
+            .get(id)?
+            .map(|copy| match self.copies.known(id) {
+                Some(known) => known.apply(&copy),
+                None => copy,
+            });
+        Ok(copy.filter(|record| record.is_live(now)))
+    }
+
+    /// A keepalive found no live session `id` in the primary. Usually it expired or was ended
+    /// elsewhere, and a stale copy goes, so that a later outage cannot revive it (an unknown
+    /// id costs no write). But if this instance holds it live, the primary may have lost it:
+    /// all its data (`FLUSHALL`, a failover to a replica that missed writes: the data set
+    /// changed, an outage begins and the re-sync writes everything back), or this key alone
+    /// (evicted): the copy goes back unless a logout marks the session (ended elsewhere; a
+    /// format that leaves no mark says so by not taking it back).
+    async fn missing(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Missing, StoreError> {
+        let Some(copy) = self.live_copy(id, now)? else {
+            self.remove_copy(id, None)?;
+            return Ok(Missing::Answer(None));
+        };
+        if self.check_data_set().await.is_none() {
+            return Ok(Missing::Offline);
+        }
+        if let Err(err) = self.primary.merge(&copy, now, false).await {
+            self.failed(err)?;
+            return Ok(Missing::Offline);
+        }
+        match self.primary.touch(id, now, idle).await {
+            Ok(Some(record)) => {
+                tracing::debug!(session = ?id, "[redis] a session missing from Redis was put back from this instance's copy (evicted?)");
+                self.copy_extension(&record, idle)?;
+                Ok(Missing::Answer(Some(record)))
+            }
+            Ok(None) => {
+                self.ended_elsewhere(id, now)?;
+                Ok(Missing::Answer(None))
+            }
+            Err(err) => {
+                self.failed(err)?;
+                Ok(Missing::Offline)
+            }
+        }
+    }
+
     /// The ids `id` was lately rotated to, in order, whose session a logout of `id` at `now`
     /// ends too (see [`OLD_ID_LOGOUT_WINDOW`]).
     fn successors(&self, id: &SessionId, now: Millis) -> Vec<SessionId> {
@@ -359,12 +422,11 @@ impl SessionStore for FailoverStore {
                     s.copy_extension(&record, idle)?;
                     return Ok(Some(record));
                 }
-                Ok(None) => {
-                    // Gone from the primary (expired, ended elsewhere): drop a stale copy, if
-                    // any, so a later outage cannot revive it. Unknown ids cost no write.
-                    s.remove_copy(id, None)?;
-                    return Ok(None);
-                }
+                Ok(None) => match s.missing(id, now, idle).await? {
+                    Missing::Answer(answer) => return Ok(answer),
+                    // Redis lost its data: served from the copy below until the re-sync.
+                    Missing::Offline => {}
+                },
                 Err(err) => s.failed(err)?,
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! Beyond being a session store, a primary has a link that the failover opens, probes and
 //! drops; tells which data set it reached (Redis's run id changes when Redis restarts, and a
-//! restarted Redis may have lost everything); takes back what an instance kept during an
+//! restarted Redis may have lost everything; its epoch key goes when Redis loses its data
+//! without restarting); takes back what an instance kept during an
 //! outage without overwriting newer activity or reviving a logout; marks logouts so that no
 //! instance's copy can bring a session back; and publishes each logout to every instance.
 //! Failures are reported, never handled here: deciding what an error means is the failover's
@@ -18,6 +19,29 @@ use futures_util::Stream;
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 
+/// Which data set a primary holds. Another one (another server, or the same whose epoch is
+/// gone or replaced) may lack sessions this instance holds: it gets every one of them back.
+#[derive(Debug, Clone)]
+pub struct DataSet {
+    /// The server's identity: Redis's run id (in a cluster, its masters'), which changes when
+    /// it restarts.
+    pub server: String,
+    /// The token of the epoch key (one per master in a cluster; `-` for a missing one), which
+    /// changes when Redis loses its data without restarting.
+    pub epoch: String,
+    /// How many keys the server has evicted since it started (`evicted_keys`, summed over a
+    /// cluster's masters): not the data set's identity, but when it grows, some keys of this
+    /// data set may be gone one by one.
+    pub evicted: u64,
+}
+
+impl DataSet {
+    /// Whether `other` is the same data set: the same server, the same epoch.
+    pub fn same(&self, other: &Self) -> bool {
+        self.server == other.server && self.epoch == other.epoch
+    }
+}
+
 /// The ids of sessions logged out on any instance, as they are announced.
 pub type Logouts = Pin<Box<dyn Stream<Item = SessionId> + Send>>;
 
@@ -25,14 +49,14 @@ pub type Logouts = Pin<Box<dyn Stream<Item = SessionId> + Send>>;
 #[async_trait]
 pub trait Primary: SessionStore {
     /// Opens a fresh link, checks that it answers and makes it the one operations use.
-    /// Returns the identity of the data set it reached (Redis's run id).
-    async fn connect(&self) -> Result<String, StoreError>;
+    /// Returns the data set it reached (writing its epoch if it has none).
+    async fn connect(&self) -> Result<DataSet, StoreError>;
 
     /// Drops the link: operations fail fast until the next [`connect`](Self::connect).
     fn disconnect(&self);
 
-    /// Asks the current link for the identity of its data set; fails on a silent primary.
-    async fn probe(&self) -> Result<String, StoreError>;
+    /// Asks the current link which data set it holds now; fails on a silent primary.
+    async fn probe(&self) -> Result<DataSet, StoreError>;
 
     /// Which shared store this is, beyond its data set: where, which database, which key
     /// prefix; no credentials. A local note names it, so a note left for another one is

@@ -7,6 +7,7 @@
 //! | `{prefix}{<id>}:ended` | the mark a logout leaves until the session's absolute expiry |
 //! | `{prefix}user:{<user>}` | the ids of a user's sessions (a sorted set) |
 //! | `{prefix}ended` | the channel every logout is announced on (the id as the message) |
+//! | `{prefix}epoch` | the epoch: a token whose loss shows Redis lost its data (in a cluster, `{prefix}epoch:{<tag>}`, one per master) |
 //!
 //! The id sits in braces, a cluster hash tag, so a session and its mark share a slot.
 
@@ -56,6 +57,11 @@ impl Keys {
         format!("{}ended", self.prefix)
     }
 
+    /// The epoch key (in a cluster, the base of one per master).
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
     /// The pattern (for `SCAN` or `KEYS`) that matches every session and mark.
     pub fn sessions_pattern(&self) -> String {
         format!("{}{{*}}*", self.prefix)
@@ -76,5 +82,6 @@ mod tests {
         assert_eq!(keys.user("ana@x"), "keepalive:user:{ana@x}");
         assert_eq!(keys.logout_channel(), "keepalive:ended");
         assert_eq!(keys.sessions_pattern(), "keepalive:{*}*");
+        assert_eq!(keys.epoch(), "keepalive:epoch");
     }
 }

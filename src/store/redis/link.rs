@@ -1,6 +1,6 @@
 //! The connection a Redis-backed store works over, shared by the store of keepalive's own
 //! sessions and that of an Express application's: opened and dropped by whoever decides about
-//! outages (the failover), probed for Redis's run id, a timeout on every command, its latency
+//! outages (the failover), probed for Redis's run id and its epoch (see `epoch`), a timeout on every command, its latency
 //! recorded, keepalives batched (a batcher on the shared connection, or one per thread, see the
 //! `per_loop` module), and logouts heard on a connection of their own.
 
@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use redis::{Cmd, Script, Value};
 
+use futures_util::future::join_all;
+
 use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::StoreError;
+use crate::store::failover::DataSet;
 
 use super::batch::{self, Reply, Touch};
 use super::connection::{Conn, failure, open, sentinel_client};
-use super::per_loop;
+use super::{epoch, per_loop};
 
 /// Gives each link an id of its own, for [`per_loop`].
 static LINKS: AtomicU64 = AtomicU64::new(0);
@@ -31,6 +34,8 @@ pub(crate) struct LinkOptions {
     /// Whether each thread that asks for keepalives gets a batcher and a connection of its
     /// own (see `RedisOptions::connection_per_thread`).
     pub connection_per_thread: bool,
+    /// The epoch key's name (in a cluster, the base of one per master; see `epoch`).
+    pub epoch_key: String,
 }
 
 /// The connection operations use now, with the batching of keepalives over it (none in a
@@ -40,6 +45,8 @@ struct Current {
     touches: Option<batch::Batcher>,
     /// Tells this connection from the ones before it, for the threads' own batchers.
     generation: u64,
+    /// The epoch keys this connection watches.
+    epochs: Vec<String>,
 }
 
 /// What an operation gets between a disconnect and the next connect.
@@ -89,10 +96,13 @@ impl Link {
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
-    /// Returns the server's run id (changes when Redis restarts).
-    pub(crate) async fn connect(&self) -> Result<String, StoreError> {
+    /// Returns the data set it reached: the server's run id (changes when Redis restarts) and
+    /// its epoch, written now by whichever instance finds none.
+    pub(crate) async fn connect(&self) -> Result<DataSet, StoreError> {
         let conn = self.open().await?;
-        let run_id = self.run_id_on(conn.clone()).await?;
+        let (server, evicted) = self.server_on(conn.clone()).await?;
+        let epochs = self.epoch_keys(conn.clone()).await?;
+        let epoch = self.epoch_on(conn.clone(), &epochs, true).await?;
         let touches = match &conn {
             Conn::Single(_) => Some(batch::Batcher::start(conn.clone(), self.batch_context())),
             Conn::Cluster(_) => None,
@@ -102,8 +112,13 @@ impl Link {
             conn,
             touches,
             generation,
+            epochs,
         });
-        Ok(run_id)
+        Ok(DataSet {
+            server,
+            epoch,
+            evicted,
+        })
     }
 
     /// Forgets the connection: operations fail fast until the next connect.
@@ -111,10 +126,72 @@ impl Link {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Asks the current connection for the run id; fails if there is none or Redis is silent.
-    pub(crate) async fn probe(&self) -> Result<String, StoreError> {
-        let conn = self.conn()?;
-        self.run_id_on(conn).await
+    /// Asks the current connection which data set Redis holds now; fails if there is none or
+    /// Redis is silent. Writes nothing: a missing epoch key shows as missing.
+    pub(crate) async fn probe(&self) -> Result<DataSet, StoreError> {
+        let (conn, epochs) = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|current| (current.conn.clone(), current.epochs.clone()))
+            .ok_or_else(not_connected)?;
+        let (server, evicted) = self.server_on(conn.clone()).await?;
+        let epoch = self.epoch_on(conn, &epochs, false).await?;
+        Ok(DataSet {
+            server,
+            epoch,
+            evicted,
+        })
+    }
+
+    /// The epoch keys to watch over `conn`: one, or one per master of a cluster.
+    async fn epoch_keys(&self, mut conn: Conn) -> Result<Vec<String>, StoreError> {
+        let base = &self.options.epoch_key;
+        if matches!(conn, Conn::Single(_)) {
+            return Ok(vec![base.clone()]);
+        }
+        let slots = self
+            .run_on(&mut conn, "probe", redis::cmd("CLUSTER").arg("SLOTS"))
+            .await?;
+        epoch::cluster_keys(base, &slots)
+    }
+
+    /// The tokens of the epoch keys, in order (`-` for a missing one); `create` writes a fresh
+    /// token into a key that has none.
+    async fn epoch_on(
+        &self,
+        conn: Conn,
+        keys: &[String],
+        create: bool,
+    ) -> Result<String, StoreError> {
+        let reads = keys.iter().map(|key| {
+            let mut conn = conn.clone();
+            async move {
+                if create {
+                    let mut invocation = epoch::ENSURE.prepare_invoke();
+                    invocation.key(key).arg(epoch::token());
+                    let started = Instant::now();
+                    let result = tokio::time::timeout(
+                        self.options.timeout,
+                        invocation.invoke_async::<Value>(&mut conn),
+                    )
+                    .await;
+                    self.observe("probe", started);
+                    result
+                        .map_err(|_| timed_out("probe", self.options.timeout))?
+                        .map_err(|e| failure(&e))
+                } else {
+                    self.run_on(&mut conn, "probe", redis::cmd("GET").arg(key))
+                        .await
+                }
+            }
+        });
+        let mut tokens = Vec::with_capacity(keys.len());
+        for read in join_all(reads).await {
+            tokens.push(epoch::token_of(&read?));
+        }
+        Ok(tokens.join(","))
     }
 
     /// A new connection, bounded by the connect timeout and one answer's.
@@ -305,30 +382,44 @@ impl Link {
             .map_err(|_| timed_out("subscription", budget))?
     }
 
-    async fn run_id_on(&self, mut conn: Conn) -> Result<String, StoreError> {
+    /// The server's identity (its run id; a cluster's masters', together) and how many keys it
+    /// has evicted since it started, from one `INFO`.
+    async fn server_on(&self, mut conn: Conn) -> Result<(String, u64), StoreError> {
         let info = self
-            .run_on(&mut conn, "probe", redis::cmd("INFO").arg("server"))
+            .run_on(&mut conn, "probe", &mut redis::cmd("INFO"))
             .await?;
-        let text = match info {
-            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Value::VerbatimString { text, .. } => text,
-            Value::SimpleString(s) => s,
-            // A cluster answers once per node: any stable combination identifies it.
-            Value::Map(pairs) => pairs
-                .iter()
-                .map(|(_, v)| format!("{v:?}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            other => format!("{other:?}"),
+        // A cluster answers once per master.
+        let texts: Vec<String> = match info {
+            Value::Map(pairs) => pairs.iter().map(|(_, v)| text_of(v)).collect(),
+            other => vec![text_of(&other)],
         };
-        // Sorted: a cluster's nodes may answer in any order, and the same nodes must give the
-        // same id (a local store records it across restarts).
-        let mut ids: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.split_once("run_id:").map(|(_, id)| id.trim().to_owned()))
-            .collect();
+        let field = |name: &str| {
+            texts
+                .iter()
+                .flat_map(|text| text.lines())
+                .filter_map(move |l| l.strip_prefix(name).map(str::trim))
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        };
+        // Sorted: a cluster's masters may answer in any order, and the same masters must give
+        // the same id (a local store records it across restarts).
+        let mut ids = field("run_id:");
         ids.sort_unstable();
-        Ok(ids.join(","))
+        let evicted = field("evicted_keys:")
+            .iter()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        Ok((ids.join(","), evicted))
+    }
+}
+
+/// The text of an `INFO` answer.
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        Value::SimpleString(s) => s.clone(),
+        other => format!("{other:?}"),
     }
 }
 

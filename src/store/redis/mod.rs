@@ -11,6 +11,7 @@
 
 mod batch;
 mod connection;
+mod epoch;
 pub mod keys;
 mod link;
 mod per_loop;
@@ -30,7 +31,7 @@ use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::failover::Logouts;
+use crate::store::failover::{DataSet, Logouts};
 
 pub(crate) use batch::Touch;
 pub use connection::Diagnosis;
@@ -110,6 +111,7 @@ impl RedisStore {
                 timeout: options.timeout,
                 connect_timeout: options.connect_timeout,
                 connection_per_thread: options.connection_per_thread,
+                epoch_key: Keys::new(options.prefix.clone()).epoch(),
             },
             &scripts::TOUCH,
             metrics,
@@ -141,8 +143,9 @@ impl RedisStore {
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
-    /// Returns the server's run id (changes when Redis restarts).
-    pub async fn connect(&self) -> Result<String, StoreError> {
+    /// Returns the data set it reached: the server's run id (changes when Redis restarts) and
+    /// its epoch (written now if it has none; changes when Redis loses its data).
+    pub async fn connect(&self) -> Result<DataSet, StoreError> {
         self.link.connect().await
     }
 
@@ -151,8 +154,9 @@ impl RedisStore {
         self.link.disconnect();
     }
 
-    /// Asks the current connection for the run id; fails if there is none or Redis is silent.
-    pub async fn probe(&self) -> Result<String, StoreError> {
+    /// Asks the current connection which data set Redis holds now; fails if there is none or
+    /// Redis is silent.
+    pub async fn probe(&self) -> Result<DataSet, StoreError> {
         self.link.probe().await
     }
 

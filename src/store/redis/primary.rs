@@ -5,13 +5,13 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, StoreError};
-use crate::store::failover::{Logouts, Primary};
+use crate::store::failover::{DataSet, Logouts, Primary};
 
 use super::RedisStore;
 
 #[async_trait]
 impl Primary for RedisStore {
-    async fn connect(&self) -> Result<String, StoreError> {
+    async fn connect(&self) -> Result<DataSet, StoreError> {
         RedisStore::connect(self).await
     }
 
@@ -19,7 +19,7 @@ impl Primary for RedisStore {
         RedisStore::disconnect(self);
     }
 
-    async fn probe(&self) -> Result<String, StoreError> {
+    async fn probe(&self) -> Result<DataSet, StoreError> {
         RedisStore::probe(self).await
     }
 

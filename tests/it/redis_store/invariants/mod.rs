@@ -8,6 +8,7 @@
 //! - a Redis that loses its data without restarting (`FLUSHALL`, eviction under `maxmemory`) is
 //!   answered like one restarted empty, not with a mass logout.
 
+mod data_loss;
 mod outage;
 mod rotation;
 

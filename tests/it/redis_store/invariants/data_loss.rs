@@ -1,0 +1,271 @@
+//! A Redis that loses its data without restarting, as a whole (`FLUSHALL`) or key by key
+//! (eviction under `maxmemory`), is answered like one restarted empty, not with a mass logout.
+
+use keepalive_testkit::redis::RedisCluster;
+
+use super::*;
+use crate::harness::{logout, metrics};
+
+/// "Redis that loses data without restarting (FLUSHALL/FLUSHDB, eviction under maxmemory, ...)
+/// is noticed within about one probe interval and answered like a Redis restarted empty:
+/// every live local session and every logout written back."
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushall_is_answered_like_an_empty_restart_not_a_mass_logout() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let one = start(&url, &[]).await;
+    let two = start(&url, &[]).await;
+    let both = [&one, &two];
+    let run_id = redis.run_id();
+
+    let mut sessions = Vec::new();
+    for server in both {
+        for _ in 0..10 {
+            sessions.push(browser_session(server).await);
+        }
+    }
+    let ended = browser_session(&one).await;
+    assert_eq!(kept_alive(&two, &ended).await, 200);
+    assert_eq!(logout(&one.base, &ended.cookie).await, 204);
+    // Steady keepalives, through both instances.
+    advance(&both, MIN);
+    for session in &sessions {
+        for server in both {
+            assert_eq!(kept_alive(server, session).await, 200);
+        }
+    }
+
+    // Right after the FLUSHALL, before any probe: every keepalive still answers 200.
+    redis.flushall();
+    let mut refused = Vec::new();
+    for session in &sessions {
+        for server in both {
+            let status = kept_alive(server, session).await;
+            if status != 200 {
+                refused.push(format!("{} on {}: {status}", session.token, server.base));
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "{} of {} keepalives refused after a FLUSHALL: {refused:#?}",
+        refused.len(),
+        sessions.len() * 2
+    );
+    let mut keys: Vec<String> = sessions.iter().map(Session::key).collect();
+    keys.push(ended.marker());
+    all_in_redis(
+        &redis,
+        &keys,
+        Duration::from_secs(3),
+        "sessions and logouts written back",
+    )
+    .await;
+    for server in both {
+        assert_eq!(kept_alive(server, &ended).await, 401, "the logout holds");
+    }
+
+    // Without traffic: noticed by the probe, within about one probe interval (500 ms), and
+    // everything written back.
+    redis.flushall();
+    let took = all_in_redis(
+        &redis,
+        &keys,
+        Duration::from_millis(1_500),
+        "sessions and logouts written back after a FLUSHALL without traffic",
+    )
+    .await;
+    eprintln!("written back {took:?} after the FLUSHALL, without traffic");
+    assert_eq!(redis.run_id(), run_id, "the same Redis, never restarted");
+    for session in &sessions {
+        for server in both {
+            assert_eq!(kept_alive(server, session).await, 200);
+        }
+    }
+    for server in both {
+        assert_eq!(kept_alive(server, &ended).await, 401);
+    }
+    one.stop().await;
+    two.stop().await;
+}
+
+/// An `INFO` field of `redis`.
+fn info(redis: &RedisServer, section: &str, name: &str) -> i64 {
+    let text: String = redis.query(redis::cmd("INFO").arg(section), "INFO");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in INFO {section}"))
+}
+
+/// Eviction removes single session keys (they all have a TTL, which is what `volatile-lru`
+/// evicts) without touching the epoch: the probe sees Redis's `evicted_keys` grow and each
+/// instance puts back the sessions it holds live, at once, without waiting for their users'
+/// next keepalive; a keepalive that finds its session missing puts it back too, while a
+/// logout's mark keeps a logged-out one out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_evicted_under_maxmemory_are_put_back() {
+    let redis = RedisServer::start();
+    let one = start(&redis.url(), &[]).await;
+    let mut sessions = Vec::new();
+    for _ in 0..30 {
+        sessions.push(browser_session(&one).await);
+    }
+    advance(&[&one], MIN);
+    for session in &sessions {
+        assert_eq!(kept_alive(&one, session).await, 200);
+    }
+
+    // A memory limit just above what Redis holds, then keys that push the sessions out.
+    let used = info(&redis, "memory", "used_memory");
+    let set = |name: &str, value: String| {
+        let _: () = redis.query(
+            redis::cmd("CONFIG").arg("SET").arg(name).arg(value),
+            "CONFIG SET",
+        );
+    };
+    set("maxmemory-policy", "volatile-lru".to_owned());
+    set("maxmemory", (used + 256 * 1024).to_string());
+    let filler = "x".repeat(8 * 1024);
+    let mut written = 0;
+    while sessions.iter().all(|s| redis.exists(&s.key())) {
+        assert!(
+            written < 2_000,
+            "no session evicted after {written} filler keys"
+        );
+        let _: () = redis.query(
+            redis::cmd("SET")
+                .arg(format!("filler:{written}"))
+                .arg(&filler)
+                .arg("EX")
+                .arg(3_600),
+            "SET filler",
+        );
+        written += 1;
+    }
+    let evicted = sessions.iter().filter(|s| !redis.exists(&s.key())).count();
+    assert!(info(&redis, "stats", "evicted_keys") > 0);
+    eprintln!("{evicted} of {} session keys evicted", sessions.len());
+    set("maxmemory", "0".to_owned());
+
+    // Without traffic (users away for a while): noticed by the probe, within about one probe
+    // interval, and every session put back.
+    let keys: Vec<String> = sessions.iter().map(Session::key).collect();
+    let took = all_in_redis(
+        &redis,
+        &keys,
+        Duration::from_millis(2_000),
+        "evicted sessions put back without traffic",
+    )
+    .await;
+    eprintln!("put back {took:?} after the eviction, without traffic");
+    for session in &sessions {
+        assert_eq!(kept_alive(&one, session).await, 200, "{}", session.token);
+    }
+
+    // One key gone alone, without an eviction to notice (or before the probe notices it):
+    // the keepalive that finds it missing puts it back from the copy.
+    let lost = &sessions[1];
+    let _: () = redis.query(redis::cmd("DEL").arg(lost.key()), "DEL");
+    assert_eq!(kept_alive(&one, lost).await, 200);
+    assert!(redis.exists(&lost.key()), "put back at its keepalive");
+
+    // A key gone with its logout marked (another instance's logout this one did not hear) is
+    // an ended session: its copy is not put back.
+    let ended = &sessions[0];
+    let _: () = redis.query(redis::cmd("DEL").arg(ended.key()), "DEL");
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(ended.marker())
+            .arg("1")
+            .arg("PX")
+            .arg(60_000),
+        "SET marker",
+    );
+    assert_eq!(kept_alive(&one, ended).await, 401);
+    assert!(!redis.exists(&ended.key()), "a logged-out session put back");
+    one.stop().await;
+}
+
+/// How many outages `server` noticed.
+async fn outages(server: &TestServer) -> u64 {
+    metrics(&server.base)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("keepalive_redis_outages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("keepalive_redis_outages_total")
+}
+
+/// The session keys (not the marks) every master of `cluster` holds.
+fn cluster_sessions(cluster: &RedisCluster) -> usize {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            node.keys("keepalive:{*}")
+                .iter()
+                .filter(|k| !k.ends_with(":ended"))
+                .count()
+        })
+        .sum()
+}
+
+/// In a cluster a `FLUSHALL` empties one master only: each master has an epoch key of its own,
+/// so that is noticed too, and what that master lost is written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushall_on_one_cluster_master_is_noticed() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster");
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let url = format!("redis+cluster://{}", hosts.join(","));
+    let one = start(&url, &[]).await;
+    let epochs: usize = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.keys("keepalive:epoch*").len())
+        .sum();
+    assert_eq!(epochs, 3, "one epoch key on each master");
+
+    let mut sessions = Vec::new();
+    for _ in 0..30 {
+        sessions.push(browser_session(&one).await);
+    }
+    assert_eq!(cluster_sessions(&cluster), 30);
+    // A few probes: the same masters, the same data set, no outage.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        outages(&one).await,
+        0,
+        "Redis taken for restarted while it was not"
+    );
+    let flushed = cluster
+        .nodes()
+        .iter()
+        .position(|n| !n.keys("keepalive:{*}").is_empty())
+        .expect("a master with sessions");
+    let lost = cluster.nodes()[flushed].keys("keepalive:{*}").len();
+    cluster.nodes()[flushed].flushall();
+    assert_eq!(cluster_sessions(&cluster), 30 - lost);
+
+    let took = within(
+        Duration::from_millis(2_000),
+        "the sessions one master lost written back",
+        || {
+            let count = cluster_sessions(&cluster);
+            async move { count == 30 }
+        },
+    )
+    .await;
+    eprintln!("{lost} sessions written back {took:?} after a FLUSHALL on one master");
+    for session in &sessions {
+        assert_eq!(kept_alive(&one, session).await, 200);
+    }
+    assert_eq!(outages(&one).await, 1, "one outage: the FLUSHALL");
+    one.stop().await;
+}
