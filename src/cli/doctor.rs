@@ -360,6 +360,7 @@ async fn check_redis(
         }
         _ => report.warn("info", "INFO did not answer", None),
     }
+    check_eviction(&mut conn, answer_budget, report).await;
     if let Some(express) = express {
         check_express(&mut conn, express, answer_budget, report).await;
     }
@@ -447,6 +448,93 @@ async fn check_express(
         );
     } else {
         report.ok("express", detail);
+    }
+}
+
+/// Whether Redis may evict keepalive's keys when it reaches `maxmemory`: every session and
+/// logout mark has a TTL, which the `volatile-*` policies evict, and the `allkeys-*` policies
+/// evict anything. keepalive puts back an evicted session it holds a copy of, but a session
+/// held nowhere else is lost, and an evicted logout mark no longer keeps stale copies out. The
+/// policy comes from `INFO memory` (which managed Redis services answer), else from `CONFIG GET`
+/// (which they often refuse).
+async fn check_eviction(conn: &mut Conn, budget: Duration, report: &mut Report) {
+    let info = tokio::time::timeout(
+        budget,
+        redis::cmd("INFO")
+            .arg("memory")
+            .query_async::<redis::Value>(conn),
+    )
+    .await;
+    let texts: Vec<String> = match info {
+        Ok(Ok(redis::Value::Map(answers))) => answers.iter().map(|(_, v)| text(v)).collect(),
+        Ok(Ok(answer)) => vec![text(&answer)],
+        _ => Vec::new(),
+    };
+    let mut policies: Vec<String> = texts
+        .iter()
+        .filter_map(|t| info_field(t, "maxmemory_policy"))
+        .collect();
+    if policies.is_empty() {
+        let asked = tokio::time::timeout(
+            budget,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async::<Vec<String>>(conn),
+        )
+        .await;
+        match asked {
+            Ok(Ok(pair)) if pair.len() == 2 => policies.push(pair[1].clone()),
+            Ok(Err(err)) => {
+                let code = err.code().map(|c| format!(" [{c}]")).unwrap_or_default();
+                return report.warn(
+                    "eviction",
+                    format!("cannot read maxmemory-policy: Redis refused CONFIG GET{code} (managed Redis services often do) and INFO memory did not say it"),
+                    Some("check in the provider's settings (its parameter group or configuration) that maxmemory-policy is noeviction: any other policy can evict session keys".to_owned()),
+                );
+            }
+            _ => {
+                return report.warn(
+                    "eviction",
+                    "cannot read maxmemory-policy: neither INFO memory nor CONFIG GET answered",
+                    Some("check that maxmemory-policy is noeviction: any other policy can evict session keys".to_owned()),
+                );
+            }
+        }
+    }
+    policies.sort_unstable();
+    policies.dedup();
+    let evicting: Vec<&String> = policies.iter().filter(|p| *p != "noeviction").collect();
+    if evicting.is_empty() {
+        report.ok(
+            "eviction",
+            "maxmemory-policy noeviction: at maxmemory Redis refuses writes rather than evict sessions",
+        );
+        return;
+    }
+    let names: Vec<&str> = evicting.iter().map(|p| p.as_str()).collect();
+    let what = if names.iter().all(|p| p.starts_with("volatile-")) {
+        "keys with a TTL, which every session and logout mark has"
+    } else {
+        "any key, sessions and logout marks included"
+    };
+    report.warn(
+        "eviction",
+        format!(
+            "maxmemory-policy {}: at maxmemory Redis evicts {what}; keepalive puts back the sessions an instance holds a copy of, but a session held nowhere else is lost, and an evicted logout mark no longer keeps copies out",
+            names.join(", ")
+        ),
+        Some("set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction and in redis.conf; on a managed Redis, in its parameter group) and give Redis memory for every session".to_owned()),
+    );
+}
+
+/// The text of an `INFO` answer.
+fn text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text.clone(),
+        redis::Value::SimpleString(text) => text.clone(),
+        _ => String::new(),
     }
 }
 

@@ -240,6 +240,11 @@ fn doctor_checks_a_cluster_through_its_masters() {
     );
     let state = step(&report, "cluster");
     assert_eq!(state["status"], "ok", "{state}");
+    let eviction = step(&report, "eviction");
+    assert_eq!(
+        eviction["status"], "ok",
+        "every master's policy read: {eviction}"
+    );
     assert!(
         state["detail"]
             .as_str()
@@ -335,5 +340,84 @@ fn doctor_sees_a_port_taken_by_another_program() {
         stdout(&output).contains("in use by another program"),
         "{}",
         stdout(&output)
+    );
+}
+
+/// Issue #18: a `maxmemory-policy` that can evict session keys is named, with the one to set;
+/// a Redis that refuses to say (a managed one, or an ACL user without CONFIG and INFO) is
+/// named as such.
+#[test]
+fn doctor_warns_when_redis_can_evict_session_keys() {
+    let redis = RedisServer::start();
+    let (code, report) = doctor(&redis.url());
+    assert_eq!(code, Some(0), "{report:#}");
+    let eviction = step(&report, "eviction");
+    assert_eq!(eviction["status"], "ok", "{eviction}");
+    assert!(
+        eviction["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("noeviction"),
+        "{eviction}"
+    );
+
+    for policy in ["volatile-lru", "allkeys-lfu"] {
+        let _: () = redis.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy),
+            "CONFIG SET",
+        );
+        let (code, report) = doctor(&redis.url());
+        assert_eq!(code, Some(0), "a warning, not a failure: {report:#}");
+        let eviction = step(&report, "eviction");
+        assert_eq!(eviction["status"], "warn", "{eviction}");
+        let detail = eviction["detail"].as_str().expect("detail");
+        assert!(detail.contains(policy), "{eviction}");
+        assert!(detail.contains("evicts"), "{eviction}");
+        assert!(
+            eviction["fix"]
+                .as_str()
+                .expect("fix")
+                .contains("maxmemory-policy noeviction"),
+            "{eviction}"
+        );
+    }
+
+    // A user that may neither read the configuration nor INFO, as a managed Redis may have.
+    let _: () = redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("limited")
+            .arg("on")
+            .arg(">limited-pass")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg("-config")
+            .arg("-info"),
+        "ACL SETUSER",
+    );
+    let (code, report) = doctor(&format!(
+        "redis://limited:limited-pass@127.0.0.1:{}/0",
+        redis.port()
+    ));
+    assert_eq!(code, Some(0), "{report:#}");
+    let eviction = step(&report, "eviction");
+    assert_eq!(eviction["status"], "warn", "{eviction}");
+    assert!(
+        eviction["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("refused CONFIG GET"),
+        "{eviction}"
+    );
+    assert!(
+        eviction["fix"]
+            .as_str()
+            .expect("fix")
+            .contains("noeviction"),
+        "{eviction}"
     );
 }
