@@ -400,7 +400,13 @@ impl SessionStore for FailoverStore {
         let s = &self.shared;
         if s.is_online() {
             match s.primary.load(id, now).await {
-                Ok(record) => return Ok(record),
+                Ok(record) => {
+                    // What Redis says now is known here, should an outage follow.
+                    if let Some(record) = &record {
+                        s.copies.answered(record);
+                    }
+                    return Ok(record);
+                }
                 Err(err) => s.failed(err)?,
             }
         }
