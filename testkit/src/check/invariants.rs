@@ -440,10 +440,15 @@ impl Judge<'_> {
                         .iter()
                         .map(|&i| &self.history.records[i])
                         .any(|q| q.sent < r.sent && q.instance == r.instance && success(q));
-                let case = if served_before {
-                    "from an instance that had served it"
-                } else {
-                    "from an instance that never had"
+                // docs/redis.md: during an outage an instance that never served a session
+                // holds no copy of it and answers 401; the counts keep that case apart.
+                let in_outage = self
+                    .redis_windows()
+                    .any(|(f, settled)| r.answered >= f.started && r.sent <= settled);
+                let case = match (in_outage, served_before) {
+                    (true, false) => "in a Redis fault, from an instance that never served it",
+                    (true, true) => "in a Redis fault, from an instance that had served it",
+                    (false, _) => "outside Redis faults",
                 };
                 self.push(
                     found,
