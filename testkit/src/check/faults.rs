@@ -18,6 +18,11 @@ use crate::redis::RedisServer;
 /// How often the instances are polled while they recover.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How long after a fault's end the fleet is polled again, for a fault the instances notice
+/// only at their next probe: the checker's probe interval (100 ms) plus the Redis timeout
+/// (100 ms), with room for a busy machine.
+const NOTICE_WITHIN: Duration = Duration::from_secs(1);
+
 /// What happened to one fault (or, with no kind, the check at the end of the run).
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRecord {
@@ -201,14 +206,56 @@ impl Injector {
 
     /// Waits until every instance reports healthy (or the wait runs out), then looks up the
     /// live sessions in Redis.
+    ///
+    /// A fault Redis does not announce (a flush, an eviction) leaves every instance healthy
+    /// until it notices, within one probe interval plus the Redis timeout (docs/redis.md):
+    /// so the fleet is polled again [`NOTICE_WITHIN`] after the fault's end, and if an
+    /// instance has gone offline meanwhile, the wait goes on until it is back.
     async fn recover(&mut self, record: &mut FaultRecord) -> Result<(), CheckError> {
+        let deadline = tokio::time::Instant::now() + self.healthy_wait;
+        let (mut healthy, mut slowest) = match self.wait_healthy(deadline).await {
+            Ok(done) => done,
+            Err(late) => {
+                record.slowest = Some(late);
+                return Ok(());
+            }
+        };
+        let noticed_by = record.ended + micros(NOTICE_WITHIN);
+        let left = noticed_by - now_us();
+        if left > 0 {
+            tokio::time::sleep(Duration::from_micros(left.unsigned_abs())).await;
+        }
+        let polls = (0..self.fleet.len()).map(|i| self.fleet.health(i));
+        if !futures_util::future::join_all(polls)
+            .await
+            .iter()
+            .all(|h| h.healthy())
+        {
+            match self.wait_healthy(deadline).await {
+                Ok(done) => (healthy, slowest) = done,
+                Err(late) => {
+                    record.slowest = Some(late);
+                    return Ok(());
+                }
+            }
+        }
+        record.healthy = Some(healthy.max(record.ended));
+        record.slowest = Some(slowest);
+        self.check_redis(record).await
+    }
+
+    /// Polls until every instance has reported healthy: when the last one did and which it
+    /// was, or (at the deadline) the first one that had not.
+    async fn wait_healthy(&self, deadline: tokio::time::Instant) -> Result<(Micros, usize), usize> {
         let count = self.fleet.len();
         let mut first_healthy: Vec<Option<Micros>> = vec![None; count];
-        let deadline = tokio::time::Instant::now() + self.healthy_wait;
         loop {
             let pending: Vec<usize> = (0..count).filter(|&i| first_healthy[i].is_none()).collect();
-            if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            if pending.is_empty() {
                 break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(pending[0]);
             }
             let polls = pending.iter().map(|&i| self.fleet.health(i));
             let answers = futures_util::future::join_all(polls).await;
@@ -220,20 +267,12 @@ impl Injector {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
-        if first_healthy.iter().all(Option::is_some) {
-            let (slowest, at) = first_healthy
-                .iter()
-                .enumerate()
-                .filter_map(|(i, at)| at.map(|at| (i, at)))
-                .max_by_key(|&(_, at)| at)
-                .unwrap_or((0, record.ended));
-            record.healthy = Some(at.max(record.ended));
-            record.slowest = Some(slowest);
-        } else {
-            record.slowest = first_healthy.iter().position(Option::is_none);
-            return Ok(());
-        }
-        self.check_redis(record).await
+        Ok(first_healthy
+            .iter()
+            .enumerate()
+            .filter_map(|(i, at)| at.map(|at| (at, i)))
+            .max()
+            .unwrap_or((now_us(), 0)))
     }
 
     /// Looks up in Redis every session the users hold live, and keeps those it lacks.
