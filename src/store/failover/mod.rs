@@ -85,8 +85,9 @@ struct Shared {
 enum Missing {
     /// The keepalive's answer.
     Answer(Option<SessionRecord>),
-    /// The primary lost its data, or went away meanwhile: an outage, served locally.
-    Offline,
+    /// Served from the copy: the primary lost its data or went away meanwhile (an outage),
+    /// or did not keep the session it was given back.
+    Local,
 }
 
 /// The failover store.
@@ -286,7 +287,8 @@ impl Shared {
     /// all its data (`FLUSHALL`, a failover to a replica that missed writes: the data set
     /// changed, an outage begins and the re-sync writes everything back), or this key alone
     /// (evicted): the copy goes back unless a logout marks the session (ended elsewhere; a
-    /// format that leaves no mark says so by not taking it back).
+    /// format that leaves no mark says so by not taking it back). A session Redis did not keep
+    /// though no logout marks it (evicted again at once) is answered from the copy.
     async fn missing(
         &self,
         id: &SessionId,
@@ -298,11 +300,11 @@ impl Shared {
             return Ok(Missing::Answer(None));
         };
         if self.check_data_set().await.is_none() {
-            return Ok(Missing::Offline);
+            return Ok(Missing::Local);
         }
         if let Err(err) = self.primary.merge(&copy, now, false).await {
             self.failed(err)?;
-            return Ok(Missing::Offline);
+            return Ok(Missing::Local);
         }
         match self.primary.touch(id, now, idle).await {
             Ok(Some(record)) => {
@@ -310,13 +312,24 @@ impl Shared {
                 self.copy_extension(&record, idle)?;
                 Ok(Missing::Answer(Some(record)))
             }
-            Ok(None) => {
-                self.ended_elsewhere(id, now)?;
-                Ok(Missing::Answer(None))
-            }
+            // Still missing: ended elsewhere if a logout marks it (or, for a format whose
+            // logouts leave no mark, if it is gone at all). Otherwise Redis did not keep it
+            // (evicting as it came): this instance answers from its copy, which goes back at
+            // the next write-back.
+            Ok(None) => match self.primary.is_ended(id).await {
+                Ok(true) => {
+                    self.ended_elsewhere(id, now)?;
+                    Ok(Missing::Answer(None))
+                }
+                Ok(false) => Ok(Missing::Local),
+                Err(err) => {
+                    self.failed(err)?;
+                    Ok(Missing::Local)
+                }
+            },
             Err(err) => {
                 self.failed(err)?;
-                Ok(Missing::Offline)
+                Ok(Missing::Local)
             }
         }
     }
@@ -430,8 +443,9 @@ impl SessionStore for FailoverStore {
                 }
                 Ok(None) => match s.missing(id, now, idle).await? {
                     Missing::Answer(answer) => return Ok(answer),
-                    // Redis lost its data: served from the copy below until the re-sync.
-                    Missing::Offline => {}
+                    // Served from the copy below: an outage (Redis lost its data, or went
+                    // away) until the re-sync, or a copy Redis did not keep, offered again.
+                    Missing::Local => {}
                 },
                 Err(err) => s.failed(err)?,
             }
