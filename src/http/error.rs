@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::health::ServerHealth;
-use crate::session::SessionError;
+use crate::session::{SessionError, StoreError};
 
 /// An error answer.
 #[derive(Debug)]
@@ -77,18 +77,32 @@ impl ApiError {
         )
     }
 
+    /// 503 `shared_store_offline`: Redis is offline and this instance cannot tell whether the
+    /// session lives (see [`StoreError::Undecided`]). Expected during an outage, so logged at
+    /// debug level only; the client tries again, and another instance or Redis back answers.
+    pub fn session_undecided() -> Self {
+        tracing::debug!("a session this instance cannot judge while Redis is offline: 503");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shared_store_offline",
+            "Redis is offline and this instance has no copy of this session: try again shortly",
+        )
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 }
 
-/// A user id keepalive cannot carry is the caller's mistake (400); anything else is the
+/// A user id keepalive cannot carry is the caller's mistake (400); a session this instance
+/// cannot judge while Redis is offline is 503 `shared_store_offline`; anything else is the
 /// store's fault (503, logged).
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
             SessionError::InvalidUser(invalid) => Self::bad_request(invalid.to_string()),
+            SessionError::Store(StoreError::Undecided) => Self::session_undecided(),
             other => Self::store_unavailable(&other),
         }
     }

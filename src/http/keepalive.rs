@@ -69,7 +69,8 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
         .await;
     let record = match found {
         Ok(record) => record,
-        Err(err) => return ApiError::from(err).into_response(),
+        // The health goes with a 503 too: the client shows it while it tries again.
+        Err(err) => return ApiError::from(err).with_health(health).into_response(),
     };
     let Some(record) = record else {
         state.metrics.keepalives_expired.inc();

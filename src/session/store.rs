@@ -28,9 +28,20 @@ pub enum StoreError {
     /// by the application).
     #[error("this session store does not do that: {0}")]
     Unsupported(&'static str),
+    /// Redis is offline and this instance cannot tell whether the session lives: it holds no
+    /// live copy of it and no mark of its end, and another instance may have kept it alive
+    /// since this one last heard of it. Only Redis can tell; the caller should try again.
+    #[error(
+        "Redis is offline and this instance holds no live copy of the session: whether it lives is known to Redis (or another instance) only"
+    )]
+    Undecided,
 }
 
 /// A place sessions live.
+///
+/// Where a method answers `None` for an unknown or expired session, a store that cannot tell
+/// (the failover store while Redis is offline, for a session it holds no live copy of and no
+/// logout of) answers [`StoreError::Undecided`] instead.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session. It is durable when this returns.

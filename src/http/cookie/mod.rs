@@ -130,8 +130,10 @@ impl SessionCookie {
     }
 
     /// The first answer `lookup` finds for the request's candidates, tried in order: the live
-    /// session behind planted values, with at most [`MAX_CANDIDATES`] lookups. An error ends
-    /// the search.
+    /// session behind planted values, with at most [`MAX_CANDIDATES`] lookups. A lookup that
+    /// fails does not end the search (during an outage a planted value is one this instance
+    /// cannot judge, and the live session behind it must still be found); when no candidate is
+    /// found, the first failure is the answer.
     pub async fn find<T, E, F, Fut>(
         &self,
         headers: &HeaderMap,
@@ -141,12 +143,17 @@ impl SessionCookie {
         F: FnMut(SessionId) -> Fut,
         Fut: Future<Output = Result<Option<T>, E>>,
     {
+        let mut failed = None;
         for id in self.candidates(headers) {
-            if let Some(found) = lookup(id).await? {
-                return Ok(Some(found));
+            match lookup(id).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => {}
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
             }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
     }
 
     /// The `Set-Cookie` that hands `record` to the browser, as `now`.

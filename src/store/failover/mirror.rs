@@ -26,6 +26,10 @@ pub trait Mirror: SessionStore {
     /// The newest state of a session, live or not; `None` if unknown or removed.
     fn get(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
 
+    /// Whether the mirror keeps the tombstone of the session: it was logged out, and the
+    /// logout is still remembered.
+    fn ended(&self, id: &SessionId) -> Result<bool, StoreError>;
+
     /// Writes what `change` makes of the newest state of a session (`None`: write nothing),
     /// with no other change to that session in between.
     fn modify(

@@ -334,6 +334,32 @@ impl Shared {
         }
     }
 
+    /// Offline, the mirror holds no live session `id`. That is the answer only where this
+    /// instance knows the session is over: its logout is remembered here, its copy is past the
+    /// absolute lifetime (which nothing extends), or the session was created here during this
+    /// outage (no other instance can know it). Otherwise the session may live in Redis, kept
+    /// alive through another instance since this one last heard of it (its copy judged by what
+    /// Redis said then, or no copy at all): [`StoreError::Undecided`], which the HTTP layer
+    /// answers with a 503 the client retries, rather than a 401 that signs its user out.
+    fn none_offline(
+        &self,
+        id: &SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        if self.mirror.ended(id)? {
+            return Ok(None);
+        }
+        match self.mirror.get(id)? {
+            Some(copy)
+                if copy.absolute_expires_at <= now
+                    || copy.created_at >= self.journal.outage_began() =>
+            {
+                Ok(None)
+            }
+            _ => Err(StoreError::Undecided),
+        }
+    }
+
     /// The ids `id` was lately rotated to, in order, whose session a logout of `id` at `now`
     /// ends too (see [`OLD_ID_LOGOUT_WINDOW`]).
     fn successors(&self, id: &SessionId, now: Millis) -> Vec<SessionId> {
@@ -425,7 +451,10 @@ impl SessionStore for FailoverStore {
         }
         s.metrics.redis_fallbacks_total.inc();
         s.bring_up(id)?;
-        s.mirror.load(id, now).await
+        match s.mirror.load(id, now).await? {
+            Some(record) => Ok(Some(record)),
+            None => s.none_offline(id, now),
+        }
     }
 
     async fn touch(
@@ -468,10 +497,13 @@ impl SessionStore for FailoverStore {
             touched = Some(record.clone());
             Some(Write::Put(record))
         })?;
-        if touched.is_some() {
-            s.changed(*id).await;
+        match touched {
+            Some(record) => {
+                s.changed(*id).await;
+                Ok(Some(record))
+            }
+            None => s.none_offline(id, now),
         }
-        Ok(touched)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -543,7 +575,7 @@ impl SessionStore for FailoverStore {
         s.metrics.redis_fallbacks_total.inc();
         s.bring_up(old)?;
         let Some(record) = s.mirror.rotate(old, new, now).await? else {
-            return Ok(None);
+            return s.none_offline(old, now);
         };
         // The old id's end is recorded for the primary, which still knows it.
         s.end_offline(old, now).await?;
@@ -570,11 +602,13 @@ impl SessionStore for FailoverStore {
         }
         s.metrics.redis_fallbacks_total.inc();
         s.bring_up(id)?;
-        let record = s.mirror.update(id, data, now).await?;
-        if record.is_some() {
-            s.changed(*id).await;
+        match s.mirror.update(id, data, now).await? {
+            Some(record) => {
+                s.changed(*id).await;
+                Ok(Some(record))
+            }
+            None => s.none_offline(id, now),
         }
-        Ok(record)
     }
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {

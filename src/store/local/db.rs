@@ -271,6 +271,16 @@ pub fn scan<T>(
     Ok(out)
 }
 
+/// Whether the tombstone of a removed session is kept.
+pub fn ended(db: &Database, id: &SessionId) -> Result<bool, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(ENDED).map_err(backend)?;
+    Ok(table
+        .get(StoredId::of(id).as_slice())
+        .map_err(backend)?
+        .is_some())
+}
+
 /// The sessions whose tombstone is dated at or after `since` (all for `None`).
 pub fn removed_since(db: &Database, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;

@@ -26,6 +26,15 @@ impl Mirror for LocalStore {
         self.current(&shard, id)
     }
 
+    fn ended(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.check_open()?;
+        // A tombstone is kept on the file whatever is written for the session later.
+        if let Some(Write::Remove(Some(_))) = self.shared.overlay.shard(id).get(id) {
+            return Ok(true);
+        }
+        db::ended(&self.shared.db, id)
+    }
+
     fn modify(
         &self,
         id: &SessionId,

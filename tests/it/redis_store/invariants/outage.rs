@@ -169,15 +169,100 @@ async fn a_session_live_in_redis_when_an_outage_begins_stays_live_on_every_path(
     );
 
     // Read later in the outage, the sessions only read stay live until Redis's expiry, and
-    // not a moment longer (their copies are judged by what Redis last said).
+    // not a moment longer (their copies are judged by what Redis last said). Past it they are
+    // not served, but not reported expired either: another instance may have kept them alive
+    // since, and only Redis can tell (503, the client tries again).
     advance(&both, 2 * MIN + Duration::from_secs(50));
     assert_eq!(own_session(&one, &sessions[1]).await, 200, "at 13:50");
     assert_eq!(backend_read(&one, &sessions[2]).await, 200, "at 13:50");
     assert_eq!(forward_auth(&two, &not_extending).await, 200, "at 13:50");
     advance(&both, Duration::from_secs(10));
-    assert_eq!(own_session(&one, &sessions[1]).await, 401, "at 14:00");
-    assert_eq!(backend_read(&one, &sessions[2]).await, 404, "at 14:00");
-    assert_eq!(forward_auth(&two, &not_extending).await, 401, "at 14:00");
+    assert_eq!(own_session(&one, &sessions[1]).await, 503, "at 14:00");
+    assert_eq!(backend_read(&one, &sessions[2]).await, 503, "at 14:00");
+    assert_eq!(forward_auth(&two, &not_extending).await, 503, "at 14:00");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// The keepalive of a session live in Redis that an instance never served, or last heard of
+/// before another instance kept it alive, during an outage. Behind a round-robin proxy it is
+/// the common case; the instance cannot tell the session from one that expired, so it must
+/// not sign the user out: 503 `shared_store_offline` with the server's health, which the
+/// client retries, while an instance that knows the session serves it. What it knows is over
+/// (a logout it holds, the absolute lifetime) stays 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_tell_during_an_outage_answers_503_not_401() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let one = start(&url, &[]).await;
+    let two = start(&url, &[]).await;
+    let both = [&one, &two];
+
+    // `only_one`: created and kept alive through one; two never sees it. `moved`: created
+    // through one (which knows it until 10 min), kept alive through two at 4 min (Redis and
+    // two: 14 min). `logged_out`: logged out through one before the outage.
+    let only_one = login(&one, "only-one").await;
+    let moved = login(&one, "moved").await;
+    let logged_out = login(&one, "logged-out").await;
+    advance(&both, 4 * MIN);
+    assert_eq!(kept_alive(&one, &only_one).await, 200);
+    assert_eq!(kept_alive(&two, &moved).await, 200);
+    let (status, _) = status_and_body(
+        client()
+            .delete(one.url("/api/v1/session"))
+            .header(COOKIE, &logged_out.cookie),
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    advance(&both, 7 * MIN);
+    redis.freeze();
+    sees_redis(&one, "offline").await;
+    sees_redis(&two, "offline").await;
+
+    // Those that cannot tell answer 503 with the health; those that know serve.
+    let mut wrong = Vec::new();
+    for (server, session, what) in [(&two, &only_one, "never served"), (&one, &moved, "stale")] {
+        let (status, body) = keepalive(&server.base, Some(&session.cookie)).await;
+        if status != 503
+            || body["error"] != "shared_store_offline"
+            || body["serverHealth"]["checks"]["redis"] != "offline"
+        {
+            wrong.push(format!("{what}: {status} {body}"));
+        }
+    }
+    assert!(wrong.is_empty(), "reported expired or wrong: {wrong:#?}");
+    assert_eq!(kept_alive(&one, &only_one).await, 200);
+    assert_eq!(kept_alive(&two, &moved).await, 200);
+    // A value planted before the live one (a sibling subdomain's) is one this instance cannot
+    // judge either; the live session behind it is still found.
+    let planted = format!(
+        "keepalive_sid={}; {}",
+        SessionId::generate().expect("id"),
+        only_one.cookie
+    );
+    assert_eq!(keepalive(&one.base, Some(&planted)).await.0, 200);
+    // A logout this instance holds is known: 401, before and during the outage.
+    assert_eq!(kept_alive(&one, &logged_out).await, 401);
+    let (status, _) = status_and_body(
+        client()
+            .delete(two.url("/api/v1/session"))
+            .header(COOKIE, &moved.cookie),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(kept_alive(&two, &moved).await, 401);
+
+    // Redis back: the session two never served is served there.
+    redis.thaw();
+    sees_redis(&one, "ok").await;
+    sees_redis(&two, "ok").await;
+    assert_eq!(kept_alive(&two, &only_one).await, 200);
+    assert_eq!(
+        kept_alive(&one, &moved).await,
+        401,
+        "logged out during the outage"
+    );
     one.stop().await;
     two.stop().await;
 }
@@ -206,16 +291,19 @@ async fn an_expired_session_is_never_revived_by_the_outage_or_the_resync() {
     // there: Redis drops it later, by its own clock).
     advance(&both, 3 * MIN);
     redis.freeze();
+    // Neither instance serves it. Neither can tell it from a session another instance kept
+    // alive meanwhile (one knew it until 14 min, two never saw it), so neither reports it
+    // expired either: 503 until Redis answers.
     for server in both {
         assert_eq!(
             kept_alive(server, &idle).await,
-            401,
+            503,
             "idle, {}",
             server.base
         );
-        assert_eq!(own_session(server, &idle).await, 401);
-        assert_eq!(backend_read(server, &idle).await, 404);
-        assert_eq!(forward_auth(server, &idle).await, 401);
+        assert_eq!(own_session(server, &idle).await, 503);
+        assert_eq!(backend_read(server, &idle).await, 503);
+        assert_eq!(forward_auth(server, &idle).await, 503);
     }
     assert_eq!(kept_alive(&two, &absolute).await, 200, "live until 20 min");
     advance(&both, 5 * MIN);
