@@ -86,6 +86,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The sessions created for `user` that are live at `now`, oldest first.
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// Ends every session of `user` at `now` ("log out everywhere"), each durable when this
+    /// returns. Returns how many were live.
+    async fn end_user(&self, user: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut ended = 0;
+        for session in self.list_user(user, now).await? {
+            if self.delete(&session.id).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     /// How many sessions this store holds live at `now`, from its own bookkeeping, cheap
     /// enough for every metrics scrape (no scan of the sessions). `None` for a store that
     /// keeps no such count (Redis: its sessions are the whole fleet's, and counting them

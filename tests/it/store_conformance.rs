@@ -11,7 +11,7 @@ use keepalive::clock::{Clock, ManualClock};
 use keepalive::config::RedisTarget as Target;
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
-use keepalive::store::failover::{FailoverOptions, FailoverStore};
+use keepalive::store::failover::{Ended, FailoverOptions, FailoverStore};
 use keepalive::store::local::{LocalStore, LocalStoreOptions};
 use keepalive::store::redis::{RedisOptions, RedisStore};
 use keepalive_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
@@ -325,7 +325,7 @@ async fn logouts_are_published(store: &RedisStore, clock: &ManualClock) {
     let id = ended.id;
     let heard_it = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(message) = heard.next().await {
-            if message == id {
+            if message == Ended::Session(id) {
                 return true;
             }
         }
@@ -342,7 +342,7 @@ async fn logouts_are_published(store: &RedisStore, clock: &ManualClock) {
     assert!(!store.end(&ended.id, clock.now()).await.expect("end again"));
     let again = tokio::time::timeout(Duration::from_millis(300), async {
         while let Some(message) = heard.next().await {
-            if message == id {
+            if message == Ended::Session(id) {
                 return;
             }
         }

@@ -32,7 +32,7 @@ use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::express::ExpressFormat;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::failover::{DataSet, Logouts};
+use crate::store::failover::{DataSet, Ended, Logouts};
 use crate::store::redis::{Keys, Link, LinkOptions, Touch};
 
 /// Naming and timing of the Express store.
@@ -154,6 +154,7 @@ impl ExpressStore {
                 .get_payload::<String>()
                 .ok()
                 .and_then(|text| SessionId::parse_express(&text))
+                .map(Ended::Session)
         })))
     }
 }

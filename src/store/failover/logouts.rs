@@ -19,7 +19,7 @@ use crate::session::{SessionId, StoreError};
 use crate::store::{Tombstone, Write};
 
 use super::link::jittered;
-use super::{FailoverOptions, Shared};
+use super::{Ended, FailoverOptions, Shared};
 
 /// Copies looked up at once after a subscription (they share one pipelined connection).
 const LOOKUP_CONCURRENCY: usize = 64;
@@ -49,6 +49,25 @@ impl Shared {
             self.metrics.redis_remote_logouts_total.inc();
         }
         Ok(had_copy)
+    }
+
+    /// Another instance logged `user` out everywhere at `at`: every copy of a session of theirs
+    /// created by then ends as if its own logout had been heard. Redis may no longer list such
+    /// a session (its user's set evicted), but its copy here could bring it back. Returns how
+    /// many copies ended.
+    pub(super) async fn user_ended_elsewhere(
+        &self,
+        user: &str,
+        at: Millis,
+    ) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for copy in self.copies_of_user(user).await? {
+            if copy.created_at <= at && self.ended_elsewhere(&copy.id, now)? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 
     /// Ends the copies of sessions whose logout this instance did not hear, found by their
@@ -127,9 +146,14 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 () = stop.cancelled() => return,
                 () = shared.link.reconnected.notified() => break,
                 logout = logouts.next() => match logout {
-                    Some(id) => {
+                    Some(Ended::Session(id)) => {
                         if let Err(err) = shared.ended_elsewhere(&id, shared.clock.now()) {
                             tracing::warn!(error = %err, "cannot end the local copy of a session another instance ended");
+                        }
+                    }
+                    Some(Ended::User { user, at }) => {
+                        if let Err(err) = shared.user_ended_elsewhere(&user, at).await {
+                            tracing::warn!(error = %err, "cannot end the local copies of the sessions of a user logged out everywhere on another instance");
                         }
                     }
                     // The connection closed (the primary went away): subscribe again once it

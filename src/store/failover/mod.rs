@@ -28,7 +28,7 @@ mod mirror;
 mod primary;
 
 pub(crate) use mirror::Mirror;
-pub use primary::DataSet;
+pub use primary::{DataSet, Ended};
 pub(crate) use primary::{Logouts, Primary};
 
 use std::sync::Arc;
@@ -360,6 +360,43 @@ impl Shared {
         }
     }
 
+    /// Every copy of a session of `user` this instance holds, expired or not: one that looks
+    /// expired may trail what Redis said, and any may be written back to a Redis that lost
+    /// the session.
+    async fn copies_of_user(&self, user: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        // The mirror lists the sessions live at a time: at the earliest time, every one.
+        self.mirror.list_user(user, Millis::MIN).await
+    }
+
+    /// "Log out everywhere" while the primary answers: ends every session the primary lists
+    /// for `user`, whether it still holds it or not (a session it evicted may come back from
+    /// another instance's copy: its mark keeps it out), and every copy of theirs here, then
+    /// announces it, so that each instance ends its own copies, even of sessions Redis no
+    /// longer lists. Returns how many were live.
+    async fn end_user_online(&self, user: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut ids = self.primary.user_ids(user, now).await?;
+        let copies = self.copies_of_user(user).await?;
+        for copy in &copies {
+            if !ids.contains(&copy.id) {
+                ids.push(copy.id);
+            }
+        }
+        let mut ended = 0;
+        for id in &ids {
+            let existed = self.primary.end(id, now).await?;
+            let held = self.remove_copy(id, Some(self.tombstone(now)))?;
+            let live_copy = held && copies.iter().any(|c| c.id == *id && c.is_live(now));
+            if existed || live_copy {
+                ended += 1;
+            }
+            for successor in self.successors(id, now) {
+                self.remove_copy(&successor, Some(self.tombstone(now)))?;
+            }
+        }
+        self.primary.announce_user_ended(user, now).await?;
+        Ok(ended)
+    }
+
     /// The ids `id` was lately rotated to, in order, whose session a logout of `id` at `now`
     /// ends too (see [`OLD_ID_LOGOUT_WINDOW`]).
     fn successors(&self, id: &SessionId, now: Millis) -> Vec<SessionId> {
@@ -623,6 +660,26 @@ impl SessionStore for FailoverStore {
         // A copy that trails must be listed, or "log out everywhere" would leave it.
         s.bring_up_outage()?;
         s.mirror.list_user(user, now).await
+    }
+
+    async fn end_user(&self, user: &str, now: Millis) -> Result<u64, StoreError> {
+        let s = &self.shared;
+        if s.is_online() {
+            match s.end_user_online(user, now).await {
+                Ok(ended) => return Ok(ended),
+                Err(err) => s.failed(err)?,
+            }
+        }
+        s.metrics.redis_fallbacks_total.inc();
+        // A copy that trails must be ended too: listed as Redis last had it.
+        s.bring_up_outage()?;
+        let mut ended = 0;
+        for session in s.mirror.list_user(user, now).await? {
+            if self.delete(&session.id).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 
     /// The mirror's count: the sessions this instance created or served within their idle

@@ -42,8 +42,22 @@ impl DataSet {
     }
 }
 
-/// The ids of sessions logged out on any instance, as they are announced.
-pub type Logouts = Pin<Box<dyn Stream<Item = SessionId> + Send>>;
+/// A logout as announced to every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// This session was logged out.
+    Session(SessionId),
+    /// Every session of a user created by a time was ("log out everywhere").
+    User {
+        /// The user.
+        user: String,
+        /// When: the sessions created at or before it ended.
+        at: Millis,
+    },
+}
+
+/// The logouts made on any instance, as they are announced.
+pub type Logouts = Pin<Box<dyn Stream<Item = Ended> + Send>>;
 
 /// The shared store.
 #[async_trait]
@@ -99,6 +113,27 @@ pub trait Primary: SessionStore {
     ) -> Result<bool, StoreError> {
         let _ = mark_unknown;
         self.end(id, now).await
+    }
+
+    /// The ids of the sessions created for `user` that may still live at `now` (within their
+    /// absolute lifetime), whether or not the primary still holds them: one it lost (evicted)
+    /// may come back from an instance's copy, so "log out everywhere" ends it too. By default
+    /// the ids of its live sessions.
+    async fn user_ids(&self, user: &str, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+        Ok(self
+            .list_user(user, now)
+            .await?
+            .into_iter()
+            .map(|record| record.id)
+            .collect())
+    }
+
+    /// Announces to every instance that each session of `user` created at or before `at`
+    /// ended, so that each ends its copies of them, even those the primary no longer lists.
+    /// By default nothing: a format without users.
+    async fn announce_user_ended(&self, user: &str, at: Millis) -> Result<(), StoreError> {
+        let _ = (user, at);
+        Ok(())
     }
 
     /// Whether a session's logout is marked.

@@ -31,7 +31,7 @@ use crate::clock::{Clock, Millis, duration_millis};
 use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::failover::{DataSet, Logouts};
+use crate::store::failover::{DataSet, Ended, Logouts};
 
 pub(crate) use batch::Touch;
 pub use connection::Diagnosis;
@@ -176,15 +176,53 @@ impl RedisStore {
     pub async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
         let messages = self.link.subscribe(self.keys.logout_channel()).await?;
         Ok(Box::pin(messages.filter_map(|message| async move {
-            let id = message
+            let ended = message
                 .get_payload::<String>()
                 .ok()
-                .and_then(|text| SessionId::parse(&text));
-            if id.is_none() {
+                .and_then(|text| logout_message(&text));
+            if ended.is_none() {
                 tracing::debug!("[redis] ignored a logout message that names no session");
             }
-            id
+            ended
         })))
+    }
+
+    /// The ids in `user`'s set within their absolute lifetime at `now`, whether Redis still
+    /// holds their sessions or not.
+    pub async fn user_ids(&self, user: &str, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+        let members = self
+            .link
+            .run(
+                "user_ids",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(self.keys.user(user))
+                    .arg(format!("({now}"))
+                    .arg("+inf"),
+            )
+            .await?;
+        let Value::Array(members) = members else {
+            return Err(StoreError::Corrupt(format!(
+                "unexpected reply to ZRANGEBYSCORE: {}",
+                shape(&members)
+            )));
+        };
+        Ok(members
+            .iter()
+            .filter_map(|m| SessionId::parse(&field_string(m)))
+            .collect())
+    }
+
+    /// Announces that every session of `user` created at or before `at` ended.
+    pub async fn announce_user_ended(&self, user: &str, at: Millis) -> Result<(), StoreError> {
+        self.link
+            .run(
+                "announce_user_ended",
+                redis::cmd("PUBLISH")
+                    .arg(self.keys.logout_channel())
+                    .arg(user_logout_message(user, at)),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Writes back a session kept locally unless Redis has newer activity or its logout.
@@ -283,6 +321,26 @@ impl RedisStore {
 /// Most rotations a logout follows from the id it names: within [`OLD_ID_LOGOUT_WINDOW`] a
 /// session is rarely rotated more than once.
 const MAX_SUCCESSORS: usize = 16;
+
+/// The message that announces "log out everywhere" for `user` at `at` on the logout channel,
+/// next to the ids of single logouts: a user id has no space, a session id no space either.
+fn user_logout_message(user: &str, at: Millis) -> String {
+    format!("user {at} {user}")
+}
+
+/// What a message on the logout channel announces, if it is one keepalive sends.
+fn logout_message(text: &str) -> Option<Ended> {
+    match text.strip_prefix("user ") {
+        Some(rest) => {
+            let (at, user) = rest.split_once(' ')?;
+            Some(Ended::User {
+                user: user.to_owned(),
+                at: at.parse().ok()?,
+            })
+        }
+        None => SessionId::parse(text).map(Ended::Session),
+    }
+}
 
 fn field_string(value: &Value) -> String {
     match value {
@@ -403,27 +461,8 @@ impl SessionStore for RedisStore {
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
         let key = self.keys.user(user);
-        let members = self
-            .link
-            .run(
-                "list_user",
-                // Members still within their absolute lifetime (the score).
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(&key)
-                    .arg(format!("({now}"))
-                    .arg("+inf"),
-            )
-            .await?;
-        let Value::Array(members) = members else {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected reply to ZRANGE: {}",
-                shape(&members)
-            )));
-        };
-        let ids: Vec<SessionId> = members
-            .iter()
-            .filter_map(|m| SessionId::parse(&field_string(m)))
-            .collect();
+        // Members still within their absolute lifetime (the score).
+        let ids = self.user_ids(user, now).await?;
         // One load per member, all in flight together on the shared connection.
         let loads = ids.iter().map(|id| self.load(id, now));
         let mut sessions = Vec::with_capacity(ids.len());
@@ -473,5 +512,22 @@ mod tests {
         assert_eq!(shape(&replies[1]), "an array of 2");
         let err = decode(SessionId::generate().expect("rng"), &replies[1]).expect_err("refused");
         assert!(!err.to_string().contains("sEcReT"), "{err}");
+    }
+
+    #[test]
+    fn logout_messages_name_a_session_or_a_user_and_nothing_else() {
+        let id = SessionId::generate().expect("rng");
+        assert_eq!(logout_message(&id.to_string()), Some(Ended::Session(id)));
+        let text = user_logout_message("ana@example.com", 1_700_000_000_000);
+        assert_eq!(
+            logout_message(&text),
+            Some(Ended::User {
+                user: "ana@example.com".to_owned(),
+                at: 1_700_000_000_000
+            })
+        );
+        for junk in ["", "user", "user 12", "user x ana", "not an id"] {
+            assert_eq!(logout_message(junk), None, "{junk:?}");
+        }
     }
 }

@@ -51,6 +51,14 @@ impl Primary for RedisStore {
         RedisStore::end_marking(self, id, now, mark_unknown).await
     }
 
+    async fn user_ids(&self, user: &str, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+        RedisStore::user_ids(self, user, now).await
+    }
+
+    async fn announce_user_ended(&self, user: &str, at: Millis) -> Result<(), StoreError> {
+        RedisStore::announce_user_ended(self, user, at).await
+    }
+
     async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
         RedisStore::is_ended(self, id).await
     }

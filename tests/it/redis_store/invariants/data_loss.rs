@@ -269,3 +269,72 @@ async fn a_flushall_on_one_cluster_master_is_noticed() {
     assert_eq!(outages(&one).await, 1, "one outage: the FLUSHALL");
     one.stop().await;
 }
+
+/// "Log out everywhere" while Redis has evicted what it knew of the user: the session's key
+/// (finn: the user's set still lists it), or the key and the user's set (eve). Another
+/// instance holds a live copy of each, which it would write back once Redis is found to have
+/// lost data; the logout must end those copies too, and Redis must refuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_holds_when_redis_evicted_the_session_or_the_users_set() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let one = start(&url, &[]).await;
+    let two = start(&url, &[]).await;
+    let both = [&one, &two];
+
+    // Created and served by instance two only: instance one holds no copy.
+    let eve = login(&two, "eve").await;
+    let finn = login(&two, "finn").await;
+    for session in [&eve, &finn] {
+        assert_eq!(kept_alive(&two, session).await, 200);
+    }
+    // What eviction under maxmemory takes, key by key.
+    let _: () = redis.query(
+        redis::cmd("DEL")
+            .arg(eve.key())
+            .arg("keepalive:user:{eve}")
+            .arg(finn.key()),
+        "DEL, as an eviction",
+    );
+
+    let heard_before = remote_logouts(&two).await;
+    for user in ["eve", "finn"] {
+        let path = format!("/api/v1/backend/users/{user}/sessions");
+        let (status, body) = status_and_body(backend(&one, Method::DELETE, &path)).await;
+        assert_eq!(status, 200, "{user}: {body}");
+    }
+    // Instance two hears it, and ends both copies.
+    within(
+        Duration::from_secs(3),
+        "instance two ends its copies of the users' sessions",
+        || async { remote_logouts(&two).await >= heard_before + 2 },
+    )
+    .await;
+    assert!(redis.exists(&finn.marker()), "finn's logout is marked");
+
+    // Redis found to have lost data: every instance writes back what it holds, which must
+    // not bring either session back.
+    redis.flushall();
+    for server in both {
+        sees_redis(server, "ok").await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for session in [&eve, &finn] {
+        for server in both {
+            assert_eq!(
+                kept_alive(server, session).await,
+                401,
+                "{} on {}",
+                session.token,
+                server.base
+            );
+        }
+        assert!(
+            !redis.exists(&session.key()),
+            "{} back in Redis",
+            session.token
+        );
+    }
+    one.stop().await;
+    two.stop().await;
+}

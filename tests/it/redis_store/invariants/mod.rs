@@ -14,7 +14,7 @@ mod rotation;
 
 use std::time::Duration;
 
-use crate::harness::{START, TestServer, client, create_session, keepalive, within};
+use crate::harness::{START, TestServer, client, create_session, keepalive, metrics, within};
 use keepalive::session::SessionId;
 use keepalive::store::redis::value;
 use keepalive_testkit::redis::RedisServer;
@@ -156,4 +156,13 @@ fn in_redis(redis: &RedisServer, session: &Session) -> Option<value::Stored> {
     redis
         .get(&session.key())
         .map(|bytes| value::decode(id, &bytes).expect("a session value"))
+}
+
+/// How many local copies `server` ended after another instance's logout.
+async fn remote_logouts(server: &TestServer) -> u64 {
+    let text = metrics(&server.base).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("keepalive_redis_remote_logouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("keepalive_redis_remote_logouts_total")
 }

@@ -3,7 +3,7 @@
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 use super::*;
-use crate::harness::{Store, logout, metrics};
+use crate::harness::{Store, logout};
 
 /// `POST /api/v1/session/rotate` as the browser sends it: the status, and the new session on
 /// 200.
@@ -25,15 +25,6 @@ async fn browser_rotate(base: &str, session: &Session) -> (u16, Option<Session>)
             cookie: pair.to_owned(),
         });
     (status, rotated.filter(|_| status == 200))
-}
-
-/// How many local copies `server` ended after another instance's logout.
-async fn remote_logouts(server: &TestServer) -> u64 {
-    let text = metrics(&server.base).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("keepalive_redis_remote_logouts_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("keepalive_redis_remote_logouts_total")
 }
 
 /// Every one of `sessions` is gone from Redis and answered 401 by every instance.
