@@ -6,7 +6,7 @@
 //! | `{prefix}{<id>}` | a session (the layout of [`super::value`]) |
 //! | `{prefix}{<id>}:ended` | the mark a logout leaves until the session's absolute expiry |
 //! | `{prefix}user:{<user>}` | the ids of a user's sessions (a sorted set) |
-//! | `{prefix}ended` | the channel every logout is announced on (the id as the message) |
+//! | `{prefix}ended` | the channel every logout is announced on (the id as the message; `user <ms> <user>` for "log out everywhere") |
 //! | `{prefix}epoch` | the epoch: a token whose loss shows Redis lost its data (in a cluster, `{prefix}epoch:{<tag>}`, one per master) |
 //!
 //! The id sits in braces, a cluster hash tag, so a session and its mark share a slot.
