@@ -107,6 +107,11 @@ struct CleanStop {
     #[serde(default)]
     epoch: String,
     at: Millis,
+    /// The server's `evicted_keys` when the local sessions were last written back; a note
+    /// without it (an earlier version) counts as none, so any eviction since means a full
+    /// write-back.
+    #[serde(default)]
+    evicted: u64,
 }
 
 impl Shared {
@@ -125,7 +130,7 @@ impl Shared {
             self.link.set_data_set(Some(DataSet {
                 server: stop.run_id,
                 epoch: stop.epoch,
-                evicted: 0,
+                evicted: stop.evicted,
             }));
             *self
                 .link
@@ -151,6 +156,7 @@ impl Shared {
             run_id: data_set.server,
             epoch: data_set.epoch,
             at: self.clock.now(),
+            evicted: self.link.evicted.load(Ordering::Acquire),
         };
         let written = match serde_json::to_vec(&stop) {
             Ok(note) => self.mirror.write_note(STOP_NOTE, note).await,
@@ -239,15 +245,21 @@ impl Shared {
             .stopped_at
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Keys Redis evicted since this instance last wrote its sessions back: a write-back
+        // after an eviction that failed (Redis refusing writes under maxmemory, often the
+        // outage this ends), or evictions while this instance was stopped. What Redis lost
+        // was not changed here, so every live copy goes back, though the data set is the same.
+        let evicted = same_redis && self.link.evicted_since(data_set.evicted);
         let began = self.journal.outage_began();
-        let since =
-            same_redis.then(|| stopped_at.map_or(began, |at| at.min(began)) - RESYNC_SLACK_MS);
-        let what = match (same_redis, stopped_at) {
-            (true, Some(_)) => {
+        let since = (same_redis && !evicted)
+            .then(|| stopped_at.map_or(began, |at| at.min(began)) - RESYNC_SLACK_MS);
+        let what = match (same_redis, evicted, stopped_at) {
+            (true, false, Some(_)) => {
                 "what changed since this instance last stopped (the same Redis has the rest)"
             }
-            (true, None) => "what changed during the outage",
-            (false, _) => "every live local session",
+            (true, false, None) => "what changed during the outage",
+            (true, true, _) => "every live local session (Redis evicted keys meanwhile)",
+            (false, _, _) => "every live local session",
         };
         tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected; writing back {what}");
 
@@ -268,7 +280,7 @@ impl Shared {
             }
         }
 
-        if !same_redis {
+        if since.is_none() {
             // Every live session goes back: each as Redis last had it, not as its copy trails.
             self.bring_up_all()?;
         }

@@ -338,3 +338,57 @@ async fn log_out_everywhere_holds_when_redis_evicted_the_session_or_the_users_se
     one.stop().await;
     two.stop().await;
 }
+
+/// Redis evicts sessions and then refuses writes (maxmemory reached with nothing left it may
+/// evict): the write-back after the eviction fails, the next write fails too and the instance
+/// goes offline. When Redis takes writes again, the re-sync must put back the sessions it
+/// evicted, though they did not change during that outage and Redis kept its data set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_evicted_before_redis_refused_writes_are_put_back_by_the_resync() {
+    let redis = RedisServer::start();
+    let one = start(&redis.url(), &[]).await;
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        idle.push(browser_session(&one).await);
+    }
+    let active = browser_session(&one).await;
+    advance(&[&one], MIN);
+    for session in idle.iter().chain([&active]) {
+        assert_eq!(kept_alive(&one, session).await, 200);
+    }
+    // The idle sessions were last seen well before the outage below.
+    advance(&[&one], MIN);
+
+    // Redis evicts every key with a TTL (the sessions), then refuses writes: the epoch, with
+    // no TTL, keeps it above the limit.
+    redis.config_set("maxmemory-policy", "volatile-lru");
+    redis.config_set("maxmemory", "1");
+    // A write makes Redis evict what it may; this one is refused (OOM) itself.
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("filler")
+        .arg("x")
+        .arg("EX")
+        .arg(3_600)
+        .query(&mut redis.connection());
+    assert!(refused.is_err(), "Redis refuses writes over maxmemory");
+    assert!(
+        idle.iter().all(|s| !redis.exists(&s.key())),
+        "the sessions evicted"
+    );
+    // A keepalive fails on the refused write: the instance goes offline and serves it from
+    // its copy. The idle sessions do not change meanwhile.
+    assert_eq!(kept_alive(&one, &active).await, 200);
+    sees_redis(&one, "offline").await;
+
+    redis.config_set("maxmemory", "0");
+    sees_redis(&one, "ok").await;
+    let keys: Vec<String> = idle.iter().chain([&active]).map(Session::key).collect();
+    all_in_redis(
+        &redis,
+        &keys,
+        Duration::from_secs(2),
+        "the evicted sessions put back once Redis takes writes again",
+    )
+    .await;
+    one.stop().await;
+}
