@@ -95,9 +95,11 @@ pub trait Primary: SessionStore {
         data_lost: bool,
     ) -> Result<bool, StoreError>;
 
-    /// Ends a session at `now` (written back from an outage, or live): marks the logout so
-    /// that no copy can be written back over it, and announces it. Returns whether the
-    /// session existed.
+    /// Ends a session at `now`, as this instance recorded it (a logout or a rotation's end of
+    /// its old id, written back after an outage; an id "log out everywhere" names): marks the
+    /// logout so that no copy can be written back over it, and announces it. Ends that id
+    /// alone: a rotation written back must not end the id it rotated to, and a logout this
+    /// instance made recorded each id it ended. Returns whether the session existed.
     async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError>;
 
     /// Ends a session a client logged out of while the primary answers: as [`end`](Self::end),

@@ -256,6 +256,14 @@ impl RedisStore {
         self.end_marking(id, now, true).await
     }
 
+    /// Ends this one session at `now`, leaving the logout marker, without following its
+    /// rotations: a logout (or a rotation's end of the old id) an instance recorded and now
+    /// writes back. A rotation recorded so must not end the id it rotated to, and a logout an
+    /// instance made left a record of each id it ended.
+    pub async fn end_recorded(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
+        Ok(self.end_once(id, now, true, None).await?.0)
+    }
+
     /// Ends a session at `now`, leaving the logout marker if it existed or if `mark_unknown`;
     /// an unknown id is announced only when it is marked. A session whose id was rotated
     /// away less than [`OLD_ID_LOGOUT_WINDOW`] ago ends under its new id too (and so on, for

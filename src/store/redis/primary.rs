@@ -39,7 +39,7 @@ impl Primary for RedisStore {
     }
 
     async fn end(&self, id: &SessionId, now: Millis) -> Result<bool, StoreError> {
-        RedisStore::end(self, id, now).await
+        RedisStore::end_recorded(self, id, now).await
     }
 
     async fn log_out(

@@ -3,7 +3,7 @@
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 use super::*;
-use crate::harness::{Store, logout};
+use crate::harness::{Process, Store, logout};
 
 /// `POST /api/v1/session/rotate` as the browser sends it: the status, and the new session on
 /// 200.
@@ -216,4 +216,45 @@ async fn without_redis_a_logout_of_the_old_id_ends_the_new_one() {
     assert_eq!(logout(&server.base, &gone.cookie).await, 204);
     assert_eq!(browser_rotate(&server.base, &gone).await.0, 401);
     server.stop().await;
+}
+
+/// A session rotated on an instance that then crashes and starts again: its start writes back
+/// every record it keeps, the old id's end among them, and that write-back must not end the new
+/// id, as a logout of the old id within the rotation's window would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_session_survives_a_crash_of_the_instance_that_rotated_it() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vars = [("REDIS_URL", url.as_str())];
+    let process = Process::start(dir.path(), &vars);
+    let cookie = create_session(&process.base).await;
+    let old = Session {
+        token: cookie.split_once('=').expect("pair").1.to_owned(),
+        cookie,
+    };
+    let (status, new) = browser_rotate(&process.base, &old).await;
+    assert_eq!(status, 200);
+    let new = new.expect("new id");
+    // On disk before the crash: the local store's batches are written every 100 ms here.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(process);
+    let process = Process::start(dir.path(), &vars);
+    within(
+        Duration::from_secs(5),
+        "the restarted instance sees Redis",
+        || async {
+            keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+        },
+    )
+    .await;
+    assert_eq!(
+        keepalive(&process.base, Some(&new.cookie)).await.0,
+        200,
+        "the rotated session after the restart of the instance that rotated it"
+    );
+    assert!(redis.exists(&new.key()), "the new id in Redis");
+    assert_eq!(keepalive(&process.base, Some(&old.cookie)).await.0, 401);
 }
