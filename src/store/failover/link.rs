@@ -19,7 +19,7 @@
 //! the instance cannot tell what the primary lacks.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,10 @@ const RESYNC_SLACK_MS: Millis = 2_000;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// How often the remembered expiries of copies are swept of expired ones.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long after Redis was last seen evicting keys a session missing from it may be one it
+/// evicted: time for the instances that hold a copy to notice (one probe interval and the
+/// Redis timeout, by default 600 ms) and put it back.
+const EVICTION_DOUBT_MS: Millis = 2_000;
 /// The mirror's note of a clean stop.
 const STOP_NOTE: &str = "failover.clean-stop";
 
@@ -51,6 +55,8 @@ pub(super) struct LinkState {
     data_set: Mutex<Option<DataSet>>,
     /// The server's `evicted_keys` when the local sessions were last written back.
     evicted: AtomicU64,
+    /// When a probe last saw Redis evict keys (0: never).
+    evictions_seen: AtomicI64,
     /// Until the first re-sync after start: when the last clean stop recorded that every local
     /// change had reached the data set of `data_set`. That re-sync then writes back only what
     /// changed since, instead of every live copy.
@@ -80,6 +86,12 @@ impl LinkState {
     /// count that went down was reset: `CONFIG RESETSTAT`).
     fn evicted_since(&self, evicted: u64) -> bool {
         self.evicted.load(Ordering::Acquire) != evicted
+    }
+
+    /// Whether Redis was seen evicting keys within [`EVICTION_DOUBT_MS`] before `now`.
+    pub(super) fn evicted_lately(&self, now: Millis) -> bool {
+        let seen = self.evictions_seen.load(Ordering::Acquire);
+        seen != 0 && now.saturating_sub(seen) < EVICTION_DOUBT_MS
     }
 
     /// The local sessions were written back after `evicted` evictions.
@@ -379,6 +391,10 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             if let Some(data_set) = shared.check_data_set().await
                 && shared.link.evicted_since(data_set.evicted)
             {
+                shared
+                    .link
+                    .evictions_seen
+                    .store(shared.clock.now(), Ordering::Release);
                 match shared.write_back_evicted().await {
                     Ok((sessions, logouts)) => {
                         shared.link.written_back_after(data_set.evicted);

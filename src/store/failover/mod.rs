@@ -296,8 +296,9 @@ impl Shared {
         idle: Duration,
     ) -> Result<Missing, StoreError> {
         let Some(copy) = self.live_copy(id, now)? else {
+            let answer = self.none_online(id, now).await?;
             self.remove_copy(id, None)?;
-            return Ok(Missing::Answer(None));
+            return Ok(Missing::Answer(answer));
         };
         if self.check_data_set().await.is_none() {
             return Ok(Missing::Local);
@@ -397,6 +398,29 @@ impl Shared {
         Ok(ended)
     }
 
+    /// Redis, answering, holds no live session `id`, and this instance no copy that could
+    /// bring it back. That is the answer, unless Redis was lately seen evicting keys: then the
+    /// session may be one it evicted, which an instance holding a copy is about to put back,
+    /// and only a logout's mark tells it from that ([`StoreError::Undecided`] otherwise, a 503
+    /// the client retries).
+    async fn none_online(
+        &self,
+        id: &SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        if !self.link.evicted_lately(now) {
+            return Ok(None);
+        }
+        match self.primary.is_ended(id).await {
+            Ok(true) => Ok(None),
+            Ok(false) => Err(StoreError::Undecided),
+            Err(err) => {
+                self.failed(err)?;
+                Err(StoreError::Undecided)
+            }
+        }
+    }
+
     /// The ids `id` was lately rotated to, in order, whose session a logout of `id` at `now`
     /// ends too (see [`OLD_ID_LOGOUT_WINDOW`]).
     fn successors(&self, id: &SessionId, now: Millis) -> Vec<SessionId> {
@@ -476,13 +500,12 @@ impl SessionStore for FailoverStore {
         let s = &self.shared;
         if s.is_online() {
             match s.primary.load(id, now).await {
-                Ok(record) => {
+                Ok(Some(record)) => {
                     // What Redis says now is known here, should an outage follow.
-                    if let Some(record) = &record {
-                        s.copies.answered(record);
-                    }
-                    return Ok(record);
+                    s.copies.answered(&record);
+                    return Ok(Some(record));
                 }
+                Ok(None) => return s.none_online(id, now).await,
                 Err(err) => s.failed(err)?,
             }
         }
@@ -605,7 +628,7 @@ impl SessionStore for FailoverStore {
                         Err(err) => s.failed(err).map(|()| Some(record)),
                     };
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return s.none_online(old, now).await,
                 Err(err) => s.failed(err)?,
             }
         }
@@ -633,7 +656,7 @@ impl SessionStore for FailoverStore {
                     s.keep_copy(&record)?;
                     return Ok(Some(record));
                 }
-                Ok(None) => return Ok(None),
+                Ok(None) => return s.none_online(id, now).await,
                 Err(err) => s.failed(err)?,
             }
         }

@@ -392,3 +392,55 @@ async fn sessions_evicted_before_redis_refused_writes_are_put_back_by_the_resync
     .await;
     one.stop().await;
 }
+
+/// While Redis evicts keys, an instance that finds a session missing and holds no copy of it
+/// cannot tell it from one that ended: the instance that holds it is about to put it back. So
+/// it answers 503 (the client retries), not a 401 that signs the user out; a logout's mark
+/// still gets its 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_missing_while_redis_evicts_is_not_reported_expired() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // One notices evictions at once; two, which holds the session, only much later.
+    let one = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms")]).await;
+    let two = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "30s")]).await;
+    let held = login(&two, "held").await;
+    let ended = login(&two, "ended").await;
+    assert_eq!(kept_alive(&two, &held).await, 200);
+    assert_eq!(logout(&two.base, &ended.cookie).await, 204);
+
+    let used = info(&redis, "memory", "used_memory");
+    redis.config_set("maxmemory-policy", "volatile-lru");
+    redis.config_set("maxmemory", &(used + 64 * 1024).to_string());
+    let filler = "x".repeat(8 * 1024);
+    let mut written = 0;
+    while redis.exists(&held.key()) {
+        assert!(written < 2_000, "the session not evicted");
+        let _: () = redis.query(
+            redis::cmd("SET")
+                .arg(format!("filler:{written}"))
+                .arg(&filler)
+                .arg("EX")
+                .arg(3_600),
+            "SET filler",
+        );
+        written += 1;
+    }
+    redis.config_set("maxmemory", "0");
+    // Instance one's probe sees the evictions.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, body) = keepalive(&one.base, Some(&held.cookie)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("shared_store_offline")),
+        "{body}"
+    );
+    if redis.exists(&ended.marker()) {
+        assert_eq!(kept_alive(&one, &ended).await, 401, "a marked logout");
+    }
+    // The holder's keepalive puts it back; then every instance serves it.
+    assert_eq!(kept_alive(&two, &held).await, 200);
+    assert_eq!(kept_alive(&one, &held).await, 200);
+    one.stop().await;
+    two.stop().await;
+}
