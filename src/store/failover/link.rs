@@ -84,7 +84,7 @@ impl LinkState {
 
     /// Whether the server evicted keys since the local sessions were last written back (a
     /// count that went down was reset: `CONFIG RESETSTAT`).
-    fn evicted_since(&self, evicted: u64) -> bool {
+    pub(super) fn evicted_since(&self, evicted: u64) -> bool {
         self.evicted.load(Ordering::Acquire) != evicted
     }
 
@@ -92,6 +92,11 @@ impl LinkState {
     pub(super) fn evicted_lately(&self, now: Millis) -> bool {
         let seen = self.evictions_seen.load(Ordering::Acquire);
         seen != 0 && now.saturating_sub(seen) < EVICTION_DOUBT_MS
+    }
+
+    /// Redis was seen evicting keys at `now`.
+    pub(super) fn saw_evictions(&self, now: Millis) {
+        self.evictions_seen.fetch_max(now, Ordering::AcqRel);
     }
 
     /// The local sessions were written back after `evicted` evictions.
@@ -391,10 +396,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             if let Some(data_set) = shared.check_data_set().await
                 && shared.link.evicted_since(data_set.evicted)
             {
-                shared
-                    .link
-                    .evictions_seen
-                    .store(shared.clock.now(), Ordering::Release);
+                shared.link.saw_evictions(shared.clock.now());
                 match shared.write_back_evicted().await {
                     Ok((sessions, logouts)) => {
                         shared.link.written_back_after(data_set.evicted);

@@ -399,17 +399,24 @@ impl Shared {
     }
 
     /// Redis, answering, holds no live session `id`, and this instance no copy that could
-    /// bring it back. That is the answer, unless Redis was lately seen evicting keys: then the
-    /// session may be one it evicted, which an instance holding a copy is about to put back,
-    /// and only a logout's mark tells it from that ([`StoreError::Undecided`] otherwise, a 503
-    /// the client retries).
+    /// bring it back. That is the answer, unless Redis lost keys lately: then the session may
+    /// be one it lost, which an instance holding a copy is about to put back, and only a
+    /// logout's mark tells it from that ([`StoreError::Undecided`] otherwise, a 503 the client
+    /// retries). Redis is asked, since the probe may not have seen it yet: a session missing
+    /// is rare enough to cost one more round trip, and an eviction or a flush that began a
+    /// moment ago must not sign anyone out.
     async fn none_online(
         &self,
         id: &SessionId,
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
         if !self.link.evicted_lately(now) {
-            return Ok(None);
+            match self.check_data_set().await {
+                // Another data set (the flush it means is an outage now) or no answer.
+                None => return Err(StoreError::Undecided),
+                Some(data_set) if !self.link.evicted_since(data_set.evicted) => return Ok(None),
+                Some(_) => self.link.saw_evictions(now),
+            }
         }
         match self.primary.is_ended(id).await {
             Ok(true) => Ok(None),
