@@ -41,10 +41,11 @@ const RESYNC_SLACK_MS: Millis = 2_000;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// How often the remembered expiries of copies are swept of expired ones.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How long after Redis was last seen evicting keys a session missing from it may be one it
-/// evicted: time for the instances that hold a copy to notice (one probe interval and the
-/// Redis timeout, by default 600 ms) and put it back.
-const EVICTION_DOUBT_MS: Millis = 2_000;
+/// How long after Redis was last seen losing keys (evicting them, or coming back without its
+/// data) a session missing from it may be one it lost: time for the instances that hold a copy
+/// to notice (one probe interval and the Redis timeout, by default 600 ms; or their next
+/// reconnection, within the backoff's 1 s) and put it back.
+const LOSS_DOUBT_MS: Millis = 2_000;
 /// The mirror's note of a clean stop.
 const STOP_NOTE: &str = "failover.clean-stop";
 
@@ -55,8 +56,9 @@ pub(super) struct LinkState {
     data_set: Mutex<Option<DataSet>>,
     /// The server's `evicted_keys` when the local sessions were last written back.
     evicted: AtomicU64,
-    /// When a probe last saw Redis evict keys (0: never).
-    evictions_seen: AtomicI64,
+    /// When Redis was last seen losing keys (0: never): evicting them, or found without its
+    /// data at a reconnection.
+    losses_seen: AtomicI64,
     /// Until the first re-sync after start: when the last clean stop recorded that every local
     /// change had reached the data set of `data_set`. That re-sync then writes back only what
     /// changed since, instead of every live copy.
@@ -64,6 +66,9 @@ pub(super) struct LinkState {
     /// Told each time a re-sync brings the primary back: the logout listener subscribes
     /// again, in case its own connection went silent without closing.
     pub(super) reconnected: tokio::sync::Notify,
+    /// Told when a request finds the primary gone: the link task starts reconnecting at once
+    /// instead of at the end of its probe interval.
+    pub(super) lost: tokio::sync::Notify,
 }
 
 impl LinkState {
@@ -88,15 +93,15 @@ impl LinkState {
         self.evicted.load(Ordering::Acquire) != evicted
     }
 
-    /// Whether Redis was seen evicting keys within [`EVICTION_DOUBT_MS`] before `now`.
-    pub(super) fn evicted_lately(&self, now: Millis) -> bool {
-        let seen = self.evictions_seen.load(Ordering::Acquire);
-        seen != 0 && now.saturating_sub(seen) < EVICTION_DOUBT_MS
+    /// Whether Redis was seen losing keys within [`LOSS_DOUBT_MS`] before `now`.
+    pub(super) fn lost_lately(&self, now: Millis) -> bool {
+        let seen = self.losses_seen.load(Ordering::Acquire);
+        seen != 0 && now.saturating_sub(seen) < LOSS_DOUBT_MS
     }
 
-    /// Redis was seen evicting keys at `now`.
-    pub(super) fn saw_evictions(&self, now: Millis) {
-        self.evictions_seen.fetch_max(now, Ordering::AcqRel);
+    /// Redis was seen losing keys at `now`.
+    pub(super) fn saw_losses(&self, now: Millis) {
+        self.losses_seen.fetch_max(now, Ordering::AcqRel);
     }
 
     /// The local sessions were written back after `evicted` evictions.
@@ -300,6 +305,11 @@ impl Shared {
         if since.is_none() {
             // Every live session goes back: each as Redis last had it, not as its copy trails.
             self.bring_up_all()?;
+            // Redis lost keys (not this instance's first connection): other instances may be
+            // putting back sessions this one holds no copy of.
+            if self.link.data_set().is_some() {
+                self.link.saw_losses(self.clock.now());
+            }
         }
         let records = self.mirror.live_since(since, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
@@ -389,6 +399,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(options.probe_interval) => {}
+                () = shared.link.lost.notified() => {}
             }
             if !shared.status.is_online() {
                 continue;
@@ -396,7 +407,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             if let Some(data_set) = shared.check_data_set().await
                 && shared.link.evicted_since(data_set.evicted)
             {
-                shared.link.saw_evictions(shared.clock.now());
+                shared.link.saw_losses(shared.clock.now());
                 match shared.write_back_evicted().await {
                     Ok((sessions, logouts)) => {
                         shared.link.written_back_after(data_set.evicted);

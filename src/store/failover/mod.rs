@@ -157,6 +157,7 @@ impl Shared {
             self.primary.disconnect();
             self.metrics.redis_up.set(0);
             self.metrics.redis_outages_total.inc();
+            self.link.lost.notify_one();
             tracing::warn!("[redis] connection lost: {reason}");
             tracing::warn!(
                 "[redis] degraded mode on: sessions are served from the local store until Redis answers"
@@ -410,12 +411,12 @@ impl Shared {
         id: &SessionId,
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        if !self.link.evicted_lately(now) {
+        if !self.link.lost_lately(now) {
             match self.check_data_set().await {
                 // Another data set (the flush it means is an outage now) or no answer.
                 None => return Err(StoreError::Undecided),
                 Some(data_set) if !self.link.evicted_since(data_set.evicted) => return Ok(None),
-                Some(_) => self.link.saw_evictions(now),
+                Some(_) => self.link.saw_losses(now),
             }
         }
         match self.primary.is_ended(id).await {

@@ -444,3 +444,42 @@ async fn a_session_missing_while_redis_evicts_is_not_reported_expired() {
     one.stop().await;
     two.stop().await;
 }
+
+/// After Redis lost its data, the first instance to re-sync holds no copy of a session another
+/// instance has not put back yet: it must not report that session expired meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_not_yet_put_back_after_a_flush_is_not_reported_expired() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // One notices the flush at its next probe and re-syncs; two, which holds the session,
+    // only when a request comes.
+    let one = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms")]).await;
+    let two = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "30s")]).await;
+    let held = login(&two, "held").await;
+    assert_eq!(kept_alive(&two, &held).await, 200);
+
+    redis.flushall();
+    within(
+        Duration::from_secs(3),
+        "instance one re-synced with the flushed Redis",
+        || async {
+            metrics(&one.base)
+                .await
+                .contains("keepalive_redis_outages_total 1\n")
+                && redis_state(&one).await == "ok"
+        },
+    )
+    .await;
+    let (status, body) = keepalive(&one.base, Some(&held.cookie)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("shared_store_offline")),
+        "{body}"
+    );
+    // The holder puts it back at its next request; then every instance serves it.
+    assert_eq!(kept_alive(&two, &held).await, 200);
+    sees_redis(&two, "ok").await;
+    assert_eq!(kept_alive(&one, &held).await, 200);
+    one.stop().await;
+    two.stop().await;
+}
