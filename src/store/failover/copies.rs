@@ -1,18 +1,16 @@
 //! What this instance knows of each session it serves beyond its copy in the mirror, kept in
 //! memory, and the one rule that judges a copy while the primary is away.
 //!
-//! While Redis answers, a keepalive extends the session there and the copy in the mirror is
-//! left to trail it: the copy is rewritten only once its expiry trails Redis's by half an idle
-//! timeout, so a busy session costs the mirror one write per half idle timeout instead of one
-//! per flush. Deciding that takes the copy's expiry on every keepalive; read from the mirror it
-//! would cost a read of its file on almost every one (a copy written that rarely is rarely in
-//! the overlay), so the failover remembers the expiry it wrote. Unknown ids are never
-//! remembered (anyone can send them); expired entries are swept, so the memory follows the live
-//! sessions this instance serves.
+//! While Redis answers, each keepalive this instance serves extends the session there and
+//! rewrites its copy in the mirror (batched), and the failover remembers the expiry it wrote.
+//! Only sessions Redis confirmed get an entry, never an id a client merely sent; expired
+//! entries are swept, so the memory follows the live sessions this instance serves.
 //!
 //! Beside it, each entry keeps what Redis last answered this instance for that session (its
-//! last activity and expiry): [`Known`]. The copy may trail that by up to half an idle timeout;
-//! while Redis is away, a copy is judged as it would be with what is known (the rule:
+//! last activity and expiry): [`Known`]. A read (`GET /api/v1/session`, forward auth that does
+//! not extend) learns it without rewriting the copy, and other instances extend the session
+//! without this one hearing of it, so the copy may trail what is known; while Redis is away, a
+//! copy is judged as it would be with what is known (the rule:
 //! [`Known::apply`]), never by how far the copy was allowed to trail, and never beyond what
 //! Redis or this instance's own keepalives said: no grace revives a session that expired. The
 //! failover brings copies up to what is known when an outage begins and at a clean stop, and
@@ -30,7 +28,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::clock::Millis;
-use crate::session::{SessionId, SessionRecord, StoreError};
+use crate::session::{SessionId, SessionRecord};
 
 const SHARDS: usize = 64;
 
@@ -99,27 +97,6 @@ impl Copies {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The copy's idle expiry (`None`: no copy), from memory when known; `read` fetches it from
-    /// the mirror otherwise, without this lock held, and a found one is remembered.
-    pub(super) fn expiry(
-        &self,
-        id: &SessionId,
-        read: impl FnOnce() -> Result<Option<Millis>, StoreError>,
-    ) -> Result<Option<Millis>, StoreError> {
-        if let Some(entry) = self.shard(id).get(id) {
-            return Ok(Some(entry.copy));
-        }
-        let expiry = read()?;
-        if let Some(expiry) = expiry {
-            // A copy written meanwhile has put its own, newer, entry: keep that one.
-            self.shard(id).entry(*id).or_insert(Entry {
-                copy: expiry,
-                known: None,
-            });
-        }
-        Ok(expiry)
-    }
-
     /// Redis answered `record` for a session whose copy is remembered: kept as known, if it
     /// is newer than what was.
     pub(super) fn answered(&self, record: &SessionRecord) {
@@ -154,11 +131,22 @@ impl Copies {
         ids
     }
 
-    /// The copy now expires at `expires_at`: the entry follows, if there is one.
+    /// The copy of a session Redis confirmed (or this instance made) now expires at
+    /// `expires_at`: remembered, or the entry follows.
     pub(super) fn written(&self, id: &SessionId, expires_at: Millis) {
-        if let Some(entry) = self.shard(id).get_mut(id) {
-            entry.copy = expires_at;
-        }
+        self.shard(id)
+            .entry(*id)
+            .and_modify(|entry| entry.copy = expires_at)
+            .or_insert(Entry {
+                copy: expires_at,
+                known: None,
+            });
+    }
+
+    /// The entry of a session, if remembered.
+    #[cfg(test)]
+    fn entry(&self, id: &SessionId) -> Option<Entry> {
+        self.shard(id).get(id).copied()
     }
 
     /// The copy is gone.
@@ -178,74 +166,30 @@ impl Copies {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-
     use super::*;
 
     const NOW: Millis = 1_700_000_000_000;
 
     #[test]
-    fn an_expiry_is_read_from_the_mirror_once_then_follows_every_write() {
+    fn a_written_copy_is_remembered_until_removed_or_swept() {
         let copies = Copies::default();
-        let id = SessionId::generate().expect("rng");
-        let reads = Cell::new(0);
-        let on_disk = NOW + 600_000;
-        let read = || {
-            reads.set(reads.get() + 1);
-            Ok(Some(on_disk))
-        };
-        assert_eq!(copies.expiry(&id, read).expect("expiry"), Some(on_disk));
-        assert_eq!(copies.expiry(&id, read).expect("expiry"), Some(on_disk));
-        assert_eq!(reads.get(), 1, "the second answer comes from memory");
-
-        copies.written(&id, NOW + 900_000);
-        assert_eq!(
-            copies.expiry(&id, read).expect("expiry"),
-            Some(NOW + 900_000)
-        );
-        assert_eq!(reads.get(), 1);
-
-        copies.removed(&id);
-        let none = || {
-            reads.set(reads.get() + 1);
-            Ok(None)
-        };
-        assert_eq!(copies.expiry(&id, none).expect("expiry"), None);
-        assert_eq!(reads.get(), 2, "removed: asked again");
-    }
-
-    #[test]
-    fn unknown_ids_are_not_remembered_and_expired_ones_are_swept() {
-        let copies = Copies::default();
-        let unknown = SessionId::generate().expect("rng");
-        let reads = Cell::new(0);
-        let none = || {
-            reads.set(reads.get() + 1);
-            Ok(None)
-        };
-        for _ in 0..2 {
-            assert_eq!(copies.expiry(&unknown, none).expect("expiry"), None);
-        }
-        assert_eq!(
-            reads.get(),
-            2,
-            "an unknown id costs a read each time, no memory"
-        );
-
         let id = SessionId::generate().expect("rng");
         let expiry = NOW + 1_000;
-        let reads = Cell::new(0);
-        let read = || {
-            reads.set(reads.get() + 1);
-            Ok(Some(expiry))
-        };
-        copies.expiry(&id, read).expect("read");
+        copies.written(&id, expiry);
+        assert_eq!(copies.entry(&id).map(|e| e.copy), Some(expiry));
+        copies.written(&id, expiry + 1_000);
+        assert_eq!(copies.entry(&id).map(|e| e.copy), Some(expiry + 1_000));
+        copies.removed(&id);
+        assert!(copies.entry(&id).is_none(), "removed");
+
+        copies.written(&id, expiry);
         copies.sweep(expiry - 1);
-        copies.expiry(&id, read).expect("read");
-        assert_eq!(reads.get(), 1, "still live at expiry - 1 ms: kept");
+        assert!(
+            copies.entry(&id).is_some(),
+            "still live at expiry - 1 ms: kept"
+        );
         copies.sweep(expiry);
-        copies.expiry(&id, read).expect("read");
-        assert_eq!(reads.get(), 2, "expired: swept, read again");
+        assert!(copies.entry(&id).is_none(), "expired: swept");
     }
 
     fn session(expires_at: Millis, absolute: Millis) -> SessionRecord {
@@ -265,9 +209,7 @@ mod tests {
         let copies = Copies::default();
         let copy = session(NOW + 600_000, NOW + 3_600_000);
         let id = copy.id;
-        copies
-            .expiry(&id, || Ok(Some(copy.expires_at)))
-            .expect("read");
+        copies.written(&id, copy.expires_at);
         assert_eq!(copies.known(&id), None, "nothing known beyond the copy");
 
         // Redis extended it to 14 min; the copy stays at 10.
@@ -301,9 +243,7 @@ mod tests {
             None,
             "an id without a copy is not remembered"
         );
-        copies
-            .expiry(&copy.id, || Ok(Some(copy.expires_at)))
-            .expect("read");
+        copies.written(&copy.id, copy.expires_at);
         copies.answered(&answer);
         let known = copies.known(&copy.id).expect("known");
         assert_eq!(known.apply(&copy).expires_at, NOW + 700_000);
@@ -314,12 +254,7 @@ mod tests {
         let copies = Copies::default();
         let copy = session(NOW + 1_000, NOW + 3_600_000);
         let id = copy.id;
-        let reads = Cell::new(0);
-        let read = || {
-            reads.set(reads.get() + 1);
-            Ok(Some(copy.expires_at))
-        };
-        copies.expiry(&id, read).expect("read");
+        copies.written(&id, copy.expires_at);
         let mut answer = copy.clone();
         answer.expires_at = NOW + 5_000;
         copies.answered(&answer);
@@ -329,25 +264,9 @@ mod tests {
             "kept: Redis said it lives until 5 s"
         );
         copies.sweep(NOW + 5_000);
-        copies.expiry(&id, read).expect("read");
-        assert_eq!(
-            reads.get(),
-            2,
-            "swept once what is known expired, read again"
+        assert!(
+            copies.entry(&id).is_none(),
+            "swept once what is known expired"
         );
-    }
-
-    #[test]
-    fn a_write_unknown_to_memory_is_not_remembered() {
-        let copies = Copies::default();
-        let id = SessionId::generate().expect("rng");
-        copies.written(&id, NOW);
-        let reads = Cell::new(0);
-        let read = || {
-            reads.set(reads.get() + 1);
-            Ok(Some(NOW + 5))
-        };
-        assert_eq!(copies.expiry(&id, read).expect("expiry"), Some(NOW + 5));
-        assert_eq!(reads.get(), 1, "only ids asked about are remembered");
     }
 }

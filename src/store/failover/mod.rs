@@ -2,8 +2,8 @@
 //!
 //! While the primary (Redis) answers, every operation goes to it and what it returns is
 //! copied into the mirror (the local store): batched, not flushed, since the primary holds the
-//! first copy; a keepalive's extension only once the copy trails by half an idle timeout
-//! (`copies`). The first operation that fails or times out marks the primary offline: from then
+//! first copy; every keepalive's extension too, so that a crash loses no more than a flush
+//! interval of them (`copies`). The first operation that fails or times out marks the primary offline: from then
 //! on operations go straight to the mirror, which keeps every session this instance created or
 //! touched alive as long as Redis last said it lives (`copies` holds what Redis said beyond the
 //! copy, and the one rule every path judges a copy by); new sessions and logouts are written
@@ -211,26 +211,22 @@ impl Shared {
         Ok(existed)
     }
 
-    /// Keeps the copy of a session the primary just extended, without rewriting it on every
-    /// keepalive: only once its expiry trails the primary's by half an idle timeout. It stays
-    /// live (so the purge keeps it and an outage finds it), and what the primary answered is
-    /// remembered, so that an outage judges the copy by it (see `copies`).
+    /// Keeps the copy of a session the primary just extended: rewritten at every extension
+    /// (batched with the mirror's next flush, so on disk within a flush interval), so that a
+    /// crash of this instance loses no more of what Redis answered it than the local store's
+    /// own sessions lose, and a Redis that loses its data afterwards gets the session back
+    /// with the expiry its user was told. What the primary answered is remembered too, so
+    /// that an outage judges the copy by it (see `copies`).
     fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
-        // A format whose sessions carry a longer idle timeout of their own trails no further
-        // than keepalive's: the mirror keeps expired copies that long, and no longer.
+        // Another instance's keepalives extend the session in Redis, not here: this copy may
+        // trail by the time since this instance last served it. The mirror keeps expired
+        // copies half an idle timeout, so that such a copy is still there to be brought up
+        // when an outage begins; a format whose sessions carry a longer idle timeout of their
+        // own is held to keepalive's.
         let idle = self.primary.idle_of(record, idle).min(idle);
-        let slack = idle / 2;
-        self.mirror.keep_expired(slack);
-        let copy = self.copies.expiry(&record.id, || {
-            Ok(self.mirror.get(&record.id)?.map(|copy| copy.expires_at))
-        })?;
-        let fresh =
-            copy.is_some_and(|at| at >= record.expires_at.saturating_sub(duration_millis(slack)));
-        if fresh {
-            self.copies.answered(record);
-        } else {
-            self.keep_copy(record)?;
-        }
+        self.mirror.keep_expired(idle / 2);
+        self.keep_copy(record)?;
+        self.copies.answered(record);
         Ok(())
     }
 

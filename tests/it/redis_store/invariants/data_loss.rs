@@ -4,7 +4,7 @@
 use keepalive_testkit::redis::RedisCluster;
 
 use super::*;
-use crate::harness::{logout, metrics};
+use crate::harness::{Process, logout, metrics};
 
 /// "Redis that loses data without restarting (FLUSHALL/FLUSHDB, eviction under maxmemory, ...)
 /// is noticed within about one probe interval and answered like a Redis restarted empty:
@@ -482,4 +482,55 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_reported_expired() {
     assert_eq!(kept_alive(&one, &held).await, 200);
     one.stop().await;
     two.stop().await;
+}
+
+/// An instance crashes after extending a session, then Redis loses its data: the session must
+/// come back with the expiry its user was told, from the copy the instance keeps of every
+/// extension (on disk within a flush interval), not with an earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_survives_a_crash_of_the_instance_then_a_flush() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms"),
+    ];
+    let process = Process::start(dir.path(), &vars);
+    let cookie = create_session(&process.base).await;
+    let session = Session {
+        token: cookie.split_once('=').expect("pair").1.to_owned(),
+        cookie,
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, body) = keepalive(&process.base, Some(&session.cookie)).await;
+    assert_eq!(status, 200);
+    let told = crate::harness::millis(&body["session"]["expiresAt"]);
+    // The local store's batch reaches the disk (every 100 ms here), then the crash.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(process);
+    let process = Process::start(dir.path(), &vars);
+    within(
+        Duration::from_secs(5),
+        "the restarted instance sees Redis",
+        || async {
+            keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+        },
+    )
+    .await;
+
+    redis.flushall();
+    all_in_redis(
+        &redis,
+        &[session.key()],
+        Duration::from_secs(3),
+        "the session put back after the flush",
+    )
+    .await;
+    let stored = in_redis(&redis, &session).expect("in redis");
+    assert_eq!(
+        stored.record.expires_at, told,
+        "the expiry its user was told, not an earlier one"
+    );
 }
