@@ -440,8 +440,9 @@ impl Judge<'_> {
                         .iter()
                         .map(|&i| &self.history.records[i])
                         .any(|q| q.sent < r.sent && q.instance == r.instance && success(q));
-                // docs/redis.md: during an outage an instance that never served a session
-                // holds no copy of it and answers 401; the counts keep that case apart.
+                // An instance that never served a session holds no copy of it, the case
+                // a fault makes hardest (docs/redis.md: it must answer 503, not 401); the
+                // counts keep it apart.
                 let in_outage = self
                     .redis_windows()
                     .any(|(f, settled)| r.answered >= f.started && r.sent <= settled);
