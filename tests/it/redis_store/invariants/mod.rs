@@ -166,3 +166,35 @@ async fn remote_logouts(server: &TestServer) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .expect("keepalive_redis_remote_logouts_total")
 }
+
+/// Every one of `sessions` is gone from Redis and answered 401 by every instance.
+async fn ended_everywhere(
+    redis: &RedisServer,
+    servers: &[&TestServer],
+    sessions: &[Session],
+    case: &str,
+) {
+    for session in sessions {
+        for server in servers {
+            assert_eq!(
+                kept_alive(server, session).await,
+                401,
+                "{case}: {} on {}",
+                session.token,
+                server.base
+            );
+        }
+        assert!(
+            !redis.exists(&session.key()),
+            "{case}: {} in redis",
+            session.token
+        );
+    }
+}
+
+/// Whether `server` answers the keepalive of `session` as one it cannot judge: 503
+/// `shared_store_offline`, which the client retries.
+async fn undecided(server: &TestServer, session: &Session) -> bool {
+    let (status, body) = keepalive(&server.base, Some(&session.cookie)).await;
+    status == 503 && body["error"] == "shared_store_offline"
+}

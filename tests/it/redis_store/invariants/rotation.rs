@@ -27,31 +27,6 @@ async fn browser_rotate(base: &str, session: &Session) -> (u16, Option<Session>)
     (status, rotated.filter(|_| status == 200))
 }
 
-/// Every one of `sessions` is gone from Redis and answered 401 by every instance.
-async fn ended_everywhere(
-    redis: &RedisServer,
-    servers: &[&TestServer],
-    sessions: &[Session],
-    case: &str,
-) {
-    for session in sessions {
-        for server in servers {
-            assert_eq!(
-                kept_alive(server, session).await,
-                401,
-                "{case}: {} on {}",
-                session.token,
-                server.base
-            );
-        }
-        assert!(
-            !redis.exists(&session.key()),
-            "{case}: {} in redis",
-            session.token
-        );
-    }
-}
-
 /// "A session logged out while its id is being rotated stays logged out, under both ids, in
 /// every store": whichever of the two Redis carries out first, on the instance that rotates or
 /// on another one, and during an outage.
