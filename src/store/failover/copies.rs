@@ -2,7 +2,8 @@
 //! memory, and the one rule that judges a copy while the primary is away.
 //!
 //! While Redis answers, each keepalive this instance serves extends the session there and
-//! rewrites its copy in the mirror (batched), and the failover remembers the expiry it wrote.
+//! rewrites its copy in the mirror (batched) once the copy trails by a second, and the
+//! failover remembers the expiry it wrote, so that deciding costs no read of the mirror.
 //! Only sessions Redis confirmed get an entry, never an id a client merely sent; expired
 //! entries are swept, so the memory follows the live sessions this instance serves.
 //!
@@ -144,9 +145,13 @@ impl Copies {
     }
 
     /// The entry of a session, if remembered.
-    #[cfg(test)]
     fn entry(&self, id: &SessionId) -> Option<Entry> {
         self.shard(id).get(id).copied()
+    }
+
+    /// The expiry the copy of a session was last written with, if remembered.
+    pub(super) fn copy(&self, id: &SessionId) -> Option<Millis> {
+        self.entry(id).map(|entry| entry.copy)
     }
 
     /// The copy is gone.

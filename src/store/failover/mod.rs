@@ -2,8 +2,8 @@
 //!
 //! While the primary (Redis) answers, every operation goes to it and what it returns is
 //! copied into the mirror (the local store): batched, not flushed, since the primary holds the
-//! first copy; every keepalive's extension too, so that a crash loses no more than a flush
-//! interval of them (`copies`). The first operation that fails or times out marks the primary offline: from then
+//! first copy; a keepalive's extension once the copy trails by a second, so that a crash loses
+//! about two seconds of them at most (`copies`). The first operation that fails or times out marks the primary offline: from then
 //! on operations go straight to the mirror, which keeps every session this instance created or
 //! touched alive as long as Redis last said it lives (`copies` holds what Redis said beyond the
 //! copy, and the one rule every path judges a copy by); new sessions and logouts are written
@@ -48,6 +48,11 @@ use crate::task::Tasks;
 use copies::Copies;
 use journal::Journal;
 use link::LinkState;
+
+/// How far a copy may trail what the primary answered before a keepalive rewrites it: the
+/// local store's default flush interval, so that what a crash can lose is of the order of
+/// what it loses of its own sessions.
+const COPY_TRAIL_MS: Millis = 1_000;
 
 /// Most rotations a logout follows from the id it names: within the window a session is
 /// rarely rotated more than once.
@@ -211,12 +216,13 @@ impl Shared {
         Ok(existed)
     }
 
-    /// Keeps the copy of a session the primary just extended: rewritten at every extension
-    /// (batched with the mirror's next flush, so on disk within a flush interval), so that a
-    /// crash of this instance loses no more of what Redis answered it than the local store's
-    /// own sessions lose, and a Redis that loses its data afterwards gets the session back
-    /// with the expiry its user was told. What the primary answered is remembered too, so
-    /// that an outage judges the copy by it (see `copies`).
+    /// Keeps the copy of a session the primary just extended: rewritten once it trails the
+    /// primary by [`COPY_TRAIL_MS`] (batched with the mirror's next flush), so that a crash of
+    /// this instance loses about as much of what Redis answered it as the local store's own
+    /// sessions lose, and a Redis that loses its data afterwards gets the session back with
+    /// (within that) the expiry its user was told; a session kept alive many times a second
+    /// costs the mirror one write a second, not one per request. What the primary answered is
+    /// remembered too, so that an outage judges the copy by it (see `copies`).
     fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
         // Another instance's keepalives extend the session in Redis, not here: this copy may
         // trail by the time since this instance last served it. The mirror keeps expired
@@ -225,7 +231,13 @@ impl Shared {
         // own is held to keepalive's.
         let idle = self.primary.idle_of(record, idle).min(idle);
         self.mirror.keep_expired(idle / 2);
-        self.keep_copy(record)?;
+        let fresh = self
+            .copies
+            .copy(&record.id)
+            .is_some_and(|at| at.saturating_add(COPY_TRAIL_MS) >= record.expires_at);
+        if !fresh {
+            self.keep_copy(record)?;
+        }
         self.copies.answered(record);
         Ok(())
     }
