@@ -98,6 +98,32 @@ fn info(redis: &RedisServer, section: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} in INFO {section}"))
 }
 
+/// Makes Redis evict under `volatile-lru` (the keys with a TTL: the sessions): a memory limit
+/// `headroom` bytes above what it holds, then filler keys with a TTL until `evicted` holds.
+/// The limit stays; the caller lifts it.
+fn evict_until(redis: &RedisServer, headroom: i64, evicted: impl Fn() -> bool) {
+    let used = info(redis, "memory", "used_memory");
+    redis.config_set("maxmemory-policy", "volatile-lru");
+    redis.config_set("maxmemory", &(used + headroom).to_string());
+    let filler = "x".repeat(8 * 1024);
+    let mut written = 0;
+    while !evicted() {
+        assert!(
+            written < 2_000,
+            "nothing evicted after {written} filler keys"
+        );
+        let _: () = redis.query(
+            redis::cmd("SET")
+                .arg(format!("filler:{written}"))
+                .arg(&filler)
+                .arg("EX")
+                .arg(3_600),
+            "SET filler",
+        );
+        written += 1;
+    }
+}
+
 /// Eviction removes single session keys (they all have a TTL, which is what `volatile-lru`
 /// evicts) without touching the epoch: the probe sees Redis's `evicted_keys` grow and each
 /// instance puts back the sessions it holds live, at once, without waiting for their users'
@@ -117,36 +143,13 @@ async fn sessions_evicted_under_maxmemory_are_put_back() {
     }
 
     // A memory limit just above what Redis holds, then keys that push the sessions out.
-    let used = info(&redis, "memory", "used_memory");
-    let set = |name: &str, value: String| {
-        let _: () = redis.query(
-            redis::cmd("CONFIG").arg("SET").arg(name).arg(value),
-            "CONFIG SET",
-        );
-    };
-    set("maxmemory-policy", "volatile-lru".to_owned());
-    set("maxmemory", (used + 256 * 1024).to_string());
-    let filler = "x".repeat(8 * 1024);
-    let mut written = 0;
-    while sessions.iter().all(|s| redis.exists(&s.key())) {
-        assert!(
-            written < 2_000,
-            "no session evicted after {written} filler keys"
-        );
-        let _: () = redis.query(
-            redis::cmd("SET")
-                .arg(format!("filler:{written}"))
-                .arg(&filler)
-                .arg("EX")
-                .arg(3_600),
-            "SET filler",
-        );
-        written += 1;
-    }
+    evict_until(&redis, 256 * 1024, || {
+        sessions.iter().any(|s| !redis.exists(&s.key()))
+    });
     let evicted = sessions.iter().filter(|s| !redis.exists(&s.key())).count();
     assert!(info(&redis, "stats", "evicted_keys") > 0);
     eprintln!("{evicted} of {} session keys evicted", sessions.len());
-    set("maxmemory", "0".to_owned());
+    redis.config_set("maxmemory", "0");
 
     // Without traffic (users away for a while): noticed by the probe, within about one probe
     // interval, and every session put back.
@@ -402,23 +405,7 @@ async fn a_session_missing_while_redis_evicts_is_not_reported_expired() {
     assert_eq!(kept_alive(&two, &held).await, 200);
     assert_eq!(logout(&two.base, &ended.cookie).await, 204);
 
-    let used = info(&redis, "memory", "used_memory");
-    redis.config_set("maxmemory-policy", "volatile-lru");
-    redis.config_set("maxmemory", &(used + 64 * 1024).to_string());
-    let filler = "x".repeat(8 * 1024);
-    let mut written = 0;
-    while redis.exists(&held.key()) {
-        assert!(written < 2_000, "the session not evicted");
-        let _: () = redis.query(
-            redis::cmd("SET")
-                .arg(format!("filler:{written}"))
-                .arg(&filler)
-                .arg("EX")
-                .arg(3_600),
-            "SET filler",
-        );
-        written += 1;
-    }
+    evict_until(&redis, 64 * 1024, || !redis.exists(&held.key()));
     redis.config_set("maxmemory", "0");
     assert!(undecided(&one, &held).await, "503 while Redis evicts");
     if redis.exists(&ended.marker()) {
@@ -481,28 +468,14 @@ async fn an_extension_survives_a_crash_of_the_instance_then_a_flush() {
         ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms"),
     ];
     let process = Process::start(dir.path(), &vars);
-    let cookie = create_session(&process.base).await;
-    let session = Session {
-        token: cookie.split_once('=').expect("pair").1.to_owned(),
-        cookie,
-    };
+    let session = session_at(&process.base).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (status, body) = keepalive(&process.base, Some(&session.cookie)).await;
     assert_eq!(status, 200);
     let told = crate::harness::millis(&body["session"]["expiresAt"]);
     // The local store's batch reaches the disk (every 100 ms here), then the crash.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    process.signal(nix::sys::signal::Signal::SIGKILL);
-    drop(process);
-    let process = Process::start(dir.path(), &vars);
-    within(
-        Duration::from_secs(5),
-        "the restarted instance sees Redis",
-        || async {
-            keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
-        },
-    )
-    .await;
+    let _process = crash_and_restart(process, dir.path(), &vars).await;
 
     redis.flushall();
     all_in_redis(

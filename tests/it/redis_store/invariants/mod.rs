@@ -12,9 +12,12 @@ mod data_loss;
 mod outage;
 mod rotation;
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{START, TestServer, client, create_session, keepalive, metrics, within};
+use crate::harness::{
+    Process, START, TestServer, client, create_session, keepalive, metrics, within,
+};
 use keepalive::session::SessionId;
 use keepalive::store::redis::value;
 use keepalive_testkit::redis::RedisServer;
@@ -98,9 +101,31 @@ async fn status_and_body(request: reqwest::RequestBuilder) -> (u16, Value) {
 
 /// A session from `POST /api/v1/session`, as a browser creates one.
 async fn browser_session(server: &TestServer) -> Session {
-    let cookie = create_session(&server.base).await;
+    session_at(&server.base).await
+}
+
+/// A session from `POST /api/v1/session` at `base` (a test server or a process).
+async fn session_at(base: &str) -> Session {
+    let cookie = create_session(base).await;
     let token = cookie.split_once('=').expect("pair").1.to_owned();
     Session { token, cookie }
+}
+
+/// SIGKILLs `process`, starts the binary again on the same data directory, and waits until it
+/// sees Redis (its first re-sync done).
+async fn crash_and_restart(process: Process, dir: &Path, vars: &[(&str, &str)]) -> Process {
+    process.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(process);
+    let process = Process::start(dir, vars);
+    within(
+        Duration::from_secs(5),
+        "the restarted instance sees Redis",
+        || async {
+            keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+        },
+    )
+    .await;
+    process
 }
 
 /// Waits until every listed key is in Redis.

@@ -3,7 +3,7 @@
 use reqwest::header::{COOKIE, SET_COOKIE};
 
 use super::*;
-use crate::harness::{Process, Store, logout};
+use crate::harness::{Store, logout};
 
 /// `POST /api/v1/session/rotate` as the browser sends it: the status, and the new session on
 /// 200.
@@ -203,28 +203,14 @@ async fn a_rotated_session_survives_a_crash_of_the_instance_that_rotated_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let vars = [("REDIS_URL", url.as_str())];
     let process = Process::start(dir.path(), &vars);
-    let cookie = create_session(&process.base).await;
-    let old = Session {
-        token: cookie.split_once('=').expect("pair").1.to_owned(),
-        cookie,
-    };
+    let old = session_at(&process.base).await;
     let (status, new) = browser_rotate(&process.base, &old).await;
     assert_eq!(status, 200);
     let new = new.expect("new id");
     // On disk before the crash: the local store's batches are written every 100 ms here.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    process.signal(nix::sys::signal::Signal::SIGKILL);
-    drop(process);
-    let process = Process::start(dir.path(), &vars);
-    within(
-        Duration::from_secs(5),
-        "the restarted instance sees Redis",
-        || async {
-            keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
-        },
-    )
-    .await;
+    let process = crash_and_restart(process, dir.path(), &vars).await;
     assert_eq!(
         keepalive(&process.base, Some(&new.cookie)).await.0,
         200,
