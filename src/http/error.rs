@@ -77,15 +77,18 @@ impl ApiError {
         )
     }
 
-    /// 503 `shared_store_offline`: Redis is offline and this instance cannot tell whether the
-    /// session lives (see [`StoreError::Undecided`]). Expected during an outage, so logged at
-    /// debug level only; the client tries again, and another instance or Redis back answers.
+    /// 503 `shared_store_offline`: Redis is offline or has just lost keys, and this instance
+    /// cannot tell whether the session lives (see [`StoreError::Undecided`]). Expected during
+    /// a fault, so logged at debug level only; the client tries again, and another instance,
+    /// or Redis once back, answers.
     pub fn session_undecided() -> Self {
-        tracing::debug!("a session this instance cannot judge while Redis is offline: 503");
+        tracing::debug!(
+            "a session this instance cannot judge while Redis is offline or lost keys: 503"
+        );
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shared_store_offline",
-            "Redis is offline and this instance has no copy of this session: try again shortly",
+            "Redis is offline or recovering lost sessions, and this instance has no copy of this session: try again shortly",
         )
     }
 
@@ -96,8 +99,8 @@ impl ApiError {
 }
 
 /// A user id keepalive cannot carry is the caller's mistake (400); a session this instance
-/// cannot judge while Redis is offline is 503 `shared_store_offline`; anything else is the
-/// store's fault (503, logged).
+/// cannot judge while Redis is offline or lost keys is 503 `shared_store_offline`; anything
+/// else is the store's fault (503, logged).
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {

@@ -28,11 +28,12 @@ pub enum StoreError {
     /// by the application).
     #[error("this session store does not do that: {0}")]
     Unsupported(&'static str),
-    /// Redis is offline and this instance cannot tell whether the session lives: it holds no
-    /// live copy of it and no mark of its end, and another instance may have kept it alive
-    /// since this one last heard of it. Only Redis can tell; the caller should try again.
+    /// This instance cannot tell whether the session lives: Redis is offline, or has just lost
+    /// keys (evicting them, or back without its data) and another instance may be putting the
+    /// session back; this one holds no live copy of it and no mark of its end. The caller
+    /// should try again.
     #[error(
-        "Redis is offline and this instance holds no live copy of the session: whether it lives is known to Redis (or another instance) only"
+        "Redis is offline or has just lost keys, and this instance holds no live copy of the session: whether it lives is known to Redis (or another instance) only"
     )]
     Undecided,
 }
@@ -40,8 +41,8 @@ pub enum StoreError {
 /// A place sessions live.
 ///
 /// Where a method answers `None` for an unknown or expired session, a store that cannot tell
-/// (the failover store while Redis is offline, for a session it holds no live copy of and no
-/// logout of) answers [`StoreError::Undecided`] instead.
+/// (the failover store while Redis is offline or has just lost keys, for a session it holds
+/// no live copy of and no logout of) answers [`StoreError::Undecided`] instead.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session. It is durable when this returns.

@@ -3,8 +3,8 @@
 //! While the primary (Redis) answers, every operation goes to it and what it returns is
 //! copied into the mirror (the local store): batched, not flushed, since the primary holds the
 //! first copy; a keepalive's extension once the copy trails by a second, so that a crash loses
-//! about two seconds of them at most (`copies`). The first operation that fails or times out marks the primary offline: from then
-//! on operations go straight to the mirror, which keeps every session this instance created or
+//! about two seconds of them at most (`copies`). The first operation that fails or times out
+//! marks the primary offline: from then on operations go straight to the mirror, which keeps every session this instance created or
 //! touched alive as long as Redis last said it lives (`copies` holds what Redis said beyond the
 //! copy, and the one rule every path judges a copy by); new sessions and logouts are written
 //! there durably, and their ids are remembered as changed (`journal`). Health and "log out
@@ -50,8 +50,8 @@ use journal::Journal;
 use link::LinkState;
 
 /// How far a copy may trail what the primary answered before a keepalive rewrites it: the
-/// local store's default flush interval, so that what a crash can lose is of the order of
-/// what it loses of its own sessions.
+/// longest flush interval the local store allows, so that what a crash can lose is of the
+/// order of what it loses of its own sessions.
 const COPY_TRAIL_MS: Millis = 1_000;
 
 /// Most rotations a logout follows from the id it names: within the window a session is
