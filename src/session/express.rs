@@ -134,10 +134,23 @@ impl ExpressFormat {
         }
     }
 
+    /// The lifetime in seconds connect-redis gives the key of the session whose stored text is
+    /// `json` when express-session touches it ([`ttl_secs`](Self::ttl_secs) of its cookie).
+    ///
+    /// Read from the head of the text when the cookie is where express-session puts it (see
+    /// [`head_max_age`]), as the store's touch script reads it: a keepalive asks this several
+    /// times of each session it extends, at the cost of a few comparisons whatever the
+    /// session's size. Any other text is decoded.
+    pub fn ttl_of(&self, json: &str) -> i64 {
+        match head_max_age(json) {
+            Some(ms) => ms.div_ceil(1000) as i64,
+            None => self.ttl_secs(&StoredCookie::of_session(json)),
+        }
+    }
+
     /// How long a session may stay idle: the lifetime its key gets from each request.
     pub fn idle_of(&self, json: &str) -> Duration {
-        let secs = self.ttl_secs(&StoredCookie::of_session(json));
-        Duration::from_secs(secs.max(0).unsigned_abs())
+        Duration::from_secs(self.ttl_of(json).max(0).unsigned_abs())
     }
 
     /// The session `id` whose stored text is `json`, as Redis just extended it at `now` for
@@ -174,6 +187,30 @@ impl ExpressFormat {
             .1
             .filter(|user| check_user(user).is_ok())
     }
+}
+
+/// The cookie's `originalMaxAge` (whole ms) when the text begins as `JSON.stringify` writes
+/// an express-session session whose cookie has an expiry: `{"cookie":{"originalMaxAge":N,`,
+/// `partitioned` and `priority` when the application sets them, then `"expires":"`. `None` for
+/// anything else (a browser-session cookie, a fractional or negative `maxAge`, another
+/// order), which is then decoded whole. The same reading as the touch script's
+/// `ttl_from_head`, so that both give a session the same lifetime; `JSON.stringify` never
+/// repeats a key, so the head's cookie is the session's.
+fn head_max_age(json: &str) -> Option<u64> {
+    let rest = json.strip_prefix(r#"{"cookie":{"originalMaxAge":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, rest) = rest.split_at(digits);
+    let ms = number.parse::<u64>().ok()?;
+    let mut rest = rest.strip_prefix(',')?;
+    if let Some(after) = rest.strip_prefix(r#""partitioned":"#) {
+        let word = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        rest = after[word..].strip_prefix(',')?;
+    }
+    if let Some(after) = rest.strip_prefix(r#""priority":""#) {
+        let word = after.bytes().take_while(u8::is_ascii_alphabetic).count();
+        rest = after[word..].strip_prefix("\",")?;
+    }
+    rest.starts_with(r#""expires":""#).then_some(ms)
 }
 
 /// Reading a session's cookie and user in one pass over its text, every other field of the

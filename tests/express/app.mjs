@@ -61,15 +61,26 @@ app.use(
   }),
 );
 
-// Signs `user` in (a made-up one without a body: the benchmark's many users).
+// Signs `user` in (a made-up one without a body: the benchmark's many users); `maxAgeMs`
+// gives this session a lifetime of its own, as a "remember me" box does.
 app.post('/login', (req, res, next) => {
   const user = req.body?.user ?? `user-${Math.random().toString(36).slice(2)}`;
   req.session.regenerate((err) => {
     if (err) return next(err);
     req.session.passport = { user };
     req.session.cart = req.body?.cart ?? [];
+    if (req.body?.maxAgeMs) req.session.cookie.maxAge = req.body.maxAgeMs;
     req.session.save((err) => (err ? next(err) : res.json({ user })));
   });
+});
+
+// Changes the lifetime of the signed-in session (the "remember me" box ticked or unticked
+// later); the session is saved with it.
+app.post('/max-age', (req, res, next) => {
+  if (!req.session.passport) return res.status(401).json({ error: 'signed_out' });
+  req.session.remember = req.body.maxAgeMs;
+  req.session.cookie.maxAge = req.body.maxAgeMs;
+  req.session.save((err) => (err ? next(err) : res.status(204).end()));
 });
 
 app.get('/me', (req, res) => {

@@ -17,6 +17,7 @@
 //! operations answer [`StoreError::Unsupported`], and the HTTP routes that would ask for them
 //! are off in this mode. The connection is the Redis store's (its `Link`).
 
+mod lifetimes;
 mod primary;
 mod scripts;
 
@@ -33,7 +34,9 @@ use crate::metrics::Metrics;
 use crate::session::express::ExpressFormat;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::{DataSet, Ended, Logouts};
-use crate::store::redis::{Keys, Link, LinkOptions, Touch};
+use crate::store::redis::{How, Keys, Link, LinkOptions, Touch, failure};
+
+use lifetimes::Lifetimes;
 
 /// Naming and timing of the Express store.
 #[derive(Debug, Clone)]
@@ -61,6 +64,7 @@ pub struct ExpressStore {
     options: ExpressOptions,
     link: Link,
     clock: Arc<dyn Clock>,
+    lifetimes: Lifetimes,
 }
 
 /// What this store does not do: the application creates and changes its sessions.
@@ -92,6 +96,7 @@ impl ExpressStore {
             options,
             link,
             clock,
+            lifetimes: Lifetimes::default(),
         }
     }
 
@@ -146,6 +151,31 @@ impl ExpressStore {
         ))
     }
 
+    /// A keepalive by the touch script, which reads the session and sets the lifetime its
+    /// value names in one step; what it read is learnt for the session's next keepalive.
+    async fn touch_by_script(
+        &self,
+        id: &SessionId,
+        now: Millis,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let ttl = duration_millis(self.options.format.ttl) / 1000;
+        let format = self.options.format.clone();
+        let id_ = *id;
+        let touch = Touch {
+            key: self.session_key(id),
+            how: How::Script(vec![ttl]),
+            answer: Box::new(move |value| read(&format, id_, value, now, Left::Seconds)),
+        };
+        let record = self.link.touch(touch).await?;
+        match &record {
+            Some(record) => self
+                .lifetimes
+                .learn(id, self.options.format.ttl_of(&record.data)),
+            None => self.lifetimes.forget(id),
+        }
+        Ok(record)
+    }
+
     /// The logouts announced through keepalive, as ids.
     pub async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
         let messages = self.link.subscribe(self.logout_channel()).await?;
@@ -186,15 +216,25 @@ impl SessionStore for ExpressStore {
         now: Millis,
         _idle: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let ttl = duration_millis(self.options.format.ttl) / 1000;
-        let format = self.options.format.clone();
-        let id = *id;
-        let touch = Touch {
-            key: self.session_key(&id),
-            args: vec![ttl],
-            answer: Box::new(move |value| read(&format, id, value, now, Left::Seconds)),
+        let Some(guess) = self.lifetimes.guess(id) else {
+            return self.touch_by_script(id, now).await;
         };
-        self.link.touch(touch).await
+        let format = self.options.format.clone();
+        let id_ = *id;
+        let touch = Touch {
+            key: self.session_key(id),
+            how: How::GetEx(guess),
+            answer: Box::new(move |value| read_value(&format, id_, value, guess, now)),
+        };
+        match self.link.touch(touch).await? {
+            Some(record) if self.options.format.ttl_of(&record.data) == guess => Ok(Some(record)),
+            // The session's own lifetime is another: set by the script, from its value.
+            Some(_) => self.touch_by_script(id, now).await,
+            None => {
+                self.lifetimes.forget(id);
+                Ok(None)
+            }
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -248,20 +288,45 @@ enum Left {
     Millis,
 }
 
+fn another_type() -> StoreError {
+    StoreError::Corrupt(
+        "the session's key holds another type of value than connect-redis writes".to_owned(),
+    )
+}
+
+/// A session's stored text, from Redis's bulk string.
+fn text(value: &Value) -> Result<String, StoreError> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+            .map_err(|_| StoreError::Corrupt("the session's value is not UTF-8 text".to_owned())),
+        _ => Err(unexpected()),
+    }
+}
+
+/// The session a `GETEX ... EX secs` reply describes, as read at `now`; nil is none.
+fn read_value(
+    format: &ExpressFormat,
+    id: SessionId,
+    value: &Value,
+    secs: i64,
+    now: Millis,
+) -> Reply {
+    match value {
+        Value::Nil => Ok(None),
+        Value::ServerError(err) if err.code() == "WRONGTYPE" => Err(another_type()),
+        // Refused (a replica, a Redis loading its data): an outage, as for a script.
+        Value::ServerError(err) => Err(failure(&err.clone().into())),
+        value => Ok(Some(format.record(id, text(value)?, secs, now))),
+    }
+}
+
 /// The session a `{value, ttl}` reply describes, as read at `now`; nil is none.
 fn read(format: &ExpressFormat, id: SessionId, value: &Value, now: Millis, left: Left) -> Reply {
     match value {
         Value::Nil => Ok(None),
-        Value::Int(0) => Err(StoreError::Corrupt(
-            "the session's key holds another type of value than connect-redis writes".to_owned(),
-        )),
+        Value::Int(0) => Err(another_type()),
         Value::Array(pair) if pair.len() == 2 => {
-            let json = match &pair[0] {
-                Value::BulkString(bytes) => String::from_utf8(bytes.clone()).map_err(|_| {
-                    StoreError::Corrupt("the session's value is not UTF-8 text".to_owned())
-                })?,
-                _ => return Err(unexpected()),
-            };
+            let json = text(&pair[0])?;
             let Value::Int(count) = pair[1] else {
                 return Err(unexpected());
             };

@@ -111,8 +111,16 @@ async fn a_keepalive_moves_the_ttl_as_connect_redis_does_and_keeps_the_value() {
         redis::cmd("LPUSH").arg(format!("sess:{unknown}")).arg("x"),
         "LPUSH",
     );
+    // Another type is a corrupt session whether the keepalive is a GETEX (a lifetime learnt,
+    // as here) or the script (nothing learnt yet, a fresh store).
     assert!(matches!(
         store.touch(&unknown, now, Duration::from_secs(1)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    let fresh = self::store(&redis);
+    fresh.connect().await.expect("connect");
+    assert!(matches!(
+        fresh.touch(&unknown, now, Duration::from_secs(1)).await,
         Err(StoreError::Corrupt(_))
     ));
 }
@@ -120,8 +128,10 @@ async fn a_keepalive_moves_the_ttl_as_connect_redis_does_and_keeps_the_value() {
 #[tokio::test]
 async fn the_ttl_redis_sets_is_the_one_keepalive_reads_for_any_text() {
     // The touch script reads the cookie from the head of the text when express-session put
-    // it there, and decodes the whole text otherwise; keepalive reads it with serde. All three
-    // must agree, or a session's key would live longer or shorter than its answer says.
+    // it there, and decodes the whole text otherwise; keepalive reads it the same two ways.
+    // All must agree, or a session's key would live longer or shorter than its answer says,
+    // and a keepalive by GETEX (the lifetime known beforehand) would set another TTL than the
+    // script.
     let redis = RedisServer::start();
     let store = store(&redis);
     store.connect().await.expect("connect");
@@ -157,14 +167,23 @@ async fn the_ttl_redis_sets_is_the_one_keepalive_reads_for_any_text() {
         );
         let read = store.format().ttl_secs(&StoredCookie::of_session(text));
         assert_eq!(read, expected, "keepalive's reading of {text}");
-        store
-            .touch(&id, SystemClock.now(), Duration::from_secs(1))
-            .await
-            .expect("touch")
-            .expect("live");
-        let ttl: i64 = redis.query(redis::cmd("TTL").arg(&key), "TTL");
-        assert_eq!(ttl, expected, "the TTL the script set for {text}");
-        assert_eq!(redis.get(&key).expect("kept"), text.as_bytes());
+        assert_eq!(
+            store.format().ttl_of(text),
+            expected,
+            "from the head: {text}"
+        );
+        // The first keepalive of the session, then one with its lifetime learnt.
+        for _ in 0..2 {
+            let _: () = redis.query(redis::cmd("EXPIRE").arg(&key).arg(10), "EXPIRE");
+            store
+                .touch(&id, SystemClock.now(), Duration::from_secs(1))
+                .await
+                .expect("touch")
+                .expect("live");
+            let ttl: i64 = redis.query(redis::cmd("TTL").arg(&key), "TTL");
+            assert_eq!(ttl, expected, "the TTL a keepalive set for {text}");
+            assert_eq!(redis.get(&key).expect("kept"), text.as_bytes());
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::session::StoreError;
 use crate::store::failover::DataSet;
 
-use super::batch::{self, Reply, Touch};
+use super::batch::{self, How, Reply, Touch};
 use super::connection::{Conn, failure, open, sentinel_client};
 use super::{epoch, per_loop};
 
@@ -295,9 +295,19 @@ impl Link {
             let touches = self.thread_batcher(generation).unwrap_or(shared);
             return touches.touch(touch).await;
         }
+        let args = match &touch.how {
+            How::Script(args) => args,
+            How::GetEx(secs) => {
+                // A key of another type is `Corrupt` here, as the answer reads it in a batch.
+                let value = self
+                    .run("touch", &mut Touch::getex(&touch.key, *secs))
+                    .await?;
+                return (touch.answer)(&value);
+            }
+        };
         let mut invocation = self.touch.prepare_invoke();
         invocation.key(&touch.key);
-        for arg in &touch.args {
+        for arg in args {
             invocation.arg(*arg);
         }
         match self.invoke("touch", invocation).await? {

@@ -33,9 +33,9 @@ use crate::metrics::Metrics;
 use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::{DataSet, Ended, Logouts};
 
-pub(crate) use batch::Touch;
+pub(crate) use batch::{How, Touch};
 pub use connection::Diagnosis;
-pub(crate) use connection::{Conn, open};
+pub(crate) use connection::{Conn, failure, open};
 pub use keys::Keys;
 pub(crate) use link::{Link, LinkOptions};
 
@@ -83,7 +83,7 @@ impl KeepaliveTouch {
         let ttl = self.idle_ms.saturating_add(self.idle_ms / 2);
         Touch {
             key: keys.session(&self.id),
-            args: vec![self.now, expires, ttl, self.now.saturating_add(ttl)],
+            how: How::Script(vec![self.now, expires, ttl, self.now.saturating_add(ttl)]),
             answer: Box::new(move |value| self.answer(value)),
         }
     }

@@ -116,6 +116,71 @@ async fn with_rolling_keepalive_sends_the_cookie_express_session_sends() {
     panic!("keepalive's Set-Cookie never equalled express-session's: {last:#?}");
 }
 
+/// How many times Redis ran `command` (`INFO commandstats`).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    redis
+        .info_value("commandstats", &format!("cmdstat_{command}"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Keeps `cookie`'s session alive through keepalive, then asserts that its key's TTL and the
+/// answer's idle timeout are the session's own `maxAge`, as connect-redis would set them.
+async fn kept_for(redis: &RedisServer, base: &str, cookie: &str, max_age_ms: i64) {
+    let (status, _, body) = ping(base, cookie).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session"]["idleTimeoutMs"], max_age_ms, "{body}");
+    let pttl = redis.pttl(&session_key(cookie));
+    assert!(
+        (max_age_ms - 1_000..=max_age_ms).contains(&pttl),
+        "TTL {pttl} ms for a session of maxAge {max_age_ms} ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_gets_its_own_lifetime_and_a_keepalive_is_one_getex() {
+    const MONTH_MS: i64 = 30 * 86_400_000;
+    const TEN_MIN_MS: i64 = 600_000;
+    let redis = RedisServer::start();
+    let app = ExpressApp::start(&redis, &[OLD_SECRET], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ka = keepalive(&redis, dir.path(), &[OLD_SECRET], &[]);
+    let usual = app.login("ana").await;
+    let remembered = app.login_for("bob", MONTH_MS).await;
+    let brief = app.login_for("cy", TEN_MIN_MS).await;
+
+    // The first keepalive reads the usual lifetime; then a session that has another gets its
+    // own from its first keepalive on, longer or shorter than every other.
+    kept_for(&redis, &ka.base, &usual, MAX_AGE_MS).await;
+    kept_for(&redis, &ka.base, &remembered, MONTH_MS).await;
+    kept_for(&redis, &ka.base, &brief, TEN_MIN_MS).await;
+    kept_for(&redis, &ka.base, &usual, MAX_AGE_MS).await;
+    kept_for(&redis, &ka.base, &remembered, MONTH_MS).await;
+
+    // Once learnt, a keepalive is one native GETEX, no script.
+    let (getex, scripts) = (calls(&redis, "getex"), calls(&redis, "evalsha"));
+    for _ in 0..5 {
+        kept_for(&redis, &ka.base, &usual, MAX_AGE_MS).await;
+        kept_for(&redis, &ka.base, &remembered, MONTH_MS).await;
+        kept_for(&redis, &ka.base, &brief, TEN_MIN_MS).await;
+    }
+    assert_eq!(calls(&redis, "getex") - getex, 15);
+    assert_eq!(calls(&redis, "evalsha"), scripts, "no script once learnt");
+
+    // The application shortens a session's lifetime (the box unticked): keepalive's next
+    // keepalive gives the key the new one, not the one it learnt.
+    app.set_max_age(&remembered, TEN_MIN_MS).await;
+    kept_for(&redis, &ka.base, &remembered, TEN_MIN_MS).await;
+    app.set_max_age(&brief, MAX_AGE_MS).await;
+    kept_for(&redis, &ka.base, &brief, MAX_AGE_MS).await;
+    assert_eq!(app.me(&remembered).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_either_side_ends_the_session_on_both() {
     let redis = RedisServer::start();

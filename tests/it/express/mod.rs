@@ -93,9 +93,32 @@ impl ExpressApp {
 
     /// Signs `user` in with a cart; returns the session cookie (`connect.sid=...`).
     pub async fn login(&self, user: &str) -> String {
+        self.sign_in(json!({ "user": user, "cart": ["a", "b"] }))
+            .await
+    }
+
+    /// Signs `user` in with a session of its own lifetime (the "remember me" box).
+    pub async fn login_for(&self, user: &str, max_age_ms: i64) -> String {
+        self.sign_in(json!({ "user": user, "cart": ["a", "b"], "maxAgeMs": max_age_ms }))
+            .await
+    }
+
+    /// The application changes the lifetime of `cookie`'s session, and saves it.
+    pub async fn set_max_age(&self, cookie: &str, max_age_ms: i64) {
+        let response = client()
+            .post(self.url("/max-age"))
+            .header(COOKIE, cookie)
+            .json(&json!({ "maxAgeMs": max_age_ms }))
+            .send()
+            .await
+            .expect("max-age");
+        assert_eq!(response.status(), 204);
+    }
+
+    async fn sign_in(&self, body: Value) -> String {
         let response = client()
             .post(self.url("/login"))
-            .json(&json!({ "user": user, "cart": ["a", "b"] }))
+            .json(&body)
             .send()
             .await
             .expect("login");
