@@ -207,7 +207,7 @@ impl SessionStore for ExpressStore {
         let mut invocation = scripts::LOAD.prepare_invoke();
         invocation.key(self.session_key(id));
         let value = self.link.invoke("load", invocation).await?;
-        read(&self.options.format, *id, &value, now, Left::Millis)
+        read(&self.options.format, *id, value, now, Left::Millis)
     }
 
     async fn touch(
@@ -294,10 +294,11 @@ fn another_type() -> StoreError {
     )
 }
 
-/// A session's stored text, from Redis's bulk string.
-fn text(value: &Value) -> Result<String, StoreError> {
+/// A session's stored text, from Redis's bulk string (taken, not copied: it is the session's
+/// whole value).
+fn text(value: Value) -> Result<String, StoreError> {
     match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone())
+        Value::BulkString(bytes) => String::from_utf8(bytes)
             .map_err(|_| StoreError::Corrupt("the session's value is not UTF-8 text".to_owned())),
         _ => Err(unexpected()),
     }
@@ -307,7 +308,7 @@ fn text(value: &Value) -> Result<String, StoreError> {
 fn read_value(
     format: &ExpressFormat,
     id: SessionId,
-    value: &Value,
+    value: Value,
     secs: i64,
     now: Millis,
 ) -> Reply {
@@ -315,21 +316,22 @@ fn read_value(
         Value::Nil => Ok(None),
         Value::ServerError(err) if err.code() == "WRONGTYPE" => Err(another_type()),
         // Refused (a replica, a Redis loading its data): an outage, as for a script.
-        Value::ServerError(err) => Err(failure(&err.clone().into())),
+        Value::ServerError(err) => Err(failure(&err.into())),
         value => Ok(Some(format.record(id, text(value)?, secs, now))),
     }
 }
 
 /// The session a `{value, ttl}` reply describes, as read at `now`; nil is none.
-fn read(format: &ExpressFormat, id: SessionId, value: &Value, now: Millis, left: Left) -> Reply {
+fn read(format: &ExpressFormat, id: SessionId, value: Value, now: Millis, left: Left) -> Reply {
     match value {
         Value::Nil => Ok(None),
         Value::Int(0) => Err(another_type()),
         Value::Array(pair) if pair.len() == 2 => {
-            let json = text(&pair[0])?;
-            let Value::Int(count) = pair[1] else {
+            let mut pair = pair.into_iter();
+            let (Some(value), Some(Value::Int(count))) = (pair.next(), pair.next()) else {
                 return Err(unexpected());
             };
+            let json = text(value)?;
             let secs = match left {
                 Left::Seconds => count,
                 // A key without expiry (connect-redis's `disableTTL`) lives as long as its

@@ -55,7 +55,7 @@ pub(crate) type Reply = Result<Option<SessionRecord>, StoreError>;
 pub(crate) struct Touch {
     pub(crate) key: String,
     pub(crate) how: How,
-    pub(crate) answer: Box<dyn FnOnce(&Value) -> Reply + Send>,
+    pub(crate) answer: Box<dyn FnOnce(Value) -> Reply + Send>,
 }
 
 /// How one keepalive extends its key.
@@ -247,7 +247,7 @@ fn deliver(
     match result {
         Ok(Ok(Value::Array(replies))) if replies.len() == batch.len() => {
             for (p, value) in batch.into_iter().zip(replies) {
-                let _ = p.reply.send((p.touch.answer)(&value));
+                let _ = p.reply.send((p.touch.answer)(value));
             }
         }
         Ok(Ok(other)) => fail_all(batch, || {

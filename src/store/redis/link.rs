@@ -302,7 +302,7 @@ impl Link {
                 let value = self
                     .run("touch", &mut Touch::getex(&touch.key, *secs))
                     .await?;
-                return (touch.answer)(&value);
+                return (touch.answer)(value);
             }
         };
         let mut invocation = self.touch.prepare_invoke();
@@ -311,7 +311,9 @@ impl Link {
             invocation.arg(*arg);
         }
         match self.invoke("touch", invocation).await? {
-            Value::Array(replies) if replies.len() == 1 => (touch.answer)(&replies[0]),
+            Value::Array(mut replies) if replies.len() == 1 => {
+                (touch.answer)(replies.swap_remove(0))
+            }
             other => Err(StoreError::Corrupt(format!(
                 "unexpected reply to a keepalive: {}",
                 super::shape(&other)

@@ -84,7 +84,7 @@ impl KeepaliveTouch {
         Touch {
             key: keys.session(&self.id),
             how: How::Script(vec![self.now, expires, ttl, self.now.saturating_add(ttl)]),
-            answer: Box::new(move |value| self.answer(value)),
+            answer: Box::new(move |value| self.answer(&value)),
         }
     }
 }
