@@ -100,7 +100,11 @@ impl SessionId {
         let len = URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()?;
         let id = Self::from_parts(kind, &bytes[..len])?;
         // Only the canonical text: unused low bits must be zero, so one id has one text.
-        (id.to_string() == text).then_some(id)
+        let mut canonical = [0u8; 43];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&bytes[..len], &mut canonical)
+            .ok()?;
+        (canonical[..written] == *text.as_bytes()).then_some(id)
     }
 
     /// An id of keepalive's own from its 16 stored bytes.

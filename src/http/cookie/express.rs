@@ -81,21 +81,29 @@ impl ExpressCookie {
         super::values(headers, &self.name).filter_map(|value| self.unsign(value))
     }
 
-    /// The id of a cookie value, if it is signed by one of the secrets.
+    /// The id of a cookie value, if it is signed by one of the secrets. Checked on the
+    /// stack: every keepalive checks one.
     fn unsign(&self, value: &str) -> Option<SessionId> {
-        let decoded = percent_encoding::percent_decode_str(value)
-            .decode_utf8()
-            .ok()?;
-        let signed = decoded.strip_prefix("s:")?;
+        // `s:`, an id of at most 43 characters, `.`, a signature of 43: longer is no session.
+        let mut decoded = [0u8; 96];
+        let mut len = 0;
+        for byte in percent_encoding::percent_decode_str(value) {
+            *decoded.get_mut(len)? = byte;
+            len += 1;
+        }
+        let signed = std::str::from_utf8(&decoded[..len])
+            .ok()?
+            .strip_prefix("s:")?;
         let (text, signature) = signed.rsplit_once('.')?;
         // Only an id's canonical text parses, so `text` is what was signed.
         let id = SessionId::parse_express(text)?;
         let given = signature.as_bytes();
+        let mut expected = [0u8; SIGNATURE_LEN];
         self.keys
             .iter()
             .any(|key| {
-                let expected = signature_of(text.as_bytes(), key);
-                bool::from(expected.as_bytes().ct_eq(given))
+                let expected = sign_into(text.as_bytes(), key, &mut expected);
+                bool::from(expected.ct_eq(given))
             })
             .then_some(id)
     }
@@ -171,12 +179,24 @@ fn id_text(id: &SessionId) -> String {
     id.to_string()
 }
 
+/// Characters of a signature: 32 bytes in base64 without padding.
+const SIGNATURE_LEN: usize = 43;
+
 /// `cookie-signature`'s signature of `value`: HMAC-SHA256 under `key`'s secret, standard
 /// base64 without its padding.
 fn signature_of(value: &[u8], key: &Hmac<Sha256>) -> String {
+    let mut out = [0u8; SIGNATURE_LEN];
+    String::from_utf8_lossy(sign_into(value, key, &mut out)).into_owned()
+}
+
+/// [`signature_of`], written into `out`.
+fn sign_into<'a>(value: &[u8], key: &Hmac<Sha256>, out: &'a mut [u8; SIGNATURE_LEN]) -> &'a [u8] {
     let mut mac = key.clone();
     mac.update(value);
-    STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+    let written = STANDARD_NO_PAD
+        .encode_slice(mac.finalize().into_bytes(), out)
+        .unwrap_or_else(|_| unreachable!("32 bytes take {SIGNATURE_LEN} characters"));
+    &out[..written]
 }
 
 /// JavaScript's `encodeURIComponent`, for the ASCII text of a signed cookie.
@@ -243,6 +263,23 @@ mod tests {
             signature_of(b"hello", &cookie.keys[0]),
             "DGDUkGlIkCzPz+C0B064FNgHdEjox7ch8tOBGslZ5QI"
         );
+    }
+
+    #[test]
+    fn the_longest_id_reads_and_a_longer_value_is_no_session() {
+        let c = cookie(&["secret"]);
+        let id = SessionId::from_parts(crate::session::IdKind::Express, &[7u8; 32]).expect("id");
+        let value = c.value(&id);
+        assert_eq!(
+            c.session_id(&headers(&format!("connect.sid={value}"))),
+            Some(id)
+        );
+        for padded in [format!("{value}A"), format!("{value}%41%41%41")] {
+            assert_eq!(
+                c.session_id(&headers(&format!("connect.sid={padded}"))),
+                None
+            );
+        }
     }
 
     #[test]
