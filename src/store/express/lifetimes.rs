@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::session::SessionId;
@@ -38,6 +38,8 @@ pub(super) struct Lifetimes {
     longer: Box<[Mutex<HashMap<SessionId, i64>>]>,
     /// How many there are: none, the usual case, costs a keepalive no lock.
     count: AtomicUsize,
+    /// Redis refused `GETEX`: nothing is guessed, every keepalive runs the script.
+    script_only: AtomicBool,
     hasher: RandomState,
 }
 
@@ -47,6 +49,7 @@ impl Default for Lifetimes {
             shortest: AtomicI64::new(0),
             longer: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             count: AtomicUsize::new(0),
+            script_only: AtomicBool::new(false),
             hasher: RandomState::new(),
         }
     }
@@ -63,7 +66,7 @@ impl Lifetimes {
     /// The lifetime session `id`'s next keepalive should give its key, if anything is known.
     pub(super) fn guess(&self, id: &SessionId) -> Option<i64> {
         let shortest = self.shortest.load(Ordering::Relaxed);
-        if shortest <= 0 {
+        if shortest <= 0 || self.script_only.load(Ordering::Relaxed) {
             return None;
         }
         if self.count.load(Ordering::Relaxed) > 0
@@ -97,6 +100,12 @@ impl Lifetimes {
         if self.shard(id).insert(*id, secs).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Redis refused `GETEX` (older than 6.2, or an ACL without it): from now on nothing is
+    /// guessed. Returns whether that was already so.
+    pub(super) fn give_up_native(&self) -> bool {
+        self.script_only.swap(true, Ordering::Relaxed)
     }
 
     /// Session `id` is gone: nothing to remember of it.

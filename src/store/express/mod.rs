@@ -34,7 +34,9 @@ use crate::metrics::Metrics;
 use crate::session::express::ExpressFormat;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::{DataSet, Ended, Logouts};
-use crate::store::redis::{How, Keys, Link, LinkOptions, Touch, failure};
+use crate::store::redis::{
+    How, Keys, Link, LinkOptions, Touch, command_refused, failure, refuses_command,
+};
 
 use lifetimes::Lifetimes;
 
@@ -226,7 +228,21 @@ impl SessionStore for ExpressStore {
             how: How::GetEx(guess),
             answer: Box::new(move |value| read_value(&format, id_, value, guess, now)),
         };
-        match self.link.touch(touch).await? {
+        let reply = match self.link.touch(touch).await {
+            Err(StoreError::Unsupported(what)) => {
+                // From now on every keepalive is a script; said once in the log.
+                if !self.lifetimes.give_up_native() {
+                    tracing::warn!(
+                        "[redis] Redis refused {what}: every keepalive of an Express session is \
+                         now a script call, at several times the cost to Redis; upgrade Redis \
+                         or allow GETEX to keepalive's user"
+                    );
+                }
+                return self.touch_by_script(id, now).await;
+            }
+            other => other?,
+        };
+        match reply {
             Some(record) if self.options.format.ttl_of(&record.data) == guess => Ok(Some(record)),
             // The session's own lifetime is another: set by the script, from its value.
             Some(_) => self.touch_by_script(id, now).await,
@@ -315,6 +331,9 @@ fn read_value(
     match value {
         Value::Nil => Ok(None),
         Value::ServerError(err) if err.code() == "WRONGTYPE" => Err(another_type()),
+        Value::ServerError(err) if refuses_command(Some(err.code()), err.details()) => {
+            Err(command_refused())
+        }
         // Refused (a replica, a Redis loading its data): an outage, as for a script.
         Value::ServerError(err) => Err(failure(&err.into())),
         value => Ok(Some(format.record(id, text(value)?, secs, now))),

@@ -69,6 +69,22 @@ pub(crate) enum How {
     GetEx(i64),
 }
 
+/// Whether a command's error says this Redis does not run `GETEX` at all: older than 6.2
+/// (`ERR unknown command`), or an ACL that leaves it out (`NOPERM`). Not an outage: the caller
+/// has the script instead.
+pub(crate) fn refuses_command(code: Option<&str>, detail: Option<&str>) -> bool {
+    match code {
+        Some("NOPERM") => true,
+        Some("ERR") => detail.is_some_and(|d| d.starts_with("unknown command")),
+        _ => false,
+    }
+}
+
+/// The answer to a keepalive by `GETEX` where Redis refuses it (see [`refuses_command`]).
+pub(crate) fn command_refused() -> StoreError {
+    StoreError::Unsupported("GETEX (Redis older than 6.2, or an ACL without it)")
+}
+
 impl Touch {
     /// The `GETEX` of a [`How::GetEx`] touch.
     pub(crate) fn getex(key: &str, secs: i64) -> redis::Cmd {
@@ -270,6 +286,29 @@ fn fail_all(batch: Vec<Pending>, err: impl Fn() -> StoreError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_without_getex_is_told_from_an_outage() {
+        assert!(refuses_command(
+            Some("ERR"),
+            Some("unknown command 'GETEX', with args beginning with: 'sess:x'")
+        ));
+        assert!(refuses_command(
+            Some("NOPERM"),
+            Some("User keepalive has no permissions to run the 'getex' command")
+        ));
+        for (code, detail) in [
+            (Some("ERR"), Some("max number of clients reached")),
+            (
+                Some("READONLY"),
+                Some("You can't write against a read only replica."),
+            ),
+            (Some("LOADING"), None),
+            (None, None),
+        ] {
+            assert!(!refuses_command(code, detail), "{code:?} {detail:?}");
+        }
+    }
 
     #[test]
     fn a_second_batch_leaves_only_behind_a_small_one() {

@@ -299,10 +299,21 @@ impl Link {
             How::Script(args) => args,
             How::GetEx(secs) => {
                 // A key of another type is `Corrupt` here, as the answer reads it in a batch.
-                let value = self
-                    .run("touch", &mut Touch::getex(&touch.key, *secs))
-                    .await?;
-                return (touch.answer)(value);
+                let mut conn = self.conn()?;
+                let started = Instant::now();
+                let result = tokio::time::timeout(
+                    self.options.timeout,
+                    Touch::getex(&touch.key, *secs).query_async::<Value>(&mut conn),
+                )
+                .await;
+                self.observe("touch", started);
+                return match result.map_err(|_| timed_out("touch", self.options.timeout))? {
+                    Ok(value) => (touch.answer)(value),
+                    Err(err) if batch::refuses_command(err.code(), err.detail()) => {
+                        Err(batch::command_refused())
+                    }
+                    Err(err) => Err(failure(&err)),
+                };
             }
         };
         let mut invocation = self.touch.prepare_invoke();

@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::{DataSet, Ended, Logouts};
 
-pub(crate) use batch::{How, Touch};
+pub(crate) use batch::{How, Touch, command_refused, refuses_command};
 pub use connection::Diagnosis;
 pub(crate) use connection::{Conn, failure, open};
 pub use keys::Keys;

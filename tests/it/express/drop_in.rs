@@ -182,6 +182,53 @@ async fn each_session_gets_its_own_lifetime_and_a_keepalive_is_one_getex() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_getex_gets_the_script_and_no_outage() {
+    // An ACL that leaves GETEX out answers as a Redis older than 6.2 does: refused.
+    let redis = RedisServer::start();
+    let _: () = redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("keepalive")
+            .arg("on")
+            .arg(">the-keepalive-password")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg("-getex"),
+        "ACL SETUSER",
+    );
+    let url = format!(
+        "redis://keepalive:the-keepalive-password@127.0.0.1:{}",
+        redis.port()
+    );
+    let app = ExpressApp::start(&redis, &[OLD_SECRET], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ka = keepalive(&redis, dir.path(), &[OLD_SECRET], &[("REDIS_URL", &url)]);
+    let cookie = app.login("ana").await;
+    for _ in 0..4 {
+        kept_for(&redis, &ka.base, &cookie, MAX_AGE_MS).await;
+    }
+    let (_, _, body) = ping(&ka.base, &cookie).await;
+    assert_eq!(
+        body["serverHealth"]["status"], "healthy",
+        "no outage: {body}"
+    );
+    assert_eq!(calls(&redis, "getex"), 0);
+    let warnings: Vec<String> = ka
+        .drain_lines()
+        .into_iter()
+        .filter(|line| line.contains("refused GETEX"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "said once: {warnings:?}");
+    assert!(warnings[0].contains("allow GETEX"), "{}", warnings[0]);
+    assert!(
+        !warnings[0].contains("the-keepalive-password"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_either_side_ends_the_session_on_both() {
     let redis = RedisServer::start();
     let app = ExpressApp::start(&redis, &[OLD_SECRET], &[]);
