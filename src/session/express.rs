@@ -138,7 +138,7 @@ impl ExpressFormat {
     /// `json` when express-session touches it ([`ttl_secs`](Self::ttl_secs) of its cookie).
     ///
     /// Read from the head of the text when the cookie is where express-session puts it (see
-    /// [`head_max_age`]), as the store's touch script reads it: a keepalive asks this several
+    /// `head_max_age`), as the store's touch script reads it: a keepalive asks this several
     /// times of each session it extends, at the cost of a few comparisons whatever the
     /// session's size. Any other text is decoded.
     pub fn ttl_of(&self, json: &str) -> i64 {
