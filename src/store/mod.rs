@@ -16,6 +16,9 @@ pub mod express;
 pub mod failover;
 pub mod local;
 pub mod redis;
+mod sharded;
+
+pub(crate) use sharded::Sharded;
 
 use std::sync::Arc;
 

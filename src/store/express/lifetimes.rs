@@ -19,11 +19,11 @@
 //! keepalive (one more round trip, never a longer lifetime).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use crate::session::SessionId;
+use crate::store::Sharded;
 
 /// Most sessions remembered with a lifetime longer than the shortest (about 64 bytes each).
 const MAX_LONGER: usize = 100_000;
@@ -35,32 +35,27 @@ pub(super) struct Lifetimes {
     /// The shortest lifetime read so far (0: none yet, every keepalive runs the script).
     shortest: AtomicI64,
     /// The sessions read with a longer lifetime than the shortest, and theirs.
-    longer: Box<[Mutex<HashMap<SessionId, i64>>]>,
+    longer: Sharded<HashMap<SessionId, i64>>,
     /// How many there are: none, the usual case, costs a keepalive no lock.
     count: AtomicUsize,
     /// Redis refused `GETEX`: nothing is guessed, every keepalive runs the script.
     script_only: AtomicBool,
-    hasher: RandomState,
 }
 
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
             shortest: AtomicI64::new(0),
-            longer: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            longer: Sharded::new(SHARDS),
             count: AtomicUsize::new(0),
             script_only: AtomicBool::new(false),
-            hasher: RandomState::new(),
         }
     }
 }
 
 impl Lifetimes {
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, HashMap<SessionId, i64>> {
-        let index = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.longer[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.longer.of(id)
     }
 
     /// The lifetime session `id`'s next keepalive should give its key, if anything is known.
@@ -118,8 +113,7 @@ impl Lifetimes {
     /// Forgets every longer lifetime: their sessions are guessed the shortest again, and
     /// corrected on their next keepalive.
     fn start_over(&self) {
-        for shard in self.longer.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut shard in self.longer.each() {
             self.count.fetch_sub(shard.len(), Ordering::Relaxed);
             shard.clear();
         }

@@ -25,11 +25,11 @@
 //! always the mirror's, then this one's). What is known only ever comes from Redis's answers.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord};
+use crate::store::Sharded;
 
 const SHARDS: usize = 64;
 
@@ -77,25 +77,20 @@ impl Entry {
 
 /// The remembered entries, sharded like the mirror's overlay.
 pub(super) struct Copies {
-    shards: Box<[Mutex<HashMap<SessionId, Entry>>]>,
-    hasher: RandomState,
+    shards: Sharded<HashMap<SessionId, Entry>>,
 }
 
 impl Default for Copies {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: Sharded::new(SHARDS),
         }
     }
 }
 
 impl Copies {
     fn shard(&self, id: &SessionId) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
-        let index = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards.of(id)
     }
 
     /// Redis answered `record` for a session whose copy is remembered: kept as known, if it
@@ -122,8 +117,7 @@ impl Copies {
     /// The sessions whose copy trails what is known, and lives by it at `now` when given.
     pub(super) fn ahead(&self, now: Option<Millis>) -> Vec<SessionId> {
         let mut ids = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for shard in self.shards.each() {
             ids.extend(shard.iter().filter_map(|(id, entry)| {
                 let known = entry.ahead()?;
                 now.is_none_or(|now| known.expires_at > now).then_some(*id)
@@ -162,8 +156,7 @@ impl Copies {
     /// Forgets the entries whose session ended by `now`, by its copy and by what is known:
     /// those sessions are over here, and the mirror's purge may remove their copies.
     pub(super) fn sweep(&self, now: Millis) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut shard in self.shards.each() {
             shard.retain(|_, entry| entry.copy.max(entry.known.map_or(0, |k| k.expires_at)) > now);
         }
     }

@@ -11,12 +11,11 @@
 //! just before it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::mem;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
 use crate::session::SessionId;
-use crate::store::Write;
+use crate::store::{Sharded, Write};
 
 const SHARDS: usize = 64;
 
@@ -47,15 +46,13 @@ impl Shard {
 
 /// The sharded overlay.
 pub struct Overlay {
-    shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    shards: Sharded<Shard>,
 }
 
 impl Default for Overlay {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            shards: Sharded::new(SHARDS),
         }
     }
 }
@@ -64,17 +61,13 @@ impl Overlay {
     /// Locks the shard that holds `id`. A poisoned lock only means a thread panicked while
     /// holding it; the maps stay consistent, so the guard is taken back.
     pub fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards.of(id)
     }
 
     /// Moves every pending change to `flushing` and returns them for the writer.
     pub fn begin_flush(&self) -> Vec<Arc<HashMap<SessionId, Write>>> {
         let mut batches = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut shard in self.shards.each() {
             if shard.pending.is_empty() {
                 continue;
             }
@@ -87,9 +80,8 @@ impl Overlay {
 
     /// The flushed changes are on disk: they become the shards' `recent` changes.
     pub fn end_flush(&self) {
-        for shard in self.shards.iter() {
+        for mut shard in self.shards.each() {
             let previous = {
-                let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
                 if shard.flushing.is_empty() {
                     continue;
                 }
@@ -104,8 +96,7 @@ impl Overlay {
     /// The commit failed: put the flushed changes back under any newer pending ones, so the
     /// next flush retries them.
     pub fn abort_flush(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        for mut shard in self.shards.each() {
             let flushing = mem::take(&mut shard.flushing);
             for (id, change) in flushing.iter() {
                 shard.pending.entry(*id).or_insert_with(|| change.clone());
