@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The scale benchmark in one command: one keepalive instance whose store grows from a thousand
+# sessions to a million, and at each step what the instance costs with that many sessions:
+#
+#   - keepalive vs /livez throughput in the same run (`keepalive-bench load`, over the sessions
+#     created for that step), which should stay flat as the store grows;
+#   - how fast sessions are created (the load's own creation phase: durable creations over
+#     CONNECTIONS connections);
+#   - the server's resident memory (VmRSS) per session, while it runs and after a restart;
+#   - the data directory's size on disk per session;
+#   - the time from a SIGKILL and a fresh start to /readyz answering 200.
+#
+# The instance keeps its data directory across steps: each step adds sessions to those of the
+# steps before, then the instance is killed and started again on the same directory (and, with
+# REDIS=1, the same Redis), as a crashed pod is. Sessions live 12 h so none expires during the
+# run. Loopback only; everything it starts it stops.
+#
+# Knobs (environment): STEPS (total sessions after each step, "1000 10000 100000 1000000"),
+# REDIS (0: the embedded store alone; 1: a throw-away redis-server, the local store as mirror),
+# CONNECTIONS (64), DURATION (3s), WARMUP (1s), ROUNDS (3), BENCH_DIR (where the JSON reports
+# go). Expect about ten minutes for the default steps on a 2-core machine.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
+    rev="$rev+dirty"
+fi
+echo "commit: $rev" >&2
+cargo build --release -p keepalive -p keepalive-bench
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+work="$(mktemp -d)"
+pids=()
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ]; then { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true; fi
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+env_vars=(KEEPALIVE_BIND=127.0.0.1 KEEPALIVE_DATA_DIR="$work/data" KEEPALIVE_IDLE_TIMEOUT=12h
+    KEEPALIVE_ABSOLUTE_LIFETIME=24h KEEPALIVE_LOG_LEVEL=warn)
+if [ "${REDIS:-0}" = 1 ]; then
+    redis_port="$(free_port)"
+    while [ "$redis_port" = 6379 ]; do redis_port="$(free_port)"; done
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$work" --logfile "$work/redis.log" &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    for _ in $(seq 100); do
+        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    env_vars+=(REDIS_URL="redis://127.0.0.1:$redis_port")
+fi
+port="$(free_port)"
+base="http://127.0.0.1:$port"
+
+# Starts the server; sets server_pid, and ready_secs to the seconds until /readyz answered 200.
+ready_secs=""
+start_server() {
+    local started
+    started="$(date +%s.%N)"
+    env "${env_vars[@]}" PORT="$port" "$target_dir/release/keepalive" >>"$work/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 6000); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz" 2>/dev/null)" = 200 ]; then
+            ready_secs="$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
+            return
+        fi
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            tail -20 "$work/server.log" >&2
+            exit 1
+        fi
+        sleep 0.01
+    done
+    echo "the server was not ready within a minute" >&2
+    exit 1
+}
+rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$server_pid/status"; }
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="${BENCH_DIR:-$target_dir/bench}"
+mkdir -p "$out"
+mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
+summary="$out/scale-$mode-$stamp.tsv"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\n' >"$summary"
+
+start_server
+total=0
+for step in ${STEPS:-1000 10000 100000 1000000}; do
+    need=$((step - total))
+    if [ "$need" -le 0 ]; then continue; fi
+    echo "== $step sessions: creating $need more, then keepalive vs /livez" >&2
+    json="$out/scale-$mode-$stamp-$step.json"
+    "$target_dir/release/keepalive-bench" load --url "$base" --server-pid "$server_pid" \
+        --sessions "$need" --connections "${CONNECTIONS:-64}" --duration "${DURATION:-3s}" \
+        --warmup "${WARMUP:-1s}" --rounds "${ROUNDS:-3}" --latency-rounds 0 \
+        --json "$json" >&2
+    total=$step
+    # Let the last batch of writes reach the disk before measuring it.
+    sleep 2
+    rss="$(rss_bytes)"
+    disk="$(du -sb "$work/data" | cut -f1)"
+    { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true
+    start_server
+    ready="$ready_secs"
+    # A second of light load first: the allocator gives back what start-up allocated and
+    # freed only once the threads allocate again.
+    "$target_dir/release/keepalive-bench" load --url "$base" --sessions 64 --connections 8 \
+        --duration 1s --warmup 0s --rounds 1 --latency-rounds 0 >/dev/null 2>&1
+    total=$((total + 64))
+    sleep 1
+    rss_after="$(rss_bytes)"
+    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" >>"$summary" <<'PY'
+import json, sys
+path, n, rss, after, disk, ready = sys.argv[1:]
+n, disk = int(n), int(disk)
+report = json.load(open(path))
+median, sessions = report["median"], report["sessions"]
+k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_sec"]
+print(f"{n}\t{k:.0f}\t{l:.0f}\t{k / l:.3f}\t{sessions['created'] / sessions['seconds']:.0f}\t"
+      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}")
+PY
+    tail -1 "$summary" >&2
+done
+
+python3 - "$summary" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+# Memory per session is the growth from the first step, not RSS over sessions: a fresh
+# instance's RSS holds what its start-up allocated and freed (the allocator keeps it until the
+# thread allocates again), which is no cost of its sessions.
+first = rows[0]
+def per_session(row, field):
+    grown = int(row["sessions"]) - int(first["sessions"])
+    return "-" if grown <= 0 else f"{(int(row[field]) - int(first[field])) / grown:.0f}"
+print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'created/s':>9} {'RSS MB':>7} "
+      f"{'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
+      f"{'restart->ready':>14}")
+for r in rows:
+    print(f"{int(r['sessions']):>9} {int(r['keepalive_rps']):>11} {float(r['ratio']):>6.3f} "
+          f"{int(r['created_per_s']):>9} {int(r['rss_bytes']) / 1e6:>7.1f} "
+          f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
+          f"{per_session(r, 'rss_bytes_after_restart'):>9} {int(r['disk_b_per_session']):>14} "
+          f"{float(r['restart_to_ready_s']):>13.2f}s")
+if len(rows) > 1:
+    a, b = float(first["ratio"]), float(rows[-1]["ratio"])
+    print(f"ratio from {first['sessions']} to {rows[-1]['sessions']} sessions: {a:.3f} -> {b:.3f} "
+          f"({(b / a - 1) * 100:+.1f} %, target within 10 %); memory per session: the growth "
+          f"from {first['sessions']} sessions")
+PY
+echo "per-step JSON reports and the summary: $out/scale-$mode-$stamp*" >&2
