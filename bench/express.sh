@@ -21,26 +21,11 @@
 # ROLLING (false), BENCH_DIR (where the JSON reports go).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-    rev="$rev+dirty"
-fi
-echo "commit: $rev" >&2
-
-cargo build --release -p keepalive -p keepalive-bench
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ ! -d tests/express/node_modules ]; then
     npm ci --prefix tests/express --no-audit --no-fund
 fi
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-redis_port="$(free_port)"
-while [ "$redis_port" = 6379 ]; do redis_port="$(free_port)"; done
 app_port="$(free_port)"
 work="$(mktemp -d)"
 pids=()
@@ -51,14 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$work" --logfile "$work/redis.log" &
-redis_pid=$!
+start_redis "$work"
 pids+=("$redis_pid")
-for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-done
 
 secret="bench-secret-of-the-express-application"
 (cd tests/express && PORT="$app_port" REDIS_URL="redis://127.0.0.1:$redis_port" \

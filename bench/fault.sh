@@ -9,17 +9,7 @@
 # arguments are passed on to `keepalive-bench fault` (e.g. --check).
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-    rev="$rev+dirty"
-fi
-echo "commit: $rev" >&2
-
-cargo build --release -p keepalive -p keepalive-bench
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 json="${BENCH_JSON:-$target_dir/bench/fault-$stamp.json}"

@@ -15,20 +15,7 @@
 # generator and the server share the machine's cores.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-
-# The commit is not in the tool's report; print it so results can be tied to
-# code. Taken before the build, which is what the binaries are built from.
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-    rev="$rev+dirty"
-fi
-echo "commit: $rev" >&2
-
-# One cargo invocation for both so they share the workspace's build cache.
-cargo build --release -p keepalive -p keepalive-bench
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 json="${BENCH_JSON:-$target_dir/bench/load-$stamp.json}"

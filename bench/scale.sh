@@ -21,20 +21,7 @@
 # go). Expect about ten minutes for the default steps on a 2-core machine.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo none)"
-if [ -n "$(git status --porcelain 2>/dev/null | grep -v '^??' || true)" ]; then
-    rev="$rev+dirty"
-fi
-echo "commit: $rev" >&2
-cargo build --release -p keepalive -p keepalive-bench
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 work="$(mktemp -d)"
 pids=()
@@ -50,16 +37,8 @@ trap cleanup EXIT
 env_vars=(KEEPALIVE_BIND=127.0.0.1 KEEPALIVE_DATA_DIR="$work/data" KEEPALIVE_IDLE_TIMEOUT=12h
     KEEPALIVE_ABSOLUTE_LIFETIME=24h KEEPALIVE_LOG_LEVEL=warn)
 if [ "${REDIS:-0}" = 1 ]; then
-    redis_port="$(free_port)"
-    while [ "$redis_port" = 6379 ]; do redis_port="$(free_port)"; done
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$work" --logfile "$work/redis.log" &
-    redis_pid=$!
+    start_redis "$work"
     pids+=("$redis_pid")
-    for _ in $(seq 100); do
-        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-        sleep 0.05
-    done
     env_vars+=(REDIS_URL="redis://127.0.0.1:$redis_port")
 fi
 port="$(free_port)"
