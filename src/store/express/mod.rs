@@ -67,6 +67,8 @@ pub struct ExpressStore {
     link: Link,
     clock: Arc<dyn Clock>,
     lifetimes: Lifetimes,
+    /// The options' format, shared with each keepalive's answer without copying its user path.
+    format: Arc<ExpressFormat>,
 }
 
 /// What this store does not do: the application creates and changes its sessions.
@@ -95,6 +97,7 @@ impl ExpressStore {
             metrics,
         );
         Self {
+            format: Arc::new(options.format.clone()),
             options,
             link,
             clock,
@@ -161,7 +164,7 @@ impl ExpressStore {
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let ttl = duration_millis(self.options.format.ttl) / 1000;
-        let format = self.options.format.clone();
+        let format = Arc::clone(&self.format);
         let id_ = *id;
         let touch = Touch {
             key: self.session_key(id),
@@ -221,7 +224,7 @@ impl SessionStore for ExpressStore {
         let Some(guess) = self.lifetimes.guess(id) else {
             return self.touch_by_script(id, now).await;
         };
-        let format = self.options.format.clone();
+        let format = Arc::clone(&self.format);
         let id_ = *id;
         let touch = Touch {
             key: self.session_key(id),
