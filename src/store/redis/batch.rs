@@ -1,6 +1,6 @@
 //! Keepalives that travel to Redis together.
 //!
-//! Every keepalive is one script call, but concurrent keepalives need not be one call *each*:
+//! A keepalive is one script call, but concurrent keepalives need not be one call *each*:
 //! the keepalives that arrive while the previous call is on the wire are sent as the next call
 //! of the same script, over several keys. Each key is still extended atomically and answered on its
 //! own; Redis pays its per-call cost (dispatch, the script's argument tables, the reply) once
@@ -9,6 +9,10 @@
 //! one command per batch. When keepalives are rare, a batch is one keepalive, sent at once;
 //! under light load a keepalive need not wait behind a small batch on the wire either
 //! ([`MAX_IN_FLIGHT`]).
+//!
+//! A keepalive whose caller knows the key's lifetime beforehand (an Express session's, see
+//! `store::express`) is a native `GETEX` instead ([`How::GetEx`]): those of a batch leave as
+//! one pipeline beside the script's call, each answered by its own reply.
 //!
 //! A connection-level pipeline (what the Redis client does) already shares the socket; no
 //! client library batches *script calls*, hence this module. Only for a single Redis server
