@@ -33,7 +33,7 @@ use crate::config::RedisTarget as Target;
 use crate::metrics::Metrics;
 use crate::session::express::ExpressFormat;
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::failover::{DataSet, Ended, Logouts};
+use crate::store::failover::{DataSet, Ended, Logouts, Over};
 use crate::store::redis::{
     How, Keys, Link, LinkOptions, Touch, command_refused, failure, refuses_command,
 };
@@ -154,6 +154,18 @@ impl ExpressStore {
             self.link.invoke("end", invocation).await?,
             Value::Int(1)
         ))
+    }
+
+    /// Whether a session is over for keepalive: marked by a logout through keepalive, or gone
+    /// from Redis, which the application's own logouts leave no other trace of.
+    pub(crate) async fn over(&self, id: &SessionId) -> Result<Over, StoreError> {
+        let mut invocation = scripts::OVER.prepare_invoke();
+        invocation.key(self.session_key(id)).key(self.mark_key(id));
+        Ok(match self.link.invoke("marker", invocation).await? {
+            Value::Int(1) => Over::Marked,
+            Value::Int(2) => Over::Gone,
+            _ => Over::No,
+        })
     }
 
     /// A keepalive by the touch script, which reads the session and sets the lifetime its

@@ -10,7 +10,7 @@ use redis::Value;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, StoreError};
-use crate::store::failover::{DataSet, Logouts, Primary};
+use crate::store::failover::{DataSet, Logouts, Over, Primary};
 
 use super::{ExpressStore, scripts};
 
@@ -63,13 +63,8 @@ impl Primary for ExpressStore {
         ExpressStore::end(self, id, now).await
     }
 
-    async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let mut invocation = scripts::IS_ENDED.prepare_invoke();
-        invocation.key(self.session_key(id)).key(self.mark_key(id));
-        Ok(matches!(
-            self.link.invoke("marker", invocation).await?,
-            Value::Int(1)
-        ))
+    async fn over(&self, id: &SessionId) -> Result<Over, StoreError> {
+        ExpressStore::over(self, id).await
     }
 
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {

@@ -96,12 +96,13 @@ return existed
 });
 
 /// Whether a session is over for keepalive: logged out through keepalive (its mark), or gone
-/// from Redis (destroyed by the application, or expired). KEYS: session, mark. Returns 1 if so.
-pub static IS_ENDED: LazyLock<Script> = LazyLock::new(|| {
+/// from Redis (destroyed by the application, expired, or lost). KEYS: session, mark. Returns 1
+/// if marked, 2 if gone without a mark, 0 otherwise.
+pub static OVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 2 end
 return 0
 ",
     )

@@ -238,7 +238,7 @@ async fn a_write_back_never_overwrites_and_revives_only_into_a_redis_that_lost_i
     let (ended, json) = written_by_the_app(&redis, Some(HOUR_MS));
     assert!(store.end(&ended, now).await.expect("end"));
     assert!(!redis.exists(&format!("sess:{ended}")));
-    assert!(store.is_ended(&ended).await.expect("marked"));
+    assert_eq!(store.over(&ended).await.expect("marked"), Over::Marked);
     let copy = store.format().record(ended, json, 3600, now);
     assert!(!store.merge(&copy, now, true).await.expect("merge"));
     assert!(!redis.exists(&format!("sess:{ended}")));
@@ -249,15 +249,15 @@ async fn a_write_back_never_overwrites_and_revives_only_into_a_redis_that_lost_i
 }
 
 #[tokio::test]
-async fn a_session_gone_from_redis_is_ended_for_the_look_up_of_missed_logouts() {
+async fn a_session_gone_from_redis_is_over_without_a_mark() {
     let redis = RedisServer::start();
     let store = store(&redis);
     store.connect().await.expect("connect");
     let (live, _) = written_by_the_app(&redis, Some(HOUR_MS));
-    assert!(!store.is_ended(&live).await.expect("ended"));
+    assert_eq!(store.over(&live).await.expect("over"), Over::No);
     let (destroyed, _) = written_by_the_app(&redis, Some(HOUR_MS));
     let _: () = redis.query(redis::cmd("DEL").arg(format!("sess:{destroyed}")), "DEL");
-    assert!(store.is_ended(&destroyed).await.expect("ended"));
+    assert_eq!(store.over(&destroyed).await.expect("over"), Over::Gone);
     // The operations the application keeps for itself are refused, not failed.
     let now = SystemClock.now();
     assert!(matches!(

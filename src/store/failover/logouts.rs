@@ -19,7 +19,7 @@ use crate::session::{SessionId, StoreError};
 use crate::store::{Tombstone, Write};
 
 use super::link::jittered;
-use super::{Ended, FailoverOptions, Shared};
+use super::{Ended, FailoverOptions, Over, Shared};
 
 /// Copies looked up at once after a subscription (they share one pipelined connection).
 const LOOKUP_CONCURRENCY: usize = 64;
@@ -85,14 +85,14 @@ impl Shared {
                 .filter(|id| !listed.contains(id)),
         );
         for chunk in ids.chunks(LOOKUP_CONCURRENCY) {
-            let lookups = chunk.iter().map(|id| self.primary.is_ended(id));
-            for (id, is_ended) in chunk.iter().zip(join_all(lookups).await) {
-                let is_ended = is_ended.inspect_err(|err| {
+            let lookups = chunk.iter().map(|id| self.primary.over(id));
+            for (id, over) in chunk.iter().zip(join_all(lookups).await) {
+                let over = over.inspect_err(|err| {
                     // An outage like any other; the re-sync that ends it leads to a new
                     // subscription, and so to a new look-up.
                     self.go_offline(&err.to_string());
                 })?;
-                if is_ended && self.ended_elsewhere(id, now)? {
+                if over != Over::No && self.ended_elsewhere(id, now)? {
                     ended += 1;
                 }
             }

@@ -29,7 +29,7 @@ mod primary;
 
 pub(crate) use mirror::Mirror;
 pub use primary::{DataSet, Ended};
-pub(crate) use primary::{Logouts, Primary};
+pub(crate) use primary::{Logouts, Over, Primary};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -326,12 +326,12 @@ impl Shared {
             // logouts leave no mark, if it is gone at all). Otherwise Redis did not keep it
             // (evicting as it came): this instance answers from its copy, which goes back at
             // the next write-back.
-            Ok(None) => match self.primary.is_ended(id).await {
-                Ok(true) => {
+            Ok(None) => match self.primary.over(id).await {
+                Ok(Over::Marked | Over::Gone) => {
                     self.ended_elsewhere(id, now)?;
                     Ok(Missing::Answer(None))
                 }
-                Ok(false) => Ok(Missing::Local),
+                Ok(Over::No) => Ok(Missing::Local),
                 Err(err) => {
                     self.failed(err)?;
                     Ok(Missing::Local)
@@ -427,9 +427,11 @@ impl Shared {
                 Some(_) => self.link.saw_losses(now),
             }
         }
-        match self.primary.is_ended(id).await {
-            Ok(true) => Ok(None),
-            Ok(false) => Err(StoreError::Undecided),
+        // Only a mark tells: a session gone without one (in a format whose application leaves
+        // none at its logouts) may be one Redis lost, which another instance is putting back.
+        match self.primary.over(id).await {
+            Ok(Over::Marked) => Ok(None),
+            Ok(Over::No | Over::Gone) => Err(StoreError::Undecided),
             Err(err) => {
                 self.failed(err)?;
                 Err(StoreError::Undecided)
@@ -633,9 +635,9 @@ impl SessionStore for FailoverStore {
                     s.mirror.note_rotation(old, &new, until);
                     // A logout of the old id made elsewhere just now may have ended the new one
                     // before its copy existed here, and its announcement found nothing to end.
-                    return match s.primary.is_ended(&new).await {
-                        Ok(false) => Ok(Some(record)),
-                        Ok(true) => {
+                    return match s.primary.over(&new).await {
+                        Ok(Over::No) => Ok(Some(record)),
+                        Ok(Over::Marked | Over::Gone) => {
                             s.ended_elsewhere(&new, now)?;
                             Ok(None)
                         }

@@ -56,6 +56,20 @@ pub enum Ended {
     },
 }
 
+/// Whether a session is over, as the primary tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Over {
+    /// Not as far as the primary tells: no logout marked (and, for a format whose logouts
+    /// leave no mark, the session is there).
+    No,
+    /// Its logout is marked: ended through keepalive, here or elsewhere.
+    Marked,
+    /// Gone without a mark, in a format whose application ends its sessions itself and
+    /// leaves none: destroyed by the application, expired, or lost by Redis (only the last
+    /// may come back, from an instance's copy).
+    Gone,
+}
+
 /// The logouts made on any instance, as they are announced.
 pub type Logouts = Pin<Box<dyn Stream<Item = Ended> + Send>>;
 
@@ -138,8 +152,9 @@ pub trait Primary: SessionStore {
         Ok(())
     }
 
-    /// Whether a session's logout is marked.
-    async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError>;
+    /// Whether a session is over: its logout marked, or, in a format whose logouts leave no
+    /// mark, the session gone.
+    async fn over(&self, id: &SessionId) -> Result<Over, StoreError>;
 
     /// Subscribes to the logouts of every instance: the ids as announced, until the link
     /// drops. Announcements made between this call's return and the first read wait in the

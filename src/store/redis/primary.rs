@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, StoreError};
-use crate::store::failover::{DataSet, Logouts, Primary};
+use crate::store::failover::{DataSet, Logouts, Over, Primary};
 
 use super::RedisStore;
 
@@ -59,8 +59,14 @@ impl Primary for RedisStore {
         RedisStore::announce_user_ended(self, user, at).await
     }
 
-    async fn is_ended(&self, id: &SessionId) -> Result<bool, StoreError> {
-        RedisStore::is_ended(self, id).await
+    /// Every logout of keepalive's own sessions leaves its mark: a session gone without one
+    /// expired, or Redis lost it.
+    async fn over(&self, id: &SessionId) -> Result<Over, StoreError> {
+        Ok(if RedisStore::is_ended(self, id).await? {
+            Over::Marked
+        } else {
+            Over::No
+        })
     }
 
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {

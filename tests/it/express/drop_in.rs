@@ -238,13 +238,7 @@ async fn a_logout_on_either_side_ends_the_session_on_both() {
     // Signed out in the application: keepalive's next keepalive is a 401.
     let cookie = app.login("ana").await;
     assert_eq!(ping(&ka.base, &cookie).await.0, 200);
-    let out = client()
-        .post(app.url("/logout"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(out.status(), 204);
+    assert_eq!(app.logout(&cookie).await, 204);
     let (status, _, body) = ping(&ka.base, &cookie).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"], "session_expired");
@@ -439,13 +433,7 @@ async fn the_seeds_own_browser_code_works_unchanged() {
         "keepalive answered: {body}"
     );
     // Signed out, the proxy passes keepalive's 401 on.
-    let out = client()
-        .post(app.url("/logout"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(out.status(), 204);
+    assert_eq!(app.logout(&cookie).await, 204);
     within(Duration::from_secs(5), "401 after the logout", || async {
         client()
             .get(app.url("/api/v1/keepalive/"))

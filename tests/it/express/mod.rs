@@ -149,6 +149,17 @@ impl ExpressApp {
         (status, set)
     }
 
+    /// Signs `cookie`'s user out (`req.session.destroy()`); returns the status.
+    pub async fn logout(&self, cookie: &str) -> u16 {
+        let response = client()
+            .post(self.url("/logout"))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .expect("logout");
+        response.status().as_u16()
+    }
+
     /// `GET /me` with `cookie`: status and body.
     pub async fn me(&self, cookie: &str) -> (u16, Value) {
         let response = client()

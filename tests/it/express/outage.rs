@@ -1,6 +1,8 @@
 //! The Express application's Redis killed and restarted empty under keepalive's load: the
 //! sessions keepalive served keep answering 200 through the outage, and afterwards they are
-//! back in Redis with their TTLs and their data, so the application finds them again.
+//! back in Redis with their TTLs and their data, so the application finds them again. And a
+//! Redis that lost its data: an instance without a copy of a session does not sign its user out
+//! while the instance that holds the copy has not put it back yet.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +10,8 @@ use std::time::Duration;
 
 use keepalive_testkit::redis::RedisServer;
 
-use super::{ExpressApp, MAX_AGE_MS, OLD_SECRET, keepalive, ping, session_key};
-use crate::harness::within;
+use super::{ExpressApp, MAX_AGE_MS, OLD_SECRET, keepalive, now_ms, ping, session_key};
+use crate::harness::{TestServer, metrics, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_keepalive_served_survive_redis_killed_and_restarted_empty() {
@@ -92,4 +94,94 @@ async fn sessions_keepalive_served_survive_redis_killed_and_restarted_empty() {
     for cookie in &cookies {
         assert_eq!(app.me(cookie).await.0, 200);
     }
+}
+
+/// The application's logouts leave no mark: a session gone from Redis looks destroyed. Right
+/// after Redis lost its data, it may as well be one an instance holding a copy is about to put
+/// back, so an instance without a copy answers 503 (the client retries) rather than 401, which
+/// would sign its user out; once the holder put it back, every instance serves it, and once the
+/// doubt is over a session the application destroyed is 401 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_not_yet_put_back_after_a_flush_is_not_signed_out() {
+    let redis = RedisServer::start();
+    let app = ExpressApp::start(&redis, &[OLD_SECRET], &[]);
+    let url = redis.url();
+    let secrets = serde_json::json!([OLD_SECRET]).to_string();
+    // In-process instances on a test clock that stands still at the real time (the sessions'
+    // cookies carry real expiries): the doubt that follows a loss lasts as long as the test
+    // needs. One notices the flush at its next probe and re-syncs;
+    // two, which holds the session, only when a request comes.
+    let instance = |probe: &'static str| {
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("KEEPALIVE_SESSION_FORMAT", "express"),
+            ("KEEPALIVE_EXPRESS_SECRETS", secrets.as_str()),
+            ("KEEPALIVE_REDIS_PROBE_INTERVAL", probe),
+        ];
+        async move { TestServer::start_at(&vars, now_ms()).await }
+    };
+    let one = instance("100ms").await;
+    let two = instance("30s").await;
+    for server in [&one, &two] {
+        within(
+            Duration::from_secs(5),
+            "the instance sees Redis",
+            || async { redis_state(server).await == "ok" },
+        )
+        .await;
+    }
+    let held = app.login("held").await;
+    let stored = redis.get(&session_key(&held)).expect("stored");
+    assert_eq!(ping(&two.base, &held).await.0, 200);
+
+    redis.flushall();
+    within(
+        Duration::from_secs(3),
+        "instance one re-synced with the flushed Redis",
+        || async {
+            metrics(&one.base)
+                .await
+                .contains("keepalive_redis_outages_total 1\n")
+                && redis_state(&one).await == "ok"
+        },
+    )
+    .await;
+    let (status, _, body) = ping(&one.base, &held).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("shared_store_offline")),
+        "503 until the holder puts it back: {body}"
+    );
+
+    // The holder finds the session missing, sees the flush and puts it back; then every
+    // instance serves it, and the application has it as it was.
+    let (status, _, body) = ping(&two.base, &held).await;
+    assert_eq!(status, 200, "{body}");
+    within(Duration::from_secs(5), "instance two re-synced", || async {
+        redis_state(&two).await == "ok"
+    })
+    .await;
+    assert_eq!(ping(&one.base, &held).await.0, 200);
+    assert_eq!(redis.get(&session_key(&held)), Some(stored));
+    assert_eq!(app.me(&held).await.0, 200);
+
+    // Past the doubt, a session the application destroyed is over for an instance that never
+    // held it: a new one, logged out in the application.
+    let other = app.login("other").await;
+    assert_eq!(app.logout(&other).await, 204);
+    for server in [&one, &two] {
+        server.clock.advance(Duration::from_secs(60));
+    }
+    assert_eq!(ping(&one.base, &other).await.0, 401);
+    one.stop().await;
+    two.stop().await;
+}
+
+/// What a keepalive answer without a session says of Redis.
+async fn redis_state(server: &TestServer) -> String {
+    let (_, body) = crate::harness::keepalive(&server.base, None).await;
+    body["serverHealth"]["checks"]["redis"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

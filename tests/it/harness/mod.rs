@@ -117,8 +117,18 @@ impl TestServer {
         Self::start_with_root(vars, PathBuf::from("/")).await
     }
 
+    /// Starts a server whose manual clock stands at `start` (ms since the Unix epoch): at the
+    /// real time for a session whose expiry a real application wrote.
+    pub async fn start_at(vars: &[(&str, &str)], start: i64) -> Self {
+        Self::start_with(vars, PathBuf::from("/"), start).await
+    }
+
     /// Starts a server whose memory check reads `/proc` and `/sys` under `root`.
     pub async fn start_with_root(vars: &[(&str, &str)], root: PathBuf) -> Self {
+        Self::start_with(vars, root, START).await
+    }
+
+    async fn start_with(vars: &[(&str, &str)], root: PathBuf, start: i64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut all = base_vars(dir.path());
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
@@ -130,7 +140,7 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let clock = ManualClock::new(START);
+        let clock = ManualClock::new(start);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let env = Environment {
             clock: std::sync::Arc::new(clock.clone()),
