@@ -92,6 +92,7 @@ impl ExpressStore {
                 connect_timeout: options.connect_timeout,
                 connection_per_thread: options.connection_per_thread,
                 epoch_key: Keys::new(options.own_prefix.clone()).epoch(),
+                write_back_key: Keys::new(options.own_prefix.clone()).write_back(),
             },
             &scripts::TOUCH,
             metrics,

@@ -67,6 +67,14 @@ impl Primary for ExpressStore {
         ExpressStore::over(self, id).await
     }
 
+    async fn announce_write_back(&self, lasting: Duration) -> Result<(), StoreError> {
+        self.link.announce_write_back(lasting).await
+    }
+
+    async fn write_back_under_way(&self) -> Result<bool, StoreError> {
+        self.link.write_back_under_way().await
+    }
+
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {
         ExpressStore::subscribe_ended(self).await
     }

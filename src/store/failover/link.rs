@@ -46,8 +46,35 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// to notice (one probe interval and the Redis timeout, by default 600 ms; or their next
 /// reconnection, within the backoff's 1 s) and put it back.
 const LOSS_DOUBT_MS: Millis = 2_000;
+/// How long the notice that this instance puts back sessions Redis lost lasts: it is renewed
+/// every [`NOTICE_RENEW`] while the write-back runs, and must outlast a chunk's writes between
+/// two renewals (each bounded by the Redis timeout), then lapses soon after the last.
+const NOTICE_LASTS: Duration = Duration::from_secs(3);
+/// How often the notice is renewed while the write-back runs.
+const NOTICE_RENEW: Duration = Duration::from_secs(1);
 /// The mirror's note of a clean stop.
 const STOP_NOTE: &str = "failover.clean-stop";
+
+/// This instance's notice to the others that it puts back sessions Redis lost: while it is
+/// there, an instance without a copy of a session missing from Redis cannot tell it from one
+/// this instance is about to put back, however long the write-back takes (the time window
+/// after a loss, [`LOSS_DOUBT_MS`], covers only the time to notice it).
+#[derive(Default)]
+struct Notice {
+    renewed: Option<Instant>,
+}
+
+impl Notice {
+    /// Renews the notice if it was not lately.
+    async fn renew(&mut self, shared: &Shared) -> Result<(), StoreError> {
+        if self.renewed.is_some_and(|at| at.elapsed() < NOTICE_RENEW) {
+            return Ok(());
+        }
+        shared.primary.announce_write_back(NOTICE_LASTS).await?;
+        self.renewed = Some(Instant::now());
+        Ok(())
+    }
+}
 
 /// What the link knows of the primary's data set.
 #[derive(Default)]
@@ -242,8 +269,10 @@ impl Shared {
         }
         self.bring_up_all()?;
         let mut sessions = 0;
+        let mut notice = Notice::default();
         let records = self.mirror.live_since(None, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
+            notice.renew(self).await?;
             let writes = chunk.iter().map(|r| self.primary.merge(r, now, false));
             for written in join_all(writes).await {
                 sessions += u64::from(written?);
@@ -311,8 +340,13 @@ impl Shared {
                 self.link.saw_losses(self.clock.now());
             }
         }
+        // Every live session goes back after a loss: others learn that it may take a while.
+        let mut notice = since.is_none().then(Notice::default);
         let records = self.mirror.live_since(since, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
+            if let Some(notice) = &mut notice {
+                notice.renew(self).await?;
+            }
             let writes = chunk
                 .iter()
                 .map(|r| self.primary.merge(r, now, !same_redis));

@@ -408,12 +408,13 @@ impl Shared {
     }
 
     /// Redis, answering, holds no live session `id`, and this instance no copy that could
-    /// bring it back. That is the answer, unless Redis lost keys lately: then the session may
-    /// be one it lost, which an instance holding a copy is about to put back, and only a
-    /// logout's mark tells it from that ([`StoreError::Undecided`] otherwise, a 503 the client
-    /// retries). Redis is asked, since the probe may not have seen it yet: a session missing
-    /// is rare enough to cost one more round trip, and an eviction or a flush that began a
-    /// moment ago must not sign anyone out.
+    /// bring it back. That is the answer, unless Redis lost keys lately or an instance says it
+    /// is putting back what Redis lost: then the session may be one it lost, which an instance
+    /// holding a copy is about to put back, and only a logout's mark tells it from that
+    /// ([`StoreError::Undecided`] otherwise, a 503 the client retries). Redis is asked, since
+    /// the probe may not have seen it yet: a session missing is rare enough to cost a round
+    /// trip or two more, and an eviction or a flush that began a moment ago, or a write-back
+    /// that takes longer than noticing a loss, must not sign anyone out.
     async fn none_online(
         &self,
         id: &SessionId,
@@ -423,8 +424,17 @@ impl Shared {
             match self.check_data_set().await {
                 // Another data set (the flush it means is an outage now) or no answer.
                 None => return Err(StoreError::Undecided),
-                Some(data_set) if !self.link.evicted_since(data_set.evicted) => return Ok(None),
-                Some(_) => self.link.saw_losses(now),
+                Some(data_set) if self.link.evicted_since(data_set.evicted) => {
+                    self.link.saw_losses(now);
+                }
+                Some(_) => match self.primary.write_back_under_way().await {
+                    Ok(false) => return Ok(None),
+                    Ok(true) => {}
+                    Err(err) => {
+                        self.failed(err)?;
+                        return Err(StoreError::Undecided);
+                    }
+                },
             }
         }
         // Only a mark tells: a session gone without one (in a format whose application leaves

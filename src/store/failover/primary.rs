@@ -156,6 +156,13 @@ pub trait Primary: SessionStore {
     /// mark, the session gone.
     async fn over(&self, id: &SessionId) -> Result<Over, StoreError>;
 
+    /// Tells every instance, for `lasting`, that this one is putting back sessions the
+    /// primary lost: until it lapses, a session missing from the primary may still come back.
+    async fn announce_write_back(&self, lasting: Duration) -> Result<(), StoreError>;
+
+    /// Whether an instance's notice that it puts back sessions the primary lost is there.
+    async fn write_back_under_way(&self) -> Result<bool, StoreError>;
+
     /// Subscribes to the logouts of every instance: the ids as announced, until the link
     /// drops. Announcements made between this call's return and the first read wait in the
     /// subscription.

@@ -62,6 +62,12 @@ impl Keys {
         format!("{}epoch", self.prefix)
     }
 
+    /// The key an instance keeps while it puts back sessions Redis lost (see
+    /// `Link::announce_write_back`).
+    pub fn write_back(&self) -> String {
+        format!("{}writing-back", self.prefix)
+    }
+
     /// The pattern (for `SCAN` or `KEYS`) that matches every session and mark.
     pub fn sessions_pattern(&self) -> String {
         format!("{}{{*}}*", self.prefix)

@@ -36,6 +36,8 @@ pub(crate) struct LinkOptions {
     pub connection_per_thread: bool,
     /// The epoch key's name (in a cluster, the base of one per master; see `epoch`).
     pub epoch_key: String,
+    /// The key of the notice that an instance is putting back sessions Redis lost.
+    pub write_back_key: String,
 }
 
 /// The connection operations use now, with the batching of keepalives over it (none in a
@@ -233,6 +235,32 @@ impl Link {
     }
 
     /// Runs one command with the operation timeout, recording its latency as `op`.
+    /// Tells every instance, for `lasting`, that one is putting back sessions Redis lost: until
+    /// it lapses, a session missing from Redis may still come back. One key for every instance,
+    /// renewed by each while it writes back and left to lapse: none can take it away from
+    /// another that is still at it.
+    pub(crate) async fn announce_write_back(&self, lasting: Duration) -> Result<(), StoreError> {
+        let ms = u64::try_from(lasting.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut set = redis::cmd("SET");
+        set.arg(&self.options.write_back_key)
+            .arg(1)
+            .arg("PX")
+            .arg(ms);
+        self.run("notice", &mut set).await.map(drop)
+    }
+
+    /// Whether an instance's notice that it puts back sessions Redis lost is there.
+    pub(crate) async fn write_back_under_way(&self) -> Result<bool, StoreError> {
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&self.options.write_back_key);
+        Ok(matches!(
+            self.run("notice", &mut exists).await?,
+            Value::Int(1)
+        ))
+    }
+
     pub(crate) async fn run(&self, op: &'static str, cmd: &mut Cmd) -> Result<Value, StoreError> {
         let mut conn = self.conn()?;
         self.run_on(&mut conn, op, cmd).await

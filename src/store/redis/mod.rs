@@ -112,6 +112,7 @@ impl RedisStore {
                 connect_timeout: options.connect_timeout,
                 connection_per_thread: options.connection_per_thread,
                 epoch_key: Keys::new(options.prefix.clone()).epoch(),
+                write_back_key: Keys::new(options.prefix.clone()).write_back(),
             },
             &scripts::TOUCH,
             metrics,

@@ -1,6 +1,8 @@
 //! The Redis store as the failover's primary: each of
 //! [`crate::store::failover::Primary`]'s operations is one of the store's own.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::clock::Millis;
@@ -67,6 +69,14 @@ impl Primary for RedisStore {
         } else {
             Over::No
         })
+    }
+
+    async fn announce_write_back(&self, lasting: Duration) -> Result<(), StoreError> {
+        self.link.announce_write_back(lasting).await
+    }
+
+    async fn write_back_under_way(&self) -> Result<bool, StoreError> {
+        self.link.write_back_under_way().await
     }
 
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {

@@ -455,6 +455,52 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_reported_expired() {
     two.stop().await;
 }
 
+/// A write-back after a loss can take longer than noticing the loss (a large local store):
+/// while an instance says it is putting back what Redis lost, an instance without a copy of a
+/// session missing from Redis does not report it expired, however long the doubt window
+/// after the loss is past; once the notice lapses, it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_is_reported_expired_while_an_instance_puts_back_what_redis_lost() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let one = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms")]).await;
+    let two = start(&url, &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms")]).await;
+    let held = login(&two, "held").await;
+    assert_eq!(kept_alive(&two, &held).await, 200);
+
+    redis.flushall();
+    within(Duration::from_secs(3), "both re-synced", || async {
+        let mut done = true;
+        for server in [&one, &two] {
+            done &= metrics(&server.base)
+                .await
+                .contains("keepalive_redis_outages_total 1\n")
+                && redis_state(server).await == "ok";
+        }
+        done
+    })
+    .await;
+    assert!(redis.exists(&held.key()), "two put its session back");
+    // The notice two left while it wrote back lapses by itself, soon.
+    let notice = "keepalive:writing-back";
+    let left = redis.pttl(notice);
+    assert!((1..=3_000).contains(&left), "the notice lasts {left} ms");
+
+    // Held as a write-back of a large store holds it, with a session still to come back (in
+    // two's copy, not in Redis) and the clocks well past the doubt that follows a loss.
+    let _: () = redis.query(redis::cmd("PEXPIRE").arg(notice).arg(600_000), "PEXPIRE");
+    let _: () = redis.query(redis::cmd("DEL").arg(held.key()), "DEL");
+    advance(&[&one, &two], Duration::from_secs(30));
+    assert!(
+        undecided(&one, &held).await,
+        "503 while an instance puts sessions back"
+    );
+    let _: () = redis.query(redis::cmd("DEL").arg(notice), "DEL");
+    assert_eq!(kept_alive(&one, &held).await, 401);
+    one.stop().await;
+    two.stop().await;
+}
+
 /// An instance crashes after extending a session, then Redis loses its data: the session must
 /// come back with the expiry its user was told, from the copy the instance keeps of every
 /// extension (on disk within a flush interval), not with an earlier one.
