@@ -54,6 +54,8 @@ const NOTICE_LASTS: Duration = Duration::from_secs(3);
 const NOTICE_RENEW: Duration = Duration::from_secs(1);
 /// The mirror's note of a clean stop.
 const STOP_NOTE: &str = "failover.clean-stop";
+/// The mirror's note of the data set the local changes were last reconciled with.
+const RECONCILED_NOTE: &str = "failover.reconciled";
 
 /// This instance's notice to the others that it puts back sessions Redis lost: while it is
 /// there, an instance without a copy of a session missing from Redis cannot tell it from one
@@ -90,6 +92,11 @@ pub(super) struct LinkState {
     /// change had reached the data set of `data_set`. That re-sync then writes back only what
     /// changed since, instead of every live copy.
     stopped_at: Mutex<Option<Millis>>,
+    /// This instance started without a clean stop's note but knows the data set it had
+    /// reconciled with: until its first re-sync is done, every live copy goes back (what
+    /// changed before the crash is not known), but into a Redis that kept its data, where a
+    /// session gone was ended (see `Primary::merge`).
+    crashed: std::sync::atomic::AtomicBool,
     /// Told each time a re-sync brings the primary back: the logout listener subscribes
     /// again, in case its own connection went silent without closing.
     pub(super) reconnected: tokio::sync::Notify,
@@ -146,6 +153,17 @@ pub(super) fn lost(before: &DataSet, now: &DataSet) -> &'static str {
     }
 }
 
+/// The note each re-sync leaves: the store `place` the local changes were reconciled with,
+/// whose data set was `run_id` with `epoch`, after `evicted` evictions. Read at a start that
+/// follows a crash: whether Redis kept its data since is then still known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Reconciled {
+    place: String,
+    run_id: String,
+    epoch: String,
+    evicted: u64,
+}
+
 /// The note a clean stop leaves: every change in the mirror had reached the store `place`,
 /// whose data set was `run_id` with `epoch`, by `at`. A note without an epoch (left by an
 /// earlier version) matches no data set.
@@ -186,6 +204,54 @@ impl Shared {
                 .stopped_at
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(stop.at);
+            return;
+        }
+        // No clean stop: a crash. The data set last reconciled with still tells whether Redis
+        // kept its data meanwhile.
+        let reconciled = self.read_reconciled().await;
+        if let Some(note) = reconciled.filter(|n| n.place == self.primary.place()) {
+            self.link.set_data_set(Some(DataSet {
+                server: note.run_id,
+                epoch: note.epoch,
+                evicted: note.evicted,
+            }));
+            self.link.crashed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The note of the data set last reconciled with, left in place: a crash before the next
+    /// re-sync must find it again.
+    async fn read_reconciled(&self) -> Option<Reconciled> {
+        let read = match self.mirror.take_note(RECONCILED_NOTE).await {
+            Ok(Some(bytes)) => match self.mirror.write_note(RECONCILED_NOTE, bytes.clone()).await {
+                Ok(()) => Ok(Some(bytes)),
+                Err(err) => Err(err),
+            },
+            other => other,
+        };
+        match read {
+            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
+            Err(err) => {
+                tracing::warn!(error = %err, "[redis] cannot read which Redis data set the local store was last reconciled with: {err}; every live local session is written back as into a Redis that lost its data");
+                None
+            }
+        }
+    }
+
+    /// Notes in the mirror the data set the local changes are now reconciled with.
+    async fn note_reconciled(&self, data_set: &DataSet) {
+        let note = Reconciled {
+            place: self.primary.place(),
+            run_id: data_set.server.clone(),
+            epoch: data_set.epoch.clone(),
+            evicted: data_set.evicted,
+        };
+        let written = match serde_json::to_vec(&note) {
+            Ok(bytes) => self.mirror.write_note(RECONCILED_NOTE, bytes).await,
+            Err(err) => Err(StoreError::Backend(err.to_string())),
+        };
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "[redis] cannot record which Redis data set the local store is reconciled with: {err}; after a crash every live local session would be written back as into a Redis that lost its data");
         }
     }
 
@@ -301,10 +367,14 @@ impl Shared {
         // outage this ends), or evictions while this instance was stopped. What Redis lost
         // was not changed here, so every live copy goes back, though the data set is the same.
         let evicted = same_redis && self.link.evicted_since(data_set.evicted);
+        let crashed = self.link.crashed.load(Ordering::Acquire);
         let began = self.journal.outage_began();
-        let since = (same_redis && !evicted)
+        let since = (same_redis && !evicted && !crashed)
             .then(|| stopped_at.map_or(began, |at| at.min(began)) - RESYNC_SLACK_MS);
         let what = match (same_redis, evicted, stopped_at) {
+            (true, false, _) if crashed => {
+                "every live local session (this instance did not stop cleanly; Redis kept its data)"
+            }
             (true, false, Some(_)) => {
                 "what changed since this instance last stopped (the same Redis has the rest)"
             }
@@ -334,14 +404,14 @@ impl Shared {
         if since.is_none() {
             // Every live session goes back: each as Redis last had it, not as its copy trails.
             self.bring_up_all()?;
-            // Redis lost keys (not this instance's first connection): other instances may be
+            // Redis lost keys (known from an earlier connection): other instances may be
             // putting back sessions this one holds no copy of.
-            if self.link.data_set().is_some() {
+            if self.link.data_set().is_some() && (!same_redis || evicted) {
                 self.link.saw_losses(self.clock.now());
             }
         }
         // Every live session goes back after a loss: others learn that it may take a while.
-        let mut notice = since.is_none().then(Notice::default);
+        let mut notice = (!same_redis || evicted).then(Notice::default);
         let records = self.mirror.live_since(since, now).await?;
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
             if let Some(notice) = &mut notice {
@@ -397,6 +467,8 @@ impl Shared {
             .stopped_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+        self.link.crashed.store(false, Ordering::Release);
+        self.note_reconciled(&data_set).await;
         self.link.reconnected.notify_waiters();
         self.metrics.redis_up.set(1);
         let (sessions, logouts) = (sessions.len() as u64, logouts.len() as u64);

@@ -2,7 +2,8 @@
 //! sessions keepalive served keep answering 200 through the outage, and afterwards they are
 //! back in Redis with their TTLs and their data, so the application finds them again. And a
 //! Redis that lost its data: an instance without a copy of a session does not sign its user out
-//! while the instance that holds the copy has not put it back yet.
+//! while the instance that holds the copy has not put it back yet. And an instance that crashed:
+//! its copies do not bring back a session the application destroyed while it was down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,9 +179,11 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_signed_out() {
         server.clock.advance(Duration::from_secs(60));
     }
     // The notice two kept while it wrote back lapses in Redis's own time.
-    within(Duration::from_secs(5), "the write-back notice lapsed", || async {
-        !redis.exists("keepalive:writing-back")
-    })
+    within(
+        Duration::from_secs(5),
+        "the write-back notice lapsed",
+        || async { !redis.exists("keepalive:writing-back") },
+    )
     .await;
     assert_eq!(ping(&one.base, &other).await.0, 401);
     one.stop().await;
@@ -194,4 +197,41 @@ async fn redis_state(server: &TestServer) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// An instance crashes holding copies of the application's sessions; while it is down the
+/// application destroys one; it starts again on the same local store and the same Redis, which
+/// kept its data: the other session is kept alive as before, the destroyed one stays destroyed
+/// (an Express logout leaves no mark, so only knowing that Redis kept its data tells it from a
+/// session Redis lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_destroyed_while_an_instance_was_down_is_not_brought_back() {
+    let redis = RedisServer::start();
+    let app = ExpressApp::start(&redis, &[OLD_SECRET], &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ka = keepalive(&redis, dir.path(), &[OLD_SECRET], &[]);
+    let kept = app.login("kept").await;
+    let destroyed = app.login("destroyed").await;
+    for cookie in [&kept, &destroyed] {
+        assert_eq!(ping(&ka.base, cookie).await.0, 200);
+    }
+    // The copies reach the disk within the local store's flush interval (1 s at most).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ka.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(ka);
+
+    assert_eq!(app.logout(&destroyed).await, 204);
+    let ka = keepalive(&redis, dir.path(), &[OLD_SECRET], &[]);
+    within(Duration::from_secs(10), "keepalive sees Redis", || async {
+        crate::harness::keepalive(&ka.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+    })
+    .await;
+    assert!(
+        !redis.exists(&session_key(&destroyed)),
+        "the restart brought back a session the application destroyed"
+    );
+    assert_eq!(ping(&ka.base, &destroyed).await.0, 401);
+    assert_eq!(app.me(&destroyed).await.0, 401);
+    assert_eq!(ping(&ka.base, &kept).await.0, 200);
+    assert_eq!(app.me(&kept).await.0, 200);
 }
