@@ -87,14 +87,25 @@ pub fn port_of(base: &str) -> u16 {
         .unwrap_or_else(|| panic!("no port in {base:?}"))
 }
 
-/// The documented snippet with keepalive at `127.0.0.1:keepalive`, the application at
-/// `127.0.0.1:app` and the server listening on `127.0.0.1:listen`. Panics unless each of the
-/// three directives occurs exactly once (as an active line, not in a comment), and checks that
-/// the result listens on and proxies to nothing else.
-pub fn rewrite_snippet(snippet: &str, text: &str, keepalive: u16, app: u16, listen: u16) -> String {
+/// The documented snippet with keepalive at `127.0.0.1:` each of `keepalive` (one upstream
+/// `server` line each: a fleet), the application at `127.0.0.1:app` and the server listening
+/// on `127.0.0.1:listen`. Panics unless each of the three directives occurs exactly once (as an
+/// active line, not in a comment), and checks that the result listens on and proxies to
+/// nothing else.
+pub fn rewrite_snippet(
+    snippet: &str,
+    text: &str,
+    keepalive: &[u16],
+    app: u16,
+    listen: u16,
+) -> String {
     let [keepalive_upstream, app_upstream, listen_directive] = directives(snippet);
+    let servers: Vec<String> = keepalive
+        .iter()
+        .map(|port| format!("server 127.0.0.1:{port};"))
+        .collect();
     let replacements = [
-        (keepalive_upstream, format!("server 127.0.0.1:{keepalive};")),
+        (keepalive_upstream, servers.join("\n    ")),
         (app_upstream, format!("server 127.0.0.1:{app};")),
         (listen_directive, format!("listen 127.0.0.1:{listen};")),
     ];
@@ -244,7 +255,7 @@ pub struct Nginx {
     /// The snippet it serves, relative to the repository root.
     snippet: &'static str,
     port: u16,
-    keepalive: u16,
+    keepalive: Vec<u16>,
     app: u16,
     child: Option<Child>,
     // Declared last: removed after `Drop::drop` stopped the process that writes into it.
@@ -261,6 +272,12 @@ impl Nginx {
     /// nginx serving `snippet` (relative to the repository root) in front of keepalive and
     /// the application.
     pub fn start_snippet(snippet: &'static str, keepalive: u16, app: u16) -> Self {
+        Self::start_fleet(snippet, &[keepalive], app)
+    }
+
+    /// nginx serving `snippet` in front of several keepalive instances (its upstream lists
+    /// each) and the application.
+    pub fn start_fleet(snippet: &'static str, keepalive: &[u16], app: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("keepalive-nginx-")
             .tempdir()
@@ -268,7 +285,7 @@ impl Nginx {
         let mut nginx = Self {
             snippet,
             port: keepalive_testkit::ports::free_port(),
-            keepalive,
+            keepalive: keepalive.to_vec(),
             app,
             child: None,
             dir,
@@ -330,7 +347,7 @@ impl Nginx {
         let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(self.snippet);
         let text = std::fs::read_to_string(&source)
             .unwrap_or_else(|e| panic!("read {}: {e}", source.display()));
-        let snippet = rewrite_snippet(self.snippet, &text, self.keepalive, self.app, self.port);
+        let snippet = rewrite_snippet(self.snippet, &text, &self.keepalive, self.app, self.port);
         std::fs::write(self.snippet_path(), snippet).expect("write the rewritten snippet");
         let user = prepare_dir(self.dir.path());
         std::fs::write(
