@@ -185,10 +185,17 @@ impl TestServer {
 
 /// A plain HTTP client; cookies are handled by hand so tests see exactly what is sent.
 pub fn client() -> reqwest::Client {
-    keepalive::outbound::client_builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    // One for the test process (nextest runs each test in a process of its own): building a
+    // client loads the TLS roots, which costs more than most of the requests a test makes.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            keepalive::outbound::client_builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client")
+        })
+        .clone()
 }
 
 /// The `name=value` pair of a `Set-Cookie` header.

@@ -204,6 +204,17 @@ async fn a_logout_everywhere_survives_redis_restarting_empty() {
         async move { written && redis_check(one).await == "ok" }
     })
     .await;
+    // Two's "ok" counts only once it noticed the restart too (it may not have probed yet).
+    within(
+        Duration::from_secs(5),
+        "instance two noticed the restart",
+        || async {
+            metrics(&two.base)
+                .await
+                .contains("keepalive_redis_outages_total 1\n")
+        },
+    )
+    .await;
     both_see_redis(&one, &two, "ok").await;
     let revived = listed(&two, "alice").await;
     assert!(revived.is_empty(), "alice signed back in: {revived:?}");

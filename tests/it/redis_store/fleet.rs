@@ -8,7 +8,9 @@ use std::time::Duration;
 use keepalive_testkit::redis::RedisServer;
 
 use crate::harness::nginx::{Nginx, SNIPPET, port_of};
-use crate::harness::{TestServer, create_session, keepalive, metrics, within};
+use reqwest::header::COOKIE;
+
+use crate::harness::{TestServer, client, cookie_pair, keepalive, metrics, within};
 
 /// The sessions the local store of the instance at `base` holds live.
 async fn mirrored(base: &str) -> u64 {
@@ -43,14 +45,28 @@ async fn behind_the_documented_nginx_each_instance_mirrors_about_its_share() {
     let app = keepalive_testkit::ports::free_port();
     let nginx = Nginx::start_fleet(SNIPPET, &ports, app);
 
-    // Signed in through nginx (no cookie yet: round-robin), then kept alive through it.
+    // Signed in through nginx (no cookie yet: round-robin), then kept alive through it, as
+    // browsers would; one client for all (building one per request costs more than the request).
+    let browser = client();
     let mut cookies = Vec::new();
     for _ in 0..SESSIONS {
-        cookies.push(create_session(&nginx.base()).await);
+        let response = browser
+            .post(nginx.url("/api/v1/session"))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(response.status(), 201);
+        cookies.push(cookie_pair(&response));
     }
     for _ in 0..4 {
         for cookie in &cookies {
-            assert_eq!(keepalive(&nginx.base(), Some(cookie)).await.0, 200);
+            let response = browser
+                .get(nginx.url("/api/v1/keepalive/"))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .expect("keepalive");
+            assert_eq!(response.status(), 200);
         }
     }
 
