@@ -12,7 +12,7 @@ use std::time::Duration;
 use keepalive_testkit::redis::RedisServer;
 
 use super::{ExpressApp, MAX_AGE_MS, OLD_SECRET, keepalive, now_ms, ping, session_key};
-use crate::harness::{TestServer, metrics, within};
+use crate::harness::{TestServer, resynced, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_keepalive_served_survive_redis_killed_and_restarted_empty() {
@@ -141,17 +141,7 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_signed_out() {
     assert_eq!(ping(&two.base, &held).await.0, 200);
 
     redis.flushall();
-    within(
-        Duration::from_secs(3),
-        "instance one re-synced with the flushed Redis",
-        || async {
-            metrics(&one.base)
-                .await
-                .contains("keepalive_redis_outages_total 1\n")
-                && redis_state(&one).await == "ok"
-        },
-    )
-    .await;
+    resynced(&one.base, 1).await;
     let (status, _, body) = ping(&one.base, &held).await;
     assert_eq!(
         (status, body["error"].as_str()),

@@ -400,6 +400,22 @@ pub fn raw_exchange(addr: &str, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Waits until the instance at `base` counted `outages` Redis outages and answers with Redis
+/// `ok` again: its re-sync after the last of them is done (an `ok` alone may be one from before
+/// a fault the instance has not noticed yet).
+pub async fn resynced(base: &str, outages: u64) {
+    let counted = format!("keepalive_redis_outages_total {outages}\n");
+    within(
+        Duration::from_secs(5),
+        &format!("{base} re-synced after {outages} outages"),
+        || async {
+            metrics(base).await.contains(&counted)
+                && keepalive(base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+        },
+    )
+    .await;
+}
+
 /// Polls `condition` every 20 ms until it holds; returns how long that took. Fails the test
 /// if it does not hold within `limit`.
 pub async fn within<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration

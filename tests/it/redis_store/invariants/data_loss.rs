@@ -4,7 +4,7 @@
 use keepalive_testkit::redis::RedisCluster;
 
 use super::*;
-use crate::harness::{Process, logout, metrics};
+use crate::harness::{Process, logout, metrics, resynced};
 
 /// "Redis that loses data without restarting (FLUSHALL/FLUSHDB, eviction under maxmemory, ...)
 /// is noticed within about one probe interval and answered like a Redis restarted empty:
@@ -432,17 +432,7 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_reported_expired() {
     assert_eq!(kept_alive(&two, &held).await, 200);
 
     redis.flushall();
-    within(
-        Duration::from_secs(3),
-        "instance one re-synced with the flushed Redis",
-        || async {
-            metrics(&one.base)
-                .await
-                .contains("keepalive_redis_outages_total 1\n")
-                && redis_state(&one).await == "ok"
-        },
-    )
-    .await;
+    resynced(&one.base, 1).await;
     assert!(
         undecided(&one, &held).await,
         "503 until the holder puts it back"
@@ -469,17 +459,8 @@ async fn no_session_is_reported_expired_while_an_instance_puts_back_what_redis_l
     assert_eq!(kept_alive(&two, &held).await, 200);
 
     redis.flushall();
-    within(Duration::from_secs(3), "both re-synced", || async {
-        let mut done = true;
-        for server in [&one, &two] {
-            done &= metrics(&server.base)
-                .await
-                .contains("keepalive_redis_outages_total 1\n")
-                && redis_state(server).await == "ok";
-        }
-        done
-    })
-    .await;
+    resynced(&one.base, 1).await;
+    resynced(&two.base, 1).await;
     assert!(redis.exists(&held.key()), "two put its session back");
     // The notice two left while it wrote back lapses by itself, soon.
     let notice = "keepalive:writing-back";
