@@ -89,7 +89,12 @@ impl Asset {
             let gzip = gzip.finish().expect("gzip into memory");
             let mut brotli = Vec::new();
             {
-                let mut writer = brotli::CompressorWriter::new(&mut brotli, 4096, 11, 22);
+                let mut writer = brotli::CompressorWriter::new(
+                    &mut brotli,
+                    4096,
+                    11,
+                    brotli_window(bytes.len()),
+                );
                 writer.write_all(bytes).expect("brotli into memory");
             }
             (gzip, brotli)
@@ -317,6 +322,17 @@ pub fn demo_routes() -> Router<AppState> {
         .route("/demo.css", serve(|a| &a.demo_style, REVALIDATE))
 }
 
+/// The smallest brotli window (its log2, 10 to 24) that holds all of `len` bytes: a larger one
+/// compresses such a file no better, and the encoder's memory at the best quality grows with
+/// the window: what it takes at start-up stays in the process's resident memory, since the
+/// allocator keeps the pages it was given back.
+fn brotli_window(len: usize) -> u32 {
+    // The window holds 2^lgwin - 16 bytes.
+    len.saturating_add(16)
+        .checked_next_power_of_two()
+        .map_or(24, |needed| needed.trailing_zeros().clamp(10, 24))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +344,21 @@ mod tests {
             HeaderValue::from_str(value).expect("ascii"),
         );
         headers
+    }
+
+    #[test]
+    fn the_brotli_window_holds_the_whole_file_and_no_more() {
+        for (len, lgwin) in [
+            (0, 10),
+            (1_008, 10),
+            (1_009, 11),
+            (16_700, 15),
+            (70_000, 17),
+            (1 << 30, 24),
+            (usize::MAX, 24),
+        ] {
+            assert_eq!(brotli_window(len), lgwin, "{len} bytes");
+        }
     }
 
     #[test]
