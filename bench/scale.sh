@@ -8,7 +8,8 @@
 #     CONNECTIONS connections);
 #   - the server's resident memory (VmRSS) per session, while it runs and after a restart;
 #   - the data directory's size on disk per session;
-#   - the time from a SIGKILL and a fresh start to /readyz answering 200.
+#   - the time from a SIGKILL and a fresh start to /readyz answering 200, and with Redis to the
+#     end of the background write-back that follows a crash.
 #
 # The instance keeps its data directory across steps: each step adds sessions to those of the
 # steps before, then the instance is killed and started again on the same directory (and, with
@@ -49,6 +50,7 @@ ready_secs=""
 start_server() {
     local started
     started="$(date +%s.%N)"
+    started_at="$started"
     env "${env_vars[@]}" PORT="$port" "$target_dir/release/keepalive" >>"$work/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 6000); do
@@ -66,13 +68,27 @@ start_server() {
     exit 1
 }
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$server_pid/status"; }
+# With Redis: the seconds from the start until the background write-back of a crashed
+# instance is done (keepalive_redis_writing_back back to 0); "-" without Redis.
+written_back_secs() {
+    if [ "${REDIS:-0}" != 1 ]; then echo -; return; fi
+    for _ in $(seq 6000); do
+        if curl -s "$base/metrics" | grep -q '^keepalive_redis_writing_back 0'; then
+            awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
+            return
+        fi
+        sleep 0.1
+    done
+    echo "the background write-back did not end within ten minutes" >&2
+    exit 1
+}
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
 mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
 summary="$out/scale-$mode-$stamp.tsv"
-printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\n' >"$summary"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\n' >"$summary"
 
 start_server
 total=0
@@ -93,6 +109,7 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true
     start_server
     ready="$ready_secs"
+    written_back="$(written_back_secs)"
     # A second of light load first: the allocator gives back what start-up allocated and
     # freed only once the threads allocate again.
     "$target_dir/release/keepalive-bench" load --url "$base" --sessions 64 --connections 8 \
@@ -100,15 +117,15 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     total=$((total + 64))
     sleep 1
     rss_after="$(rss_bytes)"
-    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" >>"$summary" <<'PY'
+    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" "$written_back" >>"$summary" <<'PY'
 import json, sys
-path, n, rss, after, disk, ready = sys.argv[1:]
+path, n, rss, after, disk, ready, written_back = sys.argv[1:]
 n, disk = int(n), int(disk)
 report = json.load(open(path))
 median, sessions = report["median"], report["sessions"]
 k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_sec"]
 print(f"{n}\t{k:.0f}\t{l:.0f}\t{k / l:.3f}\t{sessions['created'] / sessions['seconds']:.0f}\t"
-      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}")
+      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}")
 PY
     tail -1 "$summary" >&2
 done
@@ -125,13 +142,13 @@ def per_session(row, field):
     return "-" if grown <= 0 else f"{(int(row[field]) - int(first[field])) / grown:.0f}"
 print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'created/s':>9} {'RSS MB':>7} "
       f"{'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
-      f"{'restart->ready':>14}")
+      f"{'restart->ready':>14} {'written back':>12}")
 for r in rows:
     print(f"{int(r['sessions']):>9} {int(r['keepalive_rps']):>11} {float(r['ratio']):>6.3f} "
           f"{int(r['created_per_s']):>9} {int(r['rss_bytes']) / 1e6:>7.1f} "
           f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
           f"{per_session(r, 'rss_bytes_after_restart'):>9} {int(r['disk_b_per_session']):>14} "
-          f"{float(r['restart_to_ready_s']):>13.2f}s")
+          f"{float(r['restart_to_ready_s']):>13.2f}s {r['written_back_s']:>11}s")
 if len(rows) > 1:
     a, b = float(first["ratio"]), float(rows[-1]["ratio"])
     print(f"ratio from {first['sessions']} to {rows[-1]['sessions']} sessions: {a:.3f} -> {b:.3f} "

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// 1 while Redis answers, 0 while offline (absent without Redis).
     pub redis_up: IntGauge,
+    /// 1 while this instance writes its local sessions back to Redis in the background
+    /// (absent without Redis).
+    pub redis_writing_back: IntGauge,
     /// Latency of Redis operations by operation.
     pub redis_operation_duration_seconds: HistogramVec,
     /// Session operations served from the local store because Redis was offline.
@@ -221,6 +224,7 @@ impl Metrics {
             ),
             // Registered by `track_redis` only: without Redis the metric is absent, not 0.
             redis_up: IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric"),
+            redis_writing_back: IntGauge::with_opts(opts("redis_writing_back", "1 while this instance writes its local sessions back to Redis in the background, after it stopped without a clean stop.")).expect("valid metric"),
             redis_operation_duration_seconds: register(
                 r,
                 HistogramVec::new(
@@ -265,8 +269,10 @@ impl Metrics {
     /// Exports `keepalive_redis_up`: called when Redis is configured, so that an instance
     /// without Redis never reports it down.
     pub fn track_redis(&self) {
-        if let Err(err) = self.registry.register(Box::new(self.redis_up.clone())) {
-            tracing::debug!(error = %err, "redis_up already registered");
+        for gauge in [&self.redis_up, &self.redis_writing_back] {
+            if let Err(err) = self.registry.register(Box::new(gauge.clone())) {
+                tracing::debug!(error = %err, "a Redis gauge is already registered");
+            }
         }
     }
 

@@ -152,6 +152,7 @@ impl Keepalive {
                 let options = FailoverOptions {
                     probe_interval: redis.probe_interval,
                     backoff_max: redis.backoff_max,
+                    write_back_rate: redis.write_back_rate,
                     absolute_lifetime: config.session.absolute_lifetime,
                 };
                 let failover = match &config.express {

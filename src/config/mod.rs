@@ -223,6 +223,9 @@ pub struct RedisSettings {
     pub probe_interval: Duration,
     /// Longest wait between two reconnection attempts while Redis is offline.
     pub backoff_max: Duration,
+    /// Sessions and logouts a second that a background write-back sends at most (0: as fast
+    /// as Redis answers).
+    pub write_back_rate: u32,
 }
 
 /// How long each rule's condition must hold before it fires, and how often a firing alert is

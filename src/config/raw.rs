@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Longest wait between two reconnection attempts while Redis is offline.
     #[serde(default, with = "humantime_serde")]
     pub redis_backoff_max: Option<Duration>,
+    /// Sessions and logouts a second written back to Redis at most by a write-back that runs
+    /// while the instance serves (0: as fast as Redis answers).
+    pub redis_write_back_rate: Option<u32>,
     /// Interval between two pings of the browser client.
     #[serde(default, with = "humantime_serde")]
     pub tick: Option<Duration>,
@@ -182,6 +185,7 @@ pub const KEYS: &[&str] = &[
     "redis_connect_timeout",
     "redis_probe_interval",
     "redis_backoff_max",
+    "redis_write_back_rate",
     "tick",
     "timeout",
     "max_retries",
@@ -262,6 +266,10 @@ impl RawConfig {
             redis_connect_timeout: Some(secs(1)),
             redis_probe_interval: Some(Duration::from_millis(500)),
             redis_backoff_max: Some(secs(1)),
+            // A fleet restarting at once writes every instance's sessions back together: at
+            // this rate ten instances leave a single Redis most of its capacity for the live
+            // traffic, and a million sessions take under a minute in the background.
+            redis_write_back_rate: Some(20_000),
             tick: Some(tick),
             timeout: Some(timeout),
             max_retries: Some(retries),

@@ -321,8 +321,10 @@ impl Layers {
                         "must be between 10ms and 5m".to_owned(),
                     ));
                 }
+                let write_back_rate = get!(redis_write_back_rate);
                 Some(RedisSettings {
                     target,
+                    write_back_rate,
                     display_url: redact_url(&url),
                     prefix,
                     timeout,

@@ -48,8 +48,10 @@ impl IdKind {
     }
 }
 
-/// A session identifier. Small and `Copy`: its bytes live inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A session identifier. Small and `Copy`: its bytes live inline. Ids are ordered by kind,
+/// then by their bytes: the order in which the local store keeps them, so that a walk through
+/// its sessions can tell which ids it has passed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId {
     kind: IdKind,
     len: u8,
@@ -147,6 +149,18 @@ impl SessionId {
     }
 }
 
+impl Ord for SessionId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind, self.as_bytes()).cmp(&(other.kind, other.as_bytes()))
+    }
+}
+
+impl PartialOrd for SessionId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl fmt::Display for SessionId {
     /// The cookie form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,6 +184,30 @@ impl fmt::Debug for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordered_as_stored_kind_then_bytes() {
+        let stored = |id: &SessionId| {
+            let mut key = vec![id.kind().tag()];
+            key.extend_from_slice(id.as_bytes());
+            key
+        };
+        let express = |bytes: &[u8]| SessionId::from_parts(IdKind::Express, bytes).expect("id");
+        let mut ids = vec![
+            express(&[2]),
+            express(&[1, 255]),
+            express(&[1, 2, 0]),
+            express(&[1, 2]),
+            SessionId::from_bytes([9; ID_BYTES]),
+            SessionId::from_bytes([0; ID_BYTES]),
+        ];
+        let mut by_key = ids.clone();
+        by_key.sort_by_key(stored);
+        ids.sort();
+        assert_eq!(ids, by_key);
+        assert_eq!(ids[0], SessionId::from_bytes([0; ID_BYTES]));
+        assert_eq!(ids[2], express(&[1, 2]));
+    }
 
     #[test]
     fn round_trips_through_text() {

@@ -23,7 +23,14 @@ pub enum SharedStoreState {
 /// A reader (and, for its owner, the writer) of the shared store's state; cheap to clone and
 /// to read on every request.
 #[derive(Debug, Clone, Default)]
-pub struct SharedStatus(Option<Arc<AtomicBool>>);
+pub struct SharedStatus(Option<Arc<Flags>>);
+
+#[derive(Debug, Default)]
+struct Flags {
+    online: AtomicBool,
+    /// This instance writes its local sessions back to the shared store in the background.
+    writing_back: AtomicBool,
+}
 
 impl SharedStatus {
     /// No shared store: always [`SharedStoreState::Disabled`].
@@ -33,21 +40,23 @@ impl SharedStatus {
 
     /// A shared store that has not answered yet: offline until [`set_online`](Self::set_online).
     pub fn offline() -> Self {
-        Self(Some(Arc::new(AtomicBool::new(false))))
+        Self(Some(Arc::new(Flags::default())))
     }
 
     /// The state now.
     pub fn state(&self) -> SharedStoreState {
         match &self.0 {
             None => SharedStoreState::Disabled,
-            Some(online) if online.load(Ordering::Acquire) => SharedStoreState::Ok,
+            Some(flags) if flags.online.load(Ordering::Acquire) => SharedStoreState::Ok,
             Some(_) => SharedStoreState::Offline,
         }
     }
 
     /// Whether the shared store answers (false without one).
     pub fn is_online(&self) -> bool {
-        self.0.as_ref().is_some_and(|o| o.load(Ordering::Acquire))
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.online.load(Ordering::Acquire))
     }
 
     /// Records whether the shared store answers; returns what was recorded before. Only its
@@ -55,7 +64,23 @@ impl SharedStatus {
     pub fn set_online(&self, online: bool) -> bool {
         self.0
             .as_ref()
-            .is_some_and(|o| o.swap(online, Ordering::AcqRel))
+            .is_some_and(|f| f.online.swap(online, Ordering::AcqRel))
+    }
+
+    /// Whether this instance writes its local sessions back to the shared store in the
+    /// background, while it serves from it (after it stopped without a clean stop).
+    pub fn writing_back(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.writing_back.load(Ordering::Acquire))
+    }
+
+    /// Records whether a background write-back runs. Only its owner, the failover store,
+    /// calls this.
+    pub fn set_writing_back(&self, running: bool) {
+        if let Some(flags) = &self.0 {
+            flags.writing_back.store(running, Ordering::Release);
+        }
     }
 }
 
@@ -78,5 +103,9 @@ mod tests {
         assert!(!none.set_online(true), "nothing to record");
         assert_eq!(none.state(), SharedStoreState::Disabled);
         assert!(!none.is_online());
+
+        assert!(!reader.writing_back());
+        owner.set_writing_back(true);
+        assert!(reader.writing_back());
     }
 }

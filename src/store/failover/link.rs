@@ -62,13 +62,13 @@ const RECONCILED_NOTE: &str = "failover.reconciled";
 /// this instance is about to put back, however long the write-back takes (the time window
 /// after a loss, [`LOSS_DOUBT_MS`], covers only the time to notice it).
 #[derive(Default)]
-struct Notice {
+pub(super) struct Notice {
     renewed: Option<Instant>,
 }
 
 impl Notice {
     /// Renews the notice if it was not lately.
-    async fn renew(&mut self, shared: &Shared) -> Result<(), StoreError> {
+    pub(super) async fn renew(&mut self, shared: &Shared) -> Result<(), StoreError> {
         if self.renewed.is_some_and(|at| at.elapsed() < NOTICE_RENEW) {
             return Ok(());
         }
@@ -141,6 +141,15 @@ impl LinkState {
     /// The local sessions were written back after `evicted` evictions.
     fn written_back_after(&self, evicted: u64) {
         self.evicted.store(evicted, Ordering::Release);
+    }
+
+    /// A background write-back of every local session completed (see `sweep`): begun after
+    /// `evicted` evictions, if evictions were its reason. What made it needed no longer holds.
+    pub(super) fn walked(&self, evicted: Option<u64>) {
+        self.crashed.store(false, Ordering::Release);
+        if let Some(evicted) = evicted {
+            self.written_back_after(evicted);
+        }
     }
 }
 
@@ -263,7 +272,8 @@ impl Shared {
         let Some(data_set) = self.link.data_set() else {
             return;
         };
-        if !self.status.is_online() || !self.journal.changed().is_empty() {
+        // A background write-back that did not complete: the next start walks again.
+        if !self.status.is_online() || !self.journal.changed().is_empty() || self.sweep.running() {
             return;
         }
         let stop = CleanStop {
@@ -382,7 +392,16 @@ impl Shared {
             (true, true, _) => "every live local session (Redis evicted keys meanwhile)",
             (false, _, _) => "every live local session",
         };
-        tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected; writing back {what}");
+        // Every live session goes back into a Redis that kept its data set: Redis holds all
+        // but what this instance changed before it stopped or while Redis was away, so it
+        // serves from Redis at once and a walk writes the rest back meanwhile (see `sweep`).
+        let background = same_redis && since.is_none();
+        let how = if background {
+            "in the background while serving"
+        } else {
+            "before serving from Redis"
+        };
+        tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected; writing back {what}, {how}");
 
         // What was written back, by id: a session that changes again while the re-sync runs is
         // written twice but counted once, so the counts are sessions and logouts, not writes.
@@ -392,7 +411,11 @@ impl Shared {
         // Logouts first: a session another instance still holds a copy of is refused by the
         // marker from then on, even when the primary came back empty.
         let now = self.clock.now();
-        let ended = self.mirror.removed_since(since).await?;
+        let ended = if background {
+            Vec::new()
+        } else {
+            self.mirror.removed_since(since).await?
+        };
         for chunk in ended.chunks(RESYNC_CONCURRENCY) {
             let writes = chunk.iter().map(|id| self.primary.end(id, now));
             for (id, written) in chunk.iter().zip(join_all(writes).await) {
@@ -411,8 +434,14 @@ impl Shared {
             }
         }
         // Every live session goes back after a loss: others learn that it may take a while.
-        let mut notice = (!same_redis || evicted).then(Notice::default);
-        let records = self.mirror.live_since(since, now).await?;
+        let mut notice = (!same_redis || (evicted && !background)).then(Notice::default);
+        let records = if background {
+            // The walk reads the file: what the overlay holds must be in it.
+            self.mirror.flush().await?;
+            Vec::new()
+        } else {
+            self.mirror.live_since(since, now).await?
+        };
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
             if let Some(notice) = &mut notice {
                 notice.renew(self).await?;
@@ -427,12 +456,24 @@ impl Shared {
             }
         }
 
+        if background {
+            // Before the flip: no request reaches Redis ahead of the walk.
+            self.sweep
+                .begin(evicted.then_some(data_set.evicted), self.write_back_rate);
+            self.status.set_writing_back(true);
+            self.metrics.redis_writing_back.set(1);
+        }
+        let evicted_before = self.link.evicted.load(Ordering::Acquire);
         loop {
             let batch: Vec<SessionId> = {
                 let mut changed = self.journal.changed();
                 if changed.is_empty() {
                     // The data set is reconciled from here on: a probe compares with it.
                     self.link.set_data_set(Some(data_set.clone()));
+                    if background && evicted {
+                        // Until the walk completes, Redis still lacks what it evicted.
+                        self.link.written_back_after(evicted_before);
+                    }
                     self.status.set_online(true);
                     break;
                 }
@@ -458,6 +499,7 @@ impl Shared {
             if let Some(err) = failure {
                 // Nothing is lost: put the whole batch back for the next attempt.
                 self.journal.changed().extend(batch);
+                self.sweep_stopped();
                 self.primary.disconnect();
                 return Err(err);
             }
@@ -467,19 +509,31 @@ impl Shared {
             .stopped_at
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
-        self.link.crashed.store(false, Ordering::Release);
+        if !background {
+            self.link.crashed.store(false, Ordering::Release);
+        }
         self.note_reconciled(&data_set).await;
         self.link.reconnected.notify_waiters();
         self.metrics.redis_up.set(1);
         let (sessions, logouts) = (sessions.len() as u64, logouts.len() as u64);
         self.metrics.redis_resynced_sessions_total.inc_by(sessions);
         self.metrics.redis_resynced_logouts_total.inc_by(logouts);
-        tracing::info!(
-            sessions,
-            logouts,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "[redis] re-sync done: {sessions} sessions and {logouts} logouts written back; sessions live in Redis"
-        );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if background {
+            tracing::info!(
+                sessions,
+                logouts,
+                elapsed_ms,
+                "[redis] serving from Redis; {sessions} sessions and {logouts} logouts changed during the outage written back, every other local session follows in the background"
+            );
+        } else {
+            tracing::info!(
+                sessions,
+                logouts,
+                elapsed_ms,
+                "[redis] re-sync done: {sessions} sessions and {logouts} logouts written back; sessions live in Redis"
+            );
+        }
         Ok(())
     }
 }
@@ -496,21 +550,43 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
     let mut attempts = 0u32;
     let mut evictions = 0u64;
     let mut swept = Instant::now();
+    let mut probed = Instant::now();
     loop {
         if swept.elapsed() >= SWEEP_EVERY {
             shared.copies.sweep(shared.clock.now());
             swept = Instant::now();
         }
         if shared.status.is_online() {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(options.probe_interval) => {}
-                () = shared.link.lost.notified() => {}
+            if shared.sweep.running() {
+                // A page of the background write-back between two probes.
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    page = shared.sweep_page() => if let Err(err) = page {
+                        // The walk begins again at the reconnection.
+                        if let Err(err) = shared.failed(err) {
+                            tracing::warn!(error = %err, "[redis] the background write-back stopped: {err}; it begins again at the next start");
+                            shared.sweep_stopped();
+                        }
+                    },
+                }
+                if probed.elapsed() < options.probe_interval {
+                    continue;
+                }
+            } else {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(options.probe_interval) => {}
+                    () = shared.link.lost.notified() => {}
+                }
             }
             if !shared.status.is_online() {
                 continue;
             }
-            if let Some(data_set) = shared.check_data_set().await
+            probed = Instant::now();
+            let data_set = shared.check_data_set().await;
+            // A walk under way puts back what Redis evicted before it began; evictions since
+            // are seen once it completes.
+            if let Some(data_set) = data_set.filter(|_| !shared.sweep.running())
                 && shared.link.evicted_since(data_set.evicted)
             {
                 shared.link.saw_losses(shared.clock.now());

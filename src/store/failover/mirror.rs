@@ -50,6 +50,24 @@ pub trait Mirror: SessionStore {
         now: Millis,
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
+    /// One page of a walk through the sessions live at `now`, in the order of ids: up to
+    /// `limit` ids read after `after` (from the first for `None`), the live ones among them,
+    /// and the id the next page starts after (`None`: the walk is done). A page reads what is
+    /// durable: a change still waiting for the next [`SessionStore::flush`] may be missed.
+    async fn live_page(
+        &self,
+        after: Option<SessionId>,
+        now: Millis,
+        limit: usize,
+    ) -> Result<(Vec<SessionRecord>, Option<SessionId>), StoreError>;
+
+    /// One page of a walk through the kept tombstones, as [`live_page`](Self::live_page).
+    async fn removed_page(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<(Vec<SessionId>, Option<SessionId>), StoreError>;
+
     /// From now on, keeps a session for at least `margin` past its expiry before purging it
     /// (the largest margin asked for holds). Its answers do not change: an expired session is
     /// expired.

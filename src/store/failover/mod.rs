@@ -13,6 +13,8 @@
 //! Two background tasks do the rest:
 //! - `link` owns the link to the primary: it probes it, notices a restart, reconnects with
 //!   backoff, and writes back what changed during the outage before reporting it ok again;
+//!   after a crash of this instance, it writes every local session back while serving
+//!   (`sweep`), each request writing its own session back first if the walk has not yet;
 //! - `logouts` hears the logouts of other instances and ends this instance's copies of those
 //!   sessions, and looks up, after each subscription, the ones it could not hear.
 //!
@@ -26,6 +28,7 @@ mod link;
 mod logouts;
 mod mirror;
 mod primary;
+mod sweep;
 
 pub(crate) use mirror::Mirror;
 pub use primary::{DataSet, Ended};
@@ -67,6 +70,9 @@ pub struct FailoverOptions {
     pub backoff_max: Duration,
     /// How long a logout is remembered for the primary at most (a session cannot outlive it).
     pub absolute_lifetime: Duration,
+    /// Sessions and logouts a second that a background write-back sends at most (0: as fast
+    /// as the primary answers).
+    pub write_back_rate: u32,
 }
 
 /// State shared by request handlers and the two tasks.
@@ -83,6 +89,9 @@ struct Shared {
     /// The outage (by its start) whose copies were last brought up to what Redis had said.
     brought_up: AtomicI64,
     link: LinkState,
+    /// The background write-back of every local session, while one runs.
+    sweep: sweep::Sweep,
+    write_back_rate: u32,
     absolute_lifetime: Duration,
 }
 
@@ -123,6 +132,8 @@ impl FailoverStore {
             copies: Copies::default(),
             brought_up: AtomicI64::new(now),
             link: LinkState::default(),
+            sweep: sweep::Sweep::default(),
+            write_back_rate: options.write_back_rate,
             absolute_lifetime: options.absolute_lifetime,
         });
         shared.metrics.redis_up.set(0);
@@ -159,6 +170,7 @@ impl Shared {
     fn go_offline(&self, reason: &str) {
         if self.status.set_online(false) {
             self.journal.begin_outage(self.clock.now());
+            self.sweep_stopped();
             self.primary.disconnect();
             self.metrics.redis_up.set(0);
             self.metrics.redis_outages_total.inc();
@@ -526,6 +538,7 @@ impl SessionStore for FailoverStore {
 
     async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
         let s = &self.shared;
+        s.write_back_early(id).await?;
         if s.is_online() {
             match s.primary.load(id, now).await {
                 Ok(Some(record)) => {
@@ -552,6 +565,7 @@ impl SessionStore for FailoverStore {
         idle: Duration,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let s = &self.shared;
+        s.write_back_early(id).await?;
         if s.is_online() {
             match s.primary.touch(id, now, idle).await {
                 Ok(Some(record)) => {
@@ -636,6 +650,7 @@ impl SessionStore for FailoverStore {
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let s = &self.shared;
+        s.write_back_early(old).await?;
         if s.is_online() {
             match s.primary.rotate(old, new, now).await {
                 Ok(Some(record)) => {
@@ -678,6 +693,7 @@ impl SessionStore for FailoverStore {
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let s = &self.shared;
+        s.write_back_early(id).await?;
         if s.is_online() {
             match s.primary.update(id, data.clone(), now).await {
                 Ok(Some(record)) => {
@@ -701,6 +717,7 @@ impl SessionStore for FailoverStore {
 
     async fn list_user(&self, user: &str, now: Millis) -> Result<Vec<SessionRecord>, StoreError> {
         let s = &self.shared;
+        s.write_back_user_early(user).await?;
         if s.is_online() {
             match s.primary.list_user(user, now).await {
                 Ok(sessions) => return Ok(sessions),
@@ -715,6 +732,7 @@ impl SessionStore for FailoverStore {
 
     async fn end_user(&self, user: &str, now: Millis) -> Result<u64, StoreError> {
         let s = &self.shared;
+        s.write_back_user_early(user).await?;
         if s.is_online() {
             match s.end_user_online(user, now).await {
                 Ok(ended) => return Ok(ended),

@@ -16,6 +16,7 @@
 //! copied into this one at open, once (see [`open`]).
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 
 use redb::{
@@ -294,6 +295,63 @@ pub fn removed_since(db: &Database, since: Option<Millis>) -> Result<Vec<Session
         }
     }
     Ok(out)
+}
+
+/// Up to `limit` entries of `table` whose ids follow `after` (from the first for `None`), in
+/// the order of ids: one page of a walk that a caller resumes where the last page ended, each
+/// in its own read transaction, so that a walk through a million sessions neither holds them
+/// all in memory nor pins one snapshot of the file for its whole length.
+fn page<V: redb::Value + 'static, T>(
+    db: &Database,
+    table: TableDefinition<&[u8], V>,
+    after: Option<&SessionId>,
+    limit: usize,
+    mut pick: impl FnMut(SessionId, V::SelfType<'_>) -> Result<Option<T>, StoreError>,
+) -> Result<(Vec<T>, Option<SessionId>), StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(table).map_err(backend)?;
+    let start = after.map(StoredId::of);
+    let bounds = (
+        start
+            .as_ref()
+            .map_or(Bound::Unbounded, |s| Bound::Excluded(s.as_slice())),
+        Bound::Unbounded,
+    );
+    let mut out = Vec::new();
+    let mut last = None;
+    for (read, entry) in table.range::<&[u8]>(bounds).map_err(backend)?.enumerate() {
+        if read == limit {
+            return Ok((out, last));
+        }
+        let (key, value) = entry.map_err(backend)?;
+        let id = id_of(key.value())?;
+        out.extend(pick(id, value.value())?);
+        last = Some(id);
+    }
+    Ok((out, None))
+}
+
+/// One page of the stored sessions after `after`: what `pick` makes of each of up to `limit`
+/// of them, and the id to resume after (`None`: the walk is done).
+pub fn sessions_page<T>(
+    db: &Database,
+    after: Option<&SessionId>,
+    limit: usize,
+    pick: impl Fn(SessionRecord) -> Option<T>,
+) -> Result<(Vec<T>, Option<SessionId>), StoreError> {
+    page(db, SESSIONS, after, limit, |id, value| {
+        codec::decode(id, value).map(&pick)
+    })
+}
+
+/// One page of the kept tombstones after `after`: the ids of up to `limit` of them, and the id
+/// to resume after (`None`: the walk is done).
+pub fn removed_page(
+    db: &Database,
+    after: Option<&SessionId>,
+    limit: usize,
+) -> Result<(Vec<SessionId>, Option<SessionId>), StoreError> {
+    page(db, ENDED, after, limit, |id, _| Ok(Some(id)))
 }
 
 /// Keeps `note` under `key`, durably, replacing an earlier one.

@@ -70,6 +70,31 @@ impl Mirror for LocalStore {
         .await
     }
 
+    async fn live_page(
+        &self,
+        after: Option<SessionId>,
+        now: Millis,
+        limit: usize,
+    ) -> Result<(Vec<SessionRecord>, Option<SessionId>), StoreError> {
+        self.check_open()?;
+        // The file alone, not the overlay: a walk's pages are many, and flushing before each
+        // would cost a commit a page. The caller flushes once when the walk begins.
+        self.blocking(move |db| {
+            db::sessions_page(db, after.as_ref(), limit, |r| r.is_live(now).then_some(r))
+        })
+        .await
+    }
+
+    async fn removed_page(
+        &self,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<(Vec<SessionId>, Option<SessionId>), StoreError> {
+        self.check_open()?;
+        self.blocking(move |db| db::removed_page(db, after.as_ref(), limit))
+            .await
+    }
+
     fn keep_expired(&self, margin: Duration) {
         let margin = duration_millis(margin);
         // Asked on every keepalive: a read, and a write only when the margin grows.

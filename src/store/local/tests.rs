@@ -571,3 +571,65 @@ async fn a_note_survives_reopening_and_is_read_once() {
     );
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn pages_walk_every_live_session_and_tombstone_once_in_id_order() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let mut live = Vec::new();
+    for _ in 0..10 {
+        let record = f.record(10 * MIN);
+        store.create(record.clone()).await.expect("create");
+        live.push(record.id);
+    }
+    let short = f.record(Duration::from_secs(1));
+    store.create(short.clone()).await.expect("create");
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        let record = f.record(10 * MIN);
+        store.create(record.clone()).await.expect("create");
+        store
+            .modify(&record.id, &mut |_| {
+                Some(Write::Remove(Some(Tombstone {
+                    at: START,
+                    keep_until: START + 60 * 60_000,
+                })))
+            })
+            .expect("remove");
+        ended.push(record.id);
+    }
+    let mut express = f.record(10 * MIN);
+    express.id = SessionId::parse_express("kH2mQX3c9bE4vR1uYtN0sL8pWq6aZ5dF").expect("id");
+    store.create(express.clone()).await.expect("create");
+    live.push(express.id);
+    store.flush().await.expect("flush");
+    f.clock.advance(Duration::from_secs(2));
+    let now = f.clock.now();
+
+    let mut walked = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (records, next) = store.live_page(after, now, 3).await.expect("page");
+        assert!(records.len() <= 3);
+        walked.extend(records.iter().map(|r| r.id));
+        pages += 1;
+        match next {
+            Some(id) => after = Some(id),
+            None => break,
+        }
+    }
+    live.sort();
+    assert_eq!(
+        walked, live,
+        "every live one once, in id order, the expired one left out"
+    );
+    assert_eq!(pages, 4, "12 stored sessions read three at a time");
+
+    let (first, next) = store.removed_page(None, 2).await.expect("page");
+    let (rest, last) = store.removed_page(next, 10).await.expect("page");
+    assert_eq!(last, None, "the walk is done");
+    ended.sort();
+    assert_eq!([first, rest].concat(), ended);
+    store.close().await.expect("close");
+}

@@ -6,8 +6,11 @@
 //! - a session that expired is never revived, neither by the outage nor by the re-sync;
 //! - a logout that races a rotation of the same session ends both ids, everywhere;
 //! - a Redis that loses its data without restarting (`FLUSHALL`, eviction under `maxmemory`) is
-//!   answered like one restarted empty, not with a mass logout.
+//!   answered like one restarted empty, not with a mass logout;
+//! - an instance that crashed serves at once, and what it writes back in the background holds
+//!   to the same rules.
 
+mod crash;
 mod data_loss;
 mod outage;
 mod rotation;
