@@ -321,42 +321,6 @@ impl Shared {
         }
     }
 
-    /// Redis evicted keys since the last probe (`evicted_keys` grew) and kept its epoch: some
-    /// sessions and logout marks may be gone, one by one, and no keepalive may come to tell
-    /// (a user away for a while). Answered as an empty restart, while Redis stays online:
-    /// every kept logout is written again, then every live session this instance holds, each
-    /// unless Redis has newer activity or a logout of it (a format whose logouts leave no mark
-    /// keeps what it may not tell from a logout: see `Primary::merge`). Returns (sessions
-    /// written, logouts written).
-    pub(super) async fn write_back_evicted(&self) -> Result<(u64, u64), StoreError> {
-        let now = self.clock.now();
-        let mut logouts = 0;
-        for chunk in self
-            .mirror
-            .removed_since(None)
-            .await?
-            .chunks(RESYNC_CONCURRENCY)
-        {
-            let writes = chunk.iter().map(|id| self.primary.end(id, now));
-            for written in join_all(writes).await {
-                written?;
-                logouts += 1;
-            }
-        }
-        self.bring_up_all()?;
-        let mut sessions = 0;
-        let mut notice = Notice::default();
-        let records = self.mirror.live_since(None, now).await?;
-        for chunk in records.chunks(RESYNC_CONCURRENCY) {
-            notice.renew(self).await?;
-            let writes = chunk.iter().map(|r| self.primary.merge(r, now, false));
-            for written in join_all(writes).await {
-                sessions += u64::from(written?);
-            }
-        }
-        Ok((sessions, logouts))
-    }
-
     /// Connects, writes back what changed, and only then reports the primary as ok.
     pub(super) async fn reconnect(&self) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -436,8 +400,6 @@ impl Shared {
         // Every live session goes back after a loss: others learn that it may take a while.
         let mut notice = (!same_redis || (evicted && !background)).then(Notice::default);
         let records = if background {
-            // The walk reads the file: what the overlay holds must be in it.
-            self.mirror.flush().await?;
             Vec::new()
         } else {
             self.mirror.live_since(since, now).await?
@@ -458,10 +420,7 @@ impl Shared {
 
         if background {
             // Before the flip: no request reaches Redis ahead of the walk.
-            self.sweep
-                .begin(evicted.then_some(data_set.evicted), self.write_back_rate);
-            self.status.set_writing_back(true);
-            self.metrics.redis_writing_back.set(1);
+            self.begin_walk(evicted.then_some(data_set.evicted)).await?;
         }
         let evicted_before = self.link.evicted.load(Ordering::Acquire);
         loop {
@@ -586,29 +545,27 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             let data_set = shared.check_data_set().await;
             // A walk under way puts back what Redis evicted before it began; evictions since
             // are seen once it completes.
+            // Redis evicted keys since the last probe (`evicted_keys` grew) and kept its
+            // epoch: some sessions and logout marks may be gone, one by one, and no keepalive
+            // may come to tell (a user away for a while). Answered as a crash of this instance
+            // is: every kept logout and live local session goes back in the background, each
+            // request writing its own first, while Redis stays online.
             if let Some(data_set) = data_set.filter(|_| !shared.sweep.running())
                 && shared.link.evicted_since(data_set.evicted)
             {
                 shared.link.saw_losses(shared.clock.now());
-                match shared.write_back_evicted().await {
-                    Ok((sessions, logouts)) => {
-                        shared.link.written_back_after(data_set.evicted);
-                        evictions += 1;
-                        // Each time would flood the log while Redis keeps evicting.
-                        if evictions.is_power_of_two() {
-                            tracing::warn!(
-                                sessions,
-                                logouts,
-                                evictions,
-                                "[redis] Redis evicted keys (maxmemory reached with a maxmemory-policy other than noeviction): {sessions} sessions and {logouts} logouts written back; set maxmemory-policy noeviction (keepalive doctor checks it)"
-                            );
-                        }
-                    }
-                    // Tried again at the next probe; a Redis that went away meanwhile is the
-                    // next operation's to notice.
-                    Err(err) => {
-                        tracing::warn!(error = %err, "[redis] Redis evicted keys; writing the local sessions back failed: {err}")
-                    }
+                evictions += 1;
+                // Each time would flood the log while Redis keeps evicting.
+                if evictions.is_power_of_two() {
+                    tracing::warn!(
+                        evictions,
+                        "[redis] Redis evicted keys (maxmemory reached with a maxmemory-policy other than noeviction): every local session and kept logout is written back in the background; set maxmemory-policy noeviction (keepalive doctor checks it)"
+                    );
+                }
+                // Tried again at the next probe; a Redis that went away meanwhile is the next
+                // operation's to notice.
+                if let Err(err) = shared.begin_walk(Some(data_set.evicted)).await {
+                    tracing::warn!(error = %err, "[redis] Redis evicted keys; writing the local sessions back cannot begin: {err}");
                 }
             }
             backoff = BACKOFF_BASE;

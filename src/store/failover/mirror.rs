@@ -81,9 +81,6 @@ pub trait Mirror: SessionStore {
     /// (the rotation was recent enough).
     fn rotated_to(&self, old: &SessionId, now: Millis) -> Option<SessionId>;
 
-    /// The ids of the sessions live at `now`.
-    async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError>;
-
     /// Keeps `note` under `key`, durably on return, replacing an earlier one.
     async fn write_note(&self, key: &str, note: Vec<u8>) -> Result<(), StoreError>;
 

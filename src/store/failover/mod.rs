@@ -31,7 +31,7 @@ mod primary;
 mod sweep;
 
 pub(crate) use mirror::Mirror;
-pub use primary::{DataSet, Ended};
+pub use primary::{DataSet, Ended, LogoutMark, LogoutsRecord};
 pub(crate) use primary::{Logouts, Over, Primary};
 
 use std::sync::Arc;
@@ -91,6 +91,8 @@ struct Shared {
     link: LinkState,
     /// The background write-back of every local session, while one runs.
     sweep: sweep::Sweep,
+    /// This instance's place in the primary's record of logouts.
+    heard: logouts::Heard,
     write_back_rate: u32,
     absolute_lifetime: Duration,
 }
@@ -133,6 +135,7 @@ impl FailoverStore {
             brought_up: AtomicI64::new(now),
             link: LinkState::default(),
             sweep: sweep::Sweep::default(),
+            heard: logouts::Heard::default(),
             write_back_rate: options.write_back_rate,
             absolute_lifetime: options.absolute_lifetime,
         });

@@ -73,6 +73,57 @@ pub(crate) enum Over {
 /// The logouts made on any instance, as they are announced.
 pub type Logouts = Pin<Box<dyn Stream<Item = Ended> + Send>>;
 
+/// A place in the primary's record of announced logouts: the record's own entry id (a Redis
+/// stream id, `<ms>-<seq>`), ordered as the record is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogoutMark {
+    /// The time part.
+    pub ms: u64,
+    /// The sequence within that time.
+    pub seq: u64,
+}
+
+impl LogoutMark {
+    /// Reads `<ms>-<seq>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(Self {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for LogoutMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Where the primary's record of announced logouts stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogoutsRecord {
+    /// The newest logout recorded (the zero mark: none yet).
+    pub last: LogoutMark,
+    /// How many logouts were ever recorded, if the primary tells.
+    pub added: Option<u64>,
+    /// How many it holds now: the newest ones, the oldest dropped to keep it capped.
+    pub held: u64,
+}
+
+impl LogoutsRecord {
+    /// Whether every logout recorded after a place (`from`, when `added_then` had been
+    /// recorded) is still there to read: the record holds at least as many as were added
+    /// since, and was not started again meanwhile.
+    pub fn holds_after(&self, from: LogoutMark, added_then: u64) -> bool {
+        self.last >= from
+            && self
+                .added
+                .and_then(|added| added.checked_sub(added_then))
+                .is_some_and(|since| self.held >= since)
+    }
+}
+
 /// The shared store.
 #[async_trait]
 pub trait Primary: SessionStore {
@@ -163,8 +214,69 @@ pub trait Primary: SessionStore {
     /// Whether an instance's notice that it puts back sessions the primary lost is there.
     async fn write_back_under_way(&self) -> Result<bool, StoreError>;
 
+    /// Where the primary's capped record of announced logouts stands, if it keeps one: an
+    /// instance that was not listening reads what it missed there rather than looking up
+    /// every copy it holds. `None` (the default): no record, every copy is looked up.
+    async fn logouts_record(&self) -> Result<Option<LogoutsRecord>, StoreError> {
+        Ok(None)
+    }
+
+    /// Up to `count` logouts recorded after `after` and at or before `upto`, oldest first, and
+    /// the mark to read after next (`None`: none left up to `upto`).
+    async fn logouts_after(
+        &self,
+        after: LogoutMark,
+        upto: LogoutMark,
+        count: usize,
+    ) -> Result<(Vec<Ended>, Option<LogoutMark>), StoreError> {
+        let _ = (after, upto, count);
+        Ok((Vec::new(), None))
+    }
+
     /// Subscribes to the logouts of every instance: the ids as announced, until the link
     /// drops. Announcements made between this call's return and the first read wait in the
     /// subscription.
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_reads_as_redis_writes_it_and_orders_by_time_then_sequence() {
+        let mark = LogoutMark::parse("1700000000000-3").expect("mark");
+        assert_eq!(mark.to_string(), "1700000000000-3");
+        assert!(mark < LogoutMark::parse("1700000000000-4").expect("mark"));
+        assert!(mark < LogoutMark::parse("1700000000001-0").expect("mark"));
+        for junk in ["", "12", "a-1", "1-b", "1-2-3"] {
+            assert_eq!(LogoutMark::parse(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_holds_what_was_added_after_a_place_unless_it_dropped_some() {
+        let at = |ms| LogoutMark { ms, seq: 0 };
+        let record = LogoutsRecord {
+            last: at(50),
+            added: Some(120),
+            held: 100,
+        };
+        assert!(record.holds_after(at(40), 30), "90 added since, 100 held");
+        assert!(record.holds_after(at(50), 120), "none added since");
+        assert!(!record.holds_after(at(10), 10), "110 added since, 100 held");
+        assert!(
+            !record.holds_after(at(60), 10),
+            "a place past the record's last: it started again"
+        );
+        assert!(
+            !record.holds_after(at(40), 130),
+            "more added at the place than now: it started again"
+        );
+        let uncounted = LogoutsRecord {
+            added: None,
+            ..record
+        };
+        assert!(!uncounted.holds_after(at(50), 120), "cannot tell");
+    }
 }

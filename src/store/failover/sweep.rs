@@ -1,6 +1,6 @@
 //! The write-back of every local session that runs while the primary serves: after this
 //! instance stopped without a clean stop (a crash, SIGKILL, an OOM kill), or Redis evicted keys
-//! while it was away, into a Redis that kept its data set.
+//! (while this instance was away, or while it serves), into a Redis that kept its data set.
 //!
 //! What such a start must write back is every kept logout and every live copy, since it cannot
 //! tell what changed before it stopped: a million of them take seconds, and an instance that
@@ -144,6 +144,18 @@ impl Sweep {
 }
 
 impl Shared {
+    /// Begins a walk from the first id (`evicted`: after that many evictions, if evictions
+    /// are its reason): the copies brought up to what Redis said and on disk first, since the
+    /// walk reads the file.
+    pub(super) async fn begin_walk(&self, evicted: Option<u64>) -> Result<(), StoreError> {
+        self.bring_up_all()?;
+        self.mirror.flush().await?;
+        self.sweep.begin(evicted, self.write_back_rate);
+        self.status.set_writing_back(true);
+        self.metrics.redis_writing_back.set(1);
+        Ok(())
+    }
+
     /// Before a request sends session `id` to Redis while a walk runs: writes back what the
     /// walk has yet to (its kept logout, or its live copy), so that Redis judges the request
     /// with it. A failure is an outage, as for the request itself.

@@ -114,12 +114,6 @@ impl Mirror for LocalStore {
         self.shared.rotations.successor(old, now)
     }
 
-    async fn live_ids(&self, now: Millis) -> Result<Vec<SessionId>, StoreError> {
-        self.flush().await?;
-        self.blocking(move |db| db::scan(db, |r| r.is_live(now).then_some(r.id)))
-            .await
-    }
-
     async fn write_note(&self, key: &str, note: Vec<u8>) -> Result<(), StoreError> {
         self.check_open()?;
         let key = key.to_owned();

@@ -7,6 +7,7 @@
 //! | `{prefix}{<id>}:ended` | the mark a logout leaves until the session's absolute expiry |
 //! | `{prefix}user:{<user>}` | the ids of a user's sessions (a sorted set) |
 //! | `{prefix}ended` | the channel every logout is announced on (the id as the message; `user <ms> <user>` for "log out everywhere") |
+//! | `{prefix}logouts` | a stream that records each announcement (field `m`: the channel's message), capped, read by an instance that was not listening |
 //! | `{prefix}epoch` | the epoch: a token whose loss shows Redis lost its data (in a cluster, `{prefix}epoch:{<tag>}`, one per master) |
 //!
 //! The id sits in braces, a cluster hash tag, so a session and its mark share a slot.
@@ -57,6 +58,11 @@ impl Keys {
         format!("{}ended", self.prefix)
     }
 
+    /// The stream that records each logout announced on the channel.
+    pub fn logout_stream(&self) -> String {
+        format!("{}logouts", self.prefix)
+    }
+
     /// The epoch key (in a cluster, the base of one per master).
     pub fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
@@ -87,6 +93,7 @@ mod tests {
         assert_eq!(keys.session_named(&id.to_string()), keys.session(&id));
         assert_eq!(keys.user("ana@x"), "keepalive:user:{ana@x}");
         assert_eq!(keys.logout_channel(), "keepalive:ended");
+        assert_eq!(keys.logout_stream(), "keepalive:logouts");
         assert_eq!(keys.sessions_pattern(), "keepalive:{*}*");
         assert_eq!(keys.epoch(), "keepalive:epoch");
     }

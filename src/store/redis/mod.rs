@@ -17,6 +17,7 @@ mod link;
 mod per_loop;
 mod primary;
 mod scripts;
+mod stream;
 pub mod value;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use connection::Diagnosis;
 pub(crate) use connection::{Conn, failure, open};
 pub use keys::Keys;
 pub(crate) use link::{Link, LinkOptions};
+pub use stream::LOGOUT_RECORD_CAP;
 
 /// Timing and naming of the Redis store.
 #[derive(Debug, Clone)]
@@ -215,15 +217,16 @@ impl RedisStore {
 
     /// Announces that every session of `user` created at or before `at` ended.
     pub async fn announce_user_ended(&self, user: &str, at: Millis) -> Result<(), StoreError> {
+        let message = user_logout_message(user, at);
         self.link
             .run(
                 "announce_user_ended",
                 redis::cmd("PUBLISH")
                     .arg(self.keys.logout_channel())
-                    .arg(user_logout_message(user, at)),
+                    .arg(&message),
             )
             .await?;
-        Ok(())
+        self.record_logout(&message).await
     }
 
     /// Writes back a session kept locally unless Redis has newer activity or its logout.
@@ -315,8 +318,11 @@ impl RedisStore {
             .arg(new)
             .arg(until);
         match self.link.invoke("end", invocation).await? {
-            Value::Array(reply) if reply.len() == 2 => {
+            Value::Array(reply) if reply.len() == 3 => {
                 let existed = matches!(reply[0], Value::Int(1));
+                if matches!(reply[2], Value::Int(1)) {
+                    self.record_logout(&id.to_string()).await?;
+                }
                 Ok((existed, SessionId::parse(&field_string(&reply[1]))))
             }
             other => Err(StoreError::Corrupt(format!(

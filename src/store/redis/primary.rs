@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord, StoreError};
-use crate::store::failover::{DataSet, Logouts, Over, Primary};
+use crate::store::failover::{DataSet, Ended, LogoutMark, Logouts, LogoutsRecord, Over, Primary};
 
 use super::RedisStore;
 
@@ -77,6 +77,19 @@ impl Primary for RedisStore {
 
     async fn write_back_under_way(&self) -> Result<bool, StoreError> {
         self.link.write_back_under_way().await
+    }
+
+    async fn logouts_record(&self) -> Result<Option<LogoutsRecord>, StoreError> {
+        RedisStore::logouts_record(self).await.map(Some)
+    }
+
+    async fn logouts_after(
+        &self,
+        after: LogoutMark,
+        upto: LogoutMark,
+        count: usize,
+    ) -> Result<(Vec<Ended>, Option<LogoutMark>), StoreError> {
+        RedisStore::logouts_after(self, after, upto, count).await
     }
 
     async fn subscribe_ended(&self) -> Result<Logouts, StoreError> {

@@ -115,8 +115,9 @@ return 1
 /// KEYS: session, marker. ARGV: now, marker ttl ms when the session is unknown (0: an unknown
 /// id is neither marked nor announced), the logout channel, the id, and for a rotation the new
 /// id and until when a logout of this one ends it too (empty and 0 for a logout). Returns
-/// `{existed, successor}`: 1 if the session existed, and for a logout the new id its marker
-/// names, if its rotation is recent enough (`''` otherwise): the caller ends that one too.
+/// `{existed, successor, published}`: 1 if the session existed, for a logout the new id its
+/// marker names, if its rotation is recent enough (`''` otherwise): the caller ends that one
+/// too; and 1 if the logout was announced: the caller records it in the stream.
 ///
 /// A rotation's marker is `<new id> <until>` instead of `1`; a later logout keeps it as it is.
 /// A rotation that finds the session gone (a logout came first) names nothing: its caller ends
@@ -139,13 +140,17 @@ elseif mark then
   value = mark
 end
 if ttl > 0 then redis.call('SET', KEYS[2], value, 'PX', string.format('%.0f', ttl)) end
-if existed == 1 or (not mark and ttl > 0) then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+local published = 0
+if existed == 1 or (not mark and ttl > 0) then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  published = 1
+end
 local successor = ''
 if ARGV[5] == '' and mark then
   local id, upto = string.match(mark, '^(%S+) (%d+)$')
   if id and tonumber(upto) > now then successor = id end
 end
-return {existed, successor}
+return {existed, successor, published}
 ",
     )
 });

@@ -625,3 +625,113 @@ fn a_sigterm_while_starting_stops_cleanly() {
     );
     assert!(rest.iter().any(|l| l.contains("stopped; sessions flushed")));
 }
+
+/// How many times Redis ran `command` since it started (scripts' calls included).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    redis
+        .info_value("commandstats", &format!("cmdstat_{command}"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|field| field.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `base` has ended `count` copies after other instances' logouts.
+async fn remote_logouts_reach(base: &str, count: u64, what: &str) {
+    let line = format!("keepalive_redis_remote_logouts_total {count}\n");
+    within(Duration::from_secs(5), what, || async {
+        metrics(base).await.contains(&line)
+    })
+    .await;
+}
+
+/// The logouts an instance missed while it was stopped are read from the capped record of
+/// logouts at its restart, from where it stood: the Redis commands grow with those logouts,
+/// not with the copies it holds. When the record has dropped logouts past its place, it looks
+/// up every copy's mark instead, and misses none either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_logouts_are_read_from_the_record_not_looked_up_one_by_one() {
+    const COPIES: usize = 200;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let vars = process_vars(&url);
+    let (dir_one, dir_two) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let one = Process::start(dir_one.path(), &vars);
+    let two = Process::start(dir_two.path(), &vars);
+    let mut cookies = Vec::new();
+    for _ in 0..COPIES {
+        cookies.push(create_session(&one.base).await);
+    }
+    // Older than the re-sync's margin (2 s before the stop), so the restart writes none of
+    // them back (a merge asks EXISTS too).
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+
+    // Stopped (a rolling restart) while another instance logs three of them out.
+    stop_cleanly(one);
+    for cookie in &cookies[..3] {
+        assert_eq!(logout(&two.base, cookie).await, 204);
+    }
+    let (exists, xrange) = (calls(&redis, "exists"), calls(&redis, "xrange"));
+    let mut one = Process::start(dir_one.path(), &vars);
+    remote_logouts_reach(&one.base, 3, "the three missed logouts ended their copies").await;
+    let looked_up = calls(&redis, "exists") - exists;
+    let lines = one.drain_lines();
+    assert!(
+        looked_up < 20,
+        "{looked_up} EXISTS for 3 missed logouts and {COPIES} copies: {lines:#?}"
+    );
+    assert!(calls(&redis, "xrange") > xrange, "the record was read");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("read from the record of logouts")),
+        "{lines:#?}"
+    );
+    for cookie in &cookies[..3] {
+        assert_eq!(keepalive(&one.base, Some(cookie)).await.0, 401);
+    }
+
+    // Stopped again; two more logouts, then the record drops everything it holds (as its cap
+    // would after many logouts): the place has fallen off, every copy is looked up.
+    stop_cleanly(one);
+    for cookie in &cookies[3..5] {
+        assert_eq!(logout(&two.base, cookie).await, 204);
+    }
+    let _: i64 = redis.query(
+        redis::cmd("XTRIM")
+            .arg("keepalive:logouts")
+            .arg("MAXLEN")
+            .arg(0),
+        "XTRIM",
+    );
+    let exists = calls(&redis, "exists");
+    let mut one = Process::start(dir_one.path(), &vars);
+    remote_logouts_reach(
+        &one.base,
+        2,
+        "the two logouts past the record found by their marks",
+    )
+    .await;
+    let looked_up = calls(&redis, "exists") - exists;
+    assert!(
+        looked_up >= (COPIES - 5) as u64,
+        "{looked_up} EXISTS: every live copy looked up"
+    );
+    let lines = one.drain_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("found by looking up every copy")),
+        "{lines:#?}"
+    );
+    for cookie in &cookies[..5] {
+        assert_eq!(keepalive(&one.base, Some(cookie)).await.0, 401);
+    }
+    assert_eq!(keepalive(&one.base, Some(&cookies[5])).await.0, 200);
+}
