@@ -452,6 +452,11 @@ impl Shared {
                 },
             }
         }
+        // This instance saw the session end (its logout here, or one heard or found from
+        // elsewhere, its tombstone kept): whatever comes back, it stays ended.
+        if self.mirror.ended(id)? {
+            return Ok(None);
+        }
         // Only a mark tells: a session gone without one (in a format whose application leaves
         // none at its logouts) may be one Redis lost, which another instance is putting back.
         match self.primary.over(id).await {
