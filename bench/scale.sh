@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 env_vars=(KEEPALIVE_BIND=127.0.0.1 KEEPALIVE_DATA_DIR="$work/data" KEEPALIVE_IDLE_TIMEOUT=12h
-    KEEPALIVE_ABSOLUTE_LIFETIME=24h KEEPALIVE_LOG_LEVEL=warn)
+    KEEPALIVE_ABSOLUTE_LIFETIME=24h KEEPALIVE_LOG_LEVEL=warn,keepalive::store::failover=info)
 if [ "${REDIS:-0}" = 1 ]; then
     start_redis "$work"
     pids+=("$redis_pid")
@@ -69,12 +69,17 @@ start_server() {
 }
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$server_pid/status"; }
 # With Redis: the seconds from the start until the background write-back of a crashed
-# instance is done (keepalive_redis_writing_back back to 0); "-" without Redis.
+# instance is done (its log line; the gauge would read 0 too while an outage interrupts it);
+# "-" without Redis. An outage during it is reported on stderr: the walk began again.
 written_back_secs() {
     if [ "${REDIS:-0}" != 1 ]; then echo -; return; fi
+    local before="$1"
     for _ in $(seq 6000); do
-        if curl -s "$base/metrics" | grep -q '^keepalive_redis_writing_back 0'; then
+        if [ "$(grep -c 'background write-back done' "$work/server.log")" -gt "$before" ]; then
             awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
+            if grep -q 'connection lost' <(tail -n +"$log_lines" "$work/server.log"); then
+                echo "an outage interrupted the write-back (see $work/server.log)" >&2
+            fi
             return
         fi
         sleep 0.1
@@ -107,9 +112,11 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     rss="$(rss_bytes)"
     disk="$(du -sb "$work/data" | cut -f1)"
     { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true
+    done_before="$(grep -c 'background write-back done' "$work/server.log" || true)"
+    log_lines="$(($(wc -l <"$work/server.log") + 1))"
     start_server
     ready="$ready_secs"
-    written_back="$(written_back_secs)"
+    written_back="$(written_back_secs "$done_before")"
     # A second of light load first: the allocator gives back what start-up allocated and
     # freed only once the threads allocate again.
     "$target_dir/release/keepalive-bench" load --url "$base" --sessions 64 --connections 8 \

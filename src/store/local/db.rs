@@ -48,6 +48,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
 /// The version of the layout this code writes.
 const LAYOUT: u64 = 2;
+/// The pages of the file redb keeps in the process's memory. redb's default (1 GiB) lets the
+/// process grow with the store, about the file's size once every session was read (a re-sync,
+/// a look-up of missed logouts): a million sessions cost hundreds of megabytes per instance.
+/// The file's pages stay in the kernel's page cache whatever this holds, so reading a page
+/// beyond it costs a system call, not a disk read on a machine with memory to spare; the
+/// B-tree's branches, read by every look-up, fit many times over.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The tables of the first layout, keyed by the 16 bytes of keepalive's own ids: copied at
 /// open, then dropped. Their indexes are rebuilt rather than copied.
@@ -126,7 +133,10 @@ fn expiry_key(expires_at: Millis, id: &[u8]) -> (u64, &[u8]) {
 /// Opens (or creates) the database file and its tables; copies a file of the first layout
 /// into this one, and rebuilds an index built another way, once.
 pub fn open(path: &Path) -> Result<Database, StoreError> {
-    let db = Database::create(path).map_err(|err| match err {
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|err| match err {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
             "{} is already in use by another keepalive process; give each instance its own data directory",
             path.display()
