@@ -513,6 +513,19 @@ impl RedisServer {
         info_field(&info, field).map(str::to_owned)
     }
 
+    /// How many times this server ran `command` since it started, scripts' calls included
+    /// (`INFO commandstats`; 0 for one it never ran).
+    pub fn calls(&self, command: &str) -> u64 {
+        self.info_value("commandstats", &format!("cmdstat_{command}"))
+            .and_then(|stats| {
+                stats
+                    .split(',')
+                    .find_map(|field| field.strip_prefix("calls="))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// `CONFIG SET name value` (`maxmemory`, `maxmemory-policy`...).
     pub fn config_set(&self, name: &str, value: &str) {
         let _: () = self.query(

@@ -415,8 +415,9 @@ async fn redis_store_conforms() {
         .collect();
     assert!(!keys.is_empty());
     let ttl = redis.pttl(&keys[0]);
+    // The idle timeout (10 min), or up to half of it later (see docs/redis.md, Keys).
     assert!(
-        ttl > 0 && ttl <= 600_000,
+        ttl > 0 && ttl <= 900_000,
         "each session key carries its own TTL: {ttl}"
     );
     let ended = redis.keys("test:{*}:ended");

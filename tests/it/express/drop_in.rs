@@ -116,19 +116,6 @@ async fn with_rolling_keepalive_sends_the_cookie_express_session_sends() {
     panic!("keepalive's Set-Cookie never equalled express-session's: {last:#?}");
 }
 
-/// How many times Redis ran `command` (`INFO commandstats`).
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    redis
-        .info_value("commandstats", &format!("cmdstat_{command}"))
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|field| field.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Keeps `cookie`'s session alive through keepalive, then asserts that its key's TTL and the
 /// answer's idle timeout are the session's own `maxAge`, as connect-redis would set them.
 async fn kept_for(redis: &RedisServer, base: &str, cookie: &str, max_age_ms: i64) {
@@ -163,14 +150,14 @@ async fn each_session_gets_its_own_lifetime_and_a_keepalive_is_one_getex() {
     kept_for(&redis, &ka.base, &remembered, MONTH_MS).await;
 
     // Once learnt, a keepalive is one native GETEX, no script.
-    let (getex, scripts) = (calls(&redis, "getex"), calls(&redis, "evalsha"));
+    let (getex, scripts) = (redis.calls("getex"), redis.calls("evalsha"));
     for _ in 0..5 {
         kept_for(&redis, &ka.base, &usual, MAX_AGE_MS).await;
         kept_for(&redis, &ka.base, &remembered, MONTH_MS).await;
         kept_for(&redis, &ka.base, &brief, TEN_MIN_MS).await;
     }
-    assert_eq!(calls(&redis, "getex") - getex, 15);
-    assert_eq!(calls(&redis, "evalsha"), scripts, "no script once learnt");
+    assert_eq!(redis.calls("getex") - getex, 15);
+    assert_eq!(redis.calls("evalsha"), scripts, "no script once learnt");
 
     // The application shortens a session's lifetime (the box unticked): keepalive's next
     // keepalive gives the key the new one, not the one it learnt.
@@ -213,7 +200,7 @@ async fn a_redis_that_refuses_getex_gets_the_script_and_no_outage() {
         body["serverHealth"]["status"], "healthy",
         "no outage: {body}"
     );
-    assert_eq!(calls(&redis, "getex"), 0);
+    assert_eq!(redis.calls("getex"), 0);
     let warnings: Vec<String> = ka
         .drain_lines()
         .into_iter()

@@ -244,6 +244,19 @@ pub async fn metrics(base: &str) -> String {
         .expect("metrics text")
 }
 
+/// `/health` as the holder of the health token `token` reads it.
+pub async fn health(base: &str, token: &str) -> serde_json::Value {
+    client()
+        .get(format!("{base}/health"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health JSON")
+}
+
 /// A keepalive with this cookie header; returns status and JSON body.
 pub async fn keepalive(base: &str, cookie: Option<&str>) -> (u16, serde_json::Value) {
     let mut request = client().get(format!("{base}/api/v1/keepalive/"));

@@ -6,12 +6,11 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Process, TestServer, client, command, create_session, keepalive, logout, metrics, within,
+    Process, TestServer, command, create_session, health, keepalive, logout, metrics, within,
 };
 use keepalive_testkit::ports::free_port;
 use keepalive_testkit::process::wait_or_kill;
 use keepalive_testkit::redis::RedisServer;
-use serde_json::Value;
 
 const TOKEN: &str = "test-health-token-0123456789";
 
@@ -21,16 +20,7 @@ async fn start(url: &str) -> TestServer {
 
 /// The Redis check as `/health` reports it (no traffic to the store involved).
 async fn redis_check(server: &TestServer) -> String {
-    let body: Value = client()
-        .get(server.url("/health"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
-    body["checks"]["redis:connection"][0]["observedValue"]
+    health(&server.base, TOKEN).await["checks"]["redis:connection"][0]["observedValue"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -626,19 +616,6 @@ fn a_sigterm_while_starting_stops_cleanly() {
     assert!(rest.iter().any(|l| l.contains("stopped; sessions flushed")));
 }
 
-/// How many times Redis ran `command` since it started (scripts' calls included).
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    redis
-        .info_value("commandstats", &format!("cmdstat_{command}"))
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|field| field.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Waits until `base` has ended `count` copies after other instances' logouts.
 async fn remote_logouts_reach(base: &str, count: u64, what: &str) {
     let line = format!("keepalive_redis_remote_logouts_total {count}\n");
@@ -677,16 +654,16 @@ async fn missed_logouts_are_read_from_the_record_not_looked_up_one_by_one() {
     for cookie in &cookies[..3] {
         assert_eq!(logout(&two.base, cookie).await, 204);
     }
-    let (exists, xrange) = (calls(&redis, "exists"), calls(&redis, "xrange"));
+    let (exists, xrange) = (redis.calls("exists"), redis.calls("xrange"));
     let mut one = Process::start(dir_one.path(), &vars);
     remote_logouts_reach(&one.base, 3, "the three missed logouts ended their copies").await;
-    let looked_up = calls(&redis, "exists") - exists;
+    let looked_up = redis.calls("exists") - exists;
     let lines = one.drain_lines();
     assert!(
         looked_up < 20,
         "{looked_up} EXISTS for 3 missed logouts and {COPIES} copies: {lines:#?}"
     );
-    assert!(calls(&redis, "xrange") > xrange, "the record was read");
+    assert!(redis.calls("xrange") > xrange, "the record was read");
     assert!(
         lines
             .iter()
@@ -710,7 +687,7 @@ async fn missed_logouts_are_read_from_the_record_not_looked_up_one_by_one() {
             .arg(0),
         "XTRIM",
     );
-    let exists = calls(&redis, "exists");
+    let exists = redis.calls("exists");
     let mut one = Process::start(dir_one.path(), &vars);
     remote_logouts_reach(
         &one.base,
@@ -718,17 +695,24 @@ async fn missed_logouts_are_read_from_the_record_not_looked_up_one_by_one() {
         "the two logouts past the record found by their marks",
     )
     .await;
-    let looked_up = calls(&redis, "exists") - exists;
+    // The copies end as the look-up finds them: its end is its log line.
+    let mut lines = Vec::new();
+    within(
+        Duration::from_secs(5),
+        "the look-up of every copy ends",
+        || {
+            lines.extend(one.drain_lines());
+            let done = lines
+                .iter()
+                .any(|l| l.contains("found by looking up every copy"));
+            async move { done }
+        },
+    )
+    .await;
+    let looked_up = redis.calls("exists") - exists;
     assert!(
         looked_up >= (COPIES - 5) as u64,
         "{looked_up} EXISTS: every live copy looked up"
-    );
-    let lines = one.drain_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("found by looking up every copy")),
-        "{lines:#?}"
     );
     for cookie in &cookies[..5] {
         assert_eq!(keepalive(&one.base, Some(cookie)).await.0, 401);

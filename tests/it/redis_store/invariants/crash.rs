@@ -5,7 +5,7 @@
 //! instance before the walk reaches its session.
 
 use super::*;
-use crate::harness::logout;
+use crate::harness::{health, logout};
 
 const HEALTH_TOKEN: &str = "health-test-token-0123456789";
 
@@ -29,16 +29,7 @@ async fn set_data_at(base: &str, session: &Session, data: Value) -> u16 {
 
 /// The Redis check of `/health`, as its token holder sees it.
 async fn redis_health(base: &str) -> Value {
-    let body: Value = client()
-        .get(format!("{base}/health"))
-        .header(AUTHORIZATION, format!("Bearer {HEALTH_TOKEN}"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
-    body["checks"]["redis:connection"][0].clone()
+    health(base, HEALTH_TOKEN).await["checks"]["redis:connection"][0].clone()
 }
 
 fn writing_back(metrics: &str) -> Option<i64> {
