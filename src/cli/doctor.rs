@@ -357,6 +357,14 @@ async fn check_redis(
                     field("uptime_in_seconds")
                 ),
             );
+            let version = field("redis_version");
+            if older_than_seven(&version) {
+                report.warn(
+                    "version",
+                    format!("Redis {version}: its streams do not count the entries added, so the record of logouts cannot tell an instance what it missed; each start and outage looks up the mark of every session the instance mirrors (one EXISTS each)"),
+                    Some("use Redis 7.0 or later".to_owned()),
+                );
+            }
         }
         _ => report.warn("info", "INFO did not answer", None),
     }
@@ -364,6 +372,16 @@ async fn check_redis(
     if let Some(express) = express {
         check_express(&mut conn, express, answer_budget, report).await;
     }
+}
+
+/// Whether `version` (`INFO`'s `redis_version`) is older than 7.0, when streams began to
+/// count the entries added (`XINFO STREAM`'s `entries-added`).
+fn older_than_seven(version: &str) -> bool {
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major < 7)
 }
 
 /// Sessions keepalive would serve in express mode: some under the prefix, in a form it reads
@@ -723,5 +741,20 @@ fn check_data_dir(dir: &Path, report: &mut Report) {
             format!("{} is not writable: {err}", dir.display()),
             "give the keepalive user write access to it, or set KEEPALIVE_DATA_DIR to a writable volume",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::older_than_seven;
+
+    #[test]
+    fn versions_before_seven_are_told_apart() {
+        for old in ["6.2.14", "5.0.7", "6"] {
+            assert!(older_than_seven(old), "{old}");
+        }
+        for new in ["7.0.15", "7.2.4", "8.0.0", "?"] {
+            assert!(!older_than_seven(new), "{new}");
+        }
     }
 }
