@@ -521,9 +521,11 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 tokio::select! {
                     () = stop.cancelled() => break,
                     page = shared.sweep_page() => if let Err(err) = page {
-                        // The walk begins again at the reconnection.
+                        // An outage: the walk begins again at the reconnection. Anything else
+                        // (Redis answering what keepalive cannot read) ends it here, and the
+                        // next start begins it again, the crash or the evictions still noted.
                         if let Err(err) = shared.failed(err) {
-                            tracing::warn!(error = %err, "[redis] the background write-back stopped: {err}; it begins again at the next start");
+                            tracing::warn!(error = %err, "[redis] the background write-back of the local sessions stopped: {err}; sessions the walk had not reached go back at the next start (restart the instance to retry now; if it repeats, check that REDIS_URL names a Redis that only keepalive writes under KEEPALIVE_REDIS_PREFIX)");
                             shared.sweep_stopped();
                         }
                     },
@@ -543,13 +545,12 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             }
             probed = Instant::now();
             let data_set = shared.check_data_set().await;
-            // A walk under way puts back what Redis evicted before it began; evictions since
-            // are seen once it completes.
             // Redis evicted keys since the last probe (`evicted_keys` grew) and kept its
             // epoch: some sessions and logout marks may be gone, one by one, and no keepalive
             // may come to tell (a user away for a while). Answered as a crash of this instance
             // is: every kept logout and live local session goes back in the background, each
-            // request writing its own first, while Redis stays online.
+            // request writing its own first, while Redis stays online. A walk under way puts
+            // back what Redis evicted before it began; evictions since are seen once it ends.
             if let Some(data_set) = data_set.filter(|_| !shared.sweep.running())
                 && shared.link.evicted_since(data_set.evicted)
             {

@@ -349,9 +349,21 @@ pub fn sessions_page<T>(
     limit: usize,
     pick: impl Fn(SessionRecord) -> Option<T>,
 ) -> Result<(Vec<T>, Option<SessionId>), StoreError> {
-    page(db, SESSIONS, after, limit, |id, value| {
-        codec::decode(id, value).map(&pick)
-    })
+    page(
+        db,
+        SESSIONS,
+        after,
+        limit,
+        |id, value| match codec::decode(id, value) {
+            Ok(record) => Ok(pick(record)),
+            // One unreadable session must not stop a walk through a million: it could not be
+            // written anywhere anyway. The id stays out of the log (a bearer secret).
+            Err(err) => {
+                tracing::warn!(error = %err, "a session in the local store cannot be read and is skipped: {err}; if this repeats, the data directory's disk may be failing");
+                Ok(None)
+            }
+        },
+    )
 }
 
 /// One page of the kept tombstones after `after`: the ids of up to `limit` of them, and the id
@@ -593,5 +605,37 @@ mod tests {
         assert_eq!(bucket(60_001), 120_000);
         assert_eq!(bucket(-1), 0);
         assert_eq!(bucket(i64::MAX), i64::MAX, "saturates");
+    }
+
+    #[test]
+    fn a_page_skips_a_session_it_cannot_read_and_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open(&dir.path().join("sessions.redb")).expect("open");
+        let ids: Vec<SessionId> = (1..=3u8).map(|b| SessionId::from_bytes([b; 16])).collect();
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(SESSIONS).expect("table");
+            for (n, id) in ids.iter().enumerate() {
+                let record = SessionRecord::new(
+                    *id,
+                    0,
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs(600),
+                    "{}".to_owned(),
+                );
+                let bytes = if n == 1 {
+                    b"not a session".to_vec()
+                } else {
+                    codec::encode(&record)
+                };
+                table
+                    .insert(StoredId::of(id).as_slice(), bytes.as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let (read, next) = sessions_page(&db, None, 10, |r| Some(r.id)).expect("page");
+        assert_eq!(read, vec![ids[0], ids[2]], "the unreadable one left out");
+        assert_eq!(next, None);
     }
 }
