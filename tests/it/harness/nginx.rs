@@ -42,8 +42,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSTALL_HINT: &str = "run scripts/test.sh, which installs Debian's nginx";
 
-/// The directives the harness rewrites, as they appear (alone on their line) in a snippet:
-/// keepalive's upstream server, the application's, and `listen`.
+/// The directives the harness rewrites, as they appear in a snippet (each on a line of its own,
+/// perhaps with parameters after the address): keepalive's upstream server, the application's,
+/// and `listen`.
 fn directives(snippet: &str) -> [&'static str; 3] {
     if snippet == EXPRESS_SNIPPET {
         // Written for the services of deploy/express/docker-compose.yml.
@@ -56,6 +57,9 @@ fn directives(snippet: &str) -> [&'static str; 3] {
         ]
     }
 }
+
+/// Builds a directive's replacement from what followed its address on the line.
+type Rewrite<'a> = dyn Fn(&str) -> String + 'a;
 
 /// The nginx binary: `nginx` on PATH, else Debian's `/usr/sbin/nginx` (not on a normal user's
 /// PATH).
@@ -100,32 +104,49 @@ pub fn rewrite_snippet(
     listen: u16,
 ) -> String {
     let [keepalive_upstream, app_upstream, listen_directive] = directives(snippet);
-    let servers: Vec<String> = keepalive
-        .iter()
-        .map(|port| format!("server 127.0.0.1:{port};"))
-        .collect();
-    let replacements = [
-        (keepalive_upstream, servers.join("\n    ")),
-        (app_upstream, format!("server 127.0.0.1:{app};")),
-        (listen_directive, format!("listen 127.0.0.1:{listen};")),
+    // Each directive's address is replaced; what follows it on the line (a server's
+    // `max_fails=1 fail_timeout=1s`, say) is kept, so the tests run the file's own parameters.
+    let replacements: [(&str, &Rewrite); 3] = [
+        (keepalive_upstream, &|rest| {
+            keepalive
+                .iter()
+                .map(|port| format!("server 127.0.0.1:{port}{rest}"))
+                .collect::<Vec<_>>()
+                .join("\n    ")
+        }),
+        (app_upstream, &|rest| {
+            format!("server 127.0.0.1:{app}{rest}")
+        }),
+        (listen_directive, &|rest| {
+            format!("listen 127.0.0.1:{listen}{rest}")
+        }),
     ];
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for (directive, replacement) in &replacements {
+        let address = directive.trim_end_matches(';');
+        let rest_of = |line: &str| {
+            line.trim()
+                .strip_prefix(address)
+                .filter(|rest| rest.starts_with([';', ' ']) && rest.ends_with(';'))
+                .map(str::to_owned)
+        };
         let at: Vec<usize> = lines
             .iter()
             .enumerate()
-            .filter(|(_, line)| line.trim() == *directive)
+            .filter(|(_, line)| rest_of(line).is_some())
             .map(|(i, _)| i)
             .collect();
         assert_eq!(
             at.len(),
             1,
-            "{snippet}: `{directive}` must be on exactly one line (found on lines {:?}); \
+            "{snippet}: `{address}` must be on exactly one line (found on lines {:?}); \
              the nginx tests rewrite it",
             at.iter().map(|i| i + 1).collect::<Vec<_>>()
         );
         let line = &mut lines[at[0]];
-        *line = line.replace(directive, replacement);
+        let rest = rest_of(line).unwrap_or_default();
+        let indent = &line[..line.len() - line.trim_start().len()];
+        *line = format!("{indent}{}", replacement(&rest));
     }
     // The test must never reach beyond 127.0.0.1: every active `listen` is ours, every
     // `proxy_pass` goes to one of the two upstreams, every upstream `server` is ours.

@@ -10,7 +10,7 @@ use keepalive_testkit::redis::RedisServer;
 use crate::harness::nginx::{Nginx, SNIPPET, port_of};
 use reqwest::header::COOKIE;
 
-use crate::harness::{TestServer, client, cookie_pair, keepalive, metrics, within};
+use crate::harness::{Process, TestServer, client, cookie_pair, keepalive, metrics, within};
 
 /// The sessions the local store of the instance at `base` holds live.
 async fn mirrored(base: &str) -> u64 {
@@ -106,4 +106,108 @@ async fn behind_the_documented_nginx_each_instance_mirrors_about_its_share() {
     for server in fleet {
         server.stop().await;
     }
+}
+
+/// Keepalives of `cookies` through `nginx`, one after another until `stop`: how many failed
+/// by status (0 for no answer), and how many were sent.
+async fn keep_alive_until(
+    nginx: String,
+    cookies: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (std::collections::BTreeMap<u16, usize>, usize) {
+    let browser = client();
+    let mut failed = std::collections::BTreeMap::new();
+    let mut sent = 0;
+    while !*stop.borrow() {
+        for cookie in &cookies {
+            let status = browser
+                .get(format!("{nginx}/api/v1/keepalive/"))
+                .header(COOKIE, cookie)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16());
+            sent += 1;
+            if status != 200 {
+                *failed.entry(status).or_default() += 1;
+            }
+        }
+    }
+    (failed, sent)
+}
+
+/// A rolling update behind the documented snippet: each instance in turn gets SIGTERM, starts
+/// again on its port and data directory, and the next goes once it is ready and the snippet's
+/// `fail_timeout` has passed. Keepalives sent through nginx all along never fail: nginx sends
+/// a stopped instance's requests to another, and takes a restarted one back. (With nginx's
+/// default `fail_timeout` of 10 s every instance was soon left out at once: 502 for all.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_behind_the_documented_nginx_fails_no_keepalive() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let ports: Vec<String> = (0..3)
+        .map(|_| keepalive_testkit::ports::free_port().to_string())
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let start = |i: usize| {
+        let dir = dirs[i].path().to_owned();
+        let vars = [("REDIS_URL", url.clone()), ("PORT", ports[i].clone())];
+        tokio::task::spawn_blocking(move || {
+            let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Process::start(&dir, &vars)
+        })
+    };
+    let mut fleet = Vec::new();
+    for i in 0..3 {
+        fleet.push(start(i).await.expect("start"));
+    }
+    let ready = |base: String| async move {
+        within(Duration::from_secs(10), "the instance is ready", || async {
+            let response = client().get(format!("{base}/readyz")).send().await;
+            response.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    };
+    for process in &fleet {
+        ready(process.base.clone()).await;
+    }
+    let listen: Vec<u16> = ports.iter().map(|p| p.parse().expect("port")).collect();
+    let nginx = Nginx::start_fleet(SNIPPET, &listen, keepalive_testkit::ports::free_port());
+
+    let browser = client();
+    let mut cookies = Vec::new();
+    for _ in 0..30 {
+        let response = browser
+            .post(nginx.url("/api/v1/session"))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(response.status(), 201);
+        cookies.push(cookie_pair(&response));
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(keep_alive_until(nginx.base(), cookies, stopped));
+
+    for (i, process) in fleet.iter_mut().enumerate() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        process.signal(nix::sys::signal::Signal::SIGTERM);
+        let code = process.wait(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "instance {i} stopped cleanly");
+        *process = start(i).await.expect("restart");
+        ready(process.base.clone()).await;
+        // The snippet's fail_timeout: nginx tries the instance again after it.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+    stop.send(true).expect("the load listens");
+    let (failed, sent) = load.await.expect("the load ran");
+    assert!(
+        sent >= 100,
+        "only {sent} keepalives were sent during the restarts"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} keepalives failed during the rolling restart (by status: {failed:?})",
+        failed.values().sum::<usize>()
+    );
+    drop(nginx);
 }
