@@ -29,65 +29,6 @@ cpu_secs() {
     awk -v tck="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / tck }' "/proc/$1/stat"
 }
 
-# A free loopback port whose cluster bus port (10 000 above) is free too, never 6379.
-cluster_port() {
-    python3 - <<'PY'
-import random, socket
-def free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-while True:
-    port = random.randint(20000, 55535)
-    if port != 6379 and free(port) and free(port + 10000):
-        print(port)
-        break
-PY
-}
-
-# Starts $1 masters with the slots split evenly; sets ports and masters (their pids).
-start_cluster() {
-    local n="$1" port i per lo hi
-    ports=()
-    masters=()
-    for i in $(seq 0 $((n - 1))); do
-        port="$(cluster_port)"
-        mkdir -p "$work/$port"
-        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-            --cluster-enabled yes --cluster-config-file "$work/$port/nodes.conf" \
-            --dir "$work/$port" --logfile "$work/$port/redis.log" &
-        pids+=("$!")
-        masters+=("$!")
-        ports+=("$port")
-        for _ in $(seq 100); do
-            redis-cli -p "$port" ping >/dev/null 2>&1 && break
-            sleep 0.05
-        done
-    done
-    per=$((16384 / n))
-    for i in $(seq 0 $((n - 1))); do
-        lo=$((i * per))
-        hi=$(( i == n - 1 ? 16383 : lo + per - 1 ))
-        redis-cli -p "${ports[$i]}" cluster addslotsrange "$lo" "$hi" >/dev/null
-        if [ "$i" -gt 0 ]; then
-            redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "${ports[$i]}" >/dev/null
-        fi
-    done
-    for _ in $(seq 200); do
-        local ok=0
-        for port in "${ports[@]}"; do
-            redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && ok=$((ok + 1))
-        done
-        [ "$ok" = "$n" ] && return
-        sleep 0.05
-    done
-    echo "the cluster of $n masters did not come up" >&2
-    exit 1
-}
-
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
@@ -96,7 +37,7 @@ printf 'masters\tkeepalive_rps\tlivez_rps\tratio\tkeepalives\tmaster_cpu_us_per_
 
 for n in ${MASTERS:-1 3}; do
     echo "== a cluster of $n master(s)" >&2
-    start_cluster "$n"
+    start_cluster "$n" "$work"
     seeds="$(printf '127.0.0.1:%s,' "${ports[@]}")"
     port="$(free_port)"
     KEEPALIVE_BIND=127.0.0.1 PORT="$port" KEEPALIVE_DATA_DIR="$work/data-$n" \

@@ -40,3 +40,64 @@ start_redis() {
     kill "$redis_pid" 2>/dev/null || true
     return 1
 }
+
+# A free loopback port whose cluster bus port (10 000 above) is free too, never 6379.
+cluster_port() {
+    python3 - <<'PY'
+import random, socket
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+while True:
+    port = random.randint(20000, 55535)
+    if port != 6379 and free(port) and free(port + 10000):
+        print(port)
+        break
+PY
+}
+
+# Starts a Redis Cluster of $1 masters, each a throw-away redis-server in a directory of $2,
+# with the slots split evenly, and waits until it is up. Sets ports and masters (their pids) and
+# adds the pids to the caller's pids array; the caller stops them.
+start_cluster() {
+    local n="$1" dir="$2" port i per lo hi
+    ports=()
+    masters=()
+    for i in $(seq 0 $((n - 1))); do
+        port="$(cluster_port)"
+        mkdir -p "$dir/$port"
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+            --cluster-enabled yes --cluster-config-file "$dir/$port/nodes.conf" \
+            --dir "$dir/$port" --logfile "$dir/$port/redis.log" &
+        pids+=("$!")
+        masters+=("$!")
+        ports+=("$port")
+        for _ in $(seq 100); do
+            redis-cli -p "$port" ping >/dev/null 2>&1 && break
+            sleep 0.05
+        done
+    done
+    per=$((16384 / n))
+    for i in $(seq 0 $((n - 1))); do
+        lo=$((i * per))
+        hi=$(( i == n - 1 ? 16383 : lo + per - 1 ))
+        redis-cli -p "${ports[$i]}" cluster addslotsrange "$lo" "$hi" >/dev/null
+        if [ "$i" -gt 0 ]; then
+            redis-cli -p "${ports[0]}" cluster meet 127.0.0.1 "${ports[$i]}" >/dev/null
+        fi
+    done
+    for _ in $(seq 200); do
+        local ok=0
+        for port in "${ports[@]}"; do
+            redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ "$ok" = "$n" ] && return
+        sleep 0.05
+    done
+    echo "the cluster of $n masters did not come up" >&2
+    exit 1
+}

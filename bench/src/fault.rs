@@ -285,7 +285,7 @@ pub struct WindowStats {
     pub latency: Option<Latency>,
 }
 
-fn window_stats(samples: &[&Sample], seconds: f64) -> anyhow::Result<WindowStats> {
+pub fn window_stats(samples: &[&Sample], seconds: f64) -> anyhow::Result<WindowStats> {
     let mut w = WindowStats {
         seconds,
         ..WindowStats::default()

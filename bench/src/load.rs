@@ -394,6 +394,22 @@ impl Worker {
 }
 
 impl SessionPool {
+    /// Splits `cookies` into `connections` near-equal slices, in order.
+    pub fn from_cookies(cookies: Vec<HeaderValue>, connections: usize) -> anyhow::Result<Self> {
+        if cookies.len() < connections || connections == 0 {
+            bail!(
+                "{} sessions cannot be spread over {connections} connections",
+                cookies.len()
+            );
+        }
+        let mut rest = cookies.into_iter();
+        let slices = slice_sizes(rest.len(), connections)
+            .into_iter()
+            .map(|n| rest.by_ref().take(n).collect())
+            .collect();
+        Ok(Self { slices })
+    }
+
     /// Takes the cookies of connection `index` (empty for `/livez`), to be
     /// given back with [`SessionPool::put_back`].
     pub fn take(&mut self, index: usize, endpoint: Endpoint) -> anyhow::Result<Vec<HeaderValue>> {

@@ -12,11 +12,14 @@
 //! omission). `fault` keeps a fixed-rate keepalive load on a Redis-backed
 //! server while the bench kills its redis-server and starts it again empty.
 //! `check` runs the fault-injecting checker of the session invariants over
-//! several instances, once per seed.
+//! several instances, once per seed. `populate` and `keep` are the load of the fleet
+//! benchmark (`bench/fleet.sh`): sessions through a load balancer, then a fixed-rate
+//! keepalive load while the script restarts the instances behind it.
 
 mod check;
 mod client;
 mod fault;
+mod fleet;
 mod load;
 mod openloop;
 mod report;
@@ -61,6 +64,10 @@ enum Command {
     Fault(fault::FaultArgs),
     /// Simulated users on several instances through seeded faults, judged against the session invariants.
     Check(check::CheckArgs),
+    /// Creates sessions through a load balancer, keeps each alive a few times, saves their cookies.
+    Populate(fleet::PopulateArgs),
+    /// Fixed-rate keepalives over saved sessions for a set time, every failure recorded.
+    Keep(fleet::KeepArgs),
 }
 
 #[derive(Args, Debug)]
@@ -201,6 +208,8 @@ fn main() -> ExitCode {
         Command::Load(a) => a.client_threads,
         Command::Fault(a) => a.client_threads,
         Command::Check(a) => a.client_threads,
+        Command::Populate(a) => a.client_threads,
+        Command::Keep(a) => a.client_threads,
     };
     let threads = client_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
@@ -220,6 +229,8 @@ fn main() -> ExitCode {
         Command::Load(args) => runtime.block_on(load_command(args, threads)),
         Command::Fault(args) => runtime.block_on(fault::command(args, threads)),
         Command::Check(args) => runtime.block_on(check::command(args)),
+        Command::Populate(args) => runtime.block_on(fleet::populate(args)),
+        Command::Keep(args) => runtime.block_on(fleet::keep(args)),
     };
     match outcome {
         Ok(outcome) if outcome.check && !outcome.all_met => ExitCode::from(EXIT_TARGET_MISSED),
