@@ -36,8 +36,21 @@ work="$(mktemp -d)"
 # nginx's workers run as `nobody` when started as root; they must reach the prefix.
 chmod 755 "$work"
 pids=()
+# SIGTERM first: nginx's master stops its workers on it (SIGKILL would orphan them).
+stop_all() {
+    local pid alive
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        alive=0
+        # An exited child stays a zombie until waited for: not alive.
+        for pid in "$@"; do ps -o stat= -p "$pid" | grep -qv Z && alive=1; done
+        [ "$alive" = 0 ] && return
+        sleep 0.1
+    done
+    for pid in "$@"; do kill -9 "$pid" 2>/dev/null || true; done
+}
 cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    stop_all "${pids[@]}"
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -195,7 +208,7 @@ run() {
     redis_count="$(redis_keys)"
 
     # The rolling restart, under load.
-    local lead=5 budget=25
+    local lead=5 budget=10
     local keep_secs=$((1 + lead + instances * (budget + settle) + 5))
     "$target_dir/release/keepalive-bench" keep --url "http://127.0.0.1:$nginx_port" \
         --cookies "$run_dir/cookies" --connections "${CONNECTIONS:-64}" --rate "${RATE:-2000}" \
@@ -283,8 +296,8 @@ rows = json.load(open(summary))
 rows.append(row)
 json.dump(rows, open(summary, "w"), indent=2)
 PY
-    { for pid in "${ipids[@]}" "$nginx_pid" "${redis_pids[@]}"; do kill -9 "$pid" && wait "$pid"; done; } \
-        2>/dev/null || true
+    stop_all "${ipids[@]}" "$nginx_pid" "${redis_pids[@]}"
+    wait 2>/dev/null || true
 }
 
 for mode in ${REDIS_MODES:-single cluster}; do
