@@ -75,6 +75,9 @@ pub struct Metrics {
     /// Local copies of sessions ended after another instance's logout: heard, or found by its
     /// marker after a time not listening.
     pub redis_remote_logouts_total: IntCounter,
+    /// Local copies dropped, the least lately active first, to keep the local store within
+    /// its budget (`redis_mirror_max_sessions`).
+    pub redis_mirror_trimmed_total: IntCounter,
     /// Alert notices delivered to webhooks, by sink and result (`sent`, `failed`).
     pub alert_deliveries_total: IntCounterVec,
     /// Alert notices dropped because a webhook's outbox was full, by sink.
@@ -261,6 +264,10 @@ impl Metrics {
             redis_remote_logouts_total: register(
                 r,
                 IntCounter::with_opts(opts("redis_remote_logouts_total", "Local copies of sessions ended after another instance's logout: heard, or found by its marker after a time not listening.")).expect("valid metric"),
+            ),
+            redis_mirror_trimmed_total: register(
+                r,
+                IntCounter::with_opts(opts("redis_mirror_trimmed_total", "Local copies of sessions dropped, the least lately active first, to keep the local store within redis_mirror_max_sessions (Redis holds the sessions).")).expect("valid metric"),
             ),
             registry,
         }

@@ -153,6 +153,7 @@ impl Keepalive {
                     probe_interval: redis.probe_interval,
                     backoff_max: redis.backoff_max,
                     write_back_rate: redis.write_back_rate,
+                    mirror_max_sessions: redis.mirror_max_sessions,
                     absolute_lifetime: config.session.absolute_lifetime,
                 };
                 let failover = match &config.express {

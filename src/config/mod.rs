@@ -226,6 +226,8 @@ pub struct RedisSettings {
     /// Sessions and logouts a second that a background write-back sends at most (0: as fast
     /// as Redis answers).
     pub write_back_rate: u32,
+    /// Most live sessions the local store keeps copies of while Redis answers (0: no bound).
+    pub mirror_max_sessions: u64,
 }
 
 /// How long each rule's condition must hold before it fires, and how often a firing alert is

@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// Sessions and logouts a second written back to Redis at most by a write-back that runs
     /// while the instance serves (0: as fast as Redis answers).
     pub redis_write_back_rate: Option<u32>,
+    /// Most live sessions the local store keeps copies of while Redis answers (0: no bound);
+    /// beyond it the least lately active copies go.
+    pub redis_mirror_max_sessions: Option<u64>,
     /// Interval between two pings of the browser client.
     #[serde(default, with = "humantime_serde")]
     pub tick: Option<Duration>,
@@ -186,6 +189,7 @@ pub const KEYS: &[&str] = &[
     "redis_probe_interval",
     "redis_backoff_max",
     "redis_write_back_rate",
+    "redis_mirror_max_sessions",
     "tick",
     "timeout",
     "max_retries",
@@ -270,6 +274,7 @@ impl RawConfig {
             // this rate ten instances leave a single Redis most of its capacity for the live
             // traffic, and a million sessions take under a minute in the background.
             redis_write_back_rate: Some(20_000),
+            redis_mirror_max_sessions: Some(0),
             tick: Some(tick),
             timeout: Some(timeout),
             max_retries: Some(retries),

@@ -322,9 +322,11 @@ impl Layers {
                     ));
                 }
                 let write_back_rate = get!(redis_write_back_rate);
+                let mirror_max_sessions = get!(redis_mirror_max_sessions);
                 Some(RedisSettings {
                     target,
                     write_back_rate,
+                    mirror_max_sessions,
                     display_url: redact_url(&url),
                     prefix,
                     timeout,

@@ -569,6 +569,10 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                     tracing::warn!(error = %err, "[redis] Redis evicted keys; writing the local sessions back cannot begin: {err}");
                 }
             }
+            // The mirror's budget, a page between two probes; tried again at the next.
+            if let Err(err) = shared.trim_mirror().await {
+                tracing::warn!(error = %err, "cannot drop the least lately active local copies beyond redis_mirror_max_sessions: {err}; the local store holds more than its budget until this succeeds");
+            }
             backoff = BACKOFF_BASE;
             attempts = 0;
         } else {

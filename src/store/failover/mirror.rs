@@ -61,6 +61,15 @@ pub trait Mirror: SessionStore {
         limit: usize,
     ) -> Result<(Vec<SessionRecord>, Option<SessionId>), StoreError>;
 
+    /// Up to `limit` of the sessions live at `now` whose copies expire first (the least lately
+    /// active here), first first, each with a time its copy expires by. Reads what is durable,
+    /// like [`live_page`](Self::live_page): a copy changed since may expire later.
+    async fn first_to_expire(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Millis)>, StoreError>;
+
     /// One page of a walk through the kept tombstones, as [`live_page`](Self::live_page).
     async fn removed_page(
         &self,

@@ -22,6 +22,7 @@
 //! `Mirror` interfaces (crate-private, in the `primary` and `mirror` modules). A store of
 //! another session format plugs in as another primary, with no branch here.
 
+mod budget;
 mod copies;
 mod journal;
 mod link;
@@ -73,6 +74,9 @@ pub struct FailoverOptions {
     /// Sessions and logouts a second that a background write-back sends at most (0: as fast
     /// as the primary answers).
     pub write_back_rate: u32,
+    /// Most live sessions the mirror keeps copies of while the primary answers (0: no bound;
+    /// see `budget`).
+    pub mirror_max_sessions: u64,
 }
 
 /// State shared by request handlers and the two tasks.
@@ -94,6 +98,7 @@ struct Shared {
     /// This instance's place in the primary's record of logouts.
     heard: logouts::Heard,
     write_back_rate: u32,
+    mirror_max_sessions: u64,
     absolute_lifetime: Duration,
 }
 
@@ -137,6 +142,7 @@ impl FailoverStore {
             sweep: sweep::Sweep::default(),
             heard: logouts::Heard::default(),
             write_back_rate: options.write_back_rate,
+            mirror_max_sessions: options.mirror_max_sessions,
             absolute_lifetime: options.absolute_lifetime,
         });
         shared.metrics.redis_up.set(0);

@@ -376,6 +376,29 @@ pub fn removed_page(
     page(db, ENDED, after, limit, |id, _| Ok(Some(id)))
 }
 
+/// Up to `limit` stored sessions live at `now` whose expiry comes first, in that order (within
+/// one bucket of the expiry index, by id): the least lately active, each with the end of the
+/// bucket it is indexed under (its expiry is no later). Read from the index, so the work grows
+/// with `limit` and with the expired sessions the purge has not removed yet, never with the
+/// live ones.
+pub fn first_to_expire(
+    db: &Database,
+    now: Millis,
+    limit: usize,
+) -> Result<Vec<(SessionId, Millis)>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let expiry = txn.open_table(EXPIRY).map_err(backend)?;
+    // Buckets that ended by `now` hold only expired sessions.
+    let from = index_key(now.saturating_add(1), &[]);
+    let mut first = Vec::with_capacity(limit.min(4096));
+    for entry in expiry.range(from..).map_err(backend)?.take(limit) {
+        let (key, _) = entry.map_err(backend)?;
+        let (at, id) = key.value();
+        first.push((id_of(id)?, Millis::try_from(at).unwrap_or(Millis::MAX)));
+    }
+    Ok(first)
+}
+
 /// Keeps `note` under `key`, durably, replacing an earlier one.
 pub fn write_note(db: &Database, key: &str, note: &[u8]) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(backend)?;

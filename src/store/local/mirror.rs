@@ -85,6 +85,18 @@ impl Mirror for LocalStore {
         .await
     }
 
+    async fn first_to_expire(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Millis)>, StoreError> {
+        self.check_open()?;
+        // The file alone: a copy changed since the last flush was just served, and is not
+        // among the least lately active anyway.
+        self.blocking(move |db| db::first_to_expire(db, now, limit))
+            .await
+    }
+
     async fn removed_page(
         &self,
         after: Option<SessionId>,

@@ -10,7 +10,9 @@ use keepalive_testkit::redis::RedisServer;
 use crate::harness::nginx::{Nginx, SNIPPET, port_of};
 use reqwest::header::COOKIE;
 
-use crate::harness::{Process, TestServer, client, cookie_pair, keepalive, metrics, within};
+use crate::harness::{
+    Process, TestServer, client, cookie_pair, create_session, keepalive, metrics, within,
+};
 
 /// The sessions the local store of the instance at `base` holds live.
 async fn mirrored(base: &str) -> u64 {
@@ -210,4 +212,101 @@ async fn a_rolling_restart_behind_the_documented_nginx_fails_no_keepalive() {
         failed.values().sum::<usize>()
     );
     drop(nginx);
+}
+
+/// Without sticky routing, `redis_mirror_max_sessions` bounds what an instance copies: beyond
+/// it the copies this instance served least lately go, while Redis keeps every session. The
+/// cost shows in an outage: a session whose copy went is answered 503 (retried), never 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::start(&[
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_MIRROR_MAX_SESSIONS", "20"),
+        ("KEEPALIVE_REDIS_PROBE_INTERVAL", "50ms"),
+    ])
+    .await;
+    within(
+        Duration::from_secs(10),
+        "the instance sees Redis",
+        || async {
+            keepalive(&server.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+        },
+    )
+    .await;
+    // Thirty sessions: the ten beyond the budget go (which ten is the order of ids, all thirty
+    // being as old).
+    let mut cookies = Vec::new();
+    for _ in 0..30 {
+        cookies.push(create_session(&server.base).await);
+    }
+    within(
+        Duration::from_secs(5),
+        "the mirror is within its budget",
+        || async { mirrored(&server.base).await == 20 },
+    )
+    .await;
+    // Two minutes later (a later bucket of the expiry index), ten of them are kept alive: any
+    // of those whose copy went is copied again, and as many of the others go instead.
+    server.clock.advance(Duration::from_secs(120));
+    for cookie in &cookies[..10] {
+        assert_eq!(keepalive(&server.base, Some(cookie)).await.0, 200);
+    }
+    let settled = || async {
+        let text = metrics(&server.base).await;
+        let value = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        (
+            value("keepalive_sessions_live "),
+            value("keepalive_redis_mirror_trimmed_total "),
+        )
+    };
+    let mut seen = (0, 0);
+    for _ in 0..100 {
+        let now = settled().await;
+        if now == seen && now.0 == 20 {
+            break;
+        }
+        seen = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (live, trimmed) = seen;
+    assert_eq!(live, 20, "the mirror holds its budget");
+    assert!(
+        (10..=20).contains(&trimmed),
+        "{trimmed} copies dropped: the ten beyond the budget, and again those kept alive after"
+    );
+    for cookie in &cookies {
+        let key = format!("keepalive:{{{}}}", cookie.split_once('=').expect("pair").1);
+        assert!(redis.exists(&key), "every session lives on in Redis");
+    }
+
+    redis.kill();
+    within(
+        Duration::from_secs(5),
+        "the instance sees the outage",
+        || async {
+            keepalive(&server.base, None).await.1["serverHealth"]["checks"]["redis"] == "offline"
+        },
+    )
+    .await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for (i, cookie) in cookies.iter().enumerate() {
+        let status = keepalive(&server.base, Some(cookie)).await.0;
+        if i < 10 {
+            assert_eq!(status, 200, "a session kept alive lately keeps its copy");
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(200, 20), (503, 10)]),
+        "during the outage: the 20 copies kept serve, the 10 dropped are retried, none signed out"
+    );
+    server.stop().await;
 }
