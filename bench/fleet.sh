@@ -32,6 +32,9 @@ settle="${SETTLE:-5}"
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$nginx_bin" ] || { echo "nginx is not installed (scripts/test.sh installs it)" >&2; exit 1; }
 
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="${BENCH_DIR:-$target_dir/bench}"
+mkdir -p "$out"
 work="$(mktemp -d)"
 # nginx's workers run as `nobody` when started as root; they must reach the prefix.
 chmod 755 "$work"
@@ -52,13 +55,16 @@ stop_all() {
 cleanup() {
     stop_all "${pids[@]}"
     wait 2>/dev/null || true
+    # The servers' and nginx's logs (warnings, and the failover's steps) outlive the run.
+    for log in "$work"/*/server-*.log "$work"/*/nginx/error.log; do
+        [ -f "$log" ] || continue
+        mkdir -p "$out/fleet-$stamp-logs"
+        cp "$log" "$out/fleet-$stamp-logs/$(basename "$(dirname "$log")")-$(basename "$log")"
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-stamp="$(date -u +%Y%m%dT%H%M%SZ)"
-out="${BENCH_DIR:-$target_dir/bench}"
-mkdir -p "$out"
 summary="$out/fleet-$stamp.json"
 echo "[]" >"$summary"
 
@@ -284,7 +290,7 @@ for line in lines[1:]:
                     "mirror_after": int(float(mirror or 0))})
 load_end = keep["started_unix_s"] + keep["all"]["seconds"]
 row = {"redis": mode, "routing": routing, "sessions": sessions, "baseline_commands": baseline,
-       "created_per_sec": round(populate["created_per_sec"]),
+       "created_per_sec": round(populate["created_per_sec"]), "populate_failed": populate["failed"],
        "populate_keepalives_per_sec": round(populate["keepalives_per_sec"]),
        "redis_used_memory_bytes": int(redis_bytes), "redis_keys": int(redis_count),
        "instances": per_instance, "rolling_restart": rolling,
@@ -310,6 +316,8 @@ python3 - "$summary" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))
 for r in rows:
+    if r["populate_failed"]:
+        print(f"!! {r['populate_failed']} keepalives failed while populating (see the logs)")
     print(f"== Redis {r['redis']}, {r['routing']}: {r['sessions']} sessions, created {r['created_per_sec']}/s; "
           f"Redis {r['redis_used_memory_bytes'] / r['sessions']:.0f} B/session ({r['redis_keys']} keys)")
     print(f"{'instance':>8} {'mirror':>9} {'share':>6} {'RSS MB':>7} {'B/mirrored':>10} {'disk MB':>8} "
