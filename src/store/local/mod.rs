@@ -417,6 +417,7 @@ async fn flush(shared: &Arc<Shared>, committer: &Committer) -> Result<(), StoreE
     // low-priority thread, which holds no lock a request needs.
     let batches = shared.overlay.begin_flush();
     if batches.is_empty() {
+        shared.overlay.forget_recent();
         return Ok(());
     }
     let started = Instant::now();

@@ -5,8 +5,8 @@
 //! `pending` to `flushing` while the writer commits it, then to `recent` once it is on disk,
 //! where it stays until the next commit replaces it: a read always sees the newest state, and
 //! a session in use (touched at least once per two flush intervals) is read from memory, not
-//! from the file. `recent` holds what one commit wrote, so its size follows the sessions in use,
-//! not those stored. Each shard's lock is held across a keepalive's read,
+//! from the file. `recent` holds what one commit wrote, and nothing once a flush finds nothing to
+//! write, so its size follows the sessions in use, not those stored. Each shard's lock is held across a keepalive's read,
 //! extend and write, so a logout can never be undone by a keepalive that read the session
 //! just before it.
 
@@ -93,6 +93,20 @@ impl Overlay {
         }
     }
 
+    /// A flush found nothing to write: what the last commit wrote is on disk and has not been
+    /// touched since, so it leaves memory (kept, a burst's batch, every session touched during
+    /// one slow commit, would stay until traffic came back to each shard).
+    pub fn forget_recent(&self) {
+        for mut shard in self.shards.each() {
+            if shard.recent.is_empty() {
+                continue;
+            }
+            let previous = mem::take(&mut shard.recent);
+            drop(shard);
+            drop(previous);
+        }
+    }
+
     /// The commit failed: put the flushed changes back under any newer pending ones, so the
     /// next flush retries them.
     pub fn abort_flush(&self) {
@@ -102,5 +116,27 @@ impl Overlay {
                 shard.pending.entry(*id).or_insert_with(|| change.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_with_nothing_to_write_lets_the_last_commit_go() {
+        let overlay = Overlay::default();
+        let id = SessionId::generate().expect("id");
+        overlay.shard(&id).put(id, Write::Remove(None));
+        assert_eq!(overlay.begin_flush().len(), 1);
+        overlay.end_flush();
+        // Committed, and still read from memory until the next flush.
+        assert!(overlay.shard(&id).get(&id).is_some());
+        assert!(overlay.begin_flush().is_empty());
+        overlay.forget_recent();
+        assert!(
+            overlay.shard(&id).get(&id).is_none(),
+            "read from the file from now on"
+        );
     }
 }
