@@ -32,31 +32,16 @@ use crate::openloop::{self, Schedule};
 use crate::report::Machine;
 use crate::target::Target;
 
+/// Where both halves send their load, and how.
 #[derive(Args, Debug)]
-pub struct PopulateArgs {
+pub struct Through {
     /// The load balancer (or one instance) to go through; loopback only.
     #[arg(long)]
     url: String,
 
-    /// Sessions to create.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    sessions: u32,
-
-    /// Keep-alive connections the work is spread over, one closed-loop worker each.
+    /// Keep-alive connections the load is spread over, one worker each.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     connections: u16,
-
-    /// Keepalives sent to each session after it was created.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=100))]
-    passes: u16,
-
-    /// Where to write the session cookies, one `name=value` per line.
-    #[arg(long, value_name = "FILE")]
-    cookies: PathBuf,
-
-    /// Session cookie name to take from Set-Cookie (default: the first cookie set).
-    #[arg(long)]
-    cookie_name: Option<String>,
 
     /// Limit for one request.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -75,19 +60,49 @@ pub struct PopulateArgs {
     pub client_threads: Option<usize>,
 }
 
+impl Through {
+    fn target(&self) -> anyhow::Result<Target> {
+        Target::parse_loopback_url(&self.url)
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            request: self.request_timeout,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PopulateArgs {
+    #[command(flatten)]
+    pub through: Through,
+
+    /// Sessions to create.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    sessions: u32,
+
+    /// Keepalives sent to each session after it was created.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=100))]
+    passes: u16,
+
+    /// Where to write the session cookies, one `name=value` per line.
+    #[arg(long, value_name = "FILE")]
+    cookies: PathBuf,
+
+    /// Session cookie name to take from Set-Cookie (default: the first cookie set).
+    #[arg(long)]
+    cookie_name: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct KeepArgs {
-    /// The load balancer (or one instance) to go through; loopback only.
-    #[arg(long)]
-    url: String,
+    #[command(flatten)]
+    pub through: Through,
 
     /// The session cookies written by `populate`.
     #[arg(long, value_name = "FILE")]
     cookies: PathBuf,
-
-    /// Keep-alive connections the load is spread over.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    connections: u16,
 
     /// Total keepalives per second (fixed rate, open loop).
     #[arg(long, default_value_t = 2000.0)]
@@ -97,25 +112,9 @@ pub struct KeepArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
 
-    /// Limit for one request.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    request_timeout: Duration,
-
-    /// Limit for opening one connection.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    connect_timeout: Duration,
-
-    /// Write the report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-
     /// Exit with status 3 when a keepalive failed.
     #[arg(long)]
     check: bool,
-
-    /// Tokio worker threads for the load generator (default: all cores).
-    #[arg(long)]
-    pub client_threads: Option<usize>,
 }
 
 /// What `populate` did.
@@ -158,15 +157,11 @@ pub struct KeepReport {
     pub first_error: Option<String>,
 }
 
-fn timeouts(connect: Duration, request: Duration) -> Timeouts {
-    Timeouts { connect, request }
-}
-
 /// Creates the sessions, sends each its keepalives, writes the cookies.
 pub async fn populate(args: PopulateArgs) -> anyhow::Result<ExitOutcome> {
-    let target = Target::parse_loopback_url(&args.url)?;
-    let timeouts = timeouts(args.connect_timeout, args.request_timeout);
-    let connections = usize::from(args.connections);
+    let target = args.through.target()?;
+    let timeouts = args.through.timeouts();
+    let connections = usize::from(args.through.connections);
     let (mut pool, setup) = load::create_sessions(
         &target,
         &SessionSource::Keepalive,
@@ -222,7 +217,7 @@ pub async fn populate(args: PopulateArgs) -> anyhow::Result<ExitOutcome> {
         report.keepalives_per_sec,
         report.failed
     );
-    write_json(args.json.as_ref(), &report)?;
+    write_json(args.through.json.as_ref(), &report)?;
     if report.failed > 0 {
         eprintln!(
             "warning: {} keepalives failed while populating (first: {}); the server logs say why",
@@ -295,9 +290,9 @@ fn write_json(path: Option<&PathBuf>, report: &impl Serialize) -> anyhow::Result
 
 /// Sends keepalives at a fixed rate over the saved sessions and reports every failure.
 pub async fn keep(args: KeepArgs) -> anyhow::Result<ExitOutcome> {
-    let target = Target::parse_loopback_url(&args.url)?;
-    let timeouts = timeouts(args.connect_timeout, args.request_timeout);
-    let connections = usize::from(args.connections);
+    let target = args.through.target()?;
+    let timeouts = args.through.timeouts();
+    let connections = usize::from(args.through.connections);
     let cookies = read_cookies(&args.cookies)?;
     let sessions = cookies.len();
     let mut pool = SessionPool::from_cookies(cookies, connections)?;
@@ -352,7 +347,7 @@ pub async fn keep(args: KeepArgs) -> anyhow::Result<ExitOutcome> {
         report.all.failures,
         p99.map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"))
     );
-    write_json(args.json.as_ref(), &report)?;
+    write_json(args.through.json.as_ref(), &report)?;
     Ok(ExitOutcome {
         all_met: report.all.failed == 0,
         check: args.check,

@@ -208,8 +208,8 @@ fn main() -> ExitCode {
         Command::Load(a) => a.client_threads,
         Command::Fault(a) => a.client_threads,
         Command::Check(a) => a.client_threads,
-        Command::Populate(a) => a.client_threads,
-        Command::Keep(a) => a.client_threads,
+        Command::Populate(a) => a.through.client_threads,
+        Command::Keep(a) => a.through.client_threads,
     };
     let threads = client_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))

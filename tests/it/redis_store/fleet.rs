@@ -14,14 +14,28 @@ use crate::harness::{
     Process, TestServer, client, cookie_pair, create_session, keepalive, metrics, within,
 };
 
+/// The value of the counter or gauge `name` at the instance at `base`.
+async fn metric(base: &str, name: &str) -> u64 {
+    let text = metrics(base).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 /// The sessions the local store of the instance at `base` holds live.
 async fn mirrored(base: &str) -> u64 {
-    metrics(base)
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("keepalive_sessions_live "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("keepalive_sessions_live")
+    metric(base, "keepalive_sessions_live").await
+}
+
+/// Waits until the instance at `base` tells clients that Redis is `state` (`ok`, `offline`).
+async fn redis_is(base: &str, state: &str) {
+    within(
+        Duration::from_secs(10),
+        &format!("Redis {state}"),
+        || async { keepalive(base, None).await.1["serverHealth"]["checks"]["redis"] == state },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,14 +46,7 @@ async fn behind_the_documented_nginx_each_instance_mirrors_about_its_share() {
     let mut fleet = Vec::new();
     for _ in 0..3 {
         let server = TestServer::start(&[("REDIS_URL", url.as_str())]).await;
-        within(
-            Duration::from_secs(10),
-            "the instance sees Redis",
-            || async {
-                keepalive(&server.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
-            },
-        )
-        .await;
+        redis_is(&server.base, "ok").await;
         fleet.push(server);
     }
     let ports: Vec<u16> = fleet.iter().map(|s| port_of(&s.base)).collect();
@@ -227,14 +234,7 @@ async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
         ("KEEPALIVE_REDIS_PROBE_INTERVAL", "50ms"),
     ])
     .await;
-    within(
-        Duration::from_secs(10),
-        "the instance sees Redis",
-        || async {
-            keepalive(&server.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
-        },
-    )
-    .await;
+    redis_is(&server.base, "ok").await;
     // Thirty sessions: the ten beyond the budget go (which ten is the order of ids, all thirty
     // being as old).
     let mut cookies = Vec::new();
@@ -254,16 +254,9 @@ async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
         assert_eq!(keepalive(&server.base, Some(cookie)).await.0, 200);
     }
     let settled = || async {
-        let text = metrics(&server.base).await;
-        let value = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_else(|| panic!("{name} in {text}"))
-        };
         (
-            value("keepalive_sessions_live "),
-            value("keepalive_redis_mirror_trimmed_total "),
+            mirrored(&server.base).await,
+            metric(&server.base, "keepalive_redis_mirror_trimmed_total").await,
         )
     };
     let mut seen = (0, 0);
@@ -287,14 +280,7 @@ async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
     }
 
     redis.kill();
-    within(
-        Duration::from_secs(5),
-        "the instance sees the outage",
-        || async {
-            keepalive(&server.base, None).await.1["serverHealth"]["checks"]["redis"] == "offline"
-        },
-    )
-    .await;
+    redis_is(&server.base, "offline").await;
     let mut statuses = std::collections::BTreeMap::new();
     for (i, cookie) in cookies.iter().enumerate() {
         let status = keepalive(&server.base, Some(cookie)).await.0;
