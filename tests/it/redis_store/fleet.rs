@@ -38,6 +38,23 @@ async fn redis_is(base: &str, state: &str) {
     .await;
 }
 
+/// Signs `n` sessions in through `nginx` (no cookie yet: nginx spreads them round-robin);
+/// their cookies.
+async fn sign_in(nginx: &Nginx, n: u64) -> Vec<String> {
+    let browser = client();
+    let mut cookies = Vec::new();
+    for _ in 0..n {
+        let response = browser
+            .post(nginx.url("/api/v1/session"))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(response.status(), 201);
+        cookies.push(cookie_pair(&response));
+    }
+    cookies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_documented_nginx_each_instance_mirrors_about_its_share() {
     const SESSIONS: u64 = 100;
@@ -57,16 +74,7 @@ async fn behind_the_documented_nginx_each_instance_mirrors_about_its_share() {
     // Signed in through nginx (no cookie yet: round-robin), then kept alive through it, as
     // browsers would; one client for all (building one per request costs more than the request).
     let browser = client();
-    let mut cookies = Vec::new();
-    for _ in 0..SESSIONS {
-        let response = browser
-            .post(nginx.url("/api/v1/session"))
-            .send()
-            .await
-            .expect("sign in");
-        assert_eq!(response.status(), 201);
-        cookies.push(cookie_pair(&response));
-    }
+    let cookies = sign_in(&nginx, SESSIONS).await;
     for _ in 0..4 {
         for cookie in &cookies {
             let response = browser
@@ -183,17 +191,7 @@ async fn a_rolling_restart_behind_the_documented_nginx_fails_no_keepalive() {
     let listen: Vec<u16> = ports.iter().map(|p| p.parse().expect("port")).collect();
     let nginx = Nginx::start_fleet(SNIPPET, &listen, keepalive_testkit::ports::free_port());
 
-    let browser = client();
-    let mut cookies = Vec::new();
-    for _ in 0..30 {
-        let response = browser
-            .post(nginx.url("/api/v1/session"))
-            .send()
-            .await
-            .expect("sign in");
-        assert_eq!(response.status(), 201);
-        cookies.push(cookie_pair(&response));
-    }
+    let cookies = sign_in(&nginx, 30).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(keep_alive_until(nginx.base(), cookies, stopped));
 
