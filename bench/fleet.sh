@@ -7,7 +7,8 @@
 #   1. SESSIONS sessions are created through nginx and each gets PASSES keepalives
 #      (`keepalive-bench populate`): behind round-robin they land anywhere;
 #   2. each instance's mirror (`keepalive_sessions_live`), resident memory (VmRSS) and data
-#      directory on disk, and Redis's memory, are read;
+#      directory on disk, and Redis's memory (`used_memory`, and the median `MEMORY USAGE` of a
+#      session key), are read;
 #   3. under a fixed-rate keepalive load over all those sessions (`keepalive-bench keep`, RATE
 #      a second), the instances are restarted one by one as a rolling update does (SIGTERM,
 #      start again on the same data directory, wait for /readyz, SETTLE more): the time to
@@ -87,6 +88,13 @@ delta() {
 redis_memory() {
     for port in "${redis_ports[@]}"; do redis-cli -p "$port" info memory; done |
         awk -F: '/^used_memory:/ { sum += $2 } END { print sum }'
+}
+# The median `MEMORY USAGE` of a session key, over up to 100 keys of each Redis.
+redis_key_usage() {
+    for port in "${redis_ports[@]}"; do
+        redis-cli -p "$port" --scan --pattern 'keepalive:{*}' | head -n 100 |
+            sed 's/^/MEMORY USAGE /' | redis-cli -p "$port"
+    done | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'
 }
 redis_keys() {
     for port in "${redis_ports[@]}"; do redis-cli -p "$port" dbsize; done | awk '{ sum += $1 } END { print sum }'
@@ -209,9 +217,10 @@ run() {
     for i in $(seq 0 $((instances - 1))); do
         held+=("$(metric "${iports[$i]}" keepalive_sessions_live) $(rss_bytes "${ipids[$i]}") $(du -sb "$run_dir/data-$i" | cut -f1)")
     done
-    local redis_bytes redis_count
+    local redis_bytes redis_count key_usage
     redis_bytes="$(redis_memory)"
     redis_count="$(redis_keys)"
+    key_usage="$(redis_key_usage)"
 
     # The rolling restart, under load.
     local lead=5 budget=10
@@ -253,9 +262,9 @@ run() {
     done
 
     python3 - "$summary" "$mode" "$routing" "$sessions" "$prefix" "$restarts" "$restarts_end" \
-        "$redis_bytes" "$redis_count" "${#held[@]}" "${held[@]}" "${after_restart[@]}" <<'PY'
+        "$redis_bytes" "$redis_count" "$key_usage" "${#held[@]}" "${held[@]}" "${after_restart[@]}" <<'PY'
 import json, sys
-summary, mode, routing, sessions, prefix, restarts, restarts_end, redis_bytes, redis_count, n, *rest = sys.argv[1:]
+summary, mode, routing, sessions, prefix, restarts, restarts_end, redis_bytes, redis_count, key_usage, n, *rest = sys.argv[1:]
 n = int(n)
 held, after = rest[:n], rest[n:]
 populate = json.load(open(prefix + "-populate.json"))
@@ -293,6 +302,7 @@ row = {"redis": mode, "routing": routing, "sessions": sessions, "baseline_comman
        "created_per_sec": round(populate["created_per_sec"]), "populate_failed": populate["failed"],
        "populate_keepalives_per_sec": round(populate["keepalives_per_sec"]),
        "redis_used_memory_bytes": int(redis_bytes), "redis_keys": int(redis_count),
+       "redis_session_key_usage_bytes": int(key_usage),
        "instances": per_instance, "rolling_restart": rolling,
        "restarts_within_load": float(restarts_end) < load_end,
        "keep": {"rate": keep["rate"], "requests": keep["all"]["requests"], "ok": keep["all"]["ok"],
@@ -319,7 +329,8 @@ for r in rows:
     if r["populate_failed"]:
         print(f"!! {r['populate_failed']} keepalives failed while populating (see the logs)")
     print(f"== Redis {r['redis']}, {r['routing']}: {r['sessions']} sessions, created {r['created_per_sec']}/s; "
-          f"Redis {r['redis_used_memory_bytes'] / r['sessions']:.0f} B/session ({r['redis_keys']} keys)")
+          f"Redis {r['redis_used_memory_bytes'] / r['sessions']:.0f} B/session ({r['redis_keys']} keys), "
+          f"MEMORY USAGE of a session key {r['redis_session_key_usage_bytes']} B (median)")
     print(f"{'instance':>8} {'mirror':>9} {'share':>6} {'RSS MB':>7} {'B/mirrored':>10} {'disk MB':>8} "
           f"{'ready s':>8} {'Redis cmds':>10} {'RSS MB after':>12}")
     for p, q in zip(r["instances"], r["rolling_restart"]):

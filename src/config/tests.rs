@@ -205,6 +205,14 @@ fn idle_timeout_must_outlast_a_tick() {
     assert!(err.to_string().contains("idle_timeout"), "{err}");
 }
 
+#[test]
+fn absolute_lifetime_is_at_most_ten_years() {
+    assert!(load(&[("KEEPALIVE_ABSOLUTE_LIFETIME", "3650days")]).is_ok());
+    let err = load(&[("KEEPALIVE_ABSOLUTE_LIFETIME", "3651days")]).unwrap_err();
+    assert!(err.to_string().contains("absolute_lifetime"), "{err}");
+    assert!(err.to_string().contains("at most 3650 days"), "{err}");
+}
+
 mod properties {
     use proptest::prelude::*;
 

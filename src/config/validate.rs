@@ -18,6 +18,8 @@ const MIN_PRODUCTION_TICK: Duration = Duration::from_secs(25);
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Most HTTP worker threads: far more than any machine this serves from has cores.
 const MAX_WORKERS: u32 = 256;
+/// The longest absolute lifetime a session may have (see its check).
+const MAX_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 
 impl Layers {
     /// Validates the merged layers into the configuration the program runs with.
@@ -100,6 +102,14 @@ impl Layers {
                     "must be at least the idle timeout ({})",
                     humantime::format_duration(idle_timeout)
                 ),
+            ));
+        }
+        // Redis holds a session's times as offsets from its creation that span 17 years
+        // (`store::redis::value`); ten leaves room for the key's TTL past the expiry.
+        if absolute_lifetime > MAX_ABSOLUTE_LIFETIME {
+            return Err(fail(
+                "absolute_lifetime",
+                "must be at most 3650 days (ten years)".to_owned(),
             ));
         }
         let cookie_name = get!(cookie_name);

@@ -22,6 +22,46 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Lua functions the session scripts begin with: they read and rewrite a value of either
+/// layout [`super::value`] describes, so the scripts themselves do not depend on offsets.
+///
+/// `times(raw)` gives the layout version, then `c`, `l`, `e`, `a` and `x` as Unix
+/// milliseconds, or nothing for anything but a session value (another type, another version,
+/// too short). `put(key, v, c, l, e [, a, x])` rewrites `l` and `e` (and `a` and `x`) in
+/// place. `user_end(raw, v)` is the position of the user's last byte: the data follows it.
+const LAYOUT: &str = r"
+local function times(raw)
+  if type(raw) ~= 'string' then return nil end
+  local v = string.byte(raw)
+  if v == 2 and #raw >= 28 then
+    local c, l, e, a, x = struct.unpack('>i6i5i5i5i5', raw, 2)
+    return v, c, c + l, c + e, c + a, c + x
+  elseif v == 1 and #raw >= 45 then
+    return v, struct.unpack('>i8i8i8i8i8', raw, 2)
+  end
+  return nil
+end
+local function put(key, v, c, l, e, a, x)
+  if v == 2 then
+    if a then
+      redis.call('SETRANGE', key, 7, struct.pack('>i5i5i5i5', l - c, e - c, a - c, x - c))
+    else
+      redis.call('SETRANGE', key, 7, struct.pack('>i5i5', l - c, e - c))
+    end
+  elseif a then
+    redis.call('SETRANGE', key, 9, struct.pack('>i8i8i8i8', l, e, a, x))
+  else
+    redis.call('SETRANGE', key, 9, struct.pack('>i8i8', l, e))
+  end
+end
+local function user_end(raw, v)
+  if v == 1 then return 45 + struct.unpack('>I4', raw, 42) end
+  local n = string.byte(raw, 28)
+  if n < 128 then return 28 + n end
+  return 29 + (n - 128) * 256 + (string.byte(raw, 29) or 0)
+end
+";
+
 /// Extends live sessions. KEYS: the sessions. ARGV: for each key in order, now, now + idle ms,
 /// and the TTL and `x` to set when the key's TTL must move: 1.5 idle ms and now + 1.5 idle ms.
 /// Returns, for each key, its value as it was before (the caller extends its copy by the same
@@ -34,31 +74,32 @@ use redis::Script;
 /// ahead) compute one; formatting a number for a command was a third of the script's time
 /// when it did so on every call.
 pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LAYOUT}{}",
         r"
 local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = false
   local raw = redis.pcall('GET', key)
-  if raw and (type(raw) ~= 'string' or #raw < 45 or string.byte(raw) ~= 1) then
+  local v, c, l, exp, a, x = times(raw)
+  if raw and not v then
     out[i] = 0
   elseif raw then
     local at = i * 4 - 3
     local now = tonumber(ARGV[at])
-    local l, exp, a, x = struct.unpack('>i8i8i8i8', raw, 10)
     if exp > now then
       local wanted = tonumber(ARGV[at + 1])
       local new = math.max(math.min(wanted, a), exp)
       if l < now then l = now end
       if x >= new then
-        redis.call('SETRANGE', key, 9, struct.pack('>i8i8', l, new))
+        put(key, v, c, l, new)
       else
         local ttl, upto = ARGV[at + 2], tonumber(ARGV[at + 3])
         if new ~= wanted then
           upto = new
           ttl = string.format('%.0f', math.max(new - now, 1))
         end
-        redis.call('SETRANGE', key, 9, struct.pack('>i8i8i8i8', l, new, a, upto))
+        put(key, v, c, l, new, a, upto)
         redis.call('PEXPIRE', key, ttl)
       end
       out[i] = raw
@@ -67,27 +108,33 @@ for i, key in ipairs(KEYS) do
 end
 return out
 ",
-    )
+    ))
 });
 
 /// Replaces the data of a live session and records the activity. KEYS: session. ARGV: now,
 /// data. Returns the new value, nil, or 0 for a foreign value.
 pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LAYOUT}{}",
         r"
 local raw = redis.pcall('GET', KEYS[1])
 if not raw then return false end
-if type(raw) ~= 'string' or #raw < 45 or string.byte(raw) ~= 1 then return 0 end
-local l, e = struct.unpack('>i8i8', raw, 10)
+local v, c, l, e = times(raw)
+if not v then return 0 end
 local now = tonumber(ARGV[1])
 if e <= now then return false end
 if l < now then l = now end
-local n = struct.unpack('>I4', raw, 42)
-local value = string.sub(raw, 1, 9) .. struct.pack('>i8', l) .. string.sub(raw, 18, 45 + n) .. ARGV[2]
+local value
+if v == 2 then
+  value = string.sub(raw, 1, 7) .. struct.pack('>i5', l - c) .. string.sub(raw, 13, user_end(raw, v))
+else
+  value = string.sub(raw, 1, 9) .. struct.pack('>i8', l) .. string.sub(raw, 18, user_end(raw, v))
+end
+value = value .. ARGV[2]
 redis.call('SET', KEYS[1], value, 'KEEPTTL')
 return value
 ",
-    )
+    ))
 });
 
 /// Adds a session to its user's set and drops the members past their absolute expiry.
@@ -123,11 +170,10 @@ return 1
 /// A rotation that finds the session gone (a logout came first) names nothing: its caller ends
 /// the new id itself.
 pub static END: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LAYOUT}{}",
         r"
-local raw = redis.pcall('GET', KEYS[1])
-local a = nil
-if type(raw) == 'string' and #raw >= 45 and string.byte(raw) == 1 then a = struct.unpack('>i8', raw, 26) end
+local v, c, l, e, a = times(redis.pcall('GET', KEYS[1]))
 local existed = redis.call('DEL', KEYS[1])
 local mark = redis.call('GET', KEYS[2])
 local now = tonumber(ARGV[1])
@@ -152,32 +198,32 @@ if ARGV[5] == '' and mark then
 end
 return {existed, successor, published}
 ",
-    )
+    ))
 });
 
 /// Writes back a session kept locally, unless Redis knows newer activity or a logout.
 /// KEYS: session, marker. ARGV: the value to write (its `x` equal to its `e`), its `l`, its
 /// `e`, now. Redis's later expiry, if it has one, is kept. Returns 1 if written.
 pub static MERGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LAYOUT}{}",
         r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local now = tonumber(ARGV[4])
 local exp = tonumber(ARGV[3])
 if exp <= now then return 0 end
 local value = ARGV[1]
-local cur = redis.pcall('GET', KEYS[1])
-if type(cur) == 'string' and #cur >= 45 and string.byte(cur) == 1 then
-  local l, e = struct.unpack('>i8i8', cur, 10)
+local v, c, l, e = times(redis.pcall('GET', KEYS[1]))
+if v then
   if l >= tonumber(ARGV[2]) then return 0 end
   if e > exp then
     exp = e
-    local at = struct.pack('>i8', e)
-    value = string.sub(value, 1, 17) .. at .. string.sub(value, 26, 33) .. at .. string.sub(value, 42)
+    local at = struct.pack('>i5', e - struct.unpack('>i6', value, 2))
+    value = string.sub(value, 1, 12) .. at .. string.sub(value, 18, 22) .. at .. string.sub(value, 28)
   end
 end
 redis.call('SET', KEYS[1], value, 'PX', string.format('%.0f', math.max(exp - now, 1)))
 return 1
 ",
-    )
+    ))
 });

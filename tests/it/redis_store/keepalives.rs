@@ -33,13 +33,18 @@ async fn fixture(timeout: Duration) -> Fixture {
 
 /// A store whose callers each get a connection of their own (`connection_per_thread`) or not.
 async fn fixture_with(timeout: Duration, connection_per_thread: bool) -> Fixture {
+    fixture_under("test:", timeout, connection_per_thread).await
+}
+
+/// A store whose keys are under `prefix`.
+async fn fixture_under(prefix: &str, timeout: Duration, connection_per_thread: bool) -> Fixture {
     let redis = RedisServer::start();
     let clock = ManualClock::new(START);
     let metrics = Arc::new(Metrics::new());
     let store = RedisStore::new(
         Target::parse(&redis.url()).expect("url"),
         RedisOptions {
-            prefix: "test:".to_owned(),
+            prefix: prefix.to_owned(),
             timeout,
             connect_timeout: Duration::from_secs(2),
             absolute_lifetime: 12 * 60 * MIN,
@@ -345,7 +350,7 @@ async fn a_foreign_value_fails_only_its_own_keepalive() {
         .query(&mut con)
         .expect("hset");
     let mut other_version = keepalive::store::redis::value::encode(&live[0], START + IDLE_MS);
-    other_version[0] = 2;
+    other_version[0] = 3;
     let _: () = redis::cmd("SET")
         .arg(key(&foreign[1]))
         .arg(other_version)
@@ -400,6 +405,142 @@ async fn a_foreign_value_fails_only_its_own_keepalive() {
         .query(&mut con)
         .expect("hgetall");
     assert_eq!(hash, ["e".to_owned(), (START + IDLE_MS).to_string()]);
+    f.store.close().await.expect("close");
+}
+
+/// A session without user or data costs Redis at most 120 bytes under the default prefix, as
+/// `MEMORY USAGE` counts it (key, value and the key's entry), which is what the compact layout
+/// is for: layout 1's 45-byte value took 152.
+#[tokio::test]
+async fn a_session_key_costs_redis_at_most_120_bytes() {
+    let f = fixture_under("keepalive:", Duration::from_secs(2), false).await;
+    let plain = f.create(60 * MIN, String::new()).await;
+    let mut with_user = SessionRecord::new(
+        SessionId::generate().expect("rng"),
+        f.clock.now(),
+        IDLE,
+        60 * MIN,
+        String::new(),
+    );
+    with_user.user = Some("ana@example.com".to_owned());
+    f.store.create(with_user.clone()).await.expect("create");
+    let usage = |id: &SessionId| -> i64 {
+        f.redis.query(
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(format!("keepalive:{{{id}}}")),
+            "MEMORY USAGE",
+        )
+    };
+    assert!(usage(&plain.id) <= 120, "{} bytes", usage(&plain.id));
+    // A keepalive rewrites the value in place: it stays as small.
+    f.clock.advance(MIN);
+    assert!(f.touched(&plain.id).await);
+    assert!(usage(&plain.id) <= 120, "{} bytes", usage(&plain.id));
+    // The user is the value's only growth.
+    assert!(
+        usage(&with_user.id) <= 136,
+        "{} bytes",
+        usage(&with_user.id)
+    );
+    f.store.close().await.expect("close");
+}
+
+/// Sessions written in layout 1 (eight-byte times) before the compact layout keep working
+/// to the end of their lifetime: keepalives and data updates rewrite them in their own
+/// layout, a write-back weighs their activity, and a logout marks them until their absolute
+/// expiry.
+#[tokio::test]
+async fn sessions_of_layout_1_live_on() {
+    let f = fixture(Duration::from_secs(2)).await;
+    let layout_1 = |record: &SessionRecord, ttl_until: i64| {
+        let mut bytes = vec![value::VERSION_1];
+        for n in [
+            record.created_at,
+            record.last_seen_at,
+            record.expires_at,
+            record.absolute_expires_at,
+            ttl_until,
+        ] {
+            bytes.extend_from_slice(&n.to_be_bytes());
+        }
+        let user = record.user.as_deref().unwrap_or("");
+        bytes.extend_from_slice(&(user.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(user.as_bytes());
+        bytes.extend_from_slice(record.data.as_bytes());
+        bytes
+    };
+    let now = f.clock.now();
+    let old: Vec<SessionRecord> = (0..3)
+        .map(|n| {
+            SessionRecord::new(
+                SessionId::generate().expect("rng"),
+                now,
+                IDLE,
+                60 * MIN,
+                format!(r#"{{"n":{n}}}"#),
+            )
+            .with_user(Some("ana".to_owned()))
+        })
+        .collect();
+    let mut con = f.redis.connection();
+    for record in &old {
+        let _: () = redis::cmd("SET")
+            .arg(format!("test:{{{}}}", record.id))
+            .arg(layout_1(record, record.expires_at))
+            .arg("PX")
+            .arg(IDLE_MS)
+            .query(&mut con)
+            .expect("set");
+    }
+    let version = |id: &SessionId| f.redis.get(&format!("test:{{{id}}}")).map(|v| v[0]);
+
+    // A keepalive at once (in place) and one past `x` (the TTL moves too).
+    f.clock.advance(MIN);
+    let touched = f.store.touch(&old[0].id, f.clock.now(), IDLE).await;
+    let touched = touched.expect("touch").expect("live");
+    assert_eq!(touched.expires_at, f.clock.now() + IDLE_MS);
+    assert_eq!(touched.data, old[0].data);
+    assert_eq!(touched.user.as_deref(), Some("ana"));
+    let (stored, pttl) = f.stored(&old[0].id);
+    assert_eq!(stored.record.expires_at, f.clock.now() + IDLE_MS);
+    assert!(stored.ttl_until >= stored.record.expires_at);
+    assert!(pttl > 0);
+    assert_eq!(version(&old[0].id), Some(value::VERSION_1));
+
+    // New data, the user and the times kept.
+    let updated = f
+        .store
+        .update(&old[1].id, r#"{"cart":2}"#.to_owned(), f.clock.now())
+        .await
+        .expect("update")
+        .expect("live");
+    assert_eq!(updated.data, r#"{"cart":2}"#);
+    let (stored, _) = f.stored(&old[1].id);
+    assert_eq!(stored.record.data, r#"{"cart":2}"#);
+    assert_eq!(stored.record.user.as_deref(), Some("ana"));
+    assert_eq!(stored.record.last_seen_at, f.clock.now());
+    assert_eq!(stored.record.expires_at, old[1].expires_at);
+    assert_eq!(version(&old[1].id), Some(value::VERSION_1));
+
+    // A write-back loses to Redis's newer activity, and wins over older.
+    let mut stale = old[0].clone();
+    stale.last_seen_at = now;
+    assert!(!f.store.merge(&stale, f.clock.now()).await.expect("merge"));
+    let mut newer = old[2].clone();
+    f.clock.advance(MIN);
+    newer.touch(f.clock.now(), IDLE);
+    assert!(f.store.merge(&newer, f.clock.now()).await.expect("merge"));
+    let (stored, _) = f.stored(&old[2].id);
+    assert_eq!(stored.record, newer);
+    assert_eq!(version(&old[2].id), Some(value::VERSION));
+
+    // A logout leaves its marker until the absolute expiry read from layout 1.
+    assert!(f.store.end(&old[0].id, f.clock.now()).await.expect("end"));
+    let marker = format!("test:{{{}}}:ended", old[0].id);
+    let left = f.redis.pttl(&marker);
+    let until = old[0].absolute_expires_at - f.clock.now();
+    assert!(left > until - 5_000 && left <= until, "{left} of {until}");
     f.store.close().await.expect("close");
 }
 
