@@ -14,10 +14,12 @@
 
 pub mod express;
 pub mod failover;
+mod id_map;
 pub mod local;
 pub mod redis;
 mod sharded;
 
+pub(crate) use id_map::IdMap;
 pub(crate) use sharded::Sharded;
 
 use std::sync::Arc;

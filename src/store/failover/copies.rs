@@ -24,12 +24,11 @@
 //! under the mirror's lock of that session, in the same step as the copy (the lock order is
 //! always the mirror's, then this one's). What is known only ever comes from Redis's answers.
 
-use std::collections::HashMap;
 use std::sync::MutexGuard;
 
 use crate::clock::Millis;
 use crate::session::{SessionId, SessionRecord};
-use crate::store::Sharded;
+use crate::store::{IdMap, Sharded};
 
 const SHARDS: usize = 64;
 
@@ -41,6 +40,14 @@ pub(super) struct Known {
 }
 
 impl Known {
+    /// Nothing answered yet: earlier than any answer, so the first one replaces it, and
+    /// never ahead of a copy. A sentinel rather than an `Option`, which would add eight bytes
+    /// to every entry.
+    const NONE: Self = Self {
+        last_seen_at: Millis::MIN,
+        expires_at: Millis::MIN,
+    };
+
     fn of(record: &SessionRecord) -> Self {
         Self {
             last_seen_at: record.last_seen_at,
@@ -61,23 +68,24 @@ impl Known {
     }
 }
 
-/// One session's entry: the copy's expiry, and what Redis last said.
+/// One session's entry: the copy's expiry, and what Redis last said ([`Known::NONE`] if
+/// nothing yet). 24 bytes: with the 16-byte key of [`IdMap`], 40 a session.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     copy: Millis,
-    known: Option<Known>,
+    known: Known,
 }
 
 impl Entry {
     /// What is known beyond the copy, if anything.
     fn ahead(&self) -> Option<Known> {
-        self.known.filter(|k| k.expires_at > self.copy)
+        Some(self.known).filter(|k| k.expires_at > self.copy)
     }
 }
 
 /// The remembered entries, sharded like the mirror's overlay.
 pub(super) struct Copies {
-    shards: Sharded<HashMap<SessionId, Entry>>,
+    shards: Sharded<IdMap<Entry>>,
 }
 
 impl Default for Copies {
@@ -89,7 +97,7 @@ impl Default for Copies {
 }
 
 impl Copies {
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Entry>> {
         self.shards.of(id)
     }
 
@@ -98,13 +106,10 @@ impl Copies {
     pub(super) fn answered(&self, record: &SessionRecord) {
         if let Some(entry) = self.shard(&record.id).get_mut(&record.id) {
             let answer = Known::of(record);
-            entry.known = Some(match entry.known {
-                Some(known) => Known {
-                    last_seen_at: known.last_seen_at.max(answer.last_seen_at),
-                    expires_at: known.expires_at.max(answer.expires_at),
-                },
-                None => answer,
-            });
+            entry.known = Known {
+                last_seen_at: entry.known.last_seen_at.max(answer.last_seen_at),
+                expires_at: entry.known.expires_at.max(answer.expires_at),
+            };
         }
     }
 
@@ -120,7 +125,7 @@ impl Copies {
         for shard in self.shards.each() {
             ids.extend(shard.iter().filter_map(|(id, entry)| {
                 let known = entry.ahead()?;
-                now.is_none_or(|now| known.expires_at > now).then_some(*id)
+                now.is_none_or(|now| known.expires_at > now).then_some(id)
             }));
         }
         ids
@@ -129,13 +134,14 @@ impl Copies {
     /// The copy of a session Redis confirmed (or this instance made) now expires at
     /// `expires_at`: remembered, or the entry follows.
     pub(super) fn written(&self, id: &SessionId, expires_at: Millis) {
-        self.shard(id)
-            .entry(*id)
-            .and_modify(|entry| entry.copy = expires_at)
-            .or_insert(Entry {
+        self.shard(id).upsert(
+            id,
+            Entry {
                 copy: expires_at,
-                known: None,
-            });
+                known: Known::NONE,
+            },
+            |entry| entry.copy = expires_at,
+        );
     }
 
     /// The entry of a session, if remembered.
@@ -157,7 +163,7 @@ impl Copies {
     /// those sessions are over here, and the mirror's purge may remove their copies.
     pub(super) fn sweep(&self, now: Millis) {
         for mut shard in self.shards.each() {
-            shard.retain(|_, entry| entry.copy.max(entry.known.map_or(0, |k| k.expires_at)) > now);
+            shard.retain(|entry| entry.copy.max(entry.known.expires_at) > now);
         }
     }
 }
