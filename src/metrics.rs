@@ -59,8 +59,8 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// 1 while Redis answers, 0 while offline (absent without Redis).
     pub redis_up: IntGauge,
-    /// 1 while this instance writes its local sessions back to Redis in the background
-    /// (absent without Redis).
+    /// 1 while this instance writes every local session back to Redis: in the background, or
+    /// before serving from a Redis that lost them (absent without Redis).
     pub redis_writing_back: IntGauge,
     /// Latency of Redis operations by operation.
     pub redis_operation_duration_seconds: HistogramVec,
@@ -227,7 +227,7 @@ impl Metrics {
             ),
             // Registered by `track_redis` only: without Redis the metric is absent, not 0.
             redis_up: IntGauge::with_opts(opts("redis_up", "1 while Redis answers, 0 while it is offline.")).expect("valid metric"),
-            redis_writing_back: IntGauge::with_opts(opts("redis_writing_back", "1 while this instance writes its local sessions back to Redis in the background, after it stopped without a clean stop.")).expect("valid metric"),
+            redis_writing_back: IntGauge::with_opts(opts("redis_writing_back", "1 while this instance writes every local session back to Redis: in the background after it stopped without a clean stop or Redis evicted keys, or before serving from a Redis that lost its data.")).expect("valid metric"),
             redis_operation_duration_seconds: register(
                 r,
                 HistogramVec::new(

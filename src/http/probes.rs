@@ -112,6 +112,11 @@ fn details(health: &Health, writing_back: bool) -> BTreeMap<&'static str, Vec<Va
         redis_entry["output"] = Value::from(
             "this instance did not stop cleanly and is writing its local sessions back to Redis in the background (keepalive_redis_writing_back)",
         );
+    } else if redis == RedisCheck::Offline && writing_back {
+        // Redis answers but lacks what this instance holds: why it is not served from yet.
+        redis_entry["output"] = Value::from(
+            "Redis answers but lost the sessions this instance holds (it restarted empty, lost its data, or is another Redis): every live local session is being written back, sessions are served from the local store until then (keepalive_redis_writing_back)",
+        );
     }
     BTreeMap::from([
         ("memory:utilization", vec![memory]),
@@ -181,4 +186,43 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Checks, ServerHealth, status_of};
+
+    fn health(redis: RedisCheck) -> Health {
+        let checks = Checks {
+            redis,
+            memory: MemoryCheck::Ok,
+        };
+        Health {
+            summary: ServerHealth {
+                status: status_of(checks),
+                checks,
+            },
+            memory: None,
+            checked_at: 1_700_000_000_000,
+        }
+    }
+
+    fn redis_output(redis: RedisCheck, writing_back: bool) -> Option<String> {
+        details(&health(redis), writing_back)["redis:connection"][0]
+            .get("output")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn the_redis_check_says_why_every_session_is_being_written_back() {
+        let background = redis_output(RedisCheck::Ok, true).expect("said");
+        assert!(background.contains("in the background"), "{background}");
+        let before = redis_output(RedisCheck::Offline, true).expect("said");
+        assert!(before.contains("lost the sessions"), "{before}");
+        assert!(before.contains("local store"), "{before}");
+        assert_eq!(redis_output(RedisCheck::Ok, false), None);
+        assert_eq!(redis_output(RedisCheck::Offline, false), None);
+    }
 }

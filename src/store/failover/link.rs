@@ -322,7 +322,43 @@ impl Shared {
     }
 
     /// Connects, writes back what changed, and only then reports the primary as ok.
-    pub(super) async fn reconnect(&self) -> Result<(), StoreError> {
+    ///
+    /// `at_start`: the first connect, before the server listens. There a Redis that holds
+    /// another data set than this instance last wrote to (it restarted empty, lost its data,
+    /// or is another Redis) is not written back to at once when the local store holds
+    /// anything: every live local session must go back before the instance may serve from
+    /// Redis, seconds for a large store, and an instance that waited for it before listening
+    /// would stay out of the pool that long. It starts as in an outage instead, serving from
+    /// the local store, and the link writes everything back as after any outage, then serves
+    /// from Redis ([`Reconnected::Deferred`]).
+    pub(super) async fn reconnect(&self, at_start: bool) -> Result<Reconnected, StoreError> {
+        let outcome = self.resync(at_start).await;
+        // A write-back of every session before serving from Redis is over, done or not; a
+        // background walk says so itself when it ends.
+        if !matches!(outcome, Ok(Reconnected::Deferred)) && !self.sweep.running() {
+            self.show_writing_back(false);
+        }
+        outcome
+    }
+
+    /// Tells health and metrics whether every local session is being written back.
+    pub(super) fn show_writing_back(&self, running: bool) {
+        self.status.set_writing_back(running);
+        self.metrics.redis_writing_back.set(i64::from(running));
+    }
+
+    /// Whether the local store holds a live session or a kept logout: something a Redis that
+    /// lost its data must get back.
+    async fn holds_anything(&self) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        if !self.mirror.first_to_expire(now, 1).await?.is_empty() {
+            return Ok(true);
+        }
+        let (logouts, more) = self.mirror.removed_page(None, 1).await?;
+        Ok(!logouts.is_empty() || more.is_some())
+    }
+
+    async fn resync(&self, at_start: bool) -> Result<Reconnected, StoreError> {
         let started = Instant::now();
         let data_set = self.primary.connect().await?;
         let same_redis = self
@@ -365,6 +401,15 @@ impl Shared {
         } else {
             "before serving from Redis"
         };
+        if !same_redis {
+            if at_start && self.holds_anything().await? {
+                self.primary.disconnect();
+                self.show_writing_back(true);
+                tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected at start to a Redis that holds another data set than this instance last wrote to (it restarted empty, lost its data, or is another Redis): serving from the local store while every live local session is written back, then from Redis");
+                return Ok(Reconnected::Deferred);
+            }
+            self.show_writing_back(true);
+        }
         tracing::info!(run_id = %data_set.server, epoch = %data_set.epoch, "[redis] connected; writing back {what}, {how}");
 
         // What was written back, by id: a session that changes again while the re-sync runs is
@@ -493,8 +538,18 @@ impl Shared {
                 "[redis] re-sync done: {sessions} sessions and {logouts} logouts written back; sessions live in Redis"
             );
         }
-        Ok(())
+        Ok(Reconnected::Online)
     }
+}
+
+/// How a [`Shared::reconnect`] that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reconnected {
+    /// The primary serves.
+    Online,
+    /// At start, to a primary that lost what this instance holds: it serves from the local
+    /// store until the link has written everything back.
+    Deferred,
 }
 
 /// Waits `base/2 + random(base/2)`: spread out so many instances do not reconnect in step.
@@ -585,8 +640,8 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(jittered(backoff)) => {}
             }
-            match shared.reconnect().await {
-                Ok(()) => {
+            match shared.reconnect(false).await {
+                Ok(_) => {
                     backoff = BACKOFF_BASE;
                     attempts = 0;
                 }

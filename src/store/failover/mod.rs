@@ -148,7 +148,7 @@ impl FailoverStore {
         shared.metrics.redis_up.set(0);
         // Read before the first connect, which it shortens.
         shared.take_clean_stop().await;
-        if let Err(err) = shared.reconnect().await {
+        if let Err(err) = shared.reconnect(true).await {
             tracing::warn!(reason = %err, "[redis] unreachable at start: {err}; degraded mode on: sessions are served from the local store until Redis answers");
         }
         let mut tasks = Tasks::new();

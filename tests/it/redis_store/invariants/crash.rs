@@ -180,10 +180,6 @@ async fn after_a_crash_the_instance_serves_at_once_and_writes_back_meanwhile() {
     }
 }
 
-async fn kept_alive_at(base: &str, session: &Session) -> u16 {
-    keepalive(base, Some(&session.cookie)).await.0
-}
-
 async fn redis_state_at(base: &str) -> String {
     let (_, body) = keepalive(base, None).await;
     body["serverHealth"]["checks"]["redis"]

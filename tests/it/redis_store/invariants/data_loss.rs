@@ -518,3 +518,79 @@ async fn an_extension_survives_a_crash_of_the_instance_then_a_flush() {
         "the expiry its user was told, not an earlier one"
     );
 }
+
+/// Issue #21: "after a crash, an instance serves (ready) within 1 s whatever the size of its
+/// local store; what must be written back to Redis is written in the background while it
+/// serves". An instance that starts on a Redis that lost what it holds (here: flushed while the
+/// instance was stopped) listens before writing anything back: it serves from its local store,
+/// as in an outage, while the link writes every live session and kept logout back, then serves
+/// from Redis. No session is refused meanwhile, the logout holds, and everything reaches Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starting_on_a_redis_that_lost_its_data_listens_before_writing_back() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vars = [
+        ("REDIS_URL", url.as_str()),
+        ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms"),
+    ];
+    let mut process = Process::start(dir.path(), &vars);
+    let mut sessions = Vec::new();
+    for _ in 0..300 {
+        sessions.push(session_at(&process.base).await);
+    }
+    let ended = session_at(&process.base).await;
+    assert_eq!(logout(&process.base, &ended.cookie).await, 204);
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(process.wait(Duration::from_secs(10)), Some(0));
+    drop(process);
+
+    redis.restart_empty();
+    let mut process = Process::start(dir.path(), &vars);
+    // Served at once, every session, from the local store or from Redis once it has them.
+    for session in &sessions {
+        assert_eq!(kept_alive_at(&process.base, session).await, 200);
+    }
+    assert_eq!(kept_alive_at(&process.base, &ended).await, 401);
+    let mut keys: Vec<String> = sessions.iter().map(Session::key).collect();
+    keys.push(ended.marker());
+    all_in_redis(
+        &redis,
+        &keys,
+        Duration::from_secs(5),
+        "every session and the logout written back",
+    )
+    .await;
+    within(Duration::from_secs(5), "served from Redis", || async {
+        keepalive(&process.base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+    })
+    .await;
+    assert!(redis.exists(&ended.marker()), "the logout's mark");
+    assert!(!redis.exists(&ended.key()), "the logout holds");
+
+    // In the log: the instance said why it served locally, listened, and only then wrote back.
+    let lines = process.drain_lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} in {lines:#?}"))
+    };
+    let deferred = at("holds another data set than this instance last wrote to");
+    let listening = at("\"addr\"");
+    let written = at("re-sync done");
+    assert!(
+        deferred < listening && listening < written,
+        "deferred at line {deferred}, listening at {listening}, written back at {written}"
+    );
+    assert!(
+        lines[written].contains("\"sessions\":300"),
+        "{}",
+        lines[written]
+    );
+    let text = metrics(&process.base).await;
+    assert!(
+        text.lines().any(|l| l == "keepalive_redis_writing_back 0"),
+        "the write-back is over"
+    );
+}

@@ -178,6 +178,11 @@ async fn kept_alive(server: &TestServer, session: &Session) -> u16 {
     keepalive(&server.base, Some(&session.cookie)).await.0
 }
 
+/// A keepalive of `session` at `base` (a test server or a process): its status.
+async fn kept_alive_at(base: &str, session: &Session) -> u16 {
+    keepalive(base, Some(&session.cookie)).await.0
+}
+
 /// The session as Redis holds it now, if it does.
 fn in_redis(redis: &RedisServer, session: &Session) -> Option<value::Stored> {
     let id = SessionId::parse(&session.token).expect("token");
