@@ -9,7 +9,9 @@
 #   - the server's resident memory (VmRSS) per session, while it runs and after a restart;
 #   - the data directory's size on disk per session;
 #   - the time from a SIGKILL and a fresh start to /readyz answering 200, and with Redis to the
-#     end of the background write-back that follows a crash.
+#     end of the background write-back that follows a crash; with Redis, the same once more
+#     with a FLUSHALL between the SIGKILL and the start (Redis lost its data meanwhile), to
+#     /readyz and to the end of the write-back of every session ("re-sync done").
 #
 # The instance keeps its data directory across steps: each step adds sessions to those of the
 # steps before, then the instance is killed and started again on the same directory (and, with
@@ -68,14 +70,15 @@ start_server() {
     exit 1
 }
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$server_pid/status"; }
-# With Redis: the seconds from the start until the background write-back of a crashed
-# instance is done (its log line; the gauge would read 0 too while an outage interrupts it);
-# "-" without Redis. An outage during it is reported on stderr: the walk began again.
+# With Redis: the seconds from the start until the log has one more line matching $2 than
+# $1 (by default the end of the background write-back of a crashed instance: its log line;
+# the gauge would read 0 too while an outage interrupts it); "-" without Redis. An outage
+# during it is reported on stderr: the walk began again.
 written_back_secs() {
     if [ "${REDIS:-0}" != 1 ]; then echo -; return; fi
-    local before="$1"
+    local before="$1" line="${2:-background write-back done}"
     for _ in $(seq 6000); do
-        if [ "$(grep -c 'background write-back done' "$work/server.log")" -gt "$before" ]; then
+        if [ "$(grep -c "$line" "$work/server.log")" -gt "$before" ]; then
             awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'
             if grep -q 'connection lost' <(tail -n +"$log_lines" "$work/server.log"); then
                 echo "an outage interrupted the write-back (see $work/server.log)" >&2
@@ -93,7 +96,7 @@ out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
 mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
 summary="$out/scale-$mode-$stamp.tsv"
-printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\n' >"$summary"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
 
 start_server
 total=0
@@ -124,15 +127,29 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     total=$((total + 64))
     sleep 1
     rss_after="$(rss_bytes)"
-    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" "$written_back" >>"$summary" <<'PY'
+    # With Redis, once more as if Redis had lost its data while the instance was down (a
+    # FLUSHALL between the SIGKILL and the start): ready as soon as the local store is open,
+    # every session written back to Redis meanwhile (its "re-sync done" line).
+    ready_flushed=- resynced=-
+    if [ "${REDIS:-0}" = 1 ]; then
+        { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true
+        redis-cli -p "$redis_port" flushall >/dev/null
+        done_before="$(grep -c 're-sync done' "$work/server.log" || true)"
+        log_lines="$(($(wc -l <"$work/server.log") + 1))"
+        start_server
+        ready_flushed="$ready_secs"
+        resynced="$(written_back_secs "$done_before" 're-sync done')"
+    fi
+    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" "$written_back" \
+        "$ready_flushed" "$resynced" >>"$summary" <<'PY'
 import json, sys
-path, n, rss, after, disk, ready, written_back = sys.argv[1:]
+path, n, rss, after, disk, ready, written_back, ready_flushed, resynced = sys.argv[1:]
 n, disk = int(n), int(disk)
 report = json.load(open(path))
 median, sessions = report["median"], report["sessions"]
 k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_sec"]
 print(f"{n}\t{k:.0f}\t{l:.0f}\t{k / l:.3f}\t{sessions['created'] / sessions['seconds']:.0f}\t"
-      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}")
+      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}")
 PY
     tail -1 "$summary" >&2
 done
@@ -149,13 +166,14 @@ def per_session(row, field):
     return "-" if grown <= 0 else f"{(int(row[field]) - int(first[field])) / grown:.0f}"
 print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'created/s':>9} {'RSS MB':>7} "
       f"{'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
-      f"{'restart->ready':>14} {'written back':>12}")
+      f"{'restart->ready':>14} {'written back':>12} {'flushed: ready':>14} {'written back':>12}")
 for r in rows:
     print(f"{int(r['sessions']):>9} {int(r['keepalive_rps']):>11} {float(r['ratio']):>6.3f} "
           f"{int(r['created_per_s']):>9} {int(r['rss_bytes']) / 1e6:>7.1f} "
           f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
           f"{per_session(r, 'rss_bytes_after_restart'):>9} {int(r['disk_b_per_session']):>14} "
-          f"{float(r['restart_to_ready_s']):>13.2f}s {r['written_back_s']:>11}s")
+          f"{float(r['restart_to_ready_s']):>13.2f}s {r['written_back_s']:>11}s "
+          f"{r['ready_after_flush_s']:>13}s {r['resynced_after_flush_s']:>11}s")
 if len(rows) > 1:
     a, b = float(first["ratio"]), float(rows[-1]["ratio"])
     print(f"ratio from {first['sessions']} to {rows[-1]['sessions']} sessions: {a:.3f} -> {b:.3f} "
