@@ -35,7 +35,8 @@ use super::{DataSet, FailoverOptions, Shared};
 /// Changes written back concurrently during a re-sync (they share one pipelined connection).
 const RESYNC_CONCURRENCY: usize = 64;
 /// Slack subtracted from the outage start when choosing what to write back: a change made
-/// just before the primary was declared offline may not have reached it.
+/// just before the primary was declared offline may not have reached it. (A clean stop's time
+/// needs none; see `resync`.)
 const RESYNC_SLACK_MS: Millis = 2_000;
 /// First wait before reconnecting.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -379,8 +380,14 @@ impl Shared {
         let evicted = same_redis && self.link.evicted_since(data_set.evicted);
         let crashed = self.link.crashed.load(Ordering::Acquire);
         let began = self.journal.outage_began();
-        let since = (same_redis && !evicted && !crashed)
-            .then(|| stopped_at.map_or(began, |at| at.min(began)) - RESYNC_SLACK_MS);
+        let since = (same_redis && !evicted && !crashed).then(|| {
+            // An outage's start may come a moment after a change Redis did not get. A clean
+            // stop's note is written once every request is over and only while nothing
+            // waits to be written back, so Redis has every change made before it (what the
+            // instance did after its start, offline, is in the journal): re-checking the
+            // sessions served in the seconds before the stop would find each one there.
+            stopped_at.unwrap_or(began - RESYNC_SLACK_MS)
+        });
         let what = match (same_redis, evicted, stopped_at) {
             (true, false, _) if crashed => {
                 "every live local session (this instance did not stop cleanly; Redis kept its data)"
