@@ -89,10 +89,12 @@ redis_memory() {
     for port in "${redis_ports[@]}"; do redis-cli -p "$port" info memory; done |
         awk -F: '/^used_memory:/ { sum += $2 } END { print sum }'
 }
-# The median `MEMORY USAGE` of a session key, over up to 100 keys of each Redis.
+# The median `MEMORY USAGE` of a session key, over the session keys of one `SCAN` call (about
+# a hundred) of each Redis. One call, read to its end: a reader that stopped early would end
+# redis-cli with SIGPIPE, which `pipefail` turns into the script's exit.
 redis_key_usage() {
     for port in "${redis_ports[@]}"; do
-        redis-cli -p "$port" --scan --pattern 'keepalive:{*}' | head -n 100 |
+        redis-cli -p "$port" scan 0 match 'keepalive:{*}' count 200 | awk 'NR > 1' |
             sed 's/^/MEMORY USAGE /' | redis-cli -p "$port"
     done | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'
 }
