@@ -384,10 +384,32 @@ impl Process {
         }
     }
 
-    /// Log lines printed so far and not yet taken.
+    /// Log lines printed so far and not yet taken; once the process has exited, every line it
+    /// printed (the reader thread may still be passing the last ones on).
     pub fn drain_lines(&mut self) -> Vec<String> {
         let mut lines = std::mem::take(&mut self.early);
-        lines.extend(self.lines.try_iter());
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            // The pipe's end of file ends the reader thread, which closes the channel.
+            lines.extend(self.lines.iter());
+        } else {
+            lines.extend(self.lines.try_iter());
+        }
+        lines
+    }
+
+    /// Log lines printed so far and not yet taken, waiting up to `limit` for one that contains
+    /// `needle`: what the server logs reaches the pipe a moment after what it answers over HTTP,
+    /// so a test that saw an effect waits for the line that tells of it.
+    pub fn lines_until(&mut self, needle: &str, limit: Duration) -> Vec<String> {
+        let mut lines = self.drain_lines();
+        let deadline = std::time::Instant::now() + limit;
+        while !lines.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
         lines
     }
 }

@@ -464,7 +464,10 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
     // Clean stop, same Redis: nothing written back, so the deleted key stays deleted.
     del(&redis, &cookies[0]);
     let mut process = Process::start(dir.path(), &vars);
-    let lines = process.drain_lines();
+    let lines = process.lines_until(
+        "[redis] connected; writing back what changed since this instance last stopped",
+        Duration::from_secs(5),
+    );
     assert!(
         lines.iter().any(|l| l.contains(
             "[redis] connected; writing back what changed since this instance last stopped"
@@ -482,7 +485,7 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
     process.signal(nix::sys::signal::Signal::SIGKILL);
     drop(process);
     let mut process = Process::start(dir.path(), &vars);
-    let lines = process.drain_lines();
+    let lines = process.lines_until("in the background while serving", Duration::from_secs(5));
     assert!(
         lines.iter().any(|l| l.contains(
             "every live local session (this instance did not stop cleanly; Redis kept its data), in the background while serving"

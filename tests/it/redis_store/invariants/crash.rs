@@ -111,7 +111,7 @@ async fn after_a_crash_the_instance_serves_at_once_and_writes_back_meanwhile() {
             .is_some_and(|o| o.contains("writing its local sessions back")),
         "{health}"
     );
-    let lines = one.drain_lines();
+    let lines = one.lines_until("in the background while serving", Duration::from_secs(5));
     assert!(
         lines
             .iter()

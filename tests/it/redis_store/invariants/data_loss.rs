@@ -569,7 +569,7 @@ async fn an_instance_starting_on_a_redis_that_lost_its_data_listens_before_writi
     assert!(!redis.exists(&ended.key()), "the logout holds");
 
     // In the log: the instance said why it served locally, listened, and only then wrote back.
-    let lines = process.drain_lines();
+    let lines = process.lines_until("re-sync done", Duration::from_secs(5));
     let at = |needle: &str| {
         lines
             .iter()
