@@ -38,6 +38,11 @@ pub trait Mirror: SessionStore {
         change: &mut dyn FnMut(Option<&SessionRecord>) -> Option<Write>,
     ) -> Result<(), StoreError>;
 
+    /// Writes what `write` makes, whatever the newest state of the session: like
+    /// [`Mirror::modify`], without reading that state (a read of the file, for a session the
+    /// mirror has not in memory) when the write does not depend on it.
+    fn replace(&self, id: &SessionId, write: &mut dyn FnMut() -> Write) -> Result<(), StoreError>;
+
     /// The sessions removed with a tombstone dated at or after `since` (all for `None`) whose
     /// tombstone is still kept.
     async fn removed_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError>;

@@ -213,9 +213,9 @@ impl Shared {
 
     /// Writes `record` as the copy of its session, with the next batch.
     fn keep_copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.mirror.modify(&record.id, &mut |_| {
+        self.mirror.replace(&record.id, &mut || {
             self.copies.written(&record.id, record.expires_at);
-            Some(Write::Put(record.clone()))
+            Write::Put(record.clone())
         })
     }
 

@@ -51,6 +51,13 @@ impl Mirror for LocalStore {
         Ok(())
     }
 
+    fn replace(&self, id: &SessionId, write: &mut dyn FnMut() -> Write) -> Result<(), StoreError> {
+        self.check_open()?;
+        let mut shard = self.shared.overlay.shard(id);
+        shard.put(*id, write());
+        Ok(())
+    }
+
     async fn removed_since(&self, since: Option<Millis>) -> Result<Vec<SessionId>, StoreError> {
         self.flush().await?;
         self.blocking(move |db| db::removed_since(db, since)).await
