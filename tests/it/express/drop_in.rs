@@ -202,7 +202,7 @@ async fn a_redis_that_refuses_getex_gets_the_script_and_no_outage() {
     );
     assert_eq!(redis.calls("getex"), 0);
     let warnings: Vec<String> = ka
-        .drain_lines()
+        .lines_until("refused GETEX", Duration::from_secs(5))
         .into_iter()
         .filter(|line| line.contains("refused GETEX"))
         .collect();

@@ -675,8 +675,8 @@ async fn missed_logouts_are_read_from_the_record_not_looked_up_one_by_one() {
     let (exists, xrange) = (redis.calls("exists"), redis.calls("xrange"));
     let mut one = Process::start(dir_one.path(), &vars);
     remote_logouts_reach(&one.base, 3, "the three missed logouts ended their copies").await;
+    let lines = one.lines_until("read from the record of logouts", Duration::from_secs(5));
     let looked_up = redis.calls("exists") - exists;
-    let lines = one.drain_lines();
     assert!(
         looked_up < 20,
         "{looked_up} EXISTS for 3 missed logouts and {COPIES} copies: {lines:#?}"
