@@ -14,12 +14,10 @@
 
 pub mod express;
 pub mod failover;
-mod id_map;
 pub mod local;
 pub mod redis;
 mod sharded;
 
-pub(crate) use id_map::IdMap;
 pub(crate) use sharded::Sharded;
 
 use std::sync::Arc;
@@ -41,8 +39,28 @@ pub struct Tombstone {
 pub enum Write {
     /// Keep this record (a creation, a copy, an extension).
     Put(crate::session::SessionRecord),
+    /// What the shared store answered a read of a session this store may hold a copy of:
+    /// the copy, if there is one, becomes the answer (see [`answered`]); without a copy,
+    /// nothing is written, so that reading a session does not make this store hold it.
+    Refresh(crate::session::SessionRecord),
     /// Remove the session, leaving a tombstone or not.
     Remove(Option<Tombstone>),
+}
+
+/// A copy brought up to `answer`, what the shared store said of the same session: the
+/// answer, with the later of the two's last activity and expiry. Answers to requests that
+/// overlap may arrive in any order, and the later times are the newer state (a session's times
+/// only grow), so a late answer never moves a copy back.
+pub fn answered(
+    copy: &crate::session::SessionRecord,
+    answer: &crate::session::SessionRecord,
+) -> crate::session::SessionRecord {
+    let mut record = answer.clone();
+    record.last_seen_at = record.last_seen_at.max(copy.last_seen_at);
+    record.expires_at = record
+        .expires_at
+        .max(copy.expires_at.min(answer.absolute_expires_at));
+    record
 }
 
 impl failover::FailoverStore {
@@ -71,5 +89,34 @@ impl failover::FailoverStore {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self::compose(Arc::new(express), Arc::new(local), options, clock, metrics).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{SessionId, SessionRecord};
+
+    #[test]
+    fn an_answer_takes_the_later_times_and_its_own_data() {
+        let min = std::time::Duration::from_secs(60);
+        let copy = SessionRecord::new(
+            SessionId::generate().expect("rng"),
+            1_000_000,
+            10 * min,
+            30 * min,
+            "{}".to_owned(),
+        );
+        let mut newer = copy.clone();
+        newer.touch(1_000_000 + 25 * 60_000, 10 * min);
+        assert_eq!(newer.expires_at, copy.absolute_expires_at, "capped");
+        let mut older = copy.clone();
+        older.data = r#"{"step":2}"#.to_owned();
+
+        let brought_up = answered(&newer, &older);
+        assert_eq!(brought_up.data, older.data, "the answer's data");
+        assert_eq!(brought_up.last_seen_at, newer.last_seen_at);
+        assert_eq!(brought_up.expires_at, newer.expires_at, "never moved back");
+        assert_eq!(answered(&copy, &newer), newer, "a newer answer wins");
     }
 }

@@ -51,7 +51,6 @@ impl Shared {
                     return None;
                 }
                 gone = true;
-                self.copies.removed(&id);
                 Some(Write::Remove(None))
             })?;
             dropped += u64::from(gone);

@@ -40,8 +40,6 @@ const RESYNC_CONCURRENCY: usize = 64;
 const RESYNC_SLACK_MS: Millis = 2_000;
 /// First wait before reconnecting.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// How often the remembered expiries of copies are swept of expired ones.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long after Redis was last seen losing keys (evicting them, or coming back without its
 /// data) a session missing from it may be one it lost: time for the instances that hold a copy
 /// to notice (one probe interval and the Redis timeout, by default 600 ms; or their next
@@ -441,8 +439,6 @@ impl Shared {
         }
 
         if since.is_none() {
-            // Every live session goes back: each as Redis last had it, not as its copy trails.
-            self.bring_up_all()?;
             // Redis lost keys (known from an earlier connection): other instances may be
             // putting back sessions this one holds no copy of.
             if self.link.data_set().is_some() && (!same_redis || evicted) {
@@ -570,13 +566,8 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
     let mut backoff = BACKOFF_BASE;
     let mut attempts = 0u32;
     let mut evictions = 0u64;
-    let mut swept = Instant::now();
     let mut probed = Instant::now();
     loop {
-        if swept.elapsed() >= SWEEP_EVERY {
-            shared.copies.sweep(shared.clock.now());
-            swept = Instant::now();
-        }
         if shared.status.is_online() {
             if shared.sweep.running() {
                 // A page of the background write-back between two probes.
@@ -638,11 +629,6 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
             backoff = BACKOFF_BASE;
             attempts = 0;
         } else {
-            // The outage just began: the copies that trail what Redis said catch up first,
-            // durably, so that the purge and a restart of this instance find them so too.
-            if let Err(err) = shared.bring_up_outage() {
-                tracing::warn!(error = %err, "cannot bring the local copies up to what Redis last said: {err}; they are brought up one by one as they are asked for");
-            }
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(jittered(backoff)) => {}

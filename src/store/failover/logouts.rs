@@ -12,7 +12,6 @@
 //! mirror across a restart. Without a place in the same data set, or when the record dropped
 //! logouts past it (capped), every live copy's mark is looked up instead.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,7 +77,6 @@ impl Shared {
         self.mirror.modify(id, &mut |copy| {
             let copy = copy?;
             had_copy = true;
-            self.copies.removed(id);
             // As long as the session could have lived, and no longer than keepalive keeps a
             // logout for a session it does not know (a format without absolute expiry).
             let keep_until = copy
@@ -224,21 +222,15 @@ impl Shared {
     /// marks. Returns how many copies it ended.
     async fn look_up_all(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        // The copies that trail what Redis said and live by it (those answered lately), then
-        // every live copy, a page at a time: a million copies are never held at once. The
+        // Every live copy, a page at a time: a million copies are never held at once. The
         // pages read the file, so what waits in the overlay goes first; a copy written after
         // this flush was answered by Redis after the subscription, which hears its logout.
-        let ahead: HashSet<SessionId> = self.copies.ahead(Some(now)).into_iter().collect();
         self.mirror.flush().await?;
-        let mut ended = self.look_up(ahead.iter().copied().collect(), now).await?;
+        let mut ended = 0;
         let mut after = None;
         loop {
             let (copies, next) = self.mirror.live_page(after, now, LOOKUP_PAGE).await?;
-            let ids = copies
-                .into_iter()
-                .map(|copy| copy.id)
-                .filter(|id| !ahead.contains(id))
-                .collect();
+            let ids = copies.into_iter().map(|copy| copy.id).collect();
             ended += self.look_up(ids, now).await?;
             match next {
                 Some(id) => after = Some(id),

@@ -2,14 +2,15 @@
 //! serves them through an outage: the mirror (the local store, [`crate::store::local`]).
 //!
 //! Beyond being a session store itself (it serves every operation while Redis is away), a
-//! mirror keeps copies written lazily (Redis holds the primary copy, so a copy need not be on
-//! disk before the answer), changes one session atomically against every other change to it
+//! mirror keeps copies written lazily and without a read first (Redis holds the primary copy,
+//! so a copy need not be on disk before the answer, and a keepalive must not wait on the
+//! file), changes one session atomically against every other change to it
 //! (a keepalive must not undo a logout it raced), keeps tombstones of the sessions it removed
 //! (so a logout reaches Redis after an outage, and is written again to a Redis that came back
 //! empty), lists what changed since a time, keeps one small note across a restart (where it
 //! stood with Redis at a clean stop), and keeps expired copies a while before purging them (a
-//! copy may trail Redis, and the failover brings it up to what Redis said when an outage
-//! begins). How it does so is its own business.
+//! copy trails Redis when other instances served the session since, and is still worth
+//! writing back should Redis lose its data). How it does so is its own business.
 
 use std::time::Duration;
 
@@ -38,10 +39,17 @@ pub trait Mirror: SessionStore {
         change: &mut dyn FnMut(Option<&SessionRecord>) -> Option<Write>,
     ) -> Result<(), StoreError>;
 
-    /// Writes what `write` makes, whatever the newest state of the session: like
-    /// [`Mirror::modify`], without reading that state (a read of the file, for a session the
-    /// mirror has not in memory) when the write does not depend on it.
-    fn replace(&self, id: &SessionId, write: &mut dyn FnMut() -> Write) -> Result<(), StoreError>;
+    /// Keeps `record`, what the primary answered a write, as the copy of its session, brought
+    /// up to a newer answer the mirror still has in memory (see [`crate::store::answered`]).
+    /// Never reads the file: a keepalive's copy costs no read. An answer that arrives after a
+    /// newer one has left the mirror's memory (a batch later) is kept as it is: the copy then
+    /// trails by the time between the two answers until the session's next request.
+    fn copy(&self, record: &SessionRecord) -> Result<(), StoreError>;
+
+    /// What the primary answered a read: the copy of the session, if the mirror holds one,
+    /// is brought up to it; a session without a copy gets none ([`Write::Refresh`]). Never
+    /// reads the file: whether there is a copy is settled when the batch is written.
+    fn refresh(&self, record: &SessionRecord) -> Result<(), StoreError>;
 
     /// The sessions removed with a tombstone dated at or after `since` (all for `None`) whose
     /// tombstone is still kept.

@@ -2,13 +2,16 @@
 //!
 //! While the primary (Redis) answers, every operation goes to it and what it returns is
 //! copied into the mirror (the local store): batched, not flushed, since the primary holds the
-//! first copy; a keepalive's extension once the copy trails by a second, so that a crash loses
-//! about two seconds of them at most (`copies`). The first operation that fails or times out
-//! marks the primary offline: from then on operations go straight to the mirror, which keeps every session this instance created or
-//! touched alive as long as Redis last said it lives (`copies` holds what Redis said beyond the
-//! copy, and the one rule every path judges a copy by); new sessions and logouts are written
-//! there durably, and their ids are remembered as changed (`journal`). Health and "log out
-//! everywhere" read that state through the [`SharedStatus`] this store owns.
+//! first copy, so that a crash of this instance loses what the mirror's last batch held at
+//! most. A write's answer becomes the session's copy; a read's answer brings up the copy of a
+//! session the mirror holds, without making it hold one. Neither reads the mirror first, and
+//! the failover keeps nothing of its own per session: what it knows of a session is its copy,
+//! in the mirror's memory until the batch is written, then on its file. The first operation
+//! that fails or times out marks the primary offline: from then on operations go straight to
+//! the mirror, which keeps every session this instance created or served alive as long as
+//! Redis last said it lives; new sessions and logouts are written there durably, and their ids
+//! are remembered as changed (`journal`). Health and "log out everywhere" read that state
+//! through the [`SharedStatus`] this store owns.
 //!
 //! Two background tasks do the rest:
 //! - `link` owns the link to the primary: it probes it, notices a restart, reconnects with
@@ -23,7 +26,6 @@
 //! another session format plugs in as another primary, with no branch here.
 
 mod budget;
-mod copies;
 mod journal;
 mod link;
 mod logouts;
@@ -36,7 +38,6 @@ pub use primary::{DataSet, Ended, LogoutMark, LogoutsRecord};
 pub(crate) use primary::{Logouts, Over, Primary};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,14 +50,8 @@ use crate::session::{
 use crate::store::{Tombstone, Write};
 use crate::task::Tasks;
 
-use copies::Copies;
 use journal::Journal;
 use link::LinkState;
-
-/// How far a copy may trail what the primary answered before a keepalive rewrites it: the
-/// longest flush interval the local store allows, so that what a crash can lose is of the
-/// order of what it loses of its own sessions.
-const COPY_TRAIL_MS: Millis = 1_000;
 
 /// Most rotations a logout follows from the id it names: within the window a session is
 /// rarely rotated more than once.
@@ -89,9 +84,6 @@ struct Shared {
     /// everywhere" read.
     status: SharedStatus,
     journal: Journal,
-    copies: Copies,
-    /// The outage (by its start) whose copies were last brought up to what Redis had said.
-    brought_up: AtomicI64,
     link: LinkState,
     /// The background write-back of every local session, while one runs.
     sweep: sweep::Sweep,
@@ -136,8 +128,6 @@ impl FailoverStore {
             metrics,
             status: SharedStatus::offline(),
             journal: Journal::new(now),
-            copies: Copies::default(),
-            brought_up: AtomicI64::new(now),
             link: LinkState::default(),
             sweep: sweep::Sweep::default(),
             heard: logouts::Heard::default(),
@@ -213,10 +203,7 @@ impl Shared {
 
     /// Writes `record` as the copy of its session, with the next batch.
     fn keep_copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
-        self.mirror.replace(&record.id, &mut || {
-            self.copies.written(&record.id, record.expires_at);
-            Write::Put(record.clone())
-        })
+        self.mirror.copy(record)
     }
 
     /// Removes the copy of a session, with the next batch, leaving `tombstone` if given.
@@ -229,7 +216,6 @@ impl Shared {
         let mut existed = false;
         self.mirror.modify(id, &mut |copy| {
             existed = copy.is_some();
-            self.copies.removed(id);
             // An unknown id leaves a tombstone only when asked: a logout's must reach the
             // primary whatever this instance held.
             (existed || tombstone.is_some()).then_some(Write::Remove(tombstone))
@@ -237,78 +223,27 @@ impl Shared {
         Ok(existed)
     }
 
-    /// Keeps the copy of a session the primary just extended: rewritten once it trails the
-    /// primary by [`COPY_TRAIL_MS`] (batched with the mirror's next flush), so that a crash of
-    /// this instance loses about as much of what Redis answered it as the local store's own
-    /// sessions lose, and a Redis that loses its data afterwards gets the session back with
-    /// (within that) the expiry its user was told; a session kept alive many times a second
-    /// costs the mirror one write a second, not one per request. What the primary answered is
-    /// remembered too, so that an outage judges the copy by it (see `copies`).
+    /// Keeps the copy of a session the primary just extended: every answer becomes the copy in
+    /// the mirror's memory, and reaches its file with the next batch, so that a crash of this
+    /// instance loses what the local store's own sessions lose (one flush interval), and a
+    /// Redis that loses its data afterwards gets the session back with the expiry its user was
+    /// told. A session kept alive many times a second costs the mirror one write a batch.
     fn copy_extension(&self, record: &SessionRecord, idle: Duration) -> Result<(), StoreError> {
         // Another instance's keepalives extend the session in Redis, not here: this copy may
         // trail by the time since this instance last served it. The mirror keeps expired
-        // copies half an idle timeout, so that such a copy is still there to be brought up
-        // when an outage begins; a format whose sessions carry a longer idle timeout of their
-        // own is held to keepalive's.
+        // copies half an idle timeout, so that such a copy is still there to be written back
+        // should Redis lose its data, or to be told apart from an unknown id in an outage; a
+        // format whose sessions carry a longer idle timeout of their own is held to
+        // keepalive's.
         let idle = self.primary.idle_of(record, idle).min(idle);
         self.mirror.keep_expired(idle / 2);
-        let fresh = self
-            .copies
-            .copy(&record.id)
-            .is_some_and(|at| at.saturating_add(COPY_TRAIL_MS) >= record.expires_at);
-        if !fresh {
-            self.keep_copy(record)?;
-        }
-        self.copies.answered(record);
-        Ok(())
+        self.keep_copy(record)
     }
 
-    /// Brings the copy of a session up to what the primary last answered this instance, if
-    /// it trails that: from then on the mirror alone judges it as the primary would have.
-    fn bring_up(&self, id: &SessionId) -> Result<(), StoreError> {
-        if self.copies.known(id).is_none() {
-            return Ok(());
-        }
-        self.mirror.modify(id, &mut |copy| {
-            let known = self.copies.known(id)?;
-            let caught_up = known.apply(copy?);
-            self.copies.written(id, caught_up.expires_at);
-            Some(Write::Put(caught_up))
-        })
-    }
-
-    /// Brings every copy that trails what the primary answered up to it: once per outage
-    /// (the first caller does it), so that every path, the purge and a restart of this
-    /// instance find the copies as the primary had them.
-    fn bring_up_outage(&self) -> Result<(), StoreError> {
-        let began = self.journal.outage_began();
-        if self.brought_up.load(Ordering::Acquire) == began {
-            return Ok(());
-        }
-        self.bring_up_all()?;
-        self.brought_up.store(began, Ordering::Release);
-        Ok(())
-    }
-
-    /// Brings every copy that trails what the primary answered up to it.
-    fn bring_up_all(&self) -> Result<(), StoreError> {
-        for id in self.copies.ahead(None) {
-            self.bring_up(&id)?;
-        }
-        Ok(())
-    }
-
-    /// The session as this instance knows it, if that is live at `now`: its copy brought up
-    /// to what the primary last answered (the rule of `copies`).
+    /// The session as this instance knows it (its copy: what the primary last answered this
+    /// instance, or what it did during an outage), if that is live at `now`.
     fn live_copy(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
-        let copy = self
-            .mirror
-            .get(id)?
-            .map(|copy| match self.copies.known(id) {
-                Some(known) => known.apply(&copy),
-                None => copy,
-            });
-        Ok(copy.filter(|record| record.is_live(now)))
+        Ok(self.mirror.get(id)?.filter(|record| record.is_live(now)))
     }
 
     /// A keepalive found no live session `id` in the primary. Usually it expired or was ended
@@ -557,7 +492,7 @@ impl SessionStore for FailoverStore {
             match s.primary.load(id, now).await {
                 Ok(Some(record)) => {
                     // What Redis says now is known here, should an outage follow.
-                    s.copies.answered(&record);
+                    s.mirror.refresh(&record)?;
                     return Ok(Some(record));
                 }
                 Ok(None) => return s.none_online(id, now).await,
@@ -565,7 +500,6 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        s.bring_up(id)?;
         match s.mirror.load(id, now).await? {
             Some(record) => Ok(Some(record)),
             None => s.none_offline(id, now),
@@ -598,18 +532,14 @@ impl SessionStore for FailoverStore {
         s.metrics.redis_fallbacks_total.inc();
         let mut touched = None;
         s.mirror.modify(id, &mut |copy| {
-            // The copy as the primary last had it, judged by the usual rule: no grace.
-            let mut record = match s.copies.known(id) {
-                Some(known) => known.apply(copy?),
-                None => copy?.clone(),
-            };
+            // The copy as the primary last answered it here: no grace.
+            let mut record = copy?.clone();
             if !record.is_live(now) {
                 return None;
             }
             // The session's own idle timeout, for a format whose sessions carry one.
             let idle = s.primary.idle_of(&record, idle);
             record.touch(now, idle);
-            s.copies.written(id, record.expires_at);
             touched = Some(record.clone());
             Some(Write::Put(record))
         })?;
@@ -690,7 +620,6 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        s.bring_up(old)?;
         let Some(record) = s.mirror.rotate(old, new, now).await? else {
             return s.none_offline(old, now);
         };
@@ -719,7 +648,6 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        s.bring_up(id)?;
         match s.mirror.update(id, data, now).await? {
             Some(record) => {
                 s.changed(*id).await;
@@ -739,8 +667,6 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        // A copy that trails must be listed, or "log out everywhere" would leave it.
-        s.bring_up_outage()?;
         s.mirror.list_user(user, now).await
     }
 
@@ -754,8 +680,6 @@ impl SessionStore for FailoverStore {
             }
         }
         s.metrics.redis_fallbacks_total.inc();
-        // A copy that trails must be ended too: listed as Redis last had it.
-        s.bring_up_outage()?;
         let mut ended = 0;
         for session in s.mirror.list_user(user, now).await? {
             if self.delete(&session.id).await? {
@@ -777,11 +701,6 @@ impl SessionStore for FailoverStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.tasks.lock().await.stop().await;
-        // What Redis said outlives this process: an outage after the restart finds the copies
-        // as Redis had them.
-        if let Err(err) = self.shared.bring_up_all() {
-            tracing::warn!(error = %err, "cannot bring the local copies up to Redis before stopping: {err}");
-        }
         self.shared.note_clean_stop().await;
         self.shared.primary.disconnect();
         self.shared.mirror.close().await

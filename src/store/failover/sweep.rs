@@ -145,10 +145,8 @@ impl Sweep {
 
 impl Shared {
     /// Begins a walk from the first id (`evicted`: after that many evictions, if evictions
-    /// are its reason): the copies brought up to what Redis said and on disk first, since the
-    /// walk reads the file.
+    /// are its reason): the copies on disk first, since the walk reads the file.
     pub(super) async fn begin_walk(&self, evicted: Option<u64>) -> Result<(), StoreError> {
-        self.bring_up_all()?;
         self.mirror.flush().await?;
         self.sweep.begin(evicted, self.write_back_rate);
         self.status.set_writing_back(true);

@@ -26,7 +26,7 @@ use redb::{
 
 use crate::clock::Millis;
 use crate::session::{ID_BYTES, IdKind, MAX_ID_BYTES, SessionId, SessionRecord, StoreError};
-use crate::store::{Tombstone, Write};
+use crate::store::{Tombstone, Write, answered};
 
 use super::codec;
 use super::committer::YIELD_EVERY;
@@ -477,13 +477,30 @@ pub fn apply<'a>(
                         .insert(index_key(*keep_until, key), ())
                         .map_err(backend)?;
                 }
-                // The user is copied out only when the index changes (a new session, a
-                // removal): an extension, the common write, compares it in place.
-                let new_user = match change {
-                    Write::Put(record) => record.user.as_deref(),
-                    _ => None,
+                // The record to keep: a refresh's is the stored copy brought up to the
+                // answer, and there is nothing to write without one.
+                let refreshed;
+                let keep = match change {
+                    Write::Put(record) => Some(record),
+                    Write::Refresh(answer) => {
+                        let Some(value) = sessions.get(key).map_err(backend)? else {
+                            continue;
+                        };
+                        refreshed = answered(&codec::decode(*id, value.value())?, answer);
+                        Some(&refreshed)
+                    }
+                    Write::Remove(_) => None,
                 };
-                let (old_expiry, old_user) = match sessions.get(key).map_err(backend)? {
+                // One walk down the tree: the write hands back what it replaced. The old user
+                // is copied out only when the index changes (a new session, a removal): an
+                // extension, the common write, compares it in place.
+                let new_user = keep.and_then(|record| record.user.as_deref());
+                let replaced = match keep {
+                    Some(record) => sessions.insert(key, codec::encode(record).as_slice()),
+                    None => sessions.remove(key),
+                }
+                .map_err(backend)?;
+                let (old_expiry, old_user) = match replaced {
                     Some(value) => {
                         let bytes = value.value();
                         let user = codec::user(bytes)?;
@@ -492,35 +509,23 @@ pub fn apply<'a>(
                     }
                     None => (None, Some(None)),
                 };
-                let new_expiry = match change {
-                    Write::Put(record) => Some(record.expires_at),
-                    _ => None,
-                };
+                let new_expiry = keep.map(|record| record.expires_at);
                 // Most writes are extensions within the same bucket: the index stays.
-                let reindex = old_expiry.map(bucket) != new_expiry.map(bucket);
-                if reindex && let Some(old) = old_expiry {
-                    expiry.remove(expiry_key(old, key)).map_err(backend)?;
+                if old_expiry.map(bucket) != new_expiry.map(bucket) {
+                    if let Some(old) = old_expiry {
+                        expiry.remove(expiry_key(old, key)).map_err(backend)?;
+                    }
+                    if let Some(new) = new_expiry {
+                        expiry.insert(expiry_key(new, key), ()).map_err(backend)?;
+                    }
                 }
                 // `Some(previous)` when the session's entry in the user index must change.
-                if let Some(Some(user)) = &old_user {
-                    users.remove((user.as_str(), key)).map_err(backend)?;
-                }
-                match change {
-                    Write::Put(record) => {
-                        sessions
-                            .insert(key, codec::encode(record).as_slice())
-                            .map_err(backend)?;
-                        if reindex {
-                            expiry
-                                .insert(expiry_key(record.expires_at, key), ())
-                                .map_err(backend)?;
-                        }
-                        if let (Some(_), Some(user)) = (&old_user, &record.user) {
-                            users.insert((user.as_str(), key), ()).map_err(backend)?;
-                        }
+                if let Some(previous) = old_user {
+                    if let Some(user) = previous {
+                        users.remove((user.as_str(), key)).map_err(backend)?;
                     }
-                    Write::Remove(_) => {
-                        sessions.remove(key).map_err(backend)?;
+                    if let Some(user) = new_user {
+                        users.insert((user, key), ()).map_err(backend)?;
                     }
                 }
                 written += 1;

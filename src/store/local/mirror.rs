@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use crate::clock::{Millis, duration_millis};
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
-use crate::store::Write;
 use crate::store::failover::Mirror;
+use crate::store::{Write, answered};
 
 use super::{LocalStore, db};
 
@@ -51,10 +51,27 @@ impl Mirror for LocalStore {
         Ok(())
     }
 
-    fn replace(&self, id: &SessionId, write: &mut dyn FnMut() -> Write) -> Result<(), StoreError> {
+    fn copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
-        let mut shard = self.shared.overlay.shard(id);
-        shard.put(*id, write());
+        let mut shard = self.shared.overlay.shard(&record.id);
+        let copy = match shard.get(&record.id) {
+            Some(Write::Put(held) | Write::Refresh(held)) => answered(held, record),
+            _ => record.clone(),
+        };
+        shard.put(record.id, Write::Put(copy));
+        Ok(())
+    }
+
+    fn refresh(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.check_open()?;
+        let mut shard = self.shared.overlay.shard(&record.id);
+        let write = match shard.get(&record.id) {
+            Some(Write::Remove(_)) => return Ok(()),
+            Some(Write::Put(held)) => Write::Put(answered(held, record)),
+            Some(Write::Refresh(held)) => Write::Refresh(answered(held, record)),
+            None => Write::Refresh(record.clone()),
+        };
+        shard.put(record.id, write);
         Ok(())
     }
 

@@ -635,3 +635,60 @@ async fn pages_walk_every_live_session_and_tombstone_once_in_id_order() {
     assert_eq!([first, rest].concat(), ended);
     store.close().await.expect("close");
 }
+
+/// A read's answer brings up a copy the mirror holds, in memory at once and on the file with
+/// the batch, and makes none for a session it does not hold; an answer that arrives after a
+/// newer one the mirror still has in memory does not move the copy back.
+#[tokio::test]
+async fn a_refresh_brings_up_a_copy_and_makes_none() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let held = f.record(10 * MIN);
+    let stranger = f.record(10 * MIN);
+    Mirror::copy(&store, &held).expect("copy");
+    // Out of the overlay's memory: the refresh meets the copy on the file only.
+    for _ in 0..3 {
+        store.flush().await.expect("flush");
+    }
+
+    let mut answer = held.clone();
+    answer.touch(START + 4 * 60_000, 10 * MIN);
+    answer.data = r#"{"user":"ana","step":2}"#.to_owned();
+    Mirror::refresh(&store, &answer).expect("refresh");
+    Mirror::refresh(&store, &stranger).expect("refresh");
+    assert_eq!(
+        Mirror::get(&store, &held.id).expect("get"),
+        Some(answer.clone())
+    );
+    assert_eq!(Mirror::get(&store, &stranger.id).expect("get"), None);
+    store.flush().await.expect("flush");
+    assert_eq!(
+        Mirror::get(&store, &held.id).expect("get"),
+        Some(answer.clone())
+    );
+    assert_eq!(Mirror::get(&store, &stranger.id).expect("get"), None);
+    assert_eq!(store.count().await.expect("count"), 1, "no copy made");
+
+    // Two answers of overlapping requests, the newer first: the later times stay.
+    let mut newer = answer.clone();
+    newer.touch(START + 5 * 60_000, 10 * MIN);
+    let older = answer.clone();
+    Mirror::copy(&store, &newer).expect("copy");
+    Mirror::refresh(&store, &older).expect("refresh");
+    Mirror::copy(&store, &older).expect("copy");
+    assert_eq!(
+        Mirror::get(&store, &held.id).expect("get"),
+        Some(newer.clone())
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(Mirror::get(&store, &held.id).expect("get"), Some(newer));
+
+    // A copy removed (a logout heard) is not brought back by a read's answer.
+    store
+        .modify(&held.id, &mut |_| Some(Write::Remove(None)))
+        .expect("remove");
+    Mirror::refresh(&store, &held).expect("refresh");
+    store.flush().await.expect("flush");
+    assert_eq!(Mirror::get(&store, &held.id).expect("get"), None);
+    store.close().await.expect("close");
+}
