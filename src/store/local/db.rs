@@ -463,76 +463,81 @@ pub fn apply<'a>(
         let mut ended = txn.open_table(ENDED).map_err(backend)?;
         let mut ended_until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
         let mut users = txn.open_table(USERS).map_err(backend)?;
-        for batch in batches {
-            for (id, change) in batch {
-                let stored = StoredId::of(id);
-                let key = stored.as_slice();
-                if let Write::Remove(Some(Tombstone { at, keep_until })) = change {
-                    if let Some(old) = ended.insert(key, (*at, *keep_until)).map_err(backend)? {
-                        ended_until
-                            .remove(index_key(old.value().1, key))
-                            .map_err(backend)?;
-                    }
+        // In key order: each leaf of the table is then read, copied and written once per
+        // commit. In the hash maps' order, a batch larger than redb's write buffer (half its
+        // cache) has leaves written out and read back between two of their writes.
+        let mut changes: Vec<(&SessionId, &Write)> = batches.into_iter().flatten().collect();
+        changes.sort_unstable_by(|(a, _), (b, _)| {
+            (a.kind().tag(), a.as_bytes()).cmp(&(b.kind().tag(), b.as_bytes()))
+        });
+        for (id, change) in changes {
+            let stored = StoredId::of(id);
+            let key = stored.as_slice();
+            if let Write::Remove(Some(Tombstone { at, keep_until })) = change {
+                if let Some(old) = ended.insert(key, (*at, *keep_until)).map_err(backend)? {
                     ended_until
-                        .insert(index_key(*keep_until, key), ())
+                        .remove(index_key(old.value().1, key))
                         .map_err(backend)?;
                 }
-                // The record to keep: a refresh's is the stored copy brought up to the
-                // answer, and there is nothing to write without one.
-                let refreshed;
-                let keep = match change {
-                    Write::Put(record) => Some(record),
-                    Write::Refresh(answer) => {
-                        let Some(value) = sessions.get(key).map_err(backend)? else {
-                            continue;
-                        };
-                        refreshed = answered(&codec::decode(*id, value.value())?, answer);
-                        Some(&refreshed)
-                    }
-                    Write::Remove(_) => None,
-                };
-                // One walk down the tree: the write hands back what it replaced. The old user
-                // is copied out only when the index changes (a new session, a removal): an
-                // extension, the common write, compares it in place.
-                let new_user = keep.and_then(|record| record.user.as_deref());
-                let replaced = match keep {
-                    Some(record) => sessions.insert(key, codec::encode(record).as_slice()),
-                    None => sessions.remove(key),
+                ended_until
+                    .insert(index_key(*keep_until, key), ())
+                    .map_err(backend)?;
+            }
+            // The record to keep: a refresh's is the stored copy brought up to the
+            // answer, and there is nothing to write without one.
+            let refreshed;
+            let keep = match change {
+                Write::Put(record) => Some(record),
+                Write::Refresh(answer) => {
+                    let Some(value) = sessions.get(key).map_err(backend)? else {
+                        continue;
+                    };
+                    refreshed = answered(&codec::decode(*id, value.value())?, answer);
+                    Some(&refreshed)
                 }
-                .map_err(backend)?;
-                let (old_expiry, old_user) = match replaced {
-                    Some(value) => {
-                        let bytes = value.value();
-                        let user = codec::user(bytes)?;
-                        let moved = (user != new_user).then(|| user.map(str::to_owned));
-                        (Some(codec::expires_at(bytes)?), moved)
-                    }
-                    None => (None, Some(None)),
-                };
-                let new_expiry = keep.map(|record| record.expires_at);
-                // Most writes are extensions within the same bucket: the index stays.
-                if old_expiry.map(bucket) != new_expiry.map(bucket) {
-                    if let Some(old) = old_expiry {
-                        expiry.remove(expiry_key(old, key)).map_err(backend)?;
-                    }
-                    if let Some(new) = new_expiry {
-                        expiry.insert(expiry_key(new, key), ()).map_err(backend)?;
-                    }
+                Write::Remove(_) => None,
+            };
+            // One walk down the tree: the write hands back what it replaced. The old user
+            // is copied out only when the index changes (a new session, a removal): an
+            // extension, the common write, compares it in place.
+            let new_user = keep.and_then(|record| record.user.as_deref());
+            let replaced = match keep {
+                Some(record) => sessions.insert(key, codec::encode(record).as_slice()),
+                None => sessions.remove(key),
+            }
+            .map_err(backend)?;
+            let (old_expiry, old_user) = match replaced {
+                Some(value) => {
+                    let bytes = value.value();
+                    let user = codec::user(bytes)?;
+                    let moved = (user != new_user).then(|| user.map(str::to_owned));
+                    (Some(codec::expires_at(bytes)?), moved)
                 }
-                // `Some(previous)` when the session's entry in the user index must change.
-                if let Some(previous) = old_user {
-                    if let Some(user) = previous {
-                        users.remove((user.as_str(), key)).map_err(backend)?;
-                    }
-                    if let Some(user) = new_user {
-                        users.insert((user, key), ()).map_err(backend)?;
-                    }
+                None => (None, Some(None)),
+            };
+            let new_expiry = keep.map(|record| record.expires_at);
+            // Most writes are extensions within the same bucket: the index stays.
+            if old_expiry.map(bucket) != new_expiry.map(bucket) {
+                if let Some(old) = old_expiry {
+                    expiry.remove(expiry_key(old, key)).map_err(backend)?;
                 }
-                written += 1;
-                // On the commit thread: let a request that waits for a core have it.
-                if written % YIELD_EVERY == 0 {
-                    std::thread::yield_now();
+                if let Some(new) = new_expiry {
+                    expiry.insert(expiry_key(new, key), ()).map_err(backend)?;
                 }
+            }
+            // `Some(previous)` when the session's entry in the user index must change.
+            if let Some(previous) = old_user {
+                if let Some(user) = previous {
+                    users.remove((user.as_str(), key)).map_err(backend)?;
+                }
+                if let Some(user) = new_user {
+                    users.insert((user, key), ()).map_err(backend)?;
+                }
+            }
+            written += 1;
+            // On the commit thread: let a request that waits for a core have it.
+            if written % YIELD_EVERY == 0 {
+                std::thread::yield_now();
             }
         }
     }
