@@ -191,6 +191,7 @@ impl Keepalive {
                                 connect_timeout: redis.connect_timeout,
                                 absolute_lifetime: config.session.absolute_lifetime,
                                 connection_per_thread: assembly.redis_connection_per_thread,
+                                logout_record_cap: redis.logout_record_cap,
                             },
                             Arc::clone(&env.clock),
                             Arc::clone(&metrics),

@@ -228,6 +228,8 @@ pub struct RedisSettings {
     pub write_back_rate: u32,
     /// Most live sessions the local store keeps copies of while Redis answers (0: no bound).
     pub mirror_max_sessions: u64,
+    /// About how many logouts the record of logouts keeps.
+    pub logout_record_cap: u64,
 }
 
 /// How long each rule's condition must hold before it fires, and how often a firing alert is

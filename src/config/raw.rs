@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// Most live sessions the local store keeps copies of while Redis answers (0: no bound);
     /// beyond it the least lately active copies go.
     pub redis_mirror_max_sessions: Option<u64>,
+    /// About how many logouts Redis keeps in the record an instance reads the logouts it
+    /// missed from (the stream `{prefix}logouts`).
+    pub redis_logout_record_cap: Option<u64>,
     /// Interval between two pings of the browser client.
     #[serde(default, with = "humantime_serde")]
     pub tick: Option<Duration>,
@@ -190,6 +193,7 @@ pub const KEYS: &[&str] = &[
     "redis_backoff_max",
     "redis_write_back_rate",
     "redis_mirror_max_sessions",
+    "redis_logout_record_cap",
     "tick",
     "timeout",
     "max_retries",
@@ -275,6 +279,9 @@ impl RawConfig {
             // traffic, and a million sessions take under a minute in the background.
             redis_write_back_rate: Some(20_000),
             redis_mirror_max_sessions: Some(0),
+            // A few megabytes of Redis memory; at 350 logouts a second (ten million sessions
+            // of eight hours) it covers about five minutes away.
+            redis_logout_record_cap: Some(100_000),
             tick: Some(tick),
             timeout: Some(timeout),
             max_retries: Some(retries),

@@ -213,6 +213,21 @@ fn absolute_lifetime_is_at_most_ten_years() {
     assert!(err.to_string().contains("at most 3650 days"), "{err}");
 }
 
+#[test]
+fn the_record_of_logouts_is_capped_within_bounds() {
+    let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+    let config = load(&[redis]).expect("defaults");
+    assert_eq!(config.redis.expect("redis").logout_record_cap, 100_000);
+    let config = load(&[redis, ("KEEPALIVE_REDIS_LOGOUT_RECORD_CAP", "2000000")]).expect("set");
+    assert_eq!(config.redis.expect("redis").logout_record_cap, 2_000_000);
+    let err = load(&[redis, ("KEEPALIVE_REDIS_LOGOUT_RECORD_CAP", "10")]).unwrap_err();
+    assert!(err.to_string().contains("redis_logout_record_cap"), "{err}");
+    assert!(
+        err.to_string().contains("between 1000 and 100000000"),
+        "{err}"
+    );
+}
+
 mod properties {
     use proptest::prelude::*;
 

@@ -18,6 +18,10 @@ const MIN_PRODUCTION_TICK: Duration = Duration::from_secs(25);
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Most HTTP worker threads: far more than any machine this serves from has cores.
 const MAX_WORKERS: u32 = 256;
+/// Bounds of `redis_logout_record_cap`: fewer than a thousand logouts would send an instance
+/// to the look-up of every copy after any short absence; a hundred million entries are
+/// several gigabytes of Redis memory.
+const LOGOUT_RECORD_CAP: std::ops::RangeInclusive<u64> = 1_000..=100_000_000;
 /// The longest absolute lifetime a session may have (see its check).
 const MAX_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 
@@ -333,10 +337,22 @@ impl Layers {
                 }
                 let write_back_rate = get!(redis_write_back_rate);
                 let mirror_max_sessions = get!(redis_mirror_max_sessions);
+                let logout_record_cap = get!(redis_logout_record_cap);
+                if !LOGOUT_RECORD_CAP.contains(&logout_record_cap) {
+                    return Err(fail(
+                        "redis_logout_record_cap",
+                        format!(
+                            "must be between {} and {} logouts",
+                            LOGOUT_RECORD_CAP.start(),
+                            LOGOUT_RECORD_CAP.end()
+                        ),
+                    ));
+                }
                 Some(RedisSettings {
                     target,
                     write_back_rate,
                     mirror_max_sessions,
+                    logout_record_cap,
                     display_url: redact_url(&url),
                     prefix,
                     timeout,

@@ -367,6 +367,7 @@ fn redis_options() -> RedisOptions {
         timeout: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(2),
         absolute_lifetime: 12 * 60 * MIN,
+        logout_record_cap: 100_000,
     }
 }
 

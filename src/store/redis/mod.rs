@@ -39,7 +39,6 @@ pub use connection::Diagnosis;
 pub(crate) use connection::{Conn, failure, open};
 pub use keys::Keys;
 pub(crate) use link::{Link, LinkOptions};
-pub use stream::LOGOUT_RECORD_CAP;
 
 /// Timing and naming of the Redis store.
 #[derive(Debug, Clone)]
@@ -58,6 +57,8 @@ pub struct RedisOptions {
     /// per thread, as the standalone server's HTTP event loops do; off, every keepalive goes
     /// through the shared connection.
     pub connection_per_thread: bool,
+    /// About how many logouts the record of logouts keeps (see the `stream` module).
+    pub logout_record_cap: u64,
 }
 
 /// One keepalive for Redis to extend.

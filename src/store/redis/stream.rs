@@ -1,5 +1,5 @@
 //! The capped record of logouts: every logout announced on the channel is also appended to a
-//! Redis stream (`{prefix}logouts`, trimmed to about [`LOGOUT_RECORD_CAP`] entries), so that an
+//! Redis stream (`{prefix}logouts`, trimmed to about `redis_logout_record_cap` entries), so that an
 //! instance that was not listening (stopped, offline, between two subscriptions) reads the
 //! logouts it missed from its last place in the stream, at a cost that grows with those
 //! logouts, instead of looking up the mark of every session it mirrors.
@@ -18,11 +18,6 @@ use crate::store::failover::{Ended, LogoutMark, LogoutsRecord};
 
 use super::{RedisStore, field_string, logout_message, shape};
 
-/// About how many logouts the stream keeps (trimmed with `MAXLEN ~`, so a little more): an
-/// instance away for fewer logouts than this reads what it missed; one away longer looks up
-/// every copy it holds, as when there was no record. A few megabytes of Redis memory.
-pub const LOGOUT_RECORD_CAP: u64 = 100_000;
-
 /// Where the stream stands, in one round trip: nothing for a stream that does not exist yet,
 /// `XINFO STREAM`'s reply otherwise. A script, so that a missing stream is an answer, not an
 /// error.
@@ -36,13 +31,16 @@ return redis.call('XINFO', 'STREAM', KEYS[1])
 });
 
 impl RedisStore {
-    /// Appends one announcement (the channel's message) to the stream.
+    /// Appends one announcement (the channel's message) to the stream, trimmed to about the
+    /// cap (`MAXLEN ~`, so a little more): an instance away for fewer logouts than the cap
+    /// reads what it missed; one away longer looks up every copy it holds, as when there was
+    /// no record.
     pub(super) async fn record_logout(&self, message: &str) -> Result<(), StoreError> {
         let mut add = redis::cmd("XADD");
         add.arg(self.keys.logout_stream())
             .arg("MAXLEN")
             .arg("~")
-            .arg(LOGOUT_RECORD_CAP)
+            .arg(self.options.logout_record_cap)
             .arg("*")
             .arg("m")
             .arg(message);

@@ -49,6 +49,7 @@ async fn fixture_under(prefix: &str, timeout: Duration, connection_per_thread: b
             connect_timeout: Duration::from_secs(2),
             absolute_lifetime: 12 * 60 * MIN,
             connection_per_thread,
+            logout_record_cap: 100_000,
         },
         Arc::new(clock.clone()),
         metrics.clone(),
