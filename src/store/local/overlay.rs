@@ -8,7 +8,8 @@
 //! from the file. `recent` holds what one commit wrote, and nothing once a flush finds nothing to
 //! write, so its size follows the sessions in use, not those stored. Each shard's lock is held across a keepalive's read,
 //! extend and write, so a logout can never be undone by a keepalive that read the session
-//! just before it.
+//! just before it. A refresh (what Redis answered a read, for a copy the mirror may hold)
+//! stays one here: whether it lands depends on the file, so reading it reads the file too.
 
 use std::collections::HashMap;
 use std::mem;
