@@ -1,8 +1,8 @@
 //! Session invariants under Redis faults (issue #18), over real HTTP and real `redis-server`
 //! processes the harness starts on free ports:
 //!
-//! - a session live in Redis when an outage begins is live during it on every path, even where
-//!   the instance's copy trails Redis (or the purge would have removed that copy);
+//! - a session live in Redis when an outage begins is live during it on every path, past the
+//!   expiry it was created with (which the purge must not go by either);
 //! - a session that expired is never revived, neither by the outage nor by the re-sync;
 //! - a logout that races a rotation of the same session ends both ids, everywhere;
 //! - a Redis that loses its data without restarting (`FLUSHALL`, eviction under `maxmemory`) is
