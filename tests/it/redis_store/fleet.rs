@@ -257,9 +257,14 @@ async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
             metric(&server.base, "keepalive_redis_mirror_trimmed_total").await,
         )
     };
+    // Up to 20 s: on a loaded machine the link's probes, and the trims between them, may be
+    // late (every reading is kept for the message; this once failed to settle within 10 s
+    // during a full run of the suite, and did not again in isolation).
     let mut seen = (0, 0);
-    for _ in 0..100 {
+    let mut readings = Vec::new();
+    for _ in 0..200 {
         let now = settled().await;
+        readings.push(now);
         if now == seen && now.0 == 20 {
             break;
         }
@@ -267,7 +272,10 @@ async fn beyond_its_budget_the_mirror_drops_the_least_lately_active_copies() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (live, trimmed) = seen;
-    assert_eq!(live, 20, "the mirror holds its budget");
+    assert_eq!(
+        live, 20,
+        "the mirror holds its budget; (live, trimmed) read: {readings:?}"
+    );
     assert!(
         (10..=20).contains(&trimmed),
         "{trimmed} copies dropped: the ten beyond the budget, and again those kept alive after"
