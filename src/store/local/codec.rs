@@ -119,10 +119,14 @@ fn split_user(bytes: &[u8]) -> Result<(Option<&str>, &[u8]), StoreError> {
         }
         _ => match body.first() {
             Some(&first) if first & 0x80 == 0 => (usize::from(first), &body[1..]),
-            Some(_) => {
-                let (len, rest) = body.split_first_chunk::<2>().ok_or_else(corrupt)?;
-                (usize::from(u16::from_be_bytes(*len) & 0x7fff), rest)
-            }
+            // The two-byte form only for lengths the one-byte form cannot hold: one record,
+            // one encoding.
+            Some(_) => match body.split_first_chunk::<2>() {
+                Some((len, rest)) if u16::from_be_bytes(*len) & 0x7fff >= 0x80 => {
+                    (usize::from(u16::from_be_bytes(*len) & 0x7fff), rest)
+                }
+                _ => return Err(corrupt()),
+            },
             None => return Err(corrupt()),
         },
     };
@@ -279,6 +283,11 @@ mod tests {
         bytes.truncate(HEADER_V3);
         bytes.push(0x80);
         assert!(decode(id, &bytes).is_err(), "half a two-byte length");
+        bytes.push(0x00);
+        assert!(
+            decode(id, &bytes).is_err(),
+            "a two-byte length the one-byte form holds"
+        );
     }
 }
 
