@@ -26,10 +26,11 @@ use redb::{
 
 use crate::clock::Millis;
 use crate::session::{ID_BYTES, IdKind, MAX_ID_BYTES, SessionId, SessionRecord, StoreError};
-use crate::store::{Tombstone, Write, answered};
+use crate::store::{Tombstone, answered};
 
 use super::codec;
 use super::committer::YIELD_EVERY;
+use super::overlay::Kept;
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions.v2");
 const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiry.v2");
@@ -453,7 +454,7 @@ pub fn live_count(db: &Database, now: Millis) -> Result<u64, StoreError> {
 /// Writes batches of changes in one durable transaction, keeping the index in step.
 pub fn apply<'a>(
     db: &Database,
-    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Write>>,
+    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Kept>>,
 ) -> Result<usize, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     let mut written = 0;
@@ -466,43 +467,46 @@ pub fn apply<'a>(
         // In key order: each leaf of the table is then read, copied and written once per
         // commit. In the hash maps' order, a batch larger than redb's write buffer (half its
         // cache) has leaves written out and read back between two of their writes.
-        let mut changes: Vec<(&SessionId, &Write)> = batches.into_iter().flatten().collect();
+        let mut changes: Vec<(&SessionId, &Kept)> = batches.into_iter().flatten().collect();
         changes.sort_unstable_by(|(a, _), (b, _)| {
             (a.kind().tag(), a.as_bytes()).cmp(&(b.kind().tag(), b.as_bytes()))
         });
         for (id, change) in changes {
             let stored = StoredId::of(id);
             let key = stored.as_slice();
-            if let Write::Remove(Some(Tombstone { at, keep_until })) = change {
-                if let Some(old) = ended.insert(key, (*at, *keep_until)).map_err(backend)? {
+            if let Kept::Remove(Some(tombstone)) = change {
+                let Tombstone { at, keep_until } = **tombstone;
+                if let Some(old) = ended.insert(key, (at, keep_until)).map_err(backend)? {
                     ended_until
                         .remove(index_key(old.value().1, key))
                         .map_err(backend)?;
                 }
                 ended_until
-                    .insert(index_key(*keep_until, key), ())
+                    .insert(index_key(keep_until, key), ())
                     .map_err(backend)?;
             }
-            // The record to keep: a refresh's is the stored copy brought up to the
+            // The record to keep, encoded: a refresh's is the stored copy brought up to the
             // answer, and there is nothing to write without one.
             let refreshed;
-            let keep = match change {
-                Write::Put(record) => Some(record),
-                Write::Refresh(answer) => {
+            let keep: Option<&[u8]> = match change {
+                Kept::Put(bytes) => Some(bytes),
+                Kept::Refresh(answer) => {
                     let Some(value) = sessions.get(key).map_err(backend)? else {
                         continue;
                     };
-                    refreshed = answered(&codec::decode(*id, value.value())?, answer);
+                    let copy = codec::decode(*id, value.value())?;
+                    refreshed = codec::encode(&answered(&copy, &codec::decode(*id, answer)?));
                     Some(&refreshed)
                 }
-                Write::Remove(_) => None,
+                Kept::Remove(_) => None,
             };
             // One walk down the tree: the write hands back what it replaced. The old user
             // is copied out only when the index changes (a new session, a removal): an
             // extension, the common write, compares it in place.
-            let new_user = keep.and_then(|record| record.user.as_deref());
+            let new_user = keep.map(codec::user).transpose()?.flatten();
+            let new_expiry = keep.map(codec::expires_at).transpose()?;
             let replaced = match keep {
-                Some(record) => sessions.insert(key, codec::encode(record).as_slice()),
+                Some(bytes) => sessions.insert(key, bytes),
                 None => sessions.remove(key),
             }
             .map_err(backend)?;
@@ -515,7 +519,6 @@ pub fn apply<'a>(
                 }
                 None => (None, Some(None)),
             };
-            let new_expiry = keep.map(|record| record.expires_at);
             // Most writes are extensions within the same bucket: the index stays.
             if old_expiry.map(bucket) != new_expiry.map(bucket) {
                 if let Some(old) = old_expiry {

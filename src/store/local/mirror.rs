@@ -29,7 +29,7 @@ impl Mirror for LocalStore {
     fn ended(&self, id: &SessionId) -> Result<bool, StoreError> {
         self.check_open()?;
         // A tombstone is kept on the file whatever is written for the session later.
-        if let Some(Write::Remove(Some(_))) = self.shared.overlay.shard(id).get(id) {
+        if self.shared.overlay.shard(id).tombstoned(id) {
             return Ok(true);
         }
         db::ended(&self.shared.db, id)
@@ -54,8 +54,8 @@ impl Mirror for LocalStore {
     fn copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(&record.id);
-        let copy = match shard.get(&record.id) {
-            Some(Write::Put(held) | Write::Refresh(held)) => answered(held, record),
+        let copy = match shard.get(&record.id)? {
+            Some(Write::Put(held) | Write::Refresh(held)) => answered(&held, record),
             _ => record.clone(),
         };
         shard.put(record.id, Write::Put(copy));
@@ -65,10 +65,10 @@ impl Mirror for LocalStore {
     fn refresh(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(&record.id);
-        let write = match shard.get(&record.id) {
+        let write = match shard.get(&record.id)? {
             Some(Write::Remove(_)) => return Ok(()),
-            Some(Write::Put(held)) => Write::Put(answered(held, record)),
-            Some(Write::Refresh(held)) => Write::Refresh(answered(held, record)),
+            Some(Write::Put(held)) => Write::Put(answered(&held, record)),
+            Some(Write::Refresh(held)) => Write::Refresh(answered(&held, record)),
             None => Write::Refresh(record.clone()),
         };
         shard.put(record.id, write);

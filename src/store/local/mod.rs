@@ -170,11 +170,11 @@ impl LocalStore {
         shard: &overlay::Shard,
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        match shard.get(id) {
-            Some(Write::Put(record)) => Ok(Some(record.clone())),
-            Some(Write::Refresh(answer)) => {
-                Ok(db::get(&self.shared.db, id)?.map(|copy| crate::store::answered(&copy, answer)))
-            }
+        match shard.get(id)? {
+            Some(Write::Put(record)) => Ok(Some(record)),
+            Some(Write::Refresh(answer)) => Ok(
+                db::get(&self.shared.db, id)?.map(|copy| crate::store::answered(&copy, &answer))
+            ),
             Some(Write::Remove(_)) => Ok(None),
             None => db::get(&self.shared.db, id),
         }
