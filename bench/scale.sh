@@ -6,7 +6,8 @@
 #     created for that step), which should stay flat as the store grows;
 #   - how fast sessions are created (the load's own creation phase: durable creations over
 #     CONNECTIONS connections);
-#   - the server's resident memory (VmRSS) per session, while it runs and after a restart;
+#   - the server's resident memory (VmRSS) per session: 2 s after the load, once the local store
+#     caught up with it (settled), and after a restart;
 #   - the data directory's size on disk per session;
 #   - the time from a SIGKILL and a fresh start to /readyz answering 200, and with Redis to the
 #     end of the background write-back that follows a crash; with Redis, the same once more
@@ -91,12 +92,34 @@ written_back_secs() {
     exit 1
 }
 
+# A second of light load (64 more sessions): the allocator gives back what a thread freed
+# only once that thread allocates again.
+light_load() {
+    "$target_dir/release/keepalive-bench" load --url "$base" --sessions 64 --connections 8 \
+        --duration 1s --warmup 0s --rounds 1 --latency-rounds 0 >/dev/null 2>&1
+    total=$((total + 64))
+}
+# Waits (up to a minute) until the local store's count of written changes stays the same for
+# a second: the commits caught up with the load.
+settle_writes() {
+    local before after
+    before="$(writes_total)"
+    for _ in $(seq 60); do
+        sleep 1
+        after="$(writes_total)"
+        if [ "$after" = "$before" ]; then return; fi
+        before="$after"
+    done
+    echo "the local store was still writing a minute after the load" >&2
+}
+writes_total() { curl -s "$base/metrics" | awk '/^keepalive_store_writes_total / { print $2 }'; }
+
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
 mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
 summary="$out/scale-$mode-$stamp.tsv"
-printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_settled\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
 
 start_server
 total=0
@@ -113,6 +136,12 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     # Let the last batch of writes reach the disk before measuring it.
     sleep 2
     rss="$(rss_bytes)"
+    # Settled: once the local store wrote what the load left in memory (its count of writes
+    # still for a second), and after a second of light load, as after the restart below.
+    settle_writes
+    light_load
+    sleep 1
+    rss_settled="$(rss_bytes)"
     disk="$(du -sb "$work/data" | cut -f1)"
     { kill -9 "$server_pid" && wait "$server_pid"; } 2>/dev/null || true
     done_before="$(grep -c 'background write-back done' "$work/server.log" || true)"
@@ -120,11 +149,7 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     start_server
     ready="$ready_secs"
     written_back="$(written_back_secs "$done_before")"
-    # A second of light load first: the allocator gives back what start-up allocated and
-    # freed only once the threads allocate again.
-    "$target_dir/release/keepalive-bench" load --url "$base" --sessions 64 --connections 8 \
-        --duration 1s --warmup 0s --rounds 1 --latency-rounds 0 >/dev/null 2>&1
-    total=$((total + 64))
+    light_load
     sleep 1
     rss_after="$(rss_bytes)"
     # With Redis, once more as if Redis had lost its data while the instance was down (a
@@ -140,16 +165,16 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
         ready_flushed="$ready_secs"
         resynced="$(written_back_secs "$done_before" 're-sync done')"
     fi
-    python3 - "$json" "$step" "$rss" "$rss_after" "$disk" "$ready" "$written_back" \
+    python3 - "$json" "$step" "$rss" "$rss_settled" "$rss_after" "$disk" "$ready" "$written_back" \
         "$ready_flushed" "$resynced" >>"$summary" <<'PY'
 import json, sys
-path, n, rss, after, disk, ready, written_back, ready_flushed, resynced = sys.argv[1:]
+path, n, rss, settled, after, disk, ready, written_back, ready_flushed, resynced = sys.argv[1:]
 n, disk = int(n), int(disk)
 report = json.load(open(path))
 median, sessions = report["median"], report["sessions"]
 k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_sec"]
 print(f"{n}\t{k:.0f}\t{l:.0f}\t{k / l:.3f}\t{sessions['created'] / sessions['seconds']:.0f}\t"
-      f"{rss}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}")
+      f"{rss}\t{settled}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}")
 PY
     tail -1 "$summary" >&2
 done
@@ -165,12 +190,13 @@ def per_session(row, field):
     grown = int(row["sessions"]) - int(first["sessions"])
     return "-" if grown <= 0 else f"{(int(row[field]) - int(first[field])) / grown:.0f}"
 print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'created/s':>9} {'RSS MB':>7} "
-      f"{'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
+      f"{'B/session':>9} {'settled: MB':>11} {'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
       f"{'restart->ready':>14} {'written back':>12} {'flushed: ready':>14} {'written back':>12}")
 for r in rows:
     print(f"{int(r['sessions']):>9} {int(r['keepalive_rps']):>11} {float(r['ratio']):>6.3f} "
           f"{int(r['created_per_s']):>9} {int(r['rss_bytes']) / 1e6:>7.1f} "
-          f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
+          f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_settled']) / 1e6:>11.1f} "
+          f"{per_session(r, 'rss_bytes_settled'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
           f"{per_session(r, 'rss_bytes_after_restart'):>9} {int(r['disk_b_per_session']):>14} "
           f"{float(r['restart_to_ready_s']):>13.2f}s {r['written_back_s']:>11}s "
           f"{r['ready_after_flush_s']:>13}s {r['resynced_after_flush_s']:>11}s")
