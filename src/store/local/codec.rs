@@ -25,12 +25,18 @@ const VERSION_1: u8 = 1;
 const HEADER_V1: usize = 1 + 4 * 8;
 const HEADER_V3: usize = 1 + 6 + 3 * 5;
 
-/// Encodes a record (its id is the key, not part of the value).
+/// Encodes a record (its id is the key, not part of the value), in a buffer of its exact size:
+/// the local store's overlay keeps the encoding as it is until the next commit.
 pub fn encode(record: &SessionRecord) -> Vec<u8> {
     let user = record.user.as_deref().unwrap_or("").as_bytes();
     // User ids are checked to be at most 256 bytes long long before they get here.
     let user_len = u16::try_from(user.len()).expect("user ids are short");
-    let mut out = Vec::with_capacity(HEADER_V1 + 2 + user.len() + record.data.len());
+    let mut header = [0u8; HEADER_V1 + 2];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        header[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
     let created = record.created_at;
     let offsets = [
         record.last_seen_at,
@@ -40,30 +46,32 @@ pub fn encode(record: &SessionRecord) -> Vec<u8> {
     .map(|t| t.checked_sub(created).filter(|o| fits(*o, 40)));
     match offsets {
         [Some(seen), Some(expires), Some(absolute)] if fits(created, 48) && user_len < 0x8000 => {
-            out.push(VERSION);
-            out.extend_from_slice(&created.to_le_bytes()[..6]);
+            put(&[VERSION]);
+            put(&created.to_le_bytes()[..6]);
             for offset in [seen, expires, absolute] {
-                out.extend_from_slice(&offset.to_le_bytes()[..5]);
+                put(&offset.to_le_bytes()[..5]);
             }
             if user_len < 0x80 {
-                out.push(user_len as u8);
+                put(&[user_len as u8]);
             } else {
-                out.extend_from_slice(&(user_len | 0x8000).to_be_bytes());
+                put(&(user_len | 0x8000).to_be_bytes());
             }
         }
         _ => {
-            out.push(VERSION_2);
+            put(&[VERSION_2]);
             for t in [
                 created,
                 record.last_seen_at,
                 record.expires_at,
                 record.absolute_expires_at,
             ] {
-                out.extend_from_slice(&t.to_le_bytes());
+                put(&t.to_le_bytes());
             }
-            out.extend_from_slice(&user_len.to_le_bytes());
+            put(&user_len.to_le_bytes());
         }
     }
+    let mut out = Vec::with_capacity(at + user.len() + record.data.len());
+    out.extend_from_slice(&header[..at]);
     out.extend_from_slice(user);
     out.extend_from_slice(record.data.as_bytes());
     out
@@ -315,6 +323,7 @@ mod properties {
                 data,
             };
             let bytes = encode(&record);
+            prop_assert_eq!(bytes.capacity(), bytes.len(), "kept as it is, no spare room");
             prop_assert_eq!(decode(record.id, &bytes).expect("decodes"), record.clone());
             prop_assert_eq!(expires_at(&bytes).expect("header"), record.expires_at);
         }
@@ -340,6 +349,7 @@ mod properties {
             };
             let bytes = encode(&record);
             prop_assert_eq!(bytes[0], VERSION);
+            prop_assert_eq!(bytes.capacity(), bytes.len(), "kept as it is, no spare room");
             prop_assert_eq!(decode(record.id, &bytes).expect("decodes"), record.clone());
             prop_assert_eq!(expires_at(&bytes).expect("header"), record.expires_at);
             prop_assert_eq!(super::user(&bytes).expect("user"), record.user.as_deref());
