@@ -55,11 +55,21 @@ pub fn answered(
     copy: &crate::session::SessionRecord,
     answer: &crate::session::SessionRecord,
 ) -> crate::session::SessionRecord {
+    brought_up(answer, copy.last_seen_at, copy.expires_at)
+}
+
+/// [`answered`] for a copy known only by its last activity and expiry (all it takes of the
+/// copy): what a store that keeps copies encoded reads without decoding them.
+pub fn brought_up(
+    answer: &crate::session::SessionRecord,
+    last_seen_at: Millis,
+    expires_at: Millis,
+) -> crate::session::SessionRecord {
     let mut record = answer.clone();
-    record.last_seen_at = record.last_seen_at.max(copy.last_seen_at);
+    record.last_seen_at = record.last_seen_at.max(last_seen_at);
     record.expires_at = record
         .expires_at
-        .max(copy.expires_at.min(answer.absolute_expires_at));
+        .max(expires_at.min(answer.absolute_expires_at));
     record
 }
 

@@ -151,6 +151,12 @@ pub fn expires_at(bytes: &[u8]) -> Result<i64, StoreError> {
     Ok(header(bytes)?.0[2])
 }
 
+/// A record's last activity and idle expiry, from its header alone.
+pub fn activity(bytes: &[u8]) -> Result<(i64, i64), StoreError> {
+    let [_, last_seen_at, expires_at, _] = header(bytes)?.0;
+    Ok((last_seen_at, expires_at))
+}
+
 /// The four times of a record (created, last seen, idle expiry, absolute expiry) and the
 /// length of its header.
 fn header(bytes: &[u8]) -> Result<([i64; 4], usize), StoreError> {
@@ -353,6 +359,10 @@ mod properties {
             prop_assert_eq!(decode(record.id, &bytes).expect("decodes"), record.clone());
             prop_assert_eq!(expires_at(&bytes).expect("header"), record.expires_at);
             prop_assert_eq!(super::user(&bytes).expect("user"), record.user.as_deref());
+            prop_assert_eq!(
+                activity(&bytes).expect("header"),
+                (record.last_seen_at, record.expires_at)
+            );
         }
 
         #[test]

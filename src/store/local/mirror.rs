@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use crate::clock::{Millis, duration_millis};
 use crate::session::{SessionId, SessionRecord, SessionStore, StoreError};
 use crate::store::failover::Mirror;
-use crate::store::{Write, answered};
+use crate::store::{Write, brought_up};
 
+use super::overlay::Held;
 use super::{LocalStore, db};
 
 #[async_trait]
@@ -54,8 +55,14 @@ impl Mirror for LocalStore {
     fn copy(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(&record.id);
-        let copy = match shard.get(&record.id)? {
-            Some(Write::Put(held) | Write::Refresh(held)) => answered(&held, record),
+        // The held change's times only, read from its encoding: a keepalive's copy of a
+        // session in use decodes nothing.
+        let copy = match shard.held(&record.id)? {
+            Some(Held::Record {
+                last_seen_at,
+                expires_at,
+                ..
+            }) => brought_up(record, last_seen_at, expires_at),
             _ => record.clone(),
         };
         shard.put(record.id, Write::Put(copy));
@@ -65,10 +72,20 @@ impl Mirror for LocalStore {
     fn refresh(&self, record: &SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
         let mut shard = self.shared.overlay.shard(&record.id);
-        let write = match shard.get(&record.id)? {
-            Some(Write::Remove(_)) => return Ok(()),
-            Some(Write::Put(held)) => Write::Put(answered(&held, record)),
-            Some(Write::Refresh(held)) => Write::Refresh(answered(&held, record)),
+        let write = match shard.held(&record.id)? {
+            Some(Held::Removed) => return Ok(()),
+            Some(Held::Record {
+                refresh,
+                last_seen_at,
+                expires_at,
+            }) => {
+                let record = brought_up(record, last_seen_at, expires_at);
+                if refresh {
+                    Write::Refresh(record)
+                } else {
+                    Write::Put(record)
+                }
+            }
             None => Write::Refresh(record.clone()),
         };
         shard.put(record.id, write);

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::mem;
 use std::sync::{Arc, MutexGuard};
 
+use crate::clock::Millis;
 use crate::session::{SessionId, StoreError};
 use crate::store::{Sharded, Tombstone, Write};
 
@@ -61,6 +62,20 @@ impl Kept {
     }
 }
 
+/// What the newest change to a session holds, as far as bringing a copy up to an answer
+/// needs: read from the change's encoding without decoding the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A record ([`Write::Put`], or [`Write::Refresh`] when `refresh`), by its times.
+    Record {
+        refresh: bool,
+        last_seen_at: Millis,
+        expires_at: Millis,
+    },
+    /// A removal.
+    Removed,
+}
+
 /// One shard of the overlay.
 #[derive(Default)]
 pub struct Shard {
@@ -82,6 +97,25 @@ impl Shard {
     /// The newest change to `id` this overlay knows: not yet on disk, or just written.
     pub fn get(&self, id: &SessionId) -> Result<Option<Write>, StoreError> {
         self.kept(id).map(|kept| kept.write(*id)).transpose()
+    }
+
+    /// What the newest change to `id` holds, without decoding its record.
+    pub fn held(&self, id: &SessionId) -> Result<Option<Held>, StoreError> {
+        let record = |bytes: &[u8], refresh| {
+            let (last_seen_at, expires_at) = codec::activity(bytes)?;
+            Ok(Held::Record {
+                refresh,
+                last_seen_at,
+                expires_at,
+            })
+        };
+        self.kept(id)
+            .map(|kept| match kept {
+                Kept::Put(bytes) => record(bytes, false),
+                Kept::Refresh(bytes) => record(bytes, true),
+                Kept::Remove(_) => Ok(Held::Removed),
+            })
+            .transpose()
     }
 
     /// Whether the newest change to `id` is a removal that leaves a tombstone.
@@ -225,6 +259,15 @@ mod tests {
             let mut shard = overlay.shard(&id);
             shard.put(id, change.clone());
             assert_eq!(shard.get(&id).expect("reads"), Some(change.clone()));
+            let held = match &change {
+                Write::Put(r) | Write::Refresh(r) => Held::Record {
+                    refresh: matches!(change, Write::Refresh(_)),
+                    last_seen_at: r.last_seen_at,
+                    expires_at: r.expires_at,
+                },
+                Write::Remove(_) => Held::Removed,
+            };
+            assert_eq!(shard.held(&id).expect("reads"), Some(held));
             assert_eq!(
                 shard.tombstoned(&id),
                 matches!(change, Write::Remove(Some(_)))
