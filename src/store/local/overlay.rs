@@ -15,7 +15,8 @@
 //! commit runs, and a commit over a large file takes a second or more: hundreds of thousands
 //! of changes. So it keeps each in the form the file stores ([`Kept`]: the encoded record,
 //! about 23 bytes without user or data) rather than as a [`Write`] (about 130 bytes and one
-//! or two more allocations), and decodes a change when it is read.
+//! or two more allocations). It decodes a change when it is read; bringing a copy up to an
+//! answer reads only the change's times ([`Held`]).
 
 use std::collections::HashMap;
 use std::mem;
