@@ -44,6 +44,81 @@ async fn many_sessions_survive_sigkill_under_concurrent_creation() {
     }
 }
 
+/// Keepalives kept coming until the kill: their extensions were in the write-ahead log, not
+/// yet folded into the sessions table, and the next start folds them. The session's idle
+/// timeout is shorter than the time it was kept alive, so only an extension read back from
+/// the log keeps it.
+#[tokio::test]
+async fn extensions_still_in_the_log_survive_sigkill() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vars = [
+        ("KEEPALIVE_TICK", "1s"),
+        ("KEEPALIVE_TIMEOUT", "500ms"),
+        ("KEEPALIVE_IDLE_TIMEOUT", "3s"),
+        ("KEEPALIVE_FLUSH_INTERVAL", "200ms"),
+        ("KEEPALIVE_LOG_LEVEL", "info"),
+    ];
+    let process = Process::start(dir.path(), &vars);
+    let cookie = create_session(&process.base).await;
+    // Back to back until the kill, for longer than the idle timeout and shorter than the log
+    // is kept between two folds: every flush interval finds keepalives to append, so the store
+    // never goes quiet (which would fold).
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, answered) = (Arc::clone(&stop), Arc::clone(&answered));
+        let (base, cookie) = (process.base.clone(), cookie.clone());
+        tokio::spawn(async move {
+            let http = client();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = http
+                    .get(format!("{base}/api/v1/keepalive/"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await;
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(200) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(other) => panic!("a keepalive before the kill got {other}"),
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    process.signal(Signal::SIGKILL);
+    let killed = std::time::Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("the keepalives");
+    drop(process);
+    assert!(
+        answered.load(Ordering::Relaxed) > 10,
+        "kept alive until the kill"
+    );
+
+    let mut process = Process::start(dir.path(), &vars);
+    let (status, body) = keepalive(&process.base, Some(&cookie)).await;
+    let since = killed.elapsed();
+    assert!(
+        since < Duration::from_millis(2500),
+        "the restart took {since:?}: too long for the idle timeout to tell"
+    );
+    assert_eq!(status, 200, "{body}");
+    let lines = process.lines_until(
+        "its write-ahead log kept at the last stop",
+        Duration::from_secs(5),
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("its write-ahead log kept at the last stop")),
+        "the start folded the log: {lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_logout_survives_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");

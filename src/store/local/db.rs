@@ -15,7 +15,6 @@
 //! first layout keyed tables by the 16 bytes of keepalive's own ids; a file of that layout is
 //! copied into this one at open, once (see [`open`]).
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 
@@ -28,9 +27,9 @@ use crate::clock::Millis;
 use crate::session::{ID_BYTES, IdKind, MAX_ID_BYTES, SessionId, SessionRecord, StoreError};
 use crate::store::{Tombstone, answered};
 
-use super::codec;
 use super::committer::YIELD_EVERY;
 use super::overlay::Kept;
+use super::{codec, wal};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions.v2");
 const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiry.v2");
@@ -45,6 +44,9 @@ const ENDED_UNTIL: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("end
 /// Facts about the file's layout: `layout`, its version (absent: the first), and
 /// `expiry_bucket_ms`, the bucket width its expiry index was built with.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The log (see `log`): one value per periodic commit, by a sequence number, until a
+/// fold writes what they hold into the tables above and empties it.
+const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 /// Small values kept across restarts, each read once (see [`take_note`]).
 const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
 /// The version of the layout this code writes.
@@ -151,6 +153,7 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     txn.open_table(ENDED_UNTIL).map_err(backend)?;
     txn.open_table(USERS).map_err(backend)?;
     txn.open_table(NOTES).map_err(backend)?;
+    txn.open_table(WAL).map_err(backend)?;
     let (layout, width) = {
         let meta = txn.open_table(META).map_err(backend)?;
         let read = |key: &str| -> Result<Option<u64>, StoreError> {
@@ -172,6 +175,40 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     }
     txn.commit().map_err(backend)?;
     Ok(db)
+}
+
+/// What the write-ahead log holds (the changes of the commits since the last fold, left by a
+/// process that stopped without folding them: a crash), in their order, and the key its next
+/// value takes.
+pub fn read_wal(db: &Database) -> Result<(Vec<(SessionId, Kept)>, u64), StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let log = txn.open_table(WAL).map_err(backend)?;
+    let mut changes = Vec::new();
+    let mut next = 0;
+    for entry in log.iter().map_err(backend)? {
+        let (seq, value) = entry.map_err(backend)?;
+        wal::decode(value.value(), &mut changes)?;
+        next = seq.value() + 1;
+    }
+    Ok((changes, next))
+}
+
+/// How many values the log holds.
+#[cfg(test)]
+pub fn wal_len(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    txn.open_table(WAL).map_err(backend)?.len().map_err(backend)
+}
+
+/// Appends one periodic commit's changes to the log, durably, under `seq` (larger than
+/// any before it since the last fold).
+pub fn append_wal(db: &Database, seq: u64, value: &[u8]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    txn.open_table(WAL)
+        .map_err(backend)?
+        .insert(seq, value)
+        .map_err(backend)?;
+    txn.commit().map_err(backend)
 }
 
 /// Copies the sessions and tombstones of the first layout's tables, if the file has them,
@@ -451,10 +488,12 @@ pub fn live_count(db: &Database, now: Millis) -> Result<u64, StoreError> {
     Ok(stored.saturating_sub(expired))
 }
 
-/// Writes batches of changes in one durable transaction, keeping the index in step.
+/// Writes changes in one durable transaction, keeping the indexes in step, and empties the
+/// log: the changes include everything it held. Where several change one session, the last
+/// is written, and the last tombstone among them is kept.
 pub fn apply<'a>(
     db: &Database,
-    batches: impl IntoIterator<Item = &'a HashMap<SessionId, Kept>>,
+    changes: impl IntoIterator<Item = (&'a SessionId, &'a Kept)>,
 ) -> Result<usize, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     let mut written = 0;
@@ -466,16 +505,31 @@ pub fn apply<'a>(
         let mut users = txn.open_table(USERS).map_err(backend)?;
         // In key order: each leaf of the table is then read, copied and written once per
         // commit. In the hash maps' order, a batch larger than redb's write buffer (half its
-        // cache) has leaves written out and read back between two of their writes.
-        let mut changes: Vec<(&SessionId, &Kept)> = batches.into_iter().flatten().collect();
-        changes.sort_unstable_by(|(a, _), (b, _)| {
+        // cache) has leaves written out and read back between two of their writes. The sort
+        // is stable, so one session's changes stay in their order.
+        let mut changes: Vec<(&SessionId, &Kept)> = changes.into_iter().collect();
+        changes.sort_by(|(a, _), (b, _)| {
             (a.kind().tag(), a.as_bytes()).cmp(&(b.kind().tag(), b.as_bytes()))
         });
-        for (id, change) in changes {
+        txn.open_table(WAL)
+            .map_err(backend)?
+            .retain(|_, _| false)
+            .map_err(backend)?;
+        let mut rest = changes.as_slice();
+        while let Some(&(id, _)) = rest.first() {
+            let run = rest.iter().take_while(|(other, _)| *other == id).count();
+            let (changes_of_id, after) = rest.split_at(run);
+            rest = after;
+            // The last change is the session's state; a tombstone an earlier one left is kept
+            // all the same, as the table keeps one whatever is written for the session later.
+            let change = changes_of_id[run - 1].1;
+            let tombstone = changes_of_id.iter().rev().find_map(|(_, c)| match c {
+                Kept::Remove(Some(tombstone)) => Some(**tombstone),
+                _ => None,
+            });
             let stored = StoredId::of(id);
             let key = stored.as_slice();
-            if let Kept::Remove(Some(tombstone)) = change {
-                let Tombstone { at, keep_until } = **tombstone;
+            if let Some(Tombstone { at, keep_until }) = tombstone {
                 if let Some(old) = ended.insert(key, (at, keep_until)).map_err(backend)? {
                     ended_until
                         .remove(index_key(old.value().1, key))

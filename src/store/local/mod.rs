@@ -4,10 +4,13 @@
 //! outage (its side of that, in the `mirror` module, is what the failover's `Mirror` interface
 //! asks). Creations and logouts are on disk before they are answered; keepalive extensions
 //! gather in an overlay and one background writer commits them together every flush interval
-//! (at most a second), so a keepalive never costs a disk flush; the commits run on a thread of lower CPU priority (the `committer` module),
-//! so they never hold up an answer. The same writer purges expired sessions through the expiry
-//! index. The writer owns the database's write side and stops, after a last flush, when the
-//! store is closed.
+//! (at most a second), so a keepalive never costs a disk flush. Commits append to a write-ahead
+//! log, and every few seconds a fold writes what it holds into the tables (the `wal` module
+//! says why): a creation or a logout waits for an append, a caller that reads the tables (a
+//! user's sessions, a walk of the file) for a fold. The commits run on a thread of lower CPU
+//! priority (the `committer` module), so they never hold up an answer. The same
+//! writer purges expired sessions through the expiry index. The writer owns the database's
+//! write side and stops, after a last fold, when the store is closed.
 
 pub mod codec;
 mod committer;
@@ -15,6 +18,7 @@ mod db;
 mod mirror;
 mod overlay;
 mod rotations;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +47,25 @@ pub const FILE_NAME: &str = "sessions.redb";
 const MAX_SUCCESSORS: usize = 16;
 /// Most sessions one purge transaction removes; the purge loops until none is left.
 const PURGE_BATCH: usize = 10_000;
+/// Longest time the log holds changes before a fold writes them into the tables. The
+/// longer, the more extensions of one session and of one leaf a fold writes at once, and the
+/// more the overlay keeps in memory meanwhile; a store that goes quiet folds at its next tick.
+const FOLD_EVERY: Duration = Duration::from_secs(5);
+/// Most changes the log holds before a fold: bounds the overlay's memory under a load that
+/// extends many sessions, and what a crashed store reads back when it opens again.
+const FOLD_AFTER_CHANGES: usize = 200_000;
+
+/// What a caller of a commit waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Its changes durable: appended to the write-ahead log is enough.
+    Durable,
+    /// Every change in the tables, for a caller that reads them (an index, a walk).
+    Folded,
+}
+
+/// A caller's request to the writer, and where the answer goes.
+type Request = (Commit, oneshot::Sender<Result<(), String>>);
 
 /// Timing of the store's background work.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +93,7 @@ struct Shared {
 /// The durable embedded store.
 pub struct LocalStore {
     shared: Arc<Shared>,
-    flush_requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    flush_requests: mpsc::Sender<Request>,
     closed: AtomicBool,
     /// The writer. A store dropped without `close` still stops it, and it flushes on its way
     /// out.
@@ -96,10 +119,13 @@ impl LocalStore {
                     dir.display()
                 ))
             })?;
-            db::open(&file)
+            let db = db::open(&file)?;
+            let log = db::read_wal(&db)?;
+            Ok::<_, StoreError>((db, log))
         })
         .await
         .map_err(|err| StoreError::Backend(err.to_string()))??;
+        let (db, (logged, next_seq)) = db;
 
         let shared = Arc::new(Shared {
             db,
@@ -109,12 +135,27 @@ impl LocalStore {
             purge_margin: AtomicI64::new(0),
             rotations: Rotations::default(),
         });
+        // What a crash left in the log is served from memory at once and written into the
+        // tables by the writer's first fold, while the store serves: a start does not wait for
+        // it.
+        let wal = Wal {
+            changes: logged.len(),
+            seq: next_seq,
+            folded_at: Instant::now(),
+        };
+        if !logged.is_empty() {
+            tracing::info!(
+                changes = logged.len(),
+                "the local store holds changes its write-ahead log kept at the last stop; it writes them into its tables while it serves"
+            );
+            shared.overlay.restore(logged);
+        }
         let (tx, rx) = mpsc::channel(1024);
         let committer = Committer::start()?;
         let mut tasks = Tasks::new();
         let writing = Arc::clone(&shared);
         tasks.spawn("local store writer", |stop| {
-            writer(writing, committer, rx, options, stop)
+            writer(writing, committer, rx, options, wal, stop)
         });
         Ok(Self {
             shared,
@@ -156,6 +197,19 @@ impl LocalStore {
             .map_err(|err| StoreError::Backend(err.to_string()))?
     }
 
+    /// Asks the writer for a commit and waits for it: every change made before is durable on
+    /// return, and with [`Commit::Folded`] in the tables.
+    async fn commit(&self, kind: Commit) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_requests
+            .send((kind, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Backend)
+    }
+
     fn check_open(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             Err(StoreError::Closed)
@@ -189,7 +243,7 @@ impl SessionStore for LocalStore {
             .overlay
             .shard(&record.id)
             .put(record.id, Write::Put(record));
-        self.flush().await
+        self.commit(Commit::Durable).await
     }
 
     async fn load(&self, id: &SessionId, now: Millis) -> Result<Option<SessionRecord>, StoreError> {
@@ -233,7 +287,7 @@ impl SessionStore for LocalStore {
             next = self.shared.rotations.successor(&id, now);
         }
         if existed {
-            self.flush().await?;
+            self.commit(Commit::Durable).await?;
         }
         Ok(existed)
     }
@@ -278,7 +332,7 @@ impl SessionStore for LocalStore {
                 .shard(&new)
                 .put(new, Write::Remove(None));
         }
-        self.flush().await?;
+        self.commit(Commit::Durable).await?;
         Ok(taken.then_some(record))
     }
 
@@ -302,7 +356,7 @@ impl SessionStore for LocalStore {
             }
         };
         if updated.is_some() {
-            self.flush().await?;
+            self.commit(Commit::Durable).await?;
         }
         Ok(updated)
     }
@@ -334,14 +388,7 @@ impl SessionStore for LocalStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.flush_requests
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Backend)
+        self.commit(Commit::Folded).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -353,12 +400,14 @@ impl SessionStore for LocalStore {
 
 /// The writer: commits the overlay every flush interval or when asked (group commit: every
 /// request waiting when a commit starts is answered by it), purges every purge interval, and
-/// flushes one last time when stopped.
+/// folds one last time when stopped. A commit appends to the log, unless a caller waits for
+/// the tables ([`Commit::Folded`]) or the log is due: then it folds.
 async fn writer(
     shared: Arc<Shared>,
     committer: Committer,
-    mut requests: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    mut requests: mpsc::Receiver<Request>,
     options: LocalStoreOptions,
+    mut wal: Wal,
     stop: CancellationToken,
 ) {
     let mut flush_tick = tokio::time::interval(options.flush_interval);
@@ -375,7 +424,7 @@ async fn writer(
             _ = flush_tick.tick() => {}
             _ = purge_tick.tick() => {
                 let s = Arc::clone(&shared);
-                let purged = match flush(&shared, &committer).await {
+                let purged = match fold(&shared, &committer, &mut wal).await {
                     Ok(()) => committer.run(move || purge_all(&s)).await,
                     Err(err) => Err(err),
                 };
@@ -390,11 +439,19 @@ async fn writer(
         while let Ok(waiter) = requests.try_recv() {
             waiters.push(waiter);
         }
-        let result = flush(&shared, &committer).await.map_err(|e| e.to_string());
+        let folded = waiters.iter().any(|(kind, _)| *kind == Commit::Folded);
+        let result = if folded || wal.due() {
+            fold(&shared, &committer, &mut wal).await
+        } else {
+            // A tick that finds nothing pending folds: the store went quiet. A caller's changes
+            // may have been appended by a tick since it made them: nothing to do for it.
+            log(&shared, &committer, &mut wal, waiters.is_empty()).await
+        }
+        .map_err(|e| e.to_string());
         if let Err(err) = &result {
             tracing::error!(error = %err, "writing sessions to the local store failed; will retry");
         }
-        for waiter in waiters {
+        for (_, waiter) in waiters {
             let _ = waiter.send(result.clone());
         }
     }
@@ -403,39 +460,83 @@ async fn writer(
     while let Ok(waiter) = requests.try_recv() {
         waiters.push(waiter);
     }
-    let result = flush(&shared, &committer).await.map_err(|e| e.to_string());
+    let result = fold(&shared, &committer, &mut wal)
+        .await
+        .map_err(|e| e.to_string());
     committer.stop().await;
     match &result {
         Ok(()) => tracing::debug!("local store flushed and closed"),
         Err(err) => tracing::error!(error = %err, "last flush of the local store failed"),
     }
-    for waiter in waiters {
+    for (_, waiter) in waiters {
         let _ = waiter.send(result.clone());
     }
 }
 
-async fn flush(shared: &Arc<Shared>, committer: &Committer) -> Result<(), StoreError> {
+/// What the log holds since the last fold, as the writer (its only user) counts it.
+struct Wal {
+    /// Changes appended (a session changed in two commits counts twice).
+    changes: usize,
+    /// The key of the next value.
+    seq: u64,
+    /// When the log was last emptied.
+    folded_at: Instant,
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Self {
+            changes: 0,
+            seq: 0,
+            folded_at: Instant::now(),
+        }
+    }
+}
+
+impl Wal {
+    /// Whether the next commit should fold rather than append.
+    fn due(&self) -> bool {
+        self.changes > 0
+            && (self.changes >= FOLD_AFTER_CHANGES || self.folded_at.elapsed() >= FOLD_EVERY)
+    }
+}
+
+/// A commit of what is pending to the log; when nothing is, a fold if `fold_if_quiet` (a
+/// store gone quiet writes its log into the tables at once).
+async fn log(
+    shared: &Arc<Shared>,
+    committer: &Committer,
+    wal: &mut Wal,
+    fold_if_quiet: bool,
+) -> Result<(), StoreError> {
     // Moving changes into and out of the overlay takes its shard locks, which request handlers
     // wait on: that happens here, at normal priority. Only the commit itself runs on the
     // low-priority thread, which holds no lock a request needs.
     let batches = shared.overlay.begin_flush();
     if batches.is_empty() {
-        shared.overlay.forget_recent();
-        return Ok(());
+        return if fold_if_quiet {
+            fold(shared, committer, wal).await
+        } else {
+            Ok(())
+        };
     }
     let started = Instant::now();
+    let changes: usize = batches.iter().map(|b| b.len()).sum();
+    let seq = wal.seq;
     let s = Arc::clone(shared);
     let committed = committer
-        .run(move || db::apply(&s.db, batches.iter().map(|b| b.as_ref())))
+        .run(move || {
+            let value = wal::encode(batches.iter().flat_map(|b| b.iter()));
+            drop(batches);
+            db::append_wal(&s.db, seq, &value)
+        })
         .await;
     match committed {
-        Ok(written) => {
-            shared.overlay.end_flush();
-            shared
-                .metrics
-                .store_flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-            shared.metrics.store_writes_total.inc_by(written as u64);
+        Ok(()) => {
+            shared.overlay.end_log();
+            wal.changes += changes;
+            wal.seq += 1;
+            committed_metrics(shared, started, changes);
             Ok(())
         }
         Err(err) => {
@@ -443,6 +544,53 @@ async fn flush(shared: &Arc<Shared>, committer: &Committer) -> Result<(), StoreE
             Err(err)
         }
     }
+}
+
+/// Writes what the log and the pending changes hold into the tables, in one transaction
+/// that empties the log.
+async fn fold(
+    shared: &Arc<Shared>,
+    committer: &Committer,
+    wal: &mut Wal,
+) -> Result<(), StoreError> {
+    let batches = shared.overlay.begin_fold();
+    if batches.is_empty() {
+        shared.overlay.forget_recent();
+        return Ok(());
+    }
+    let started = Instant::now();
+    // The log's changes were counted when they were appended.
+    let changes: usize = batches.newer.iter().map(|b| b.len()).sum();
+    let s = Arc::clone(shared);
+    let committed = committer
+        .run(move || {
+            let all = batches.older.iter().chain(&batches.newer);
+            db::apply(&s.db, all.flat_map(|batch| batch.iter()))
+        })
+        .await;
+    match committed {
+        Ok(_) => {
+            shared.overlay.end_fold();
+            *wal = Wal {
+                seq: wal.seq,
+                ..Wal::default()
+            };
+            committed_metrics(shared, started, changes);
+            Ok(())
+        }
+        Err(err) => {
+            shared.overlay.abort_flush();
+            Err(err)
+        }
+    }
+}
+
+fn committed_metrics(shared: &Shared, started: Instant, changes: usize) {
+    shared
+        .metrics
+        .store_flush_seconds
+        .observe(started.elapsed().as_secs_f64());
+    shared.metrics.store_writes_total.inc_by(changes as u64);
 }
 
 fn purge_all(shared: &Shared) -> Result<usize, StoreError> {

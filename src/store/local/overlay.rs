@@ -1,22 +1,24 @@
-//! Changes not yet on disk, in front of the database.
+//! Changes not yet in the database's tables, in front of them.
 //!
 //! Keepalive extensions are not written one by one: each lands here and the writer commits
-//! them in one transaction per flush interval. Reads look here first. A change moves from
-//! `pending` to `flushing` while the writer commits it, then to `recent` once it is on disk,
-//! where it stays until the next commit replaces it: a read always sees the newest state, and
-//! a session in use (touched at least once per two flush intervals) is read from memory, not
-//! from the file. `recent` holds what one commit wrote, and nothing once a flush finds nothing to
-//! write, so its size follows the sessions in use, not those stored. Each shard's lock is held across a keepalive's read,
-//! extend and write, so a logout can never be undone by a keepalive that read the session
-//! just before it. A refresh (what Redis answered a read, for a copy the mirror may hold)
-//! stays one here: whether it lands depends on the file, so reading it reads the file too.
+//! them together once per flush interval. Reads look here first. A change moves from `pending`
+//! to `flushing` while the writer commits it. A periodic commit appends it to the write-ahead
+//! log (see `wal`), after which it waits in `logged`, durable, for the next fold; a fold
+//! writes `logged` (then `folding`) and `pending` into the tables, after which what was
+//! pending stays in `recent` until the next fold replaces it: a read always sees the newest
+//! state, and a session in use is read from memory, not from the file. `recent` holds what one
+//! fold took from `pending`, and nothing once a flush finds nothing to write, so its size
+//! follows the sessions in use, not those stored; `logged` holds what the log holds, which
+//! the writer bounds. Each shard's lock is held across a keepalive's read, extend and write,
+//! so a logout can never be undone by a keepalive that read the session just before it. A
+//! refresh (what Redis answered a read, for a copy the mirror may hold) stays one here:
+//! whether it lands depends on the file, so reading it reads the file too.
 //!
-//! Under a load that keeps every core busy, the overlay holds every session extended while a
-//! commit runs, and a commit over a large file takes a second or more: hundreds of thousands
-//! of changes. So it keeps each in the form the file stores ([`Kept`]: the encoded record,
-//! about 23 bytes without user or data) rather than as a [`Write`] (about 130 bytes and one
-//! or two more allocations). It decodes a change when it is read; bringing a copy up to an
-//! answer reads only the change's times ([`Held`]).
+//! Under a load that keeps every core busy, the overlay holds every session extended since the
+//! last fold: hundreds of thousands of changes. So it keeps each in the form the file stores
+//! ([`Kept`]: the encoded record, about 23 bytes without user or data) rather than as a
+//! [`Write`] (about 130 bytes and one or two more allocations). It decodes a change when it is
+//! read; bringing a copy up to an answer reads only the change's times ([`Held`]).
 
 use std::collections::HashMap;
 use std::mem;
@@ -82,8 +84,16 @@ pub enum Held {
 pub struct Shard {
     pending: HashMap<SessionId, Kept>,
     flushing: Arc<HashMap<SessionId, Kept>>,
-    /// The changes of this shard's last commit, as they are on disk (nothing but the purge of
-    /// expired sessions changes the file behind them).
+    /// Changes in the log, not yet folded into the tables.
+    logged: HashMap<SessionId, Kept>,
+    /// Tombstones in the log that a later change to their session replaced in `logged`: the
+    /// file keeps a tombstone whatever is written for the session later, so the next fold
+    /// writes them too.
+    replaced_tombstones: HashMap<SessionId, Tombstone>,
+    /// `logged` while a fold writes it.
+    folding: Arc<HashMap<SessionId, Kept>>,
+    /// What the last fold took from `pending`, as it is in the tables (nothing but the purge
+    /// of expired sessions changes the file behind them).
     recent: Arc<HashMap<SessionId, Kept>>,
 }
 
@@ -92,6 +102,8 @@ impl Shard {
         self.pending
             .get(id)
             .or_else(|| self.flushing.get(id))
+            .or_else(|| self.logged.get(id))
+            .or_else(|| self.folding.get(id))
             .or_else(|| self.recent.get(id))
     }
 
@@ -119,14 +131,25 @@ impl Shard {
             .transpose()
     }
 
-    /// Whether the newest change to `id` is a removal that leaves a tombstone.
+    /// Whether a change not yet folded into the file left a tombstone for `id`.
     pub fn tombstoned(&self, id: &SessionId) -> bool {
         matches!(self.kept(id), Some(Kept::Remove(Some(_))))
+            || self.replaced_tombstones.contains_key(id)
     }
 
     /// Records a change.
     pub fn put(&mut self, id: SessionId, change: Write) {
         self.pending.insert(id, Kept::of(change));
+    }
+
+    /// Records a change the log holds, newer than those `logged` holds: a tombstone it
+    /// replaces is kept aside for the fold.
+    fn logged_change(&mut self, id: SessionId, change: Kept) {
+        if let Some(Kept::Remove(Some(tombstone))) = self.logged.insert(id, change)
+            && !matches!(self.logged.get(&id), Some(Kept::Remove(Some(_))))
+        {
+            self.replaced_tombstones.insert(id, *tombstone);
+        }
     }
 }
 
@@ -164,18 +187,77 @@ impl Overlay {
         batches
     }
 
-    /// The flushed changes are on disk: they become the shards' `recent` changes.
-    pub fn end_flush(&self) {
+    /// The flushed changes are in the log: they wait in `logged` for the next fold. The
+    /// caller holds no batch of [`begin_flush`](Self::begin_flush) any more, so each moves
+    /// without a copy.
+    pub fn end_log(&self) {
         for mut shard in self.shards.each() {
-            let previous = {
-                if shard.flushing.is_empty() {
-                    continue;
-                }
+            if shard.flushing.is_empty() {
+                continue;
+            }
+            let flushed = mem::take(&mut shard.flushing);
+            let flushed = Arc::try_unwrap(flushed).unwrap_or_else(|shared| (*shared).clone());
+            if shard.logged.is_empty() {
+                shard.logged = flushed;
+                continue;
+            }
+            for (id, change) in flushed {
+                shard.logged_change(id, change);
+            }
+        }
+    }
+
+    /// Takes in what the log held at open (a crash left it unfolded), in its order: read from
+    /// memory from now on, and written into the tables by the next fold.
+    pub fn restore(&self, changes: Vec<(SessionId, Kept)>) {
+        for (id, change) in changes {
+            self.shard(&id).logged_change(id, change);
+        }
+    }
+
+    /// Moves what the log holds to `folding` and every pending change to `flushing`, and
+    /// returns them for a fold, older first: `(folding, flushing)`, after the tombstones that
+    /// later changes replaced.
+    pub fn begin_fold(&self) -> Batches {
+        let mut batches = Batches::default();
+        for mut shard in self.shards.each() {
+            if !shard.replaced_tombstones.is_empty() {
+                let tombstones = shard
+                    .replaced_tombstones
+                    .iter()
+                    .map(|(id, t)| (*id, Kept::Remove(Some(Box::new(*t)))))
+                    .collect();
+                batches.older.push(Arc::new(tombstones));
+            }
+            if !shard.logged.is_empty() {
+                let batch = Arc::new(mem::take(&mut shard.logged));
+                shard.folding = Arc::clone(&batch);
+                batches.older.push(batch);
+            }
+            if !shard.pending.is_empty() {
+                let batch = Arc::new(mem::take(&mut shard.pending));
+                shard.flushing = Arc::clone(&batch);
+                batches.newer.push(batch);
+            }
+        }
+        batches
+    }
+
+    /// The fold is committed: what was pending becomes the shards' `recent` changes, and what
+    /// the log held leaves memory.
+    pub fn end_fold(&self) {
+        for mut shard in self.shards.each() {
+            let folded = mem::take(&mut shard.folding);
+            let tombstones = mem::take(&mut shard.replaced_tombstones);
+            let previous = if shard.flushing.is_empty() {
+                None
+            } else {
                 let flushed = mem::take(&mut shard.flushing);
-                mem::replace(&mut shard.recent, flushed)
+                Some(mem::replace(&mut shard.recent, flushed))
             };
             // Freed after the lock is released: requests to the shard need not wait for it.
-            drop(previous);
+            drop(shard);
+            drop((folded, tombstones, previous));
         }
     }
 
@@ -193,15 +275,34 @@ impl Overlay {
         }
     }
 
-    /// The commit failed: put the flushed changes back under any newer pending ones, so the
-    /// next flush retries them.
+    /// The commit failed: put the flushed changes back under any newer pending ones, and what
+    /// a fold took from the log back in `logged`, so the next commit retries them.
     pub fn abort_flush(&self) {
         for mut shard in self.shards.each() {
             let flushing = mem::take(&mut shard.flushing);
             for (id, change) in flushing.iter() {
                 shard.pending.entry(*id).or_insert_with(|| change.clone());
             }
+            let folding = mem::take(&mut shard.folding);
+            for (id, change) in folding.iter() {
+                shard.logged.entry(*id).or_insert_with(|| change.clone());
+            }
         }
+    }
+}
+
+/// What a fold writes: the log's changes and the pending ones, each a batch per shard.
+#[derive(Default)]
+pub struct Batches {
+    /// What the log held (the tombstones later changes replaced there first).
+    pub older: Vec<Arc<HashMap<SessionId, Kept>>>,
+    /// What was pending, newer than `older` where both change a session.
+    pub newer: Vec<Arc<HashMap<SessionId, Kept>>>,
+}
+
+impl Batches {
+    pub fn is_empty(&self) -> bool {
+        self.older.is_empty() && self.newer.is_empty()
     }
 }
 
@@ -210,22 +311,76 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flush_with_nothing_to_write_lets_the_last_commit_go() {
+    fn a_change_is_read_from_memory_through_the_log_and_the_fold() {
         let overlay = Overlay::default();
         let id = SessionId::generate().expect("id");
+        let read = |overlay: &Overlay| overlay.shard(&id).get(&id).expect("reads");
+        let tombstone = Tombstone {
+            at: 1,
+            keep_until: 2,
+        };
         overlay.shard(&id).put(id, Write::Remove(None));
-        assert_eq!(overlay.begin_flush().len(), 1);
-        overlay.end_flush();
-        // Committed, and still read from memory until the next flush.
+        let batches = overlay.begin_flush();
+        assert_eq!(batches.len(), 1);
+        drop(batches);
+        overlay.end_log();
+        assert_eq!(read(&overlay), Some(Write::Remove(None)), "in the log");
+        overlay.shard(&id).put(id, Write::Remove(Some(tombstone)));
+
+        // A fold that fails leaves both where they were, the newer on top.
+        let batches = overlay.begin_fold();
+        assert_eq!((batches.older.len(), batches.newer.len()), (1, 1));
+        assert_eq!(read(&overlay), Some(Write::Remove(Some(tombstone))));
+        drop(batches);
+        overlay.abort_flush();
+        assert_eq!(read(&overlay), Some(Write::Remove(Some(tombstone))));
+
+        let batches = overlay.begin_fold();
+        assert_eq!((batches.older.len(), batches.newer.len()), (1, 1));
+        drop(batches);
+        overlay.end_fold();
+        // Folded, and still read from memory until a flush finds nothing to write.
+        assert_eq!(read(&overlay), Some(Write::Remove(Some(tombstone))));
+        assert!(overlay.begin_fold().is_empty());
+        overlay.forget_recent();
+        assert!(read(&overlay).is_none(), "read from the file from now on");
+    }
+
+    #[test]
+    fn a_tombstone_in_the_log_outlives_a_later_change_until_the_fold() {
+        let overlay = Overlay::default();
+        let id = SessionId::generate().expect("id");
+        let tombstone = Tombstone {
+            at: 1,
+            keep_until: 2,
+        };
+        overlay.shard(&id).put(id, Write::Remove(Some(tombstone)));
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        overlay.shard(&id).put(id, Write::Remove(None));
+        drop(overlay.begin_flush());
+        overlay.end_log();
         assert_eq!(
             overlay.shard(&id).get(&id).expect("reads"),
             Some(Write::Remove(None))
         );
-        assert!(overlay.begin_flush().is_empty());
+        assert!(overlay.shard(&id).tombstoned(&id), "the tombstone is kept");
+        let batches = overlay.begin_fold();
+        let changes: Vec<_> = batches.older.iter().flat_map(|b| b.iter()).collect();
+        assert_eq!(
+            changes,
+            [
+                (&id, &Kept::Remove(Some(Box::new(tombstone)))),
+                (&id, &Kept::Remove(None))
+            ],
+            "the fold writes the tombstone, then the newest change"
+        );
+        drop(batches);
+        overlay.end_fold();
         overlay.forget_recent();
         assert!(
-            overlay.shard(&id).get(&id).expect("reads").is_none(),
-            "read from the file from now on"
+            !overlay.shard(&id).tombstoned(&id),
+            "on the file from now on"
         );
     }
 

@@ -692,3 +692,133 @@ async fn a_refresh_brings_up_a_copy_and_makes_none() {
     assert_eq!(Mirror::get(&store, &held.id).expect("get"), None);
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn periodic_commits_append_to_the_log_and_a_fold_writes_it_into_the_table() {
+    let f = Fixture::new();
+    let store = f.open().await;
+    let record = f.record(10 * MIN);
+    store.create(record.clone()).await.expect("create");
+    // Keepalives at every step of the clock: the periodic commits find them and append them to
+    // the log; reads see the newest while the table still holds an older one, or none.
+    let mut seen_loged = false;
+    let mut newest = record.clone();
+    for _ in 0..400 {
+        f.clock.advance(Duration::from_secs(1));
+        newest = store
+            .touch(&record.id, f.clock.now(), 10 * MIN)
+            .await
+            .expect("touch")
+            .expect("live");
+        // The creation too may still be in the log alone.
+        let in_table = db::get(&store.shared.db, &record.id).expect("reads");
+        if db::wal_len(&store.shared.db).expect("reads") > 0
+            && in_table.is_none_or(|r| r.expires_at < newest.expires_at)
+        {
+            seen_loged = true;
+            assert_eq!(
+                store.load(&record.id, f.clock.now()).await.expect("load"),
+                Some(newest.clone()),
+                "a read sees what the log holds"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen_loged, "no keepalive waited in the log");
+    // Quiet: the next tick finds nothing pending and folds.
+    within(Duration::from_secs(5), || {
+        db::wal_len(&store.shared.db).expect("reads") == 0
+            && db::get(&store.shared.db, &record.id)
+                .expect("reads")
+                .is_some_and(|r| r.expires_at == newest.expires_at)
+    })
+    .await;
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_log_left_by_a_crash_is_served_at_open_and_folded_in_the_background() {
+    use std::collections::HashMap;
+    let f = Fixture::new();
+    let path = f.dir.path().join(FILE_NAME);
+    let (kept, ended, revived) = (f.record(10 * MIN), f.record(10 * MIN), f.record(10 * MIN));
+    let tombstone = Tombstone {
+        at: START + 120_000,
+        keep_until: START + 3_600_000,
+    };
+    {
+        let db = db::open(&path).expect("opens");
+        let created: HashMap<_, _> = [&kept, &ended]
+            .map(|r| (r.id, overlay::Kept::of(Write::Put(r.clone()))))
+            .into();
+        db::apply(&db, &created).expect("writes");
+        // Two periodic commits, the second newer: an extension, then another and a logout; a
+        // logout, then the session written again (its tombstone stays all the same).
+        let mut extended = kept.clone();
+        extended.touch(START + 60_000, 10 * MIN);
+        let first: HashMap<_, _> = [
+            (kept.id, overlay::Kept::of(Write::Put(extended.clone()))),
+            (
+                revived.id,
+                overlay::Kept::of(Write::Remove(Some(tombstone))),
+            ),
+        ]
+        .into();
+        extended.touch(START + 120_000, 10 * MIN);
+        let second: HashMap<_, _> = [
+            (kept.id, overlay::Kept::of(Write::Put(extended.clone()))),
+            (ended.id, overlay::Kept::of(Write::Remove(Some(tombstone)))),
+            (revived.id, overlay::Kept::of(Write::Put(revived.clone()))),
+        ]
+        .into();
+        db::append_wal(&db, 0, &wal::encode(&first)).expect("appends");
+        db::append_wal(&db, 1, &wal::encode(&second)).expect("appends");
+        // The process ends here, before a fold.
+    }
+    // Served from memory at once, the log still as it was.
+    let store = f.open().await;
+    let now = START + 130_000;
+    let read = store
+        .load(&kept.id, now)
+        .await
+        .expect("load")
+        .expect("kept");
+    assert_eq!(read.last_seen_at, START + 120_000, "the newest entry wins");
+    assert_eq!(read.expires_at, START + 120_000 + 600_000);
+    assert!(store.load(&ended.id, now).await.expect("load").is_none());
+    assert!(
+        Mirror::ended(&store, &ended.id).expect("reads"),
+        "the logout"
+    );
+    assert_eq!(
+        store.load(&revived.id, now).await.expect("load"),
+        Some(revived.clone())
+    );
+    assert!(
+        Mirror::ended(&store, &revived.id).expect("reads"),
+        "a tombstone stays whatever is written after it"
+    );
+    // The fold writes it into the tables and empties the log.
+    store.flush().await.expect("folds");
+    let db = &store.shared.db;
+    assert_eq!(db::wal_len(db).expect("reads"), 0, "folded");
+    let read = db::get(db, &kept.id).expect("reads").expect("kept");
+    assert_eq!(read.expires_at, START + 120_000 + 600_000);
+    assert!(db::get(db, &ended.id).expect("reads").is_none());
+    assert!(db::ended(db, &ended.id).expect("reads"));
+    assert_eq!(
+        db::get(db, &revived.id).expect("reads"),
+        Some(revived.clone())
+    );
+    assert!(db::ended(db, &revived.id).expect("reads"));
+    store.close().await.expect("close");
+}
+
+/// Waits until `condition` holds, up to `limit`.
+async fn within(limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
