@@ -187,8 +187,19 @@ pub fn read_wal(db: &Database) -> Result<(Vec<(SessionId, Kept)>, u64), StoreErr
     let mut next = 0;
     for entry in log.iter().map_err(backend)? {
         let (seq, value) = entry.map_err(backend)?;
-        wal::decode(value.value(), &mut changes)?;
         next = seq.value() + 1;
+        // A value is written whole in one transaction: one that cannot be read means a damaged
+        // file or a bug. The store still starts with the rest; refusing to would take the
+        // instance down for at most one flush interval of changes.
+        let mut read = Vec::new();
+        match wal::decode(value.value(), &mut read) {
+            Ok(()) => changes.append(&mut read),
+            Err(err) => tracing::error!(
+                error = %err,
+                value = seq.value(),
+                "a value of the local store's write-ahead log cannot be read and is left out: the changes it held (at most one flush interval of keepalives, creations and logouts) are lost; the file may be damaged: check the disk it is on"
+            ),
+        }
     }
     Ok((changes, next))
 }

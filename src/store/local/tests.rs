@@ -814,6 +814,26 @@ async fn a_log_left_by_a_crash_is_served_at_open_and_folded_in_the_background() 
     store.close().await.expect("close");
 }
 
+#[tokio::test]
+async fn a_log_value_that_cannot_be_read_is_left_out_and_the_store_starts() {
+    let f = Fixture::new();
+    let record = f.record(10 * MIN);
+    {
+        let db = db::open(&f.dir.path().join(FILE_NAME)).expect("opens");
+        let created: std::collections::HashMap<_, _> =
+            [(record.id, overlay::Kept::of(Write::Put(record.clone())))].into();
+        db::append_wal(&db, 0, &[3, 0xff, 0xff]).expect("appends");
+        db::append_wal(&db, 1, &wal::encode(&created)).expect("appends");
+    }
+    let store = f.open().await;
+    assert_eq!(
+        store.load(&record.id, f.clock.now()).await.expect("load"),
+        Some(record),
+        "the readable value is kept"
+    );
+    store.close().await.expect("close");
+}
+
 /// Waits until `condition` holds, up to `limit`.
 async fn within(limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

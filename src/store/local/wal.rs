@@ -98,7 +98,7 @@ pub fn decode(value: &[u8], changes: &mut Vec<(SessionId, Kept)>) -> Result<(), 
 }
 
 fn corrupt() -> StoreError {
-    StoreError::Corrupt("an entry of the local store's log is malformed".to_owned())
+    StoreError::Corrupt("an entry of the local store's write-ahead log is malformed".to_owned())
 }
 
 /// What is left of a log value to read.
