@@ -31,7 +31,7 @@ use crate::session::express::ExpressFormat;
 use crate::session::{SessionStore, Sessions, SharedStatus, StoreError};
 use crate::store::express::{ExpressOptions, ExpressStore};
 use crate::store::failover::{FailoverOptions, FailoverStore};
-use crate::store::local::{LocalStore, LocalStoreOptions};
+use crate::store::local::{CACHE_BYTES, LocalStore, LocalStoreOptions, MIRROR_CACHE_BYTES};
 use crate::store::redis::{RedisOptions, RedisStore};
 use crate::task::Tasks;
 
@@ -137,6 +137,11 @@ impl Keepalive {
         let local = LocalStore::open(
             &config.store.data_dir,
             LocalStoreOptions {
+                cache_bytes: if config.redis.is_some() {
+                    MIRROR_CACHE_BYTES
+                } else {
+                    CACHE_BYTES
+                },
                 flush_interval: config.store.flush_interval,
                 purge_interval: config.store.purge_interval,
             },

@@ -12,7 +12,7 @@ use keepalive::config::RedisTarget as Target;
 use keepalive::metrics::Metrics;
 use keepalive::session::{SessionId, SessionRecord, SessionStore, SharedStoreState, StoreError};
 use keepalive::store::failover::{Ended, FailoverOptions, FailoverStore};
-use keepalive::store::local::{LocalStore, LocalStoreOptions};
+use keepalive::store::local::{CACHE_BYTES, LocalStore, LocalStoreOptions};
 use keepalive::store::redis::{RedisOptions, RedisStore};
 use keepalive_testkit::redis::{RedisCluster, RedisSentinel, RedisServer};
 
@@ -355,6 +355,7 @@ async fn logouts_are_published(store: &RedisStore, clock: &ManualClock) {
 
 fn local_options() -> LocalStoreOptions {
     LocalStoreOptions {
+        cache_bytes: CACHE_BYTES,
         flush_interval: Duration::from_millis(50),
         purge_interval: Duration::from_secs(3600),
     }

@@ -51,13 +51,6 @@ const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
 /// The version of the layout this code writes.
 const LAYOUT: u64 = 2;
-/// The pages of the file redb keeps in the process's memory. redb's default (1 GiB) lets the
-/// process grow with the store, about the file's size once every session was read (a re-sync,
-/// a look-up of missed logouts): a million sessions cost hundreds of megabytes per instance.
-/// The file's pages stay in the kernel's page cache whatever this holds, so reading a page
-/// beyond it costs a system call, not a disk read on a machine with memory to spare; the
-/// B-tree's branches, read by every look-up, fit many times over.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The tables of the first layout, keyed by the 16 bytes of keepalive's own ids: copied at
 /// open, then dropped. Their indexes are rebuilt rather than copied.
@@ -133,11 +126,12 @@ fn expiry_key(expires_at: Millis, id: &[u8]) -> (u64, &[u8]) {
     index_key(bucket(expires_at), id)
 }
 
-/// Opens (or creates) the database file and its tables; copies a file of the first layout
-/// into this one, and rebuilds an index built another way, once.
-pub fn open(path: &Path) -> Result<Database, StoreError> {
+/// Opens (or creates) the database file and its tables, with a page cache of `cache_bytes`;
+/// copies a file of the first layout into this one, and rebuilds an index built another way,
+/// once.
+pub fn open(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create(path)
         .map_err(|err| match err {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
@@ -711,7 +705,7 @@ mod tests {
     #[test]
     fn a_page_skips_a_session_it_cannot_read_and_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(&dir.path().join("sessions.redb")).expect("open");
+        let db = open(&dir.path().join("sessions.redb"), super::super::CACHE_BYTES).expect("open");
         let ids: Vec<SessionId> = (1..=3u8).map(|b| SessionId::from_bytes([b; 16])).collect();
         let txn = db.begin_write().expect("write");
         {

@@ -67,9 +67,24 @@ enum Commit {
 /// A caller's request to the writer, and where the answer goes.
 type Request = (Commit, oneshot::Sender<Result<(), String>>);
 
-/// Timing of the store's background work.
+/// The pages of the file redb keeps in memory for the store on its own, which reads a session
+/// through them on every request. redb's default (1 GiB) lets the process grow with the
+/// store, about the file's size once every session was read (a re-sync, a look-up of missed
+/// logouts): a million sessions cost hundreds of megabytes per instance. The file's pages stay
+/// in the kernel's page cache whatever this holds, so reading a page beyond it costs a system
+/// call, not a disk read on a machine with memory to spare; the B-tree's branches, read by
+/// every look-up, fit many times over.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The same for Redis's mirror: a keepalive reads Redis, not the file, which is read by the
+/// folds (in key order), the walks and an outage. Its branches still fit many times over (a
+/// few hundred kilobytes at a million sessions).
+pub const MIRROR_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Timing of the store's background work, and its memory.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalStoreOptions {
+    /// The pages of the file kept in memory ([`CACHE_BYTES`], [`MIRROR_CACHE_BYTES`]).
+    pub cache_bytes: usize,
     /// Period of the batched writes.
     pub flush_interval: Duration,
     /// Period of the purge of expired sessions.
@@ -119,7 +134,7 @@ impl LocalStore {
                     dir.display()
                 ))
             })?;
-            let db = db::open(&file)?;
+            let db = db::open(&file, options.cache_bytes)?;
             let log = db::read_wal(&db)?;
             Ok::<_, StoreError>((db, log))
         })

@@ -27,6 +27,7 @@ impl Fixture {
         LocalStore::open(
             self.dir.path(),
             LocalStoreOptions {
+                cache_bytes: CACHE_BYTES,
                 flush_interval: Duration::from_millis(50),
                 purge_interval: Duration::from_secs(3600),
             },
@@ -217,6 +218,7 @@ async fn extensions_are_batched_not_flushed_one_by_one() {
     let store = LocalStore::open(
         f.dir.path(),
         LocalStoreOptions {
+            cache_bytes: CACHE_BYTES,
             flush_interval: Duration::from_secs(1),
             purge_interval: Duration::from_secs(3600),
         },
@@ -255,6 +257,7 @@ async fn a_second_process_on_the_same_directory_is_refused_clearly() {
     let second = LocalStore::open(
         f.dir.path(),
         LocalStoreOptions {
+            cache_bytes: CACHE_BYTES,
             flush_interval: Duration::from_millis(50),
             purge_interval: Duration::from_secs(60),
         },
@@ -747,7 +750,7 @@ async fn a_log_left_by_a_crash_is_served_at_open_and_folded_in_the_background() 
         keep_until: START + 3_600_000,
     };
     {
-        let db = db::open(&path).expect("opens");
+        let db = db::open(&path, CACHE_BYTES).expect("opens");
         let created: HashMap<_, _> = [&kept, &ended]
             .map(|r| (r.id, overlay::Kept::of(Write::Put(r.clone()))))
             .into();
@@ -819,7 +822,7 @@ async fn a_log_value_that_cannot_be_read_is_left_out_and_the_store_starts() {
     let f = Fixture::new();
     let record = f.record(10 * MIN);
     {
-        let db = db::open(&f.dir.path().join(FILE_NAME)).expect("opens");
+        let db = db::open(&f.dir.path().join(FILE_NAME), CACHE_BYTES).expect("opens");
         let created: std::collections::HashMap<_, _> =
             [(record.id, overlay::Kept::of(Write::Put(record.clone())))].into();
         db::append_wal(&db, 0, &[3, 0xff, 0xff]).expect("appends");
