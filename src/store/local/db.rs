@@ -44,8 +44,8 @@ const ENDED_UNTIL: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("end
 /// Facts about the file's layout: `layout`, its version (absent: the first), and
 /// `expiry_bucket_ms`, the bucket width its expiry index was built with.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The log (see `log`): one value per periodic commit, by a sequence number, until a
-/// fold writes what they hold into the tables above and empties it.
+/// The write-ahead log (see `wal`): one value per commit, by a sequence number, until a fold
+/// writes what they hold into the tables above and empties it.
 const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 /// Small values kept across restarts, each read once (see [`take_note`]).
 const NOTES: TableDefinition<&str, &[u8]> = TableDefinition::new("notes");
@@ -705,7 +705,11 @@ mod tests {
     #[test]
     fn a_page_skips_a_session_it_cannot_read_and_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = open(&dir.path().join("sessions.redb"), super::super::CACHE_BYTES).expect("open");
+        let db = open(
+            &dir.path().join("sessions.redb"),
+            crate::store::local::CACHE_BYTES,
+        )
+        .expect("open");
         let ids: Vec<SessionId> = (1..=3u8).map(|b| SessionId::from_bytes([b; 16])).collect();
         let txn = db.begin_write().expect("write");
         {
