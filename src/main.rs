@@ -11,5 +11,15 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Transparent huge pages off, unless the operator set mimalloc's own switch for them: the
+    // allocator asks for huge pages on its arenas, and a 2 MiB page stays resident whole as long
+    // as one small block in it is live. With many sessions the blocks freed after each fold of
+    // the local store leave such pages behind, and a pod's memory limit counts them; the
+    // scale benchmark's resident memory per session is the measure (docs/BENCHMARKS.md).
+    // Throughput did not move with them off. A kernel that refuses the call keeps its setting:
+    // only memory is at stake, not correctness.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
+    }
     keepalive::cli::main()
 }

@@ -233,6 +233,31 @@ async fn sigterm_drains_finishes_in_flight_requests_and_exits_zero() {
 /// Environment variables of one case.
 type Vars<'a> = &'a [(&'a str, &'a str)];
 
+/// The binary turns transparent huge pages off for itself (a memory choice, see main.rs), and
+/// leaves them as its parent had them when the operator set mimalloc's own switch.
+#[test]
+fn transparent_huge_pages_are_off_unless_mimalloc_is_told_otherwise() {
+    fn thp_enabled(pid: &str) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(|value| value.trim().to_owned())
+            .expect("a THP_enabled line (Linux 5.0 and later)")
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let process = Process::start(dir.path(), &[]);
+    assert_eq!(thp_enabled(&process.pid().to_string()), "0");
+    drop(process);
+
+    let process = Process::start(dir.path(), &[("MIMALLOC_ALLOW_THP", "1")]);
+    assert_eq!(
+        thp_enabled(&process.pid().to_string()),
+        thp_enabled("self"),
+        "with MIMALLOC_ALLOW_THP set, the binary keeps what it inherited"
+    );
+}
+
 #[test]
 fn invalid_configuration_exits_64_naming_key_value_origin_and_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
