@@ -244,17 +244,15 @@ impl Overlay {
     }
 
     /// The fold is committed: what was pending becomes the shards' `recent` changes, and what
-    /// the log held leaves memory.
+    /// the log held leaves memory. The `recent` of an earlier fold goes whatever this one
+    /// took from `pending`: the log held changes newer than it (a logout after the keepalive
+    /// that a `recent` entry holds), now in the tables, which it would hide.
     pub fn end_fold(&self) {
         for mut shard in self.shards.each() {
             let folded = mem::take(&mut shard.folding);
             let tombstones = mem::take(&mut shard.replaced_tombstones);
-            let previous = if shard.flushing.is_empty() {
-                None
-            } else {
-                let flushed = mem::take(&mut shard.flushing);
-                Some(mem::replace(&mut shard.recent, flushed))
-            };
+            let flushed = mem::take(&mut shard.flushing);
+            let previous = mem::replace(&mut shard.recent, flushed);
             // Freed after the lock is released: requests to the shard need not wait for it.
             drop(shard);
             drop((folded, tombstones, previous));
@@ -344,6 +342,39 @@ mod tests {
         assert!(overlay.begin_fold().is_empty());
         overlay.forget_recent();
         assert!(read(&overlay).is_none(), "read from the file from now on");
+    }
+
+    /// A fold that takes nothing from `pending` still drops what an earlier fold left in
+    /// `recent`: the log it folded held newer changes to those sessions, and once they are in
+    /// the tables an older copy in memory must not answer for them.
+    #[test]
+    fn a_fold_of_the_log_alone_leaves_no_older_change_in_memory() {
+        let overlay = Overlay::default();
+        let id = SessionId::generate().expect("id");
+        let read = |overlay: &Overlay| overlay.shard(&id).get(&id).expect("reads");
+        let minute = std::time::Duration::from_secs(60);
+        let record = crate::session::SessionRecord::new(id, 0, minute, minute * 10, String::new());
+        // A keepalive, pending when a caller asked for a fold: it lands in `recent`.
+        overlay.shard(&id).put(id, Write::Put(record));
+        let batches = overlay.begin_fold();
+        assert_eq!((batches.older.len(), batches.newer.len()), (0, 1));
+        drop(batches);
+        overlay.end_fold();
+        assert!(matches!(read(&overlay), Some(Write::Put(_))));
+        // A logout, appended to the log, then folded on its own.
+        overlay.shard(&id).put(id, Write::Remove(None));
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        assert_eq!(read(&overlay), Some(Write::Remove(None)));
+        let batches = overlay.begin_fold();
+        assert_eq!((batches.older.len(), batches.newer.len()), (1, 0));
+        drop(batches);
+        overlay.end_fold();
+        assert_eq!(
+            read(&overlay),
+            None,
+            "the logout is in the tables; the keepalive before it must not answer"
+        );
     }
 
     #[test]

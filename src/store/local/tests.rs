@@ -166,6 +166,51 @@ async fn a_keepalive_racing_a_logout_never_resurrects_the_session() {
     store.close().await.expect("close");
 }
 
+/// A keepalive that a fold took from the pending changes (a caller asked for the tables, as
+/// ending a user's sessions does), then a logout appended to the log and folded on its own:
+/// the keepalive's copy in memory must not outlive the logout that followed it. It did once,
+/// and a keepalive after the logout answered 200.
+#[tokio::test]
+async fn a_logout_folded_after_a_keepalive_folded_from_pending_stays_a_logout() {
+    let f = Fixture::new();
+    // Commits only when a caller waits for one: the order of the steps is the test's.
+    let store = LocalStore::open(
+        f.dir.path(),
+        LocalStoreOptions {
+            cache_bytes: CACHE_BYTES,
+            flush_interval: Duration::from_secs(3600),
+            purge_interval: Duration::from_secs(3600),
+        },
+        Arc::new(f.clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect("opens");
+    let record = f.record(10 * MIN);
+    store.create(record.clone()).await.expect("create");
+    f.clock.advance(MIN);
+    let now = f.clock.now();
+    assert!(
+        store
+            .touch(&record.id, now, 10 * MIN)
+            .await
+            .expect("touch")
+            .is_some()
+    );
+    store
+        .flush()
+        .await
+        .expect("fold with the keepalive pending");
+    assert!(store.delete(&record.id).await.expect("logout"));
+    store.flush().await.expect("fold of the logout alone");
+    assert_eq!(store.load(&record.id, now).await.expect("load"), None);
+    assert_eq!(
+        store.touch(&record.id, now, 10 * MIN).await.expect("touch"),
+        None
+    );
+    store.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn purge_removes_only_the_expired() {
     let f = Fixture::new();
