@@ -24,11 +24,15 @@ impl Fixture {
     }
 
     async fn open(&self) -> LocalStore {
+        self.open_committing_every(Duration::from_millis(50)).await
+    }
+
+    async fn open_committing_every(&self, flush_interval: Duration) -> LocalStore {
         LocalStore::open(
             self.dir.path(),
             LocalStoreOptions {
                 cache_bytes: CACHE_BYTES,
-                flush_interval: Duration::from_millis(50),
+                flush_interval,
                 purge_interval: Duration::from_secs(3600),
             },
             Arc::new(self.clock.clone()),
@@ -174,18 +178,7 @@ async fn a_keepalive_racing_a_logout_never_resurrects_the_session() {
 async fn a_logout_folded_after_a_keepalive_folded_from_pending_stays_a_logout() {
     let f = Fixture::new();
     // Commits only when a caller waits for one: the order of the steps is the test's.
-    let store = LocalStore::open(
-        f.dir.path(),
-        LocalStoreOptions {
-            cache_bytes: CACHE_BYTES,
-            flush_interval: Duration::from_secs(3600),
-            purge_interval: Duration::from_secs(3600),
-        },
-        Arc::new(f.clock.clone()),
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .expect("opens");
+    let store = f.open_committing_every(Duration::from_secs(3600)).await;
     let record = f.record(10 * MIN);
     store.create(record.clone()).await.expect("create");
     f.clock.advance(MIN);
