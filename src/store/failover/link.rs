@@ -56,6 +56,33 @@ const STOP_NOTE: &str = "failover.clean-stop";
 /// The mirror's note of the data set the local changes were last reconciled with.
 const RECONCILED_NOTE: &str = "failover.reconciled";
 
+/// What a probe found of the primary's data set.
+pub(super) enum Checked {
+    /// The one the local changes were reconciled with.
+    Same(DataSet),
+    /// Another one (Redis restarted, or lost its data without restarting), for the reason
+    /// given: an outage, though Redis answers.
+    Other(&'static str),
+    /// No answer: an outage now.
+    Silent,
+}
+
+/// What a session missing from Redis may mean, as far as this instance can tell.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Doubt {
+    /// Redis kept its data: the session ended, expired, or never was.
+    None,
+    /// Redis lost keys lately (evicting, or its data set changed) or an instance says it puts
+    /// back what Redis lost: only a logout's mark tells an ended session from a lost one.
+    Lost,
+    /// Redis answers with another data set than the one reconciled with, for the reason
+    /// given: this instance cannot tell until its re-sync, and must go offline (the caller's
+    /// to do, see [`Shared::probe_data_set`]).
+    Unknown(&'static str),
+    /// Redis does not answer: this instance is offline now.
+    Silent,
+}
+
 /// This instance's notice to the others that it puts back sessions Redis lost: while it is
 /// there, an instance without a copy of a session missing from Redis cannot tell it from one
 /// this instance is about to put back, however long the write-back takes (the time window
@@ -298,25 +325,57 @@ impl Shared {
 
     /// Probes the primary. A silent one is an outage; one that holds another data set than
     /// the one reconciled with (restarted, or lost its data without restarting) is treated as
-    /// one too, so that the re-sync writes everything back. Returns the data set when it is
-    /// the one reconciled with.
-    pub(super) async fn check_data_set(&self) -> Option<DataSet> {
+    /// one too, so that the re-sync writes everything back.
+    pub(super) async fn check_data_set(&self) -> Checked {
+        let checked = self.probe_data_set().await;
+        if let Checked::Other(reason) = checked {
+            self.go_offline(reason);
+        }
+        checked
+    }
+
+    /// Probes the primary; a silent one is an outage. Another data set than the one
+    /// reconciled with is one too, but the caller's to declare ([`Shared::go_offline`] with
+    /// the reason given), once it has asked Redis what it must first: going offline drops the
+    /// connection.
+    pub(super) async fn probe_data_set(&self) -> Checked {
         match self.primary.probe().await {
             Ok(now) => match self.link.data_set() {
-                Some(before) if before.same(&now) => Some(now),
-                Some(before) => {
-                    self.go_offline(lost(&before, &now));
-                    None
-                }
-                None => {
-                    self.go_offline("Redis's data set is not the one reconciled with");
-                    None
-                }
+                Some(before) if before.same(&now) => Checked::Same(now),
+                Some(before) => Checked::Other(lost(&before, &now)),
+                None => Checked::Other("Redis's data set is not the one reconciled with"),
             },
             Err(err) => {
                 self.go_offline(&err.to_string());
-                None
+                Checked::Silent
             }
+        }
+    }
+
+    /// Whether a session that Redis, answering, does not hold may be one it lost, which an
+    /// instance holding a copy is about to put back. Redis is asked, since the probe may not
+    /// have seen a loss yet: called only for a session missing, which is rare enough to cost
+    /// a round trip or two more.
+    pub(super) async fn doubt(&self, now: Millis) -> Result<Doubt, StoreError> {
+        if self.link.lost_lately(now) {
+            return Ok(Doubt::Lost);
+        }
+        match self.probe_data_set().await {
+            // Another data set: the flush it means is an outage, the caller's to declare.
+            Checked::Other(reason) => Ok(Doubt::Unknown(reason)),
+            Checked::Silent => Ok(Doubt::Silent),
+            Checked::Same(data_set) if self.link.evicted_since(data_set.evicted) => {
+                self.link.saw_losses(now);
+                Ok(Doubt::Lost)
+            }
+            Checked::Same(_) => match self.primary.write_back_under_way().await {
+                Ok(false) => Ok(Doubt::None),
+                Ok(true) => Ok(Doubt::Lost),
+                Err(err) => {
+                    self.failed(err)?;
+                    Ok(Doubt::Silent)
+                }
+            },
         }
     }
 
@@ -597,7 +656,10 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 continue;
             }
             probed = Instant::now();
-            let data_set = shared.check_data_set().await;
+            let data_set = match shared.check_data_set().await {
+                Checked::Same(data_set) => Some(data_set),
+                Checked::Other(_) | Checked::Silent => None,
+            };
             // Redis evicted keys since the last probe (`evicted_keys` grew) and kept its
             // epoch: some sessions and logout marks may be gone, one by one, and no keepalive
             // may come to tell (a user away for a while). Answered as a crash of this instance

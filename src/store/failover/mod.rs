@@ -51,7 +51,7 @@ use crate::store::{Tombstone, Write};
 use crate::task::Tasks;
 
 use journal::Journal;
-use link::LinkState;
+use link::{Checked, Doubt, LinkState};
 
 /// Most rotations a logout follows from the id it names: within the window a session is
 /// rarely rotated more than once.
@@ -265,8 +265,28 @@ impl Shared {
             self.remove_copy(id, None)?;
             return Ok(Missing::Answer(answer));
         };
-        if self.check_data_set().await.is_none() {
-            return Ok(Missing::Local);
+        match self.probe_data_set().await {
+            Checked::Same(_) => {}
+            // Redis lost its data: an outage, served from the copies until the re-sync. Redis
+            // answers, though, and a logout made since the loss at an instance that held no
+            // copy left its mark there (see `delete`): asked before the outage drops the
+            // connection, so that the copy does not outlive the logout.
+            Checked::Other(reason) => {
+                let over = self.primary.over(id).await;
+                self.go_offline(reason);
+                return match over {
+                    Ok(Over::Marked) => {
+                        self.ended_elsewhere(id, now)?;
+                        Ok(Missing::Answer(None))
+                    }
+                    Ok(Over::No | Over::Gone) => Ok(Missing::Local),
+                    Err(err) => {
+                        self.failed(err)?;
+                        Ok(Missing::Local)
+                    }
+                };
+            }
+            Checked::Silent => return Ok(Missing::Local),
         }
         if let Err(err) = self.primary.merge(&copy, now, false).await {
             self.failed(err)?;
@@ -367,40 +387,34 @@ impl Shared {
     /// bring it back. That is the answer, unless Redis lost keys lately or an instance says it
     /// is putting back what Redis lost: then the session may be one it lost, which an instance
     /// holding a copy is about to put back, and only a logout's mark tells it from that
-    /// ([`StoreError::Undecided`] otherwise, a 503 the client retries). Redis is asked, since
-    /// the probe may not have seen it yet: a session missing is rare enough to cost a round
-    /// trip or two more, and an eviction or a flush that began a moment ago, or a write-back
-    /// that takes longer than noticing a loss, must not sign anyone out.
+    /// ([`StoreError::Undecided`] otherwise, a 503 the client retries): an eviction or a flush
+    /// that began a moment ago, or a write-back that takes longer than noticing a loss, must
+    /// not sign anyone out.
     async fn none_online(
         &self,
         id: &SessionId,
         now: Millis,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        if !self.link.lost_lately(now) {
-            match self.check_data_set().await {
-                // Another data set (the flush it means is an outage now) or no answer.
-                None => return Err(StoreError::Undecided),
-                Some(data_set) if self.link.evicted_since(data_set.evicted) => {
-                    self.link.saw_losses(now);
-                }
-                Some(_) => match self.primary.write_back_under_way().await {
-                    Ok(false) => return Ok(None),
-                    Ok(true) => {}
-                    Err(err) => {
-                        self.failed(err)?;
-                        return Err(StoreError::Undecided);
-                    }
-                },
-            }
-        }
         // This instance saw the session end (its logout here, or one heard or found from
         // elsewhere, its tombstone kept): whatever comes back, it stays ended.
         if self.mirror.ended(id)? {
             return Ok(None);
         }
+        let doubt = self.doubt(now).await?;
+        if matches!(doubt, Doubt::None) {
+            return Ok(None);
+        }
+        if matches!(doubt, Doubt::Silent) {
+            return Err(StoreError::Undecided);
+        }
         // Only a mark tells: a session gone without one (in a format whose application leaves
         // none at its logouts) may be one Redis lost, which another instance is putting back.
-        match self.primary.over(id).await {
+        // Asked before the outage that another data set means drops the connection.
+        let over = self.primary.over(id).await;
+        if let Doubt::Unknown(reason) = doubt {
+            self.go_offline(reason);
+        }
+        match over {
             Ok(Over::Marked) => Ok(None),
             Ok(Over::No | Over::Gone) => Err(StoreError::Undecided),
             Err(err) => {
@@ -557,25 +571,52 @@ impl SessionStore for FailoverStore {
         let now = s.clock.now();
         if s.is_online() {
             // An id that neither the primary nor this instance holds leaves no mark and no
-            // tombstone: a logout of a made-up id must cost no storage. While the primary is
+            // tombstone, unless the primary may have just lost it (below): a logout of a
+            // made-up id must cost no storage. While the primary is
             // offline (below) every logout is kept, since this instance cannot tell such an id
             // from a session the primary or another instance holds.
             let held = s.mirror.get(id)?.is_some();
-            match s.primary.log_out(id, now, held).await {
-                Ok(existed) => {
-                    // Kept should the primary come back empty, when the mark that keeps other
-                    // instances' copies out is gone.
-                    if existed || held {
-                        s.remove_copy(id, Some(s.tombstone(now)))?;
+            'online: {
+                let existed = match s.primary.log_out(id, now, held).await {
+                    Ok(existed) => existed,
+                    Err(err) => {
+                        s.failed(err)?;
+                        break 'online;
                     }
-                    // The primary ended the ids this one was lately rotated to; so do the
-                    // copies here, without waiting to hear it.
-                    for successor in s.successors(id, now) {
-                        s.remove_copy(&successor, Some(s.tombstone(now)))?;
-                    }
-                    return Ok(existed);
+                };
+                // Neither holds it: a made-up id, one ended before, or one that Redis has just
+                // lost and that an instance holding a copy would serve, then put back. In
+                // doubt the logout leaves its mark after all, and is announced, so that
+                // instance ends its copy and its write-back skips it.
+                let marked = !existed
+                    && !held
+                    && match s.doubt(now).await? {
+                        Doubt::None => false,
+                        Doubt::Silent => break 'online,
+                        doubt @ (Doubt::Lost | Doubt::Unknown(_)) => {
+                            let marking = s.primary.log_out(id, now, true).await;
+                            // Marked before the outage the loss means drops the connection.
+                            if let Doubt::Unknown(reason) = doubt {
+                                s.go_offline(reason);
+                            }
+                            if let Err(err) = marking {
+                                s.failed(err)?;
+                                break 'online;
+                            }
+                            true
+                        }
+                    };
+                // Kept should the primary come back empty, when the mark that keeps other
+                // instances' copies out is gone.
+                if existed || held || marked {
+                    s.remove_copy(id, Some(s.tombstone(now)))?;
                 }
-                Err(err) => s.failed(err)?,
+                // The primary ended the ids this one was lately rotated to; so do the copies
+                // here, without waiting to hear it.
+                for successor in s.successors(id, now) {
+                    s.remove_copy(&successor, Some(s.tombstone(now)))?;
+                }
+                return Ok(existed);
             }
         }
         s.metrics.redis_fallbacks_total.inc();

@@ -445,6 +445,93 @@ async fn a_session_not_yet_put_back_after_a_flush_is_not_reported_expired() {
     two.stop().await;
 }
 
+/// A logout that reaches Redis right after it lost its data, at an instance that holds no copy
+/// of the session, is a logout still: Redis no longer knows the id, but the instance that
+/// holds a copy must not serve it, at once (it learns of the loss at that very keepalive) nor
+/// after its re-sync, which must not write the session back. The checker met this: a logout
+/// 66 ms after a `FLUSHALL`, then a keepalive at another instance answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_right_after_a_flush_at_an_instance_without_a_copy_holds() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // Neither probe notices the flush: each instance learns of it through a request.
+    let slow = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "30s");
+    let one = start(&url, &[slow]).await;
+    let two = start(&url, &[slow]).await;
+    let both = [&one, &two];
+    // Only two holds a copy of it; one never served it.
+    let session = browser_session(&two).await;
+    let other = browser_session(&two).await;
+
+    redis.flushall();
+    assert_eq!(logout(&one.base, &session.cookie).await, 204);
+    assert_eq!(
+        kept_alive(&two, &session).await,
+        401,
+        "served after its logout"
+    );
+    // Two's re-sync (begun by that keepalive, or by the next) puts back what it holds, but
+    // not the session logged out.
+    assert_eq!(kept_alive(&two, &other).await, 200);
+    all_in_redis(
+        &redis,
+        &[other.key()],
+        Duration::from_secs(3),
+        "two's sessions written back",
+    )
+    .await;
+    for server in both {
+        sees_redis(server, "ok").await;
+    }
+    assert!(!redis.exists(&session.key()), "revived by the re-sync");
+    assert!(redis.exists(&session.marker()), "the logout's mark");
+    for server in both {
+        assert_eq!(kept_alive(server, &session).await, 401, "{}", server.base);
+        assert_eq!(kept_alive(server, &other).await, 200, "{}", server.base);
+    }
+    one.stop().await;
+    two.stop().await;
+}
+
+/// The same logout, its announcement unheard (the instance holding the copy was not
+/// listening, say): that instance learns of the loss at the session's keepalive, and asks
+/// Redis for a logout's mark before it serves the copy as in an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_is_not_served_past_a_logout_marked_since_a_flush() {
+    let redis = RedisServer::start();
+    let one = start(&redis.url(), &[("KEEPALIVE_REDIS_PROBE_INTERVAL", "30s")]).await;
+    let ended = browser_session(&one).await;
+    let kept = browser_session(&one).await;
+
+    redis.flushall();
+    // The mark a logout at another instance leaves, without its message.
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(ended.marker())
+            .arg("1")
+            .arg("PX")
+            .arg(60_000),
+        "SET marker",
+    );
+    assert_eq!(
+        kept_alive(&one, &ended).await,
+        401,
+        "served past its logout"
+    );
+    assert_eq!(kept_alive(&one, &kept).await, 200);
+    all_in_redis(
+        &redis,
+        &[kept.key()],
+        Duration::from_secs(3),
+        "the live session written back",
+    )
+    .await;
+    sees_redis(&one, "ok").await;
+    assert!(!redis.exists(&ended.key()), "revived by the re-sync");
+    assert_eq!(kept_alive(&one, &ended).await, 401);
+    one.stop().await;
+}
+
 /// A write-back after a loss can take longer than noticing the loss (a large local store):
 /// while an instance says it is putting back what Redis lost, an instance without a copy of a
 /// session missing from Redis does not report it expired, however long the doubt window
