@@ -177,14 +177,7 @@ async fn sessions_evicted_under_maxmemory_are_put_back() {
     // an ended session: its copy is not put back.
     let ended = &sessions[0];
     let _: () = redis.query(redis::cmd("DEL").arg(ended.key()), "DEL");
-    let _: () = redis.query(
-        redis::cmd("SET")
-            .arg(ended.marker())
-            .arg("1")
-            .arg("PX")
-            .arg(60_000),
-        "SET marker",
-    );
+    mark_ended(&redis, ended);
     assert_eq!(kept_alive(&one, ended).await, 401);
     assert!(!redis.exists(&ended.key()), "a logged-out session put back");
     one.stop().await;
@@ -458,37 +451,13 @@ async fn a_logout_right_after_a_flush_at_an_instance_without_a_copy_holds() {
     let slow = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "30s");
     let one = start(&url, &[slow]).await;
     let two = start(&url, &[slow]).await;
-    let both = [&one, &two];
     // Only two holds a copy of it; one never served it.
     let session = browser_session(&two).await;
     let other = browser_session(&two).await;
 
     redis.flushall();
     assert_eq!(logout(&one.base, &session.cookie).await, 204);
-    assert_eq!(
-        kept_alive(&two, &session).await,
-        401,
-        "served after its logout"
-    );
-    // Two's re-sync (begun by that keepalive, or by the next) puts back what it holds, but
-    // not the session logged out.
-    assert_eq!(kept_alive(&two, &other).await, 200);
-    all_in_redis(
-        &redis,
-        &[other.key()],
-        Duration::from_secs(3),
-        "two's sessions written back",
-    )
-    .await;
-    for server in both {
-        sees_redis(server, "ok").await;
-    }
-    assert!(!redis.exists(&session.key()), "revived by the re-sync");
-    assert!(redis.exists(&session.marker()), "the logout's mark");
-    for server in both {
-        assert_eq!(kept_alive(server, &session).await, 401, "{}", server.base);
-        assert_eq!(kept_alive(server, &other).await, 200, "{}", server.base);
-    }
+    the_logout_outlives_the_flush(&redis, &two, &[&one, &two], &session, &other).await;
     one.stop().await;
     two.stop().await;
 }
@@ -504,32 +473,56 @@ async fn a_copy_is_not_served_past_a_logout_marked_since_a_flush() {
     let kept = browser_session(&one).await;
 
     redis.flushall();
-    // The mark a logout at another instance leaves, without its message.
+    mark_ended(&redis, &ended);
+    the_logout_outlives_the_flush(&redis, &one, &[&one], &ended, &kept).await;
+    one.stop().await;
+}
+
+/// Leaves the mark of a logout made at another instance in Redis, without its message.
+fn mark_ended(redis: &RedisServer, session: &Session) {
     let _: () = redis.query(
         redis::cmd("SET")
-            .arg(ended.marker())
+            .arg(session.marker())
             .arg("1")
             .arg("PX")
             .arg(60_000),
         "SET marker",
     );
+}
+
+/// After Redis lost its data and `ended` was logged out: `holder`, which holds a copy of
+/// `ended` and of `kept`, answers 401 for the first (it learns of the loss at that keepalive)
+/// and 200 for the second, its re-sync writes back `kept` and not `ended`, and every one of
+/// `servers` answers so once it sees Redis again.
+async fn the_logout_outlives_the_flush(
+    redis: &RedisServer,
+    holder: &TestServer,
+    servers: &[&TestServer],
+    ended: &Session,
+    kept: &Session,
+) {
     assert_eq!(
-        kept_alive(&one, &ended).await,
+        kept_alive(holder, ended).await,
         401,
-        "served past its logout"
+        "served after its logout"
     );
-    assert_eq!(kept_alive(&one, &kept).await, 200);
+    assert_eq!(kept_alive(holder, kept).await, 200);
     all_in_redis(
-        &redis,
+        redis,
         &[kept.key()],
         Duration::from_secs(3),
-        "the live session written back",
+        "the holder's live sessions written back",
     )
     .await;
-    sees_redis(&one, "ok").await;
+    for server in servers {
+        sees_redis(server, "ok").await;
+    }
     assert!(!redis.exists(&ended.key()), "revived by the re-sync");
-    assert_eq!(kept_alive(&one, &ended).await, 401);
-    one.stop().await;
+    assert!(redis.exists(&ended.marker()), "the logout's mark");
+    for server in servers {
+        assert_eq!(kept_alive(server, ended).await, 401, "{}", server.base);
+        assert_eq!(kept_alive(server, kept).await, 200, "{}", server.base);
+    }
 }
 
 /// A write-back after a loss can take longer than noticing the loss (a large local store):
