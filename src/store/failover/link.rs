@@ -43,7 +43,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// How long after Redis was last seen losing keys (evicting them, or coming back without its
 /// data) a session missing from it may be one it lost: time for the instances that hold a copy
 /// to notice (one probe interval and the Redis timeout, by default 600 ms; or their next
-/// reconnection, within the backoff's 1 s) and put it back.
+/// reconnection, within the backoff's 1 s) and put it back. The same after an outage this
+/// instance saw end: a session created or kept alive during it by an instance still offline
+/// is missing from Redis (or expired there) until that instance reconnects and writes it back.
 const LOSS_DOUBT_MS: Millis = 2_000;
 /// How long the notice that this instance puts back sessions Redis lost lasts: it is renewed
 /// every [`NOTICE_RENEW`] while the write-back runs, and must outlast a chunk's writes between
@@ -112,7 +114,8 @@ pub(super) struct LinkState {
     /// The server's `evicted_keys` when the local sessions were last written back.
     evicted: AtomicU64,
     /// When Redis was last seen losing keys (0: never): evicting them, or found without its
-    /// data at a reconnection.
+    /// data at a reconnection; or when this instance came back from an outage, after which
+    /// Redis may lack what other instances still offline hold.
     losses_seen: AtomicI64,
     /// Until the first re-sync after start: when the last clean stop recorded that every local
     /// change had reached the data set of `data_set`. That re-sync then writes back only what
@@ -153,7 +156,8 @@ impl LinkState {
         self.evicted.load(Ordering::Acquire) != evicted
     }
 
-    /// Whether Redis was seen losing keys within [`LOSS_DOUBT_MS`] before `now`.
+    /// Whether Redis was seen losing keys, or this instance came back from an outage, within
+    /// [`LOSS_DOUBT_MS`] before `now`.
     pub(super) fn lost_lately(&self, now: Millis) -> bool {
         let seen = self.losses_seen.load(Ordering::Acquire);
         seen != 0 && now.saturating_sub(seen) < LOSS_DOUBT_MS
@@ -504,13 +508,15 @@ impl Shared {
                 self.link.saw_losses(self.clock.now());
             }
         }
-        // Every live session goes back after a loss: others learn that it may take a while.
-        let mut notice = (!same_redis || (evicted && !background)).then(Notice::default);
         let records = if background {
             Vec::new()
         } else {
             self.mirror.live_since(since, now).await?
         };
+        // Every live session goes back after a loss, and what changed during an outage after
+        // one: others learn that it may take a while, as Redis lacks those sessions meanwhile.
+        let mut notice =
+            (!same_redis || (evicted && !background) || !records.is_empty()).then(Notice::default);
         for chunk in records.chunks(RESYNC_CONCURRENCY) {
             if let Some(notice) = &mut notice {
                 notice.renew(self).await?;
@@ -536,6 +542,12 @@ impl Shared {
                 if changed.is_empty() {
                     // The data set is reconciled from here on: a probe compares with it.
                     self.link.set_data_set(Some(data_set.clone()));
+                    // After an outage, other instances may still be offline, holding sessions
+                    // created or kept alive during it that Redis lacks until they write them
+                    // back: for a while a session missing here is in doubt, as after a loss.
+                    if !at_start {
+                        self.link.saw_losses(self.clock.now());
+                    }
                     if background && evicted {
                         // Until the walk completes, Redis still lacks what it evicted.
                         self.link.written_back_after(evicted_before);
