@@ -572,9 +572,9 @@ impl SessionStore for FailoverStore {
         if s.is_online() {
             // An id that neither the primary nor this instance holds leaves no mark and no
             // tombstone, unless the primary may have just lost it (below): a logout of a
-            // made-up id must cost no storage. While the primary is
-            // offline (below) every logout is kept, since this instance cannot tell such an id
-            // from a session the primary or another instance holds.
+            // made-up id must cost no storage. While the primary is offline (further below)
+            // every logout is kept, since this instance cannot tell such an id from a session
+            // the primary or another instance holds.
             let held = s.mirror.get(id)?.is_some();
             'online: {
                 let existed = match s.primary.log_out(id, now, held).await {
