@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::CheckError;
-use super::fleet::Fleet;
+use super::fleet::{Fleet, Health};
 use super::history::{Micros, now_us};
 use super::invariants::{self, Params};
 use super::schedule::{Fault, FaultKind};
@@ -21,7 +21,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long after a fault's end the fleet is polled again, for a fault the instances notice
 /// only at their next probe: the checker's probe interval (100 ms) plus the Redis timeout
 /// (100 ms), with room for a busy machine.
-const NOTICE_WITHIN: Duration = Duration::from_secs(1);
+pub(super) const NOTICE_WITHIN: Duration = Duration::from_secs(1);
+
+/// A late recovery's log excerpt begins this long before the fault did...
+const LOG_BEFORE: Duration = Duration::from_secs(1);
+/// ...and holds at most this many lines.
+const LOG_LINES: usize = 40;
 
 /// What happened to one fault (or, with no kind, the check at the end of the run).
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +46,12 @@ pub struct FaultRecord {
     pub healthy: Option<Micros>,
     /// The instance that took longest to report healthy.
     pub slowest: Option<usize>,
+    /// When every instance had first reported healthy, if one of them was not at the poll
+    /// [`NOTICE_WITHIN`] after the end (it went offline again).
+    pub relapsed: Option<Micros>,
+    /// When recovery came late or never: the slowest instance's log from the fault's start on,
+    /// to tell why without the run's directory.
+    pub slow_log: String,
     /// Sessions the users held live when every instance was healthy, looked up in Redis.
     pub live_checked: usize,
     /// Those of them Redis did not hold: (session index, short token).
@@ -177,6 +188,8 @@ impl Injector {
             ended,
             healthy: None,
             slowest: None,
+            relapsed: None,
+            slow_log: String::new(),
             live_checked: 0,
             missing: Vec::new(),
         };
@@ -197,6 +210,8 @@ impl Injector {
             ended: now,
             healthy: None,
             slowest: None,
+            relapsed: None,
+            slow_log: String::new(),
             live_checked: 0,
             missing: Vec::new(),
         };
@@ -213,10 +228,11 @@ impl Injector {
     /// instance has gone offline meanwhile, the wait goes on until it is back.
     async fn recover(&mut self, record: &mut FaultRecord) -> Result<(), CheckError> {
         let deadline = tokio::time::Instant::now() + self.healthy_wait;
-        let (mut healthy, mut slowest) = match self.wait_healthy(deadline).await {
+        let mut said = vec![None; self.fleet.len()];
+        let (mut healthy, mut slowest) = match self.wait_healthy(deadline, &mut said).await {
             Ok(done) => done,
             Err(late) => {
-                record.slowest = Some(late);
+                self.late(record, late, &said);
                 return Ok(());
             }
         };
@@ -231,22 +247,58 @@ impl Injector {
             .iter()
             .all(|h| h.healthy())
         {
-            match self.wait_healthy(deadline).await {
+            record.relapsed = Some(healthy.max(record.ended));
+            match self.wait_healthy(deadline, &mut said).await {
                 Ok(done) => (healthy, slowest) = done,
                 Err(late) => {
-                    record.slowest = Some(late);
+                    self.late(record, late, &said);
                     return Ok(());
                 }
             }
         }
         record.healthy = Some(healthy.max(record.ended));
         record.slowest = Some(slowest);
+        if healthy - record.ended > self.params.healthy_within {
+            self.late(record, slowest, &said);
+        }
         self.check_redis(record).await
     }
 
+    /// Notes the instance that recovered late (or never): what it last answered while not
+    /// healthy, and its log since the fault began.
+    fn late(&self, record: &mut FaultRecord, instance: usize, said: &[Option<Health>]) {
+        record.slowest = Some(instance);
+        let answer = said[instance].as_ref().map_or_else(
+            || "none".to_owned(),
+            |h| {
+                format!(
+                    "/readyz {}, Redis {}",
+                    if h.ready {
+                        "ready"
+                    } else {
+                        "not ready or silent"
+                    },
+                    h.redis.as_deref().unwrap_or("not said (/health silent)")
+                )
+            },
+        );
+        let log = self
+            .fleet
+            .log_since(instance, record.started - micros(LOG_BEFORE), LOG_LINES);
+        record.slow_log = format!(
+            "its last answer while not healthy: {answer}; its log from {} s before the fault:\n{log}",
+            LOG_BEFORE.as_secs()
+        );
+    }
+
     /// Polls until every instance has reported healthy: when the last one did and which it
-    /// was, or (at the deadline) the first one that had not.
-    async fn wait_healthy(&self, deadline: tokio::time::Instant) -> Result<(Micros, usize), usize> {
+    /// was, or (at the deadline) the first one that had not. `said` keeps each instance's
+    /// last answer that was not healthy.
+    async fn wait_healthy(
+        &self,
+        deadline: tokio::time::Instant,
+        said: &mut [Option<Health>],
+    ) -> Result<(Micros, usize), usize> {
         let count = self.fleet.len();
         let mut first_healthy: Vec<Option<Micros>> = vec![None; count];
         loop {
@@ -263,6 +315,8 @@ impl Injector {
             for (&i, health) in pending.iter().zip(answers) {
                 if health.healthy() {
                     first_healthy[i] = Some(at);
+                } else {
+                    said[i] = Some(health);
                 }
             }
             tokio::time::sleep(POLL_INTERVAL).await;

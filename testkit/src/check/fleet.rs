@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::CheckError;
 use super::client::{self, Call};
-use super::history::{Micros, now_us};
+use super::history::{Micros, now_us, parse_time};
 use crate::ports::free_port;
 use crate::process::{self, spawn_tied_to_process};
 
@@ -130,6 +130,17 @@ impl Fleet {
     /// The tail of an instance's log, for error messages.
     pub fn log_tail(&self, index: usize, lines: usize) -> String {
         process::tail(&self.instances[index].log, lines)
+    }
+
+    /// An instance's log lines from `from` on (by their leading RFC 3339 time; a line without
+    /// one belongs with the line before it), at most `lines` of them.
+    pub fn log_since(&self, index: usize, from: Micros, lines: usize) -> String {
+        let path = &self.instances[index].log;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => return format!("({}: {e})", path.display()),
+        };
+        lines_since(&text, from, lines)
     }
 
     /// Starts every instance and waits until each is ready with Redis answering.
@@ -361,6 +372,22 @@ impl Fleet {
     }
 }
 
+/// The lines of a log from `from` on, by their leading RFC 3339 time (a line without one
+/// belongs with the line before it), at most `lines` of them.
+fn lines_since(text: &str, from: Micros, lines: usize) -> String {
+    let mut keep = false;
+    text.lines()
+        .filter(|line| {
+            if let Some(at) = line.split_whitespace().next().and_then(parse_time) {
+                keep = at >= from;
+            }
+            keep
+        })
+        .take(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         for instance in &mut self.instances {
@@ -369,5 +396,29 @@ impl Drop for Fleet {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_excerpt_begins_at_the_time_asked_and_keeps_continuation_lines() {
+        let log = "2026-12-06T20:43:04.197215Z  WARN Server health: degraded\n\
+                   2026-12-06T20:43:05.228751Z  WARN [redis] still offline: timed out\n\
+                   \x20   a continuation line\n\
+                   2026-12-06T20:43:08.118197Z  INFO [redis] connected\n\
+                   2026-12-06T20:43:08.179221Z  INFO [redis] re-sync done";
+        let from = parse_time("2026-12-06T20:43:05Z").expect("a time");
+        assert_eq!(
+            lines_since(log, from, 10),
+            "2026-12-06T20:43:05.228751Z  WARN [redis] still offline: timed out\n\
+             \x20   a continuation line\n\
+             2026-12-06T20:43:08.118197Z  INFO [redis] connected\n\
+             2026-12-06T20:43:08.179221Z  INFO [redis] re-sync done"
+        );
+        assert_eq!(lines_since(log, from, 2).lines().count(), 2);
+        assert_eq!(lines_since(log, from + 60_000_000, 10), "");
     }
 }

@@ -5,7 +5,7 @@
 //! request's times compare directly with the expiries the server reported.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -24,6 +24,12 @@ pub fn parse_time(text: &str) -> Option<Micros> {
     let at = humantime::parse_rfc3339(text).ok()?;
     let since = at.duration_since(UNIX_EPOCH).ok()?;
     i64::try_from(since.as_micros()).ok()
+}
+
+/// A time in microseconds as the server writes it in its log, for messages to read beside it.
+pub fn format_time(at: Micros) -> String {
+    let since = Duration::from_micros(u64::try_from(at).unwrap_or(0));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since).to_string()
 }
 
 /// What a request did.

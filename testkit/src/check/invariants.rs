@@ -24,9 +24,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::faults::FaultRecord;
+use super::faults::{FaultRecord, NOTICE_WITHIN};
 use super::fleet::Exit;
-use super::history::{History, Micros, Op, Outcome, Record};
+use super::history::{History, Micros, Op, Outcome, Record, format_time};
 use super::schedule::FaultKind;
 
 /// The 503s the HTTP API documents: the store failed, "log out everywhere" while Redis is
@@ -678,24 +678,49 @@ impl Judge<'_> {
                 kind: f.kind,
                 text,
             };
+            // Whether the fleet had recovered and an instance went offline again, and what the
+            // slowest instance logged: enough to tell why from the report alone.
+            let why = || {
+                let relapse = f.relapsed.map_or_else(String::new, |at| {
+                    format!(
+                        "; every instance was healthy at {}, one was not again at the poll {:.1} s \
+                         after the end",
+                        rel(at, self.start),
+                        NOTICE_WITHIN.as_secs_f64()
+                    )
+                });
+                let log = if f.slow_log.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "\n  the fault began at {} and ended at {}; {}",
+                        format_time(f.started),
+                        format_time(f.ended),
+                        f.slow_log
+                    )
+                };
+                format!("{relapse}{log}")
+            };
             match f.healthy {
                 None => found.push(violation(
                     "never healthy",
                     format!(
-                        "{what}: instance {} not healthy within {:.1} s of the end",
+                        "{what}: instance {} not healthy within {:.1} s of the end{}",
                         f.slowest.map_or_else(|| "?".to_owned(), |i| i.to_string()),
-                        self.p.healthy_wait as f64 / 1e6
+                        self.p.healthy_wait as f64 / 1e6,
+                        why()
                     ),
                 )),
                 Some(healthy) if healthy - f.ended > self.p.healthy_within => {
                     found.push(violation(
                         "healthy late",
                         format!(
-                        "{what}: every instance healthy only {:.3} s after the end (instance {} \
-                         last)",
-                        (healthy - f.ended) as f64 / 1e6,
-                        f.slowest.map_or_else(|| "?".to_owned(), |i| i.to_string())
-                    ),
+                            "{what}: every instance healthy only {:.3} s after the end (instance {} \
+                             last){}",
+                            (healthy - f.ended) as f64 / 1e6,
+                            f.slowest.map_or_else(|| "?".to_owned(), |i| i.to_string()),
+                            why()
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -818,6 +843,8 @@ mod tests {
             ended: Build::at(to),
             healthy: Some(Build::at(healthy)),
             slowest: Some(0),
+            relapsed: None,
+            slow_log: String::new(),
             live_checked: 0,
             missing: Vec::new(),
         }
@@ -975,6 +1002,17 @@ mod tests {
         assert_eq!(only(&found), [Invariant::Recovery, Invariant::Recovery]);
         assert!(found.iter().any(|v| v.text.contains("2.500 s after")));
         assert!(found.iter().any(|v| v.text.contains("Redis lacks")));
+
+        // Healthy at first, offline again at the later poll: the report says so, with the log.
+        let mut relapsed = redis_fault(FaultKind::RedisFrozen, 5.0, 6.0, 11.0);
+        relapsed.relapsed = Some(Build::at(6.3));
+        relapsed.slow_log = "2026-12-06T20:15:24.090Z INFO [redis] connected".to_owned();
+        let found = b.check(&[relapsed]);
+        assert_eq!(only(&found), [Invariant::Recovery]);
+        let text = &found[0].text;
+        assert!(text.contains("5.000 s after the end"), "{text}");
+        assert!(text.contains("healthy at +6.300 s"), "{text}");
+        assert!(text.contains("[redis] connected"), "{text}");
     }
 
     #[test]
