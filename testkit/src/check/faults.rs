@@ -161,6 +161,44 @@ impl Injector {
                 tokio::time::sleep(fault.duration).await;
                 self.fleet.start(i).await?
             }
+            FaultKind::InstanceKilledInOutage | FaultKind::InstanceTerminatedInOutage => {
+                let i = fault.instance.unwrap_or(0);
+                let third = fault.duration / 3;
+                let outage = tokio::time::Instant::now();
+                self.on_redis(RedisServer::kill).await?;
+                tokio::time::sleep(third).await;
+                let how = if fault.kind == FaultKind::InstanceKilledInOutage {
+                    self.fleet.kill(i);
+                    "killed".to_owned()
+                } else {
+                    let (status, in_time) = self.fleet.terminate(i, self.stop_limit).await;
+                    format!(
+                        "stopped ({}{})",
+                        status.map_or_else(|| "no status".to_owned(), |s| s.to_string()),
+                        if in_time {
+                            ""
+                        } else {
+                            ", killed after the limit"
+                        }
+                    )
+                };
+                let stopped = outage.elapsed();
+                tokio::time::sleep((2 * third).saturating_sub(stopped)).await;
+                self.fleet.start(i).await?;
+                let restarted = outage.elapsed();
+                tokio::time::sleep(fault.duration.saturating_sub(restarted)).await;
+                self.on_redis(|r| {
+                    r.start_again_with_data();
+                })
+                .await?;
+                detail = format!(
+                    "instance {how} {} ms into the outage, answering again at {} ms, Redis back at {} ms",
+                    stopped.as_millis(),
+                    restarted.as_millis(),
+                    outage.elapsed().as_millis()
+                );
+                now_us()
+            }
             FaultKind::InstanceTerminated => {
                 let i = fault.instance.unwrap_or(0);
                 let stopping = tokio::time::Instant::now();

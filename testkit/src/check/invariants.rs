@@ -622,7 +622,7 @@ impl Judge<'_> {
         let instance_fault = |r: &Record| {
             self.faults
                 .iter()
-                .filter(|f| f.kind.is_some_and(|k| !k.on_redis()))
+                .filter(|f| f.kind.is_some_and(FaultKind::on_instance))
                 .any(|f| {
                     r.answered >= f.started
                         && r.sent <= f.settled(self.p.healthy_wait) + self.p.slack

@@ -249,9 +249,15 @@ fn write_tables(s: &mut String, invariants: &[InvariantResult], kinds: &[KindRes
         }
     }
     let _ = writeln!(s);
+    // As wide as the longest kind's name.
+    let name_width = FaultKind::ALL
+        .iter()
+        .map(|k| k.name().len())
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>16} {:>9} {:>6} {:>6} {:>7}   violations by invariant 1-{}",
+        "{:<name_width$} {:>6} {:>16} {:>9} {:>6} {:>6} {:>7}   violations by invariant 1-{}",
         "fault kind",
         "faults",
         "healthy ms p50/max",
@@ -287,7 +293,7 @@ fn write_tables(s: &mut String, invariants: &[InvariantResult], kinds: &[KindRes
             .collect();
         let _ = writeln!(
             s,
-            "{:<22} {:>6} {:>16} {:>9} {:>6} {:>6} {:>7}   {}",
+            "{:<name_width$} {:>6} {:>16} {:>9} {:>6} {:>6} {:>7}   {}",
             k.kind.name(),
             k.faults,
             healthy,

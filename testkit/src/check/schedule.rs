@@ -32,11 +32,19 @@ pub enum FaultKind {
     InstanceKilled,
     /// One instance SIGTERMed (a clean stop), then started again: a rolling deploy.
     InstanceTerminated,
+    /// Two faults that overlap: redis-server SIGKILLed (as [`Self::RedisKilled`]); a third
+    /// of the way into the outage one instance is SIGKILLed, two thirds in it is started
+    /// again, with Redis still down, on what its local store kept; then Redis comes back
+    /// with its data. The outage's changes of the crashed instance go back from its file.
+    InstanceKilledInOutage,
+    /// The same with a SIGTERM: a rolling deploy while Redis is down, whose clean stop cannot
+    /// note that Redis has every change.
+    InstanceTerminatedInOutage,
 }
 
 impl FaultKind {
     /// Every kind, in the order the reports list them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::RedisKilled,
         Self::RedisFrozen,
         Self::RedisRestartedEmpty,
@@ -44,6 +52,8 @@ impl FaultKind {
         Self::RedisEvicting,
         Self::InstanceKilled,
         Self::InstanceTerminated,
+        Self::InstanceKilledInOutage,
+        Self::InstanceTerminatedInOutage,
     ];
 
     /// The kind's name in reports.
@@ -56,12 +66,25 @@ impl FaultKind {
             Self::RedisEvicting => "redis-evicting",
             Self::InstanceKilled => "instance-killed",
             Self::InstanceTerminated => "instance-terminated",
+            Self::InstanceKilledInOutage => "instance-killed-in-outage",
+            Self::InstanceTerminatedInOutage => "instance-terminated-in-outage",
         }
     }
 
-    /// Whether the fault is done to Redis (rather than to an instance).
+    /// Whether the fault is done to Redis (alone or with an instance).
     pub fn on_redis(self) -> bool {
         !matches!(self, Self::InstanceKilled | Self::InstanceTerminated)
+    }
+
+    /// Whether the fault stops an instance (alone or with Redis).
+    pub fn on_instance(self) -> bool {
+        matches!(
+            self,
+            Self::InstanceKilled
+                | Self::InstanceTerminated
+                | Self::InstanceKilledInOutage
+                | Self::InstanceTerminatedInOutage
+        )
     }
 }
 
@@ -117,8 +140,14 @@ impl Schedule {
                     FaultKind::RedisEvicting => ms(&mut rng, 2_000, 5_000),
                     FaultKind::InstanceKilled => ms(&mut rng, 200, 3_000),
                     FaultKind::InstanceTerminated => ms(&mut rng, 200, 1_500),
+                    // Long enough for the instance to start within the outage's middle third.
+                    FaultKind::InstanceKilledInOutage | FaultKind::InstanceTerminatedInOutage => {
+                        ms(&mut rng, 3_000, 6_000)
+                    }
                 };
-                let instance = (!kind.on_redis()).then(|| rng.random_range(0..instances.max(1)));
+                let instance = kind
+                    .on_instance()
+                    .then(|| rng.random_range(0..instances.max(1)));
                 let (evict_policy, evict_share) = if kind == FaultKind::RedisEvicting {
                     let policy = if rng.random_bool(0.5) {
                         "allkeys-lru"
@@ -164,12 +193,12 @@ mod tests {
     #[test]
     fn every_kind_comes_as_often_as_asked() {
         let schedule = Schedule::generate(7, 3, 3);
-        assert_eq!(schedule.faults.len(), 21);
+        assert_eq!(schedule.faults.len(), 3 * FaultKind::ALL.len());
         for kind in FaultKind::ALL {
             assert_eq!(schedule.count(kind), 3, "{}", kind.name());
         }
         for fault in &schedule.faults {
-            assert_eq!(fault.instance.is_some(), !fault.kind.on_redis());
+            assert_eq!(fault.instance.is_some(), fault.kind.on_instance());
             assert!(fault.instance.is_none_or(|i| i < 3));
             assert_eq!(
                 fault.evict_policy.is_some(),
