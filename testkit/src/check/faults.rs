@@ -47,7 +47,7 @@ pub struct FaultRecord {
     /// The instance that took longest to report healthy.
     pub slowest: Option<usize>,
     /// When every instance had first reported healthy, if one of them was not at the poll
-    /// [`NOTICE_WITHIN`] after the end (it went offline again).
+    /// a second after the end (`NOTICE_WITHIN`: it went offline again).
     pub relapsed: Option<Micros>,
     /// When recovery came late or never: the slowest instance's log from the fault's start on,
     /// to tell why without the run's directory.
