@@ -49,8 +49,9 @@ pub struct FaultRecord {
     /// When every instance had first reported healthy, if one of them was not at the poll
     /// a second after the end (`NOTICE_WITHIN`: it went offline again).
     pub relapsed: Option<Micros>,
-    /// When recovery came late or never: the slowest instance's log from the fault's start on,
-    /// to tell why without the run's directory.
+    /// When recovery came late or never: what the slowest instance last answered while not
+    /// healthy and its log from a second before the fault, to tell why without the run's
+    /// directory.
     pub slow_log: String,
     /// Sessions the users held live when every instance was healthy, looked up in Redis.
     pub live_checked: usize,
@@ -280,11 +281,14 @@ impl Injector {
             tokio::time::sleep(Duration::from_micros(left.unsigned_abs())).await;
         }
         let polls = (0..self.fleet.len()).map(|i| self.fleet.health(i));
-        if !futures_util::future::join_all(polls)
-            .await
-            .iter()
-            .all(|h| h.healthy())
-        {
+        let answers = futures_util::future::join_all(polls).await;
+        let all_healthy = answers.iter().all(Health::healthy);
+        for (i, health) in answers.into_iter().enumerate() {
+            if !health.healthy() {
+                said[i] = Some(health);
+            }
+        }
+        if !all_healthy {
             record.relapsed = Some(healthy.max(record.ended));
             match self.wait_healthy(deadline, &mut said).await {
                 Ok(done) => (healthy, slowest) = done,
