@@ -1,8 +1,8 @@
 //! The checker of the session invariants in its short form (issue #18): three instances of the
 //! binary over one Redis behind a real nginx, simulated users, one fault of every kind from a
-//! fixed seed (Redis killed, frozen, restarted empty, flushed, evicting; an instance SIGKILLed
-//! and one SIGTERMed, each started again; either of them while Redis is down), about a
-//! minute in all. Every invariant must hold.
+//! fixed seed (Redis killed, for a moment and past the idle timeout, frozen, restarted empty,
+//! flushed, evicting; an instance SIGKILLed and one SIGTERMed, each started again; either of
+//! them while Redis is down), about a minute and a half in all. Every invariant must hold.
 //! The long form, many seeds for ten minutes and more, is `bench/check.sh`
 //! (docs/BENCHMARKS.md); the checker itself is `keepalive_testkit::check`.
 

@@ -173,7 +173,7 @@ impl Config {
     }
 
     /// The short form for the test command: one fault of each kind, a shorter absolute
-    /// lifetime so that some sessions reach it, about a minute in all.
+    /// lifetime so that some sessions reach it, about a minute and a half in all.
     pub fn short(server_bin: PathBuf, seed: u64) -> Self {
         Self {
             persons: 8,
@@ -240,7 +240,12 @@ fn say(config: &Config, text: impl AsRef<str>) {
 /// One run: see the module's documentation.
 pub async fn run(config: &Config) -> Result<RunReport, CheckError> {
     config.validate()?;
-    let schedule = Schedule::generate(config.seed, config.faults_per_kind, config.instances);
+    let schedule = Schedule::generate(
+        config.seed,
+        config.faults_per_kind,
+        config.instances,
+        config.idle_timeout,
+    );
     let dir = tempfile::Builder::new()
         .prefix("keepalive-check-")
         .tempdir()

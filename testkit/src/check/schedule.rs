@@ -19,6 +19,10 @@ pub enum FaultKind {
     /// redis-server SIGKILLed, down for a while, then started again on the same port with the
     /// data of its append-only file (synced at every write): a crash of a Redis that persists.
     RedisKilled,
+    /// redis-server SIGKILLed for longer than the idle timeout, then started again with its
+    /// data, in which the idle expiry of every session passed meanwhile: Redis drops them as
+    /// it loads, though the instances kept some alive offline and others expired on them.
+    RedisKilledPastIdle,
     /// redis-server stopped with SIGSTOP, then resumed with SIGCONT: a hung Redis.
     RedisFrozen,
     /// redis-server SIGKILLed and started again on the same port without its data.
@@ -44,8 +48,9 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order the reports list them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::RedisKilled,
+        Self::RedisKilledPastIdle,
         Self::RedisFrozen,
         Self::RedisRestartedEmpty,
         Self::RedisFlushed,
@@ -60,6 +65,7 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::RedisKilled => "redis-killed",
+            Self::RedisKilledPastIdle => "redis-killed-past-idle",
             Self::RedisFrozen => "redis-frozen",
             Self::RedisRestartedEmpty => "redis-restarted-empty",
             Self::RedisFlushed => "redis-flushed",
@@ -114,8 +120,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// `per_kind` faults of every kind in an order, durations and targets drawn from `seed`.
-    pub fn generate(seed: u64, per_kind: usize, instances: usize) -> Self {
+    /// `per_kind` faults of every kind in an order, durations and targets drawn from `seed`,
+    /// for a fleet of `instances` whose idle timeout is `idle`.
+    pub fn generate(seed: u64, per_kind: usize, instances: usize, idle: Duration) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut kinds: Vec<FaultKind> = FaultKind::ALL
             .iter()
@@ -134,6 +141,7 @@ impl Schedule {
             .map(|kind| {
                 let duration = match kind {
                     FaultKind::RedisKilled => ms(&mut rng, 1_000, 4_000),
+                    FaultKind::RedisKilledPastIdle => idle + ms(&mut rng, 1_000, 4_000),
                     FaultKind::RedisFrozen => ms(&mut rng, 1_000, 5_000),
                     FaultKind::RedisRestartedEmpty => ms(&mut rng, 0, 1_500),
                     FaultKind::RedisFlushed => Duration::ZERO,
@@ -192,7 +200,7 @@ mod tests {
 
     #[test]
     fn every_kind_comes_as_often_as_asked() {
-        let schedule = Schedule::generate(7, 3, 3);
+        let schedule = Schedule::generate(7, 3, 3, Duration::from_secs(20));
         assert_eq!(schedule.faults.len(), 3 * FaultKind::ALL.len());
         for kind in FaultKind::ALL {
             assert_eq!(schedule.count(kind), 3, "{}", kind.name());
@@ -204,13 +212,19 @@ mod tests {
                 fault.evict_policy.is_some(),
                 fault.kind == FaultKind::RedisEvicting
             );
+            if fault.kind == FaultKind::RedisKilledPastIdle {
+                assert!(
+                    fault.duration > Duration::from_secs(20),
+                    "past the idle timeout"
+                );
+            }
         }
     }
 
     #[test]
     fn the_seed_decides_the_schedule() {
         let order = |seed| {
-            Schedule::generate(seed, 2, 3)
+            Schedule::generate(seed, 2, 3, Duration::from_secs(20))
                 .faults
                 .iter()
                 .map(|f| (f.kind, f.duration, f.instance))
