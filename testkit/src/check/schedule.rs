@@ -20,8 +20,9 @@ pub enum FaultKind {
     /// data of its append-only file (synced at every write): a crash of a Redis that persists.
     RedisKilled,
     /// redis-server SIGKILLed for longer than the idle timeout, then started again with its
-    /// data, in which the idle expiry of every session passed meanwhile: Redis drops them as
-    /// it loads, though the instances kept some alive offline and others expired on them.
+    /// data, in which the idle expiry of every session passed meanwhile (their keys go up to
+    /// half an idle timeout later: some are gone, some still there, expired), though the
+    /// instances kept some alive offline and others expired on them.
     RedisKilledPastIdle,
     /// redis-server stopped with SIGSTOP, then resumed with SIGCONT: a hung Redis.
     RedisFrozen,
