@@ -66,7 +66,8 @@ pub struct CheckArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     tick: Duration,
 
-    /// The instances' idle timeout.
+    /// The instances' idle timeout; the redis-killed-past-idle faults keep Redis down this
+    /// long and 1 to 4 s more, each.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
 

@@ -115,6 +115,8 @@ pub struct Config {
     pub faults_per_kind: usize,
     /// The instances' tick (`KEEPALIVE_TICK`), at which the devices keep their sessions alive.
     pub tick: Duration,
+    /// The instances' idle timeout; also how long a `redis-killed-past-idle` fault keeps
+    /// Redis down, 1 to 4 s more.
     pub idle_timeout: Duration,
     pub absolute_lifetime: Duration,
     /// Users run this long before the first fault.
