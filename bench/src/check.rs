@@ -22,9 +22,14 @@ use crate::server;
 pub enum EntryArg {
     /// Straight to the instances, in turn.
     Direct,
-    /// Through a real nginx in front of them (the backend API still goes straight).
+    /// Through a real nginx in front of them, round-robin (the backend API still goes
+    /// straight).
     Nginx,
-    /// Direct for the first seed, nginx for the second, and so on.
+    /// Through a real nginx routing by the session cookie, as deploy/nginx/keepalive.conf
+    /// ships.
+    NginxSticky,
+    /// Direct for the first seed, nginx for the second, nginx-sticky for the third, and so
+    /// on.
     Alternate,
 }
 
@@ -157,8 +162,8 @@ impl CheckArgs {
         let entry = match self.entry {
             EntryArg::Direct => Entry::Direct,
             EntryArg::Nginx => Entry::Nginx,
-            EntryArg::Alternate if nth % 2 == 0 => Entry::Direct,
-            EntryArg::Alternate => Entry::Nginx,
+            EntryArg::NginxSticky => Entry::NginxSticky,
+            EntryArg::Alternate => [Entry::Direct, Entry::Nginx, Entry::NginxSticky][nth % 3],
         };
         Config {
             redis_server_bin: self.redis_server_bin.clone(),

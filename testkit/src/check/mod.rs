@@ -86,6 +86,10 @@ pub enum Entry {
     /// Through nginx, which spreads them round-robin (the backend API still goes straight to
     /// the instances, as an application's servers call it).
     Nginx,
+    /// Through nginx routing by the session cookie as deploy/nginx/keepalive.conf ships
+    /// (`hash ... consistent`): each session's requests go to one instance, and to another
+    /// while that one is down; signing in, without a cookie, round-robin.
+    NginxSticky,
 }
 
 impl Entry {
@@ -93,6 +97,7 @@ impl Entry {
         match self {
             Self::Direct => "direct",
             Self::Nginx => "nginx",
+            Self::NginxSticky => "nginx-sticky",
         }
     }
 }
@@ -104,7 +109,7 @@ pub struct Config {
     pub server_bin: PathBuf,
     /// The redis-server binary.
     pub redis_server_bin: PathBuf,
-    /// The nginx binary, for [`Entry::Nginx`] (found on `PATH` or in `/usr/sbin` if `None`).
+    /// The nginx binary, for [`Entry::Nginx`] and [`Entry::NginxSticky`] (found on `PATH` or in `/usr/sbin` if `None`).
     pub nginx_bin: Option<PathBuf>,
     pub entry: Entry,
     pub instances: usize,
@@ -299,7 +304,7 @@ pub async fn run(config: &Config) -> Result<RunReport, CheckError> {
 
     let proxy = match config.entry {
         Entry::Direct => None,
-        Entry::Nginx => {
+        Entry::Nginx | Entry::NginxSticky => {
             let bin = config
                 .nginx_bin
                 .clone()
@@ -312,7 +317,8 @@ pub async fn run(config: &Config) -> Result<RunReport, CheckError> {
                     )
                 })?;
             let ports: Vec<u16> = fleet.addrs().iter().map(|a| a.port()).collect();
-            let nginx = nginx::Nginx::start(&bin, &ports, &dir.path().join("nginx"))?;
+            let sticky = config.entry == Entry::NginxSticky;
+            let nginx = nginx::Nginx::start(&bin, &ports, &dir.path().join("nginx"), sticky)?;
             say(config, format!("nginx on {}", nginx.addr()));
             Some(nginx)
         }

@@ -1,5 +1,7 @@
 //! A real nginx in front of the instances, spreading the browser's requests over them
-//! round-robin, as a load balancer in front of a fleet does.
+//! round-robin, as a load balancer in front of a fleet does, or by the session cookie
+//! (`sticky`): the shipped deploy/nginx/keepalive.conf's own `map` of the cookie and its
+//! `hash ... consistent`, taken from that file, so the checker runs the routing operators get.
 //!
 //! The configuration is the checker's own (an upstream of the N instances), written with its
 //! pid file, logs and temporary files into a directory of the run (the nginx prefix): nothing
@@ -46,15 +48,55 @@ fn executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The main configuration: everything nginx writes stays in `dir`.
-fn config(dir: &Path, listen: u16, upstreams: &[u16], user: Option<&str>) -> String {
+/// The shipped nginx configuration, whose sticky routing the checker takes.
+const SHIPPED: &str = include_str!("../../../deploy/nginx/keepalive.conf");
+/// The line of the shipped upstream that routes by the session cookie.
+const STICKY_HASH: &str = "hash $keepalive_session consistent;";
+
+/// The shipped configuration's `map` of the session cookie to `$keepalive_session`, which
+/// its upstream hashes on.
+fn shipped_cookie_map() -> Result<&'static str, CheckError> {
+    let missing = |what: &str| {
+        CheckError::Nginx(format!(
+            "deploy/nginx/keepalive.conf has no {what}: the sticky entry takes its routing from there"
+        ))
+    };
+    let start = SHIPPED
+        .find("map $http_cookie $keepalive_session {")
+        .ok_or_else(|| missing("`map $http_cookie $keepalive_session` block"))?;
+    let end = SHIPPED[start..]
+        .find("\n}\n")
+        .ok_or_else(|| missing("end of the cookie's `map` block"))?;
+    if !SHIPPED.lines().any(|line| line.trim() == STICKY_HASH) {
+        return Err(missing(&format!("`{STICKY_HASH}` line")));
+    }
+    Ok(&SHIPPED[start..start + end + 2])
+}
+
+/// The main configuration: everything nginx writes stays in `dir`. `sticky` routes by the
+/// session cookie as the shipped configuration does; otherwise round-robin.
+fn config(
+    dir: &Path,
+    listen: u16,
+    upstreams: &[u16],
+    user: Option<&str>,
+    sticky: bool,
+) -> Result<String, CheckError> {
+    let (cookie_map, hash) = if sticky {
+        (
+            shipped_cookie_map()?.replace('\n', "\n    "),
+            format!("        {STICKY_HASH}\n"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let p = |name: &str| dir.join(name).display().to_string();
     let servers: String = upstreams
         .iter()
         .map(|port| format!("        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;\n"))
         .collect();
     let user = user.map_or_else(String::new, |u| format!("user {u};\n"));
-    format!(
+    Ok(format!(
         "# Written by the keepalive checker for one run.\n\
          {user}\
          daemon off;\n\
@@ -70,7 +112,8 @@ fn config(dir: &Path, listen: u16, upstreams: &[u16], user: Option<&str>) -> Str
          \x20   uwsgi_temp_path \"{uwsgi}\";\n\
          \x20   scgi_temp_path \"{scgi}\";\n\
          \x20   access_log \"{access}\";\n\
-         \x20   upstream keepalive {{\n{servers}        keepalive 16;\n    }}\n\
+         \x20   {cookie_map}\n\
+         \x20   upstream keepalive {{\n{hash}{servers}        keepalive 16;\n    }}\n\
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{listen};\n\
          \x20       # The backend API is for the application's servers, never through here.\n\
@@ -95,7 +138,7 @@ fn config(dir: &Path, listen: u16, upstreams: &[u16], user: Option<&str>) -> Str
         uwsgi = p("uwsgi_temp"),
         scgi = p("scgi_temp"),
         access = p("access.log"),
-    )
+    ))
 }
 
 /// Started as root, nginx runs its worker as `nobody`, which must reach the temporary paths
@@ -124,8 +167,14 @@ pub struct Nginx {
 
 impl Nginx {
     /// nginx (`bin`) on a free port of 127.0.0.1 in front of the instances on `upstreams`,
-    /// with its prefix in `dir` (created), accepting connections.
-    pub fn start(bin: &Path, upstreams: &[u16], dir: &Path) -> Result<Self, CheckError> {
+    /// with its prefix in `dir` (created), accepting connections; routing by the session
+    /// cookie if `sticky`, else round-robin.
+    pub fn start(
+        bin: &Path,
+        upstreams: &[u16],
+        dir: &Path,
+        sticky: bool,
+    ) -> Result<Self, CheckError> {
         std::fs::create_dir_all(dir).map_err(|e| CheckError::io("create the nginx prefix", e))?;
         let user = worker_user(dir)?;
         let mut nginx = Self {
@@ -136,8 +185,8 @@ impl Nginx {
         for _ in 0..20 {
             nginx.port = free_port();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config(dir, nginx.port, upstreams, user))
-                .map_err(|e| CheckError::io("write nginx.conf", e))?;
+            let text = config(dir, nginx.port, upstreams, user, sticky)?;
+            std::fs::write(&conf, text).map_err(|e| CheckError::io("write nginx.conf", e))?;
             if nginx.launch(bin, &conf)? {
                 return Ok(nginx);
             }
@@ -268,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_configuration_names_every_instance_and_only_loopback() {
-        let text = config(Path::new("/prefix"), 4000, &[4001, 4002, 4003], None);
+        let text = config(Path::new("/prefix"), 4000, &[4001, 4002, 4003], None, false).unwrap();
         for port in [4001, 4002, 4003] {
             assert!(
                 text.contains(&format!("server 127.0.0.1:{port} ")),
@@ -278,6 +327,28 @@ mod tests {
         assert!(text.contains("listen 127.0.0.1:4000;"));
         assert!(text.contains("X-Checker-Upstream $upstream_addr always"));
         assert!(!text.contains("user "));
-        assert!(config(Path::new("/p"), 1, &[2], Some("root")).starts_with("# Written"));
+        assert!(!text.contains("hash "), "round-robin: {text}");
+        let root = config(Path::new("/p"), 1, &[2], Some("root"), false).unwrap();
+        assert!(root.starts_with("# Written"));
+    }
+
+    #[test]
+    fn sticky_routing_is_the_shipped_configurations() {
+        let text = config(Path::new("/prefix"), 4000, &[4001, 4002], None, true).unwrap();
+        let map = shipped_cookie_map().unwrap();
+        assert!(
+            map.starts_with("map $http_cookie $keepalive_session {"),
+            "{map}"
+        );
+        assert!(map.ends_with("\n}"), "{map}");
+        assert!(map.contains("keepalive_sid="), "{map}");
+        for line in map.lines() {
+            assert!(text.contains(line.trim()), "{line} missing from:\n{text}");
+        }
+        let upstream = &text[text.find("upstream keepalive {").unwrap()..];
+        assert!(
+            upstream.starts_with(&format!("upstream keepalive {{\n        {STICKY_HASH}\n")),
+            "{upstream}"
+        );
     }
 }
