@@ -1,8 +1,9 @@
 //! The checker of the session invariants in its short form (issue #18): three instances of the
 //! binary over one Redis behind a real nginx, simulated users, one fault of every kind from a
-//! fixed seed (Redis killed, for a moment and past the idle timeout, frozen, restarted empty,
-//! flushed, evicting; an instance SIGKILLed and one SIGTERMed, each started again; either of
-//! them while Redis is down), about a minute and a half in all. Every invariant must hold.
+//! fixed seed (Redis killed, for a moment, past the idle timeout and past the absolute
+//! lifetime, frozen, restarted empty, flushed, evicting; an instance SIGKILLed and one
+//! SIGTERMed, each started again; either of them while Redis is down), about two and a half
+//! minutes in all. Every invariant must hold.
 //! The long form, many seeds for ten minutes and more, is `bench/check.sh`
 //! (docs/BENCHMARKS.md); the checker itself is `keepalive_testkit::check`.
 
@@ -45,7 +46,7 @@ async fn every_invariant_holds_through_one_fault_of_each_kind() {
         examples.join("\n")
     );
     assert!(
-        report.seconds < 120.0,
+        report.seconds < 200.0,
         "the short form took {:.0} s",
         report.seconds
     );

@@ -96,7 +96,9 @@ impl Injector {
         let started = now_us();
         let mut detail = String::new();
         let ended = match fault.kind {
-            FaultKind::RedisKilled | FaultKind::RedisKilledPastIdle => {
+            FaultKind::RedisKilled
+            | FaultKind::RedisKilledPastIdle
+            | FaultKind::RedisKilledPastLifetime => {
                 self.on_redis(RedisServer::kill).await?;
                 tokio::time::sleep(fault.duration).await;
                 self.on_redis(|r| {

@@ -42,7 +42,7 @@ use tokio::sync::watch;
 
 pub use self::invariants::{Invariant, Params};
 pub use self::report::{RunReport, Summary};
-pub use self::schedule::{FaultKind, Schedule};
+pub use self::schedule::{FaultKind, Lifetimes, Schedule};
 
 use self::faults::{Injector, us};
 use self::fleet::Fleet;
@@ -123,6 +123,8 @@ pub struct Config {
     /// The instances' idle timeout; also how long a `redis-killed-past-idle` fault keeps
     /// Redis down, 1 to 4 s more.
     pub idle_timeout: Duration,
+    /// The instances' absolute lifetime; also how long a `redis-killed-past-lifetime` fault
+    /// keeps Redis down, 1 to 4 s more.
     pub absolute_lifetime: Duration,
     /// Users run this long before the first fault.
     pub warmup: Duration,
@@ -164,7 +166,7 @@ impl Config {
             faults_per_kind: 4,
             tick: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(20),
-            absolute_lifetime: Duration::from_secs(120),
+            absolute_lifetime: Duration::from_secs(60),
             warmup: Duration::from_secs(8),
             tail: Duration::from_secs(6),
             healthy_within: Duration::from_secs(2),
@@ -180,7 +182,8 @@ impl Config {
     }
 
     /// The short form for the test command: one fault of each kind, a shorter absolute
-    /// lifetime so that some sessions reach it, about a minute and a half in all.
+    /// lifetime so that some sessions reach it and the outage past it stays under a minute,
+    /// about two and a half minutes in all.
     pub fn short(server_bin: PathBuf, seed: u64) -> Self {
         Self {
             persons: 8,
@@ -251,7 +254,10 @@ pub async fn run(config: &Config) -> Result<RunReport, CheckError> {
         config.seed,
         config.faults_per_kind,
         config.instances,
-        config.idle_timeout,
+        Lifetimes {
+            idle: config.idle_timeout,
+            absolute: config.absolute_lifetime,
+        },
     );
     let dir = tempfile::Builder::new()
         .prefix("keepalive-check-")

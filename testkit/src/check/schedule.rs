@@ -24,6 +24,11 @@ pub enum FaultKind {
     /// half an idle timeout later: some are gone, some still there, expired), though the
     /// instances kept some alive offline and others expired on them.
     RedisKilledPastIdle,
+    /// redis-server SIGKILLed for longer than the absolute lifetime, then started again with
+    /// its data: every session that was live when it went reached its absolute lifetime
+    /// offline, kept alive or not, and so did any created early in the outage. None may be
+    /// answered 200 again, by an instance or by what the write-back puts in Redis.
+    RedisKilledPastLifetime,
     /// redis-server stopped with SIGSTOP, then resumed with SIGCONT: a hung Redis.
     RedisFrozen,
     /// redis-server SIGKILLed and started again on the same port without its data.
@@ -49,9 +54,10 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order the reports list them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::RedisKilled,
         Self::RedisKilledPastIdle,
+        Self::RedisKilledPastLifetime,
         Self::RedisFrozen,
         Self::RedisRestartedEmpty,
         Self::RedisFlushed,
@@ -67,6 +73,7 @@ impl FaultKind {
         match self {
             Self::RedisKilled => "redis-killed",
             Self::RedisKilledPastIdle => "redis-killed-past-idle",
+            Self::RedisKilledPastLifetime => "redis-killed-past-lifetime",
             Self::RedisFrozen => "redis-frozen",
             Self::RedisRestartedEmpty => "redis-restarted-empty",
             Self::RedisFlushed => "redis-flushed",
@@ -113,6 +120,15 @@ pub struct Fault {
     pub evict_share: Option<f64>,
 }
 
+/// How long the fleet's sessions live, which the long outages outlast.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// The idle timeout: a `redis-killed-past-idle` outage lasts 1 to 4 s more.
+    pub idle: Duration,
+    /// The absolute lifetime: a `redis-killed-past-lifetime` outage lasts 1 to 4 s more.
+    pub absolute: Duration,
+}
+
 /// The faults of one run, in order.
 #[derive(Debug, Clone, Serialize)]
 pub struct Schedule {
@@ -122,8 +138,9 @@ pub struct Schedule {
 
 impl Schedule {
     /// `per_kind` faults of every kind in an order, durations and targets drawn from `seed`,
-    /// for a fleet of `instances` whose idle timeout is `idle`.
-    pub fn generate(seed: u64, per_kind: usize, instances: usize, idle: Duration) -> Self {
+    /// for a fleet of `instances` whose sessions live as `lifetimes` says.
+    pub fn generate(seed: u64, per_kind: usize, instances: usize, lifetimes: Lifetimes) -> Self {
+        let Lifetimes { idle, absolute } = lifetimes;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut kinds: Vec<FaultKind> = FaultKind::ALL
             .iter()
@@ -143,6 +160,7 @@ impl Schedule {
                 let duration = match kind {
                     FaultKind::RedisKilled => ms(&mut rng, 1_000, 4_000),
                     FaultKind::RedisKilledPastIdle => idle + ms(&mut rng, 1_000, 4_000),
+                    FaultKind::RedisKilledPastLifetime => absolute + ms(&mut rng, 1_000, 4_000),
                     FaultKind::RedisFrozen => ms(&mut rng, 1_000, 5_000),
                     FaultKind::RedisRestartedEmpty => ms(&mut rng, 0, 1_500),
                     FaultKind::RedisFlushed => Duration::ZERO,
@@ -199,9 +217,14 @@ pub(crate) mod millis {
 mod tests {
     use super::*;
 
+    const LIFETIMES: Lifetimes = Lifetimes {
+        idle: Duration::from_secs(20),
+        absolute: Duration::from_secs(45),
+    };
+
     #[test]
     fn every_kind_comes_as_often_as_asked() {
-        let schedule = Schedule::generate(7, 3, 3, Duration::from_secs(20));
+        let schedule = Schedule::generate(7, 3, 3, LIFETIMES);
         assert_eq!(schedule.faults.len(), 3 * FaultKind::ALL.len());
         for kind in FaultKind::ALL {
             assert_eq!(schedule.count(kind), 3, "{}", kind.name());
@@ -213,11 +236,16 @@ mod tests {
                 fault.evict_policy.is_some(),
                 fault.kind == FaultKind::RedisEvicting
             );
-            if fault.kind == FaultKind::RedisKilledPastIdle {
-                assert!(
-                    fault.duration > Duration::from_secs(20),
+            match fault.kind {
+                FaultKind::RedisKilledPastIdle => assert!(
+                    fault.duration > LIFETIMES.idle && fault.duration < LIFETIMES.absolute,
                     "past the idle timeout"
-                );
+                ),
+                FaultKind::RedisKilledPastLifetime => assert!(
+                    fault.duration > LIFETIMES.absolute,
+                    "past the absolute lifetime"
+                ),
+                _ => assert!(fault.duration < LIFETIMES.idle, "{}", fault.kind.name()),
             }
         }
     }
@@ -225,7 +253,7 @@ mod tests {
     #[test]
     fn the_seed_decides_the_schedule() {
         let order = |seed| {
-            Schedule::generate(seed, 2, 3, Duration::from_secs(20))
+            Schedule::generate(seed, 2, 3, LIFETIMES)
                 .faults
                 .iter()
                 .map(|f| (f.kind, f.duration, f.instance))
