@@ -1,7 +1,7 @@
 //! A real nginx in front of the instances, spreading the browser's requests over them
 //! round-robin, as a load balancer in front of a fleet does, or by the session cookie
 //! (`sticky`): the shipped deploy/nginx/keepalive.conf's own `map` of the cookie and its
-//! `hash ... consistent`, taken from that file, so the checker runs the routing operators get.
+//! `hash ... consistent`, read from that file, so the checker runs the routing operators get.
 //!
 //! The configuration is the checker's own (an upstream of the N instances), written with its
 //! pid file, logs and temporary files into a directory of the run (the nginx prefix): nothing
@@ -48,29 +48,31 @@ fn executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The shipped nginx configuration, whose sticky routing the checker takes.
-const SHIPPED: &str = include_str!("../../../deploy/nginx/keepalive.conf");
 /// The line of the shipped upstream that routes by the session cookie.
 const STICKY_HASH: &str = "hash $keepalive_session consistent;";
 
 /// The shipped configuration's `map` of the session cookie to `$keepalive_session`, which
-/// its upstream hashes on.
-fn shipped_cookie_map() -> Result<&'static str, CheckError> {
+/// its upstream hashes on. Read from the repository when a run starts rather than built in,
+/// so that the image build, which compiles no checker, need not be sent the file.
+fn shipped_cookie_map() -> Result<String, CheckError> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/keepalive.conf");
+    let shipped = std::fs::read_to_string(&path)
+        .map_err(|e| CheckError::io(format!("read {}", path.display()), e))?;
     let missing = |what: &str| {
         CheckError::Nginx(format!(
             "deploy/nginx/keepalive.conf has no {what}: the sticky entry takes its routing from there"
         ))
     };
-    let start = SHIPPED
+    let start = shipped
         .find("map $http_cookie $keepalive_session {")
         .ok_or_else(|| missing("`map $http_cookie $keepalive_session` block"))?;
-    let end = SHIPPED[start..]
+    let end = shipped[start..]
         .find("\n}\n")
         .ok_or_else(|| missing("end of the cookie's `map` block"))?;
-    if !SHIPPED.lines().any(|line| line.trim() == STICKY_HASH) {
+    if !shipped.lines().any(|line| line.trim() == STICKY_HASH) {
         return Err(missing(&format!("`{STICKY_HASH}` line")));
     }
-    Ok(&SHIPPED[start..start + end + 2])
+    Ok(shipped[start..start + end + 2].to_owned())
 }
 
 /// The main configuration: everything nginx writes stays in `dir`. `sticky` routes by the
