@@ -76,8 +76,8 @@ pub struct CheckArgs {
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
 
-    /// The instances' absolute lifetime; the redis-killed-past-lifetime faults keep Redis
-    /// down this long and 1 to 4 s more, each.
+    /// The instances' absolute lifetime, at most 10 minutes; the redis-killed-past-lifetime
+    /// faults keep Redis down this long and 1 to 4 s more, each.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     absolute_lifetime: Duration,
 

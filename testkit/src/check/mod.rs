@@ -151,6 +151,9 @@ pub struct Config {
     pub progress: bool,
 }
 
+/// The longest absolute lifetime a run takes (see [`Config::validate`]).
+const MAX_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
 impl Config {
     /// The defaults of the benchmark's long form for one seed: 3 instances, 12 people, four
     /// faults of each kind.
@@ -220,6 +223,15 @@ impl Config {
         }
         if self.absolute_lifetime < self.idle_timeout {
             return bad("the absolute lifetime must be at least the idle timeout");
+        }
+        // A run must end by itself in a time its user expects: each redis-killed-past-lifetime
+        // fault keeps Redis down for the whole absolute lifetime.
+        if self.absolute_lifetime > MAX_ABSOLUTE_LIFETIME {
+            return bad(&format!(
+                "the absolute lifetime is at most {} min: each redis-killed-past-lifetime fault \
+                 keeps Redis down that long",
+                MAX_ABSOLUTE_LIFETIME.as_secs() / 60
+            ));
         }
         Ok(())
     }
@@ -445,4 +457,25 @@ async fn drive(
     tokio::time::sleep(config.tail).await;
     records.push(injector.final_check(schedule.faults.len()).await?);
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_refuses_settings_it_could_not_end_with_in_time() {
+        let config = |absolute| Config {
+            absolute_lifetime: absolute,
+            ..Config::short(PathBuf::from("keepalive"), 1)
+        };
+        assert!(config(Duration::from_secs(45)).validate().is_ok());
+        assert!(config(MAX_ABSOLUTE_LIFETIME).validate().is_ok());
+        let refused = config(MAX_ABSOLUTE_LIFETIME + Duration::from_secs(1))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("at most 10 min"), "{refused}");
+        assert!(config(Duration::from_secs(10)).validate().is_err());
+    }
 }
