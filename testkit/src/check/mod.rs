@@ -109,7 +109,8 @@ pub struct Config {
     pub server_bin: PathBuf,
     /// The redis-server binary.
     pub redis_server_bin: PathBuf,
-    /// The nginx binary, for [`Entry::Nginx`] and [`Entry::NginxSticky`] (found on `PATH` or in `/usr/sbin` if `None`).
+    /// The nginx binary, for [`Entry::Nginx`] and [`Entry::NginxSticky`] (found on `PATH` or
+    /// in `/usr/sbin` if `None`).
     pub nginx_bin: Option<PathBuf>,
     pub entry: Entry,
     pub instances: usize,
