@@ -354,13 +354,14 @@ impl Shared {
         self.mirror.list_user(user, Millis::MIN).await
     }
 
-    /// "Log out everywhere" while the primary answers: ends every session the primary lists
-    /// for `user`, whether it still holds it or not (a session it evicted may come back from
-    /// another instance's copy: its mark keeps it out), and every copy of theirs here, then
-    /// announces it, so that each instance ends its own copies, even of sessions Redis no
-    /// longer lists. Returns how many were live.
+    /// "Log out everywhere" while the primary answers: records it there first, so that no
+    /// instance writes back a session of theirs it kept while offline; ends every session the
+    /// primary lists for `user`, whether it still holds it or not (a session it evicted may
+    /// come back from another instance's copy: its mark keeps it out), and every copy of
+    /// theirs here, then announces it, so that each instance ends its own copies, even of
+    /// sessions Redis no longer lists. Returns how many were live.
     async fn end_user_online(&self, user: &str, now: Millis) -> Result<u64, StoreError> {
-        let mut ids = self.primary.user_ids(user, now).await?;
+        let mut ids = self.primary.mark_user_ended(user, now).await?;
         let copies = self.copies_of_user(user).await?;
         for copy in &copies {
             if !ids.contains(&copy.id) {

@@ -182,13 +182,18 @@ pub trait Primary: SessionStore {
         self.end(id, now).await
     }
 
-    /// The ids of the sessions created for `user` that may still live at `now` (within their
-    /// absolute lifetime), whether or not the primary still holds them: one it lost (evicted)
-    /// may come back from an instance's copy, so "log out everywhere" ends it too. By default
-    /// the ids of its live sessions.
-    async fn user_ids(&self, user: &str, now: Millis) -> Result<Vec<SessionId>, StoreError> {
+    /// Records that `user` is logged out everywhere at `at`, so that no instance writes back
+    /// a copy of a session of theirs created by then ([`merge`](Self::merge) refuses it: the
+    /// instance that logs the user out cannot see a session that another one, offline,
+    /// created or kept alive, and the copy would otherwise bring it back once written), then
+    /// returns the ids of the sessions created for `user` that may still live at `at` (within
+    /// their absolute lifetime), whether or not the primary still holds them: one it lost
+    /// (evicted) may come back from an instance's copy, so "log out everywhere" ends it too.
+    /// A copy written back is either refused or among the ids. By default (a format without
+    /// users' sets) nothing is recorded and the ids are those of its live sessions.
+    async fn mark_user_ended(&self, user: &str, at: Millis) -> Result<Vec<SessionId>, StoreError> {
         Ok(self
-            .list_user(user, now)
+            .list_user(user, at)
             .await?
             .into_iter()
             .map(|record| record.id)

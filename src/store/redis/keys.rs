@@ -6,6 +6,7 @@
 //! | `{prefix}{<id>}` | a session (the layout of [`super::value`]) |
 //! | `{prefix}{<id>}:ended` | the mark a logout leaves until the session's absolute expiry |
 //! | `{prefix}user:{<user>}` | the ids of a user's sessions (a sorted set) |
+//! | `{prefix}user:{<user>}:ended` | when the user was last logged out everywhere (Unix ms) |
 //! | `{prefix}ended` | the channel every logout is announced on (the id as the message; `user <ms> <user>` for "log out everywhere") |
 //! | `{prefix}logouts` | a stream that records each announcement (field `m`: the channel's message), capped, read by an instance that was not listening |
 //! | `{prefix}epoch` | the epoch: a token whose loss shows Redis lost its data (in a cluster, `{prefix}epoch:{<tag>}`, one per master) |
@@ -53,6 +54,12 @@ impl Keys {
         format!("{}user:{{{user}}}", self.prefix)
     }
 
+    /// The key of the time `user` was last logged out everywhere: it shares the hash tag of
+    /// the user's set, so one script reads both.
+    pub fn user_ended(&self, user: &str) -> String {
+        format!("{}user:{{{user}}}:ended", self.prefix)
+    }
+
     /// The channel logouts are announced on.
     pub fn logout_channel(&self) -> String {
         format!("{}ended", self.prefix)
@@ -92,6 +99,7 @@ mod tests {
         assert_eq!(keys.marker(&id), format!("keepalive:{{{id}}}:ended"));
         assert_eq!(keys.session_named(&id.to_string()), keys.session(&id));
         assert_eq!(keys.user("ana@x"), "keepalive:user:{ana@x}");
+        assert_eq!(keys.user_ended("ana@x"), "keepalive:user:{ana@x}:ended");
         assert_eq!(keys.logout_channel(), "keepalive:ended");
         assert_eq!(keys.logout_stream(), "keepalive:logouts");
         assert_eq!(keys.sessions_pattern(), "keepalive:{*}*");

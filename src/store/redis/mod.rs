@@ -132,18 +132,35 @@ impl RedisStore {
     /// in a cluster the two keys live in different slots, which no transaction spans. It runs
     /// first, so a failure in between leaves a member without a session (dropped when the set
     /// is read), never a session its user's logout cannot find.
-    async fn index(&self, record: &SessionRecord, now: Millis) -> Result<(), StoreError> {
+    ///
+    /// `written_back`: the session comes from an instance's copy, kept while it could not
+    /// reach Redis. Returns false, listing nothing, when its user was logged out everywhere
+    /// since it was created: the copy is then of a session that ended, which the instance
+    /// that logged the user out could not see (Redis did not hold it then).
+    async fn index(
+        &self,
+        record: &SessionRecord,
+        now: Millis,
+        written_back: bool,
+    ) -> Result<bool, StoreError> {
         let Some(user) = &record.user else {
-            return Ok(());
+            return Ok(true);
+        };
+        let created = if written_back {
+            record.created_at.to_string()
+        } else {
+            String::new()
         };
         let mut invocation = scripts::INDEX.prepare_invoke();
         invocation
             .key(self.keys.user(user))
+            .key(self.keys.user_ended(user))
             .arg(record.id.to_string())
             .arg(record.absolute_expires_at)
-            .arg(now);
-        self.link.invoke("index", invocation).await?;
-        Ok(())
+            .arg(now)
+            .arg(created);
+        let indexed = self.link.invoke("index", invocation).await?;
+        Ok(!matches!(indexed, Value::Int(-1)))
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
@@ -204,16 +221,7 @@ impl RedisStore {
                     .arg("+inf"),
             )
             .await?;
-        let Value::Array(members) = members else {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected reply to ZRANGEBYSCORE: {}",
-                shape(&members)
-            )));
-        };
-        Ok(members
-            .iter()
-            .filter_map(|m| SessionId::parse(&field_string(m)))
-            .collect())
+        member_ids(&members, "ZRANGEBYSCORE")
     }
 
     /// Announces that every session of `user` created at or before `at` ended.
@@ -230,10 +238,35 @@ impl RedisStore {
         self.record_logout(&message).await
     }
 
-    /// Writes back a session kept locally unless Redis has newer activity or its logout.
-    /// Returns whether it was written.
+    /// Records that `user` was logged out everywhere at `at`, so that no instance writes back
+    /// a copy of a session of theirs created by then, and returns the ids in their set then,
+    /// as [`user_ids`](Self::user_ids) does.
+    pub async fn mark_user_ended(
+        &self,
+        user: &str,
+        at: Millis,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut invocation = scripts::END_USER.prepare_invoke();
+        invocation
+            .key(self.keys.user_ended(user))
+            .key(self.keys.user(user))
+            .arg(at)
+            .arg(duration_millis(self.options.absolute_lifetime).max(1))
+            .arg(at);
+        let members = self.link.invoke("end_user", invocation).await?;
+        member_ids(&members, "a logout everywhere")
+    }
+
+    /// Writes back a session kept locally unless Redis has newer activity or its logout, or
+    /// its user was logged out everywhere since it was created. Returns whether it was
+    /// written.
     pub async fn merge(&self, record: &SessionRecord, now: Millis) -> Result<bool, StoreError> {
-        self.index(record, now).await?;
+        if !self.index(record, now, true).await? {
+            // Ended by its user's "log out everywhere": marked like any logout, so that every
+            // instance ends its copy and none answers the session as one Redis may have lost.
+            self.end_recorded(&record.id, now).await?;
+            return Ok(false);
+        }
         let mut invocation = scripts::MERGE.prepare_invoke();
         invocation
             .key(self.keys.session(&record.id))
@@ -358,6 +391,20 @@ fn logout_message(text: &str) -> Option<Ended> {
     }
 }
 
+/// The session ids of a user's set, as a script or `ZRANGEBYSCORE` (`what`) returned them.
+fn member_ids(members: &Value, what: &str) -> Result<Vec<SessionId>, StoreError> {
+    let Value::Array(members) = members else {
+        return Err(StoreError::Corrupt(format!(
+            "unexpected reply to {what}: {}",
+            shape(members)
+        )));
+    };
+    Ok(members
+        .iter()
+        .filter_map(|m| SessionId::parse(&field_string(m)))
+        .collect())
+}
+
 fn field_string(value: &Value) -> String {
     match value {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
@@ -399,7 +446,7 @@ fn decode(id: SessionId, value: &Value) -> Result<Option<SessionRecord>, StoreEr
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
-        self.index(&record, self.clock.now()).await?;
+        self.index(&record, self.clock.now(), false).await?;
         let key = self.keys.session(&record.id);
         let ttl = (record.expires_at - record.created_at).max(1);
         let mut set = redis::cmd("SET");

@@ -53,8 +53,8 @@ impl Primary for RedisStore {
         RedisStore::end_marking(self, id, now, mark_unknown).await
     }
 
-    async fn user_ids(&self, user: &str, now: Millis) -> Result<Vec<SessionId>, StoreError> {
-        RedisStore::user_ids(self, user, now).await
+    async fn mark_user_ended(&self, user: &str, at: Millis) -> Result<Vec<SessionId>, StoreError> {
+        RedisStore::mark_user_ended(self, user, at).await
     }
 
     async fn announce_user_ended(&self, user: &str, at: Millis) -> Result<(), StoreError> {

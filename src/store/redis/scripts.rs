@@ -6,13 +6,15 @@
 //! follows `e`, so Redis expires sessions by itself: it runs out at `e` or at most half an
 //! idle timeout after it, since a keepalive only pushes it further (`PEXPIRE`) once `e` has
 //! caught up with `x`. Between `e` and `x` every script and read treats the session as
-//! expired. A user's sessions are listed in a sorted set
-//! `{prefix}user:{<user>}` (member: id, score: absolute expiry), which lives as long as its
-//! newest session may; members whose session ended are dropped when the set is next read. A logout leaves
-//! a marker `{prefix}{<id>}:ended` until the session's absolute expiry, so a re-sync from an
-//! instance that missed the logout cannot bring the session back, and is published on the
-//! channel `{prefix}ended` (the id as the message), so every instance ends its local copy. The id sits in braces so a
-//! session and its marker share a cluster slot.
+//! expired. A user's sessions are listed in a sorted set `{prefix}user:{<user>}` (member: id,
+//! score: absolute expiry), which lives as long as its newest session may; members whose
+//! session ended are dropped when the set is next read, and `{prefix}user:{<user>}:ended` (same
+//! hash tag) holds when the user was last logged out everywhere, which a session written back
+//! from an instance's copy is checked against. A logout leaves a marker `{prefix}{<id>}:ended`
+//! until the session's absolute expiry, so a re-sync from an instance that missed the logout
+//! cannot bring the session back, and is published on the channel `{prefix}ended` (the id as
+//! the message), so every instance ends its local copy. The id sits in braces so a session and
+//! its marker share a cluster slot.
 //!
 //! A key that holds anything but a value of this layout (another type, another version) is
 //! answered with the integer 0 where a session would be, so the caller reports that one
@@ -138,13 +140,23 @@ return value
 });
 
 /// Adds a session to its user's set and drops the members past their absolute expiry.
-/// KEYS: user set. ARGV: id, absolute expiry, now. The set lives until its newest member's
-/// absolute expiry.
+/// KEYS: user set, the user's "log out everywhere" time. ARGV: id, absolute expiry, now, and
+/// the session's creation time for a session written back (empty for a new one). The set
+/// lives until its newest member's absolute expiry. Returns -1, adding nothing, for a session
+/// written back that its user's "log out everywhere" ended (created at or before it); 1 when
+/// added, 0 for a session past its absolute expiry.
+///
+/// One script for both keys, so that a "log out everywhere" ([`END_USER`]) either finds the
+/// session in the set (and ends it) or is found here.
 pub static INDEX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[3])
 local abs = tonumber(ARGV[2])
+if ARGV[4] ~= '' then
+  local ended = tonumber(redis.call('GET', KEYS[2]) or '')
+  if ended and tonumber(ARGV[4]) <= ended then return -1 end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 if abs <= now then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -153,6 +165,27 @@ if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
 end
 return 1
+",
+    )
+});
+
+/// Records that a user was logged out everywhere at a time, then lists the ids of their
+/// sessions within their absolute lifetime. KEYS: the user's "log out everywhere" time, the
+/// user set. ARGV: the time (Unix ms), how long to keep it (ms: the absolute lifetime, past
+/// which no session created before it lives), now. A later time already recorded stays, with
+/// its own time to live. Returns the ids.
+///
+/// Recorded before the set is read, in one script: a session written back from an instance's
+/// copy ([`INDEX`] with its creation time) is either in the set read here or refused there.
+pub static END_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local at = tonumber(ARGV[1])
+local was = tonumber(redis.call('GET', KEYS[1]) or '')
+if not was or was < at then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf')
 ",
     )
 });

@@ -401,3 +401,89 @@ async fn a_session_created_during_an_outage_is_not_reported_expired_before_its_w
     one.stop().await;
     two.stop().await;
 }
+
+/// "Log out everywhere" through an instance back from an outage ends the sessions of that user
+/// another instance, still offline, created or kept alive during it: Redis does not hold them
+/// when the user is logged out, and the other instance writes them back once it is back. The
+/// checker met it behind round-robin: two sessions logged out everywhere half a second after
+/// Redis answered again were served by every instance until their idle expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_out_everywhere_after_an_outage_ends_what_an_instance_still_offline_holds() {
+    // Killed and started again with its data, as the checker's fault does: a new run id, so
+    // the instance back last cannot read the logouts it missed from its place in their record
+    // (a place in another server's), and looks up each copy's own mark instead.
+    let mut redis = RedisServer::start_persistent_of(Path::new("redis-server"));
+    let url = redis.url();
+    let probe = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms");
+    // As in the test above: one retries slowly, two at once, so two is back first.
+    let one = start(
+        &url,
+        &[
+            probe,
+            ("KEEPALIVE_REDIS_BACKOFF_MAX", "20s"),
+            ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "100ms"),
+        ],
+    )
+    .await;
+    let two = start(&url, &[probe, ("KEEPALIVE_REDIS_BACKOFF_MAX", "20ms")]).await;
+    let both = [&one, &two];
+    // Live in Redis before the outage, kept alive through one during it.
+    let before = login(&one, "ana").await;
+    let mut sessions = vec![before.clone()];
+
+    let mut checked = false;
+    for _ in 0..3 {
+        redis.kill();
+        sees_redis(&one, "offline").await;
+        sees_redis(&two, "offline").await;
+        advance(&both, MIN);
+        // Signed in on another device during the outage: only one holds it.
+        let during = login(&one, "ana").await;
+        assert_eq!(kept_alive(&one, &before).await, 200);
+        assert_eq!(kept_alive(&one, &during).await, 200);
+        sessions.push(during);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        redis.start_again_with_data();
+        sees_redis(&two, "ok").await;
+        if redis_state(&one).await == "offline" {
+            advance(&both, Duration::from_secs(1));
+            let (status, body) = status_and_body(backend(
+                &two,
+                Method::DELETE,
+                "/api/v1/backend/users/ana/sessions",
+            ))
+            .await;
+            assert_eq!(status, 200, "log out everywhere: {body}");
+            checked = true;
+        }
+        within(Duration::from_secs(25), "one sees redis ok", || async {
+            redis_state(&one).await == "ok"
+        })
+        .await;
+        if checked {
+            break;
+        }
+    }
+    assert!(checked, "one came back first in every attempt");
+
+    // One wrote back what it held during the outage: none of it is live again, and each is
+    // reported over (its logout marked) rather than in doubt.
+    within(Duration::from_secs(5), "one's copies end", || async {
+        let mut all = true;
+        for session in &sessions {
+            all &= kept_alive(&one, session).await == 401;
+        }
+        all
+    })
+    .await;
+    ended_everywhere(
+        &redis,
+        &both,
+        &sessions,
+        "logged out everywhere after an outage",
+    )
+    .await;
+    assert!(listed(&two, "ana").await.is_empty());
+    one.stop().await;
+    two.stop().await;
+}
