@@ -353,6 +353,57 @@ async fn logouts_are_published(store: &RedisStore, clock: &ManualClock) {
     assert!(again.is_err(), "a second message for {id}");
 }
 
+/// "Log out everywhere" is recorded in Redis before the user's sessions are read: a copy of a
+/// session of that user created by then, kept by an instance that could not reach Redis and
+/// written back afterwards, is refused and its logout marked, while one created later is
+/// written back. In a cluster the time and the user's set share a slot.
+async fn a_user_logged_out_everywhere_is_not_written_back(store: &RedisStore, clock: &ManualClock) {
+    let for_carol = || record(clock, 60 * MIN).with_user(Some("carol".to_owned()));
+    let listed = for_carol();
+    store.create(listed.clone()).await.expect("create");
+    // Kept by an offline instance: Redis never held it.
+    let offline = for_carol();
+    clock.advance(Duration::from_millis(5));
+    let ids = store
+        .mark_user_ended("carol", clock.now())
+        .await
+        .expect("log out everywhere");
+    assert_eq!(ids, vec![listed.id], "the set as the logout read it");
+    clock.advance(Duration::from_millis(5));
+    let later = for_carol();
+
+    assert!(
+        !store.merge(&offline, clock.now()).await.expect("merge"),
+        "a copy of a session created before the logout is refused"
+    );
+    assert!(
+        store.is_ended(&offline.id).await.expect("mark"),
+        "its logout is marked"
+    );
+    assert_eq!(
+        store.load(&offline.id, clock.now()).await.expect("load"),
+        None
+    );
+    assert!(store.merge(&later, clock.now()).await.expect("merge"));
+    let listed_now = store.list_user("carol", clock.now()).await.expect("list");
+    assert_eq!(
+        listed_now.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![listed.id, later.id],
+        "the script only records and lists (the failover ends what it lists)"
+    );
+    // A second, earlier time (another instance's clock a little behind) does not move it back.
+    store
+        .mark_user_ended("carol", offline.created_at - 1)
+        .await
+        .expect("log out everywhere again");
+    let mut between = for_carol();
+    between.created_at = offline.created_at;
+    assert!(
+        !store.merge(&between, clock.now()).await.expect("merge"),
+        "created after the earlier time, before the later one"
+    );
+}
+
 fn local_options() -> LocalStoreOptions {
     LocalStoreOptions {
         cache_bytes: CACHE_BYTES,
@@ -429,6 +480,7 @@ async fn redis_store_conforms() {
         "one logout marker per ended id (the unknown one, the deleted ones, the rotated-away ones): {ended:?}"
     );
     logouts_are_published(&store, &clock).await;
+    a_user_logged_out_everywhere_is_not_written_back(&store, &clock).await;
     store.close().await.expect("close");
 }
 
@@ -459,6 +511,7 @@ async fn redis_cluster_store_conforms() {
         "sessions spread over the masters: {per_node:?}"
     );
     logouts_are_published(&store, &clock).await;
+    a_user_logged_out_everywhere_is_not_written_back(&store, &clock).await;
     store.close().await.expect("close");
 }
 
