@@ -254,7 +254,7 @@ impl RedisStore {
             .arg(duration_millis(self.options.absolute_lifetime).max(1))
             .arg(at);
         let members = self.link.invoke("end_user", invocation).await?;
-        member_ids(&members, "a logout everywhere")
+        member_ids(&members, "the script of \"log out everywhere\"")
     }
 
     /// Writes back a session kept locally unless Redis has newer activity or its logout, or

@@ -335,6 +335,25 @@ async fn an_expired_session_is_never_revived_by_the_outage_or_the_resync() {
     two.stop().await;
 }
 
+/// Two instances on `url` that come back from an outage apart: one retries slowly (each
+/// attempt against a Redis that does not answer fails within 100 ms, then its wait doubles
+/// towards 20 s), two at once. Two is back well before one, unless one's attempt happens to be
+/// under way when Redis answers again: the tests then make the outage again.
+async fn slow_and_quick(url: &str) -> (TestServer, TestServer) {
+    let probe = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms");
+    let one = start(
+        url,
+        &[
+            probe,
+            ("KEEPALIVE_REDIS_BACKOFF_MAX", "20s"),
+            ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "100ms"),
+        ],
+    )
+    .await;
+    let two = start(url, &[probe, ("KEEPALIVE_REDIS_BACKOFF_MAX", "20ms")]).await;
+    (one, two)
+}
+
 /// A session created during an outage by an instance still offline when another comes back is
 /// missing from Redis until the first writes it back: the one back first, which never served
 /// it, cannot tell it from an expired session and must not report it expired (the checker met
@@ -344,20 +363,7 @@ async fn an_expired_session_is_never_revived_by_the_outage_or_the_resync() {
 async fn a_session_created_during_an_outage_is_not_reported_expired_before_its_write_back() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let probe = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms");
-    // One retries slowly (each attempt against the frozen Redis fails within 100 ms, then its
-    // wait doubles towards 20 s), two at once: two is back well before one, unless one's
-    // attempt happens to be under way when Redis thaws; then the outage is made again.
-    let one = start(
-        &url,
-        &[
-            probe,
-            ("KEEPALIVE_REDIS_BACKOFF_MAX", "20s"),
-            ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "100ms"),
-        ],
-    )
-    .await;
-    let two = start(&url, &[probe, ("KEEPALIVE_REDIS_BACKOFF_MAX", "20ms")]).await;
+    let (one, two) = slow_and_quick(&url).await;
     let gone = browser_session(&two).await;
 
     let mut checked = false;
@@ -414,18 +420,7 @@ async fn log_out_everywhere_after_an_outage_ends_what_an_instance_still_offline_
     // (a place in another server's), and looks up each copy's own mark instead.
     let mut redis = RedisServer::start_persistent_of(Path::new("redis-server"));
     let url = redis.url();
-    let probe = ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms");
-    // As in the test above: one retries slowly, two at once, so two is back first.
-    let one = start(
-        &url,
-        &[
-            probe,
-            ("KEEPALIVE_REDIS_BACKOFF_MAX", "20s"),
-            ("KEEPALIVE_REDIS_CONNECT_TIMEOUT", "100ms"),
-        ],
-    )
-    .await;
-    let two = start(&url, &[probe, ("KEEPALIVE_REDIS_BACKOFF_MAX", "20ms")]).await;
+    let (one, two) = slow_and_quick(&url).await;
     let both = [&one, &two];
     // Live in Redis before the outage, kept alive through one during it.
     let before = login(&one, "ana").await;
