@@ -60,6 +60,15 @@ impl Keys {
         format!("{}user:{{{user}}}:ended", self.prefix)
     }
 
+    /// Whether `user`'s set and "log out everywhere" time share a cluster slot: they do
+    /// unless the set's name holds an empty hash tag (`{}`, a user id that begins with `}`
+    /// right after the prefix's `user:{`), when Redis hashes each whole name instead.
+    pub fn user_keys_share_slot(&self, user: &str) -> bool {
+        let set = self.user(user);
+        set.find('{')
+            .is_none_or(|open| !set[open + 1..].starts_with('}'))
+    }
+
     /// The channel logouts are announced on.
     pub fn logout_channel(&self) -> String {
         format!("{}ended", self.prefix)
@@ -100,6 +109,16 @@ mod tests {
         assert_eq!(keys.session_named(&id.to_string()), keys.session(&id));
         assert_eq!(keys.user("ana@x"), "keepalive:user:{ana@x}");
         assert_eq!(keys.user_ended("ana@x"), "keepalive:user:{ana@x}:ended");
+        assert!(keys.user_keys_share_slot("ana@x"));
+        assert!(
+            keys.user_keys_share_slot("a}b"),
+            "tag `a`, the same in both"
+        );
+        assert!(!keys.user_keys_share_slot("}ana"), "an empty tag");
+        assert!(
+            Keys::new("app{1}:").user_keys_share_slot("}ana"),
+            "the prefix's tag"
+        );
         assert_eq!(keys.logout_channel(), "keepalive:ended");
         assert_eq!(keys.logout_stream(), "keepalive:logouts");
         assert_eq!(keys.sessions_pattern(), "keepalive:{*}*");

@@ -146,21 +146,41 @@ impl RedisStore {
         let Some(user) = &record.user else {
             return Ok(true);
         };
-        let created = if written_back {
+        let one_slot = self.keys.user_keys_share_slot(user);
+        let created = if written_back && one_slot {
             record.created_at.to_string()
         } else {
             String::new()
         };
+        let set = self.keys.user(user);
+        let ended = self.keys.user_ended(user);
         let mut invocation = scripts::INDEX.prepare_invoke();
         invocation
-            .key(self.keys.user(user))
-            .key(self.keys.user_ended(user))
+            .key(&set)
+            // Never read without a creation time: named again where the time's key would be
+            // in another slot.
+            .key(if one_slot { &ended } else { &set })
             .arg(record.id.to_string())
             .arg(record.absolute_expires_at)
             .arg(now)
             .arg(created);
         let indexed = self.link.invoke("index", invocation).await?;
-        Ok(!matches!(indexed, Value::Int(-1)))
+        if !written_back || one_slot {
+            return Ok(!matches!(indexed, Value::Int(-1)));
+        }
+        // Listed first, then the time read: a logout that records its time after this read
+        // lists the session (see `scripts::END_USER`).
+        let time = self
+            .link
+            .run("index", redis::cmd("GET").arg(&ended))
+            .await?;
+        let ended_at = match &time {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|t| t.parse::<Millis>().ok()),
+            _ => None,
+        };
+        Ok(ended_at.is_none_or(|at| record.created_at > at))
     }
 
     /// Opens a fresh connection, checks it answers, and makes it the one operations use.
@@ -246,15 +266,26 @@ impl RedisStore {
         user: &str,
         at: Millis,
     ) -> Result<Vec<SessionId>, StoreError> {
+        let one_slot = self.keys.user_keys_share_slot(user);
+        let ended = self.keys.user_ended(user);
         let mut invocation = scripts::END_USER.prepare_invoke();
         invocation
-            .key(self.keys.user_ended(user))
-            .key(self.keys.user(user))
+            .key(&ended)
+            .key(if one_slot {
+                self.keys.user(user)
+            } else {
+                ended.clone()
+            })
             .arg(at)
             .arg(duration_millis(self.options.absolute_lifetime).max(1))
-            .arg(at);
+            .arg(at)
+            .arg(if one_slot { "1" } else { "" });
         let members = self.link.invoke("end_user", invocation).await?;
-        member_ids(&members, "the script of \"log out everywhere\"")
+        if one_slot {
+            return member_ids(&members, "the script of \"log out everywhere\"");
+        }
+        // Recorded, then the set read (see `scripts::END_USER`).
+        self.user_ids(user, at).await
     }
 
     /// Writes back a session kept locally unless Redis has newer activity or its logout, or

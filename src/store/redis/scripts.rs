@@ -172,11 +172,15 @@ return 1
 /// Records that a user was logged out everywhere at a time, then lists the ids of their
 /// sessions within their absolute lifetime. KEYS: the user's "log out everywhere" time, the
 /// user set. ARGV: the time (Unix ms), how long to keep it (ms: the absolute lifetime, past
-/// which no session created before it lives), now. A later time already recorded stays, with
-/// its own time to live. Returns the ids.
+/// which no session created before it lives), now, and `1` to list the set (empty: record
+/// only, return no ids, never touch KEYS[2]). A later time already recorded stays, with its
+/// own time to live. Returns the ids.
 ///
 /// Recorded before the set is read, in one script: a session written back from an instance's
 /// copy ([`INDEX`] with its creation time) is either in the set read here or refused there.
+/// Where the two keys cannot share a cluster slot, the caller records, then reads the set in
+/// a second round trip, and a write-back adds to the set before it reads the time: in that
+/// order the same holds.
 pub static END_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -185,6 +189,7 @@ local was = tonumber(redis.call('GET', KEYS[1]) or '')
 if not was or was < at then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
+if ARGV[4] ~= '1' then return {} end
 return redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf')
 ",
     )
