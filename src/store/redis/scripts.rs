@@ -173,7 +173,7 @@ return 1
 /// sessions within their absolute lifetime. KEYS: the user's "log out everywhere" time, the
 /// user set. ARGV: the time (Unix ms), how long to keep it (ms: the absolute lifetime, past
 /// which no session created before it lives), now, and `1` to list the set (empty: record
-/// only, return no ids, never touch KEYS[2]). A later time already recorded stays, with its
+/// only, return no ids, never touch `KEYS[2]`). A later time already recorded stays, with its
 /// own time to live. Returns the ids.
 ///
 /// Recorded before the set is read, in one script: a session written back from an instance's
