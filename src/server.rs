@@ -144,6 +144,7 @@ impl Keepalive {
                 },
                 flush_interval: config.store.flush_interval,
                 purge_interval: config.store.purge_interval,
+                times_in_memory: config.redis.is_none(),
             },
             Arc::clone(&env.clock),
             Arc::clone(&metrics),

@@ -17,7 +17,9 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::health::ServerHealth;
+use crate::session::{Expiry, SessionError};
 
+use super::cookie::SessionCookie;
 use super::limit::{self, Bucket};
 use super::{ApiError, AppState, ClientView};
 
@@ -60,19 +62,28 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     }
     let health = state.server_health();
     let settings = state.sessions.settings();
+    // keepalive's own cookie needs the session's expiries only, which a store may answer
+    // without reading the session; an Express application's needs the session itself (its
+    // cookie's `maxAge`, and the cookie sent again).
+    let native = matches!(state.cookie, SessionCookie::Native(_));
     let found = state
         .cookie
-        .find(
-            headers,
-            |id| async move { state.sessions.keep_alive(&id).await },
-        )
+        .find(headers, |id| async move {
+            if native {
+                let expiry = state.sessions.extend(&id).await?;
+                Ok::<_, SessionError>(expiry.map(|expiry| (expiry, None)))
+            } else {
+                let record = state.sessions.keep_alive(&id).await?;
+                Ok(record.map(|record| (Expiry::of(&record), Some(record))))
+            }
+        })
         .await;
-    let record = match found {
-        Ok(record) => record,
+    let found = match found {
+        Ok(found) => found,
         // The health goes with a 503 too: the client shows it while it tries again.
         Err(err) => return ApiError::from(err).with_health(health).into_response(),
     };
-    let Some(record) = record else {
+    let Some((expiry, record)) = found else {
         state.metrics.keepalives_expired.inc();
         return ApiError::session_expired()
             .with_health(health)
@@ -80,11 +91,13 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     };
     state.metrics.keepalives_extended.inc();
     let now = state.sessions.now();
-    let idle = state.cookie.idle_timeout(&record, settings.idle_timeout);
+    let idle = record.as_ref().map_or(settings.idle_timeout, |record| {
+        state.cookie.idle_timeout(record, settings.idle_timeout)
+    });
     let mut response = Json(Alive {
         session: SessionExpiry {
-            expires_at: rfc3339(record.expires_at),
-            absolute_expires_at: rfc3339(record.absolute_expires_at),
+            expires_at: rfc3339(expiry.expires_at),
+            absolute_expires_at: rfc3339(expiry.absolute_expires_at),
             idle_timeout_ms: idle.as_millis(),
         },
         server_health: health,
@@ -93,7 +106,7 @@ async fn answer(state: &AppState, head: &Parts) -> Response {
     })
     .into_response();
     // An Express application's rolling session: its cookie again, as express-session sends it.
-    if let Some(cookie) = state.cookie.after_keepalive(&record, now)
+    if let Some(cookie) = record.and_then(|record| state.cookie.after_keepalive(&record, now))
         && let Ok(value) = HeaderValue::from_str(&cookie)
     {
         response.headers_mut().insert(header::SET_COOKIE, value);

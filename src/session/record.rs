@@ -26,6 +26,25 @@ pub struct SessionRecord {
     pub data: String,
 }
 
+/// A session's expiries: what a keepalive answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// When it expires unless kept alive again.
+    pub expires_at: Millis,
+    /// When it expires whatever happens.
+    pub absolute_expires_at: Millis,
+}
+
+impl Expiry {
+    /// The expiries of `record`.
+    pub fn of(record: &SessionRecord) -> Self {
+        Self {
+            expires_at: record.expires_at,
+            absolute_expires_at: record.absolute_expires_at,
+        }
+    }
+}
+
 impl SessionRecord {
     /// A new session created at `now`.
     pub fn new(

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 
-use super::{SessionId, SessionRecord};
+use super::{Expiry, SessionId, SessionRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,18 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
         idle: Duration,
     ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Keeps a live session alive as [`touch`](Self::touch) does and answers its new
+    /// expiries only, which a store that keeps them apart from the rest of the session can do
+    /// without reading it (the embedded store on its own); the others touch.
+    async fn extend(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<Expiry>, StoreError> {
+        Ok(self.touch(id, now, idle).await?.as_ref().map(Expiry::of))
+    }
 
     /// Ends a session. It is durable when this returns. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;

@@ -416,6 +416,7 @@ fn local_options() -> LocalStoreOptions {
         cache_bytes: CACHE_BYTES,
         flush_interval: Duration::from_millis(50),
         purge_interval: Duration::from_secs(3600),
+        times_in_memory: true,
     }
 }
 

@@ -157,6 +157,12 @@ pub fn activity(bytes: &[u8]) -> Result<(i64, i64), StoreError> {
     Ok((last_seen_at, expires_at))
 }
 
+/// A record's idle and absolute expiries, from its header alone.
+pub fn expiries(bytes: &[u8]) -> Result<(i64, i64), StoreError> {
+    let [_, _, expires_at, absolute_expires_at] = header(bytes)?.0;
+    Ok((expires_at, absolute_expires_at))
+}
+
 /// The four times of a record (created, last seen, idle expiry, absolute expiry) and the
 /// length of its header.
 fn header(bytes: &[u8]) -> Result<([i64; 4], usize), StoreError> {

@@ -28,7 +28,7 @@ use crate::session::{ID_BYTES, IdKind, MAX_ID_BYTES, SessionId, SessionRecord, S
 use crate::store::{Tombstone, answered};
 
 use super::committer::YIELD_EVERY;
-use super::overlay::Kept;
+use super::overlay::{Kept, extend};
 use super::{codec, wal};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions.v2");
@@ -325,6 +325,32 @@ pub fn scan<T>(
     Ok(out)
 }
 
+/// Hands `each` the id and the idle and absolute expiries of every stored session with one of
+/// keepalive's own ids (they come first in the table), reading the records' headers only,
+/// until it answers `false`; returns how many it read.
+pub fn native_expiries(
+    db: &Database,
+    mut each: impl FnMut(&SessionId, Millis, Millis) -> bool,
+) -> Result<usize, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(SESSIONS).map_err(backend)?;
+    let native = [IdKind::Native.tag()];
+    let after = [IdKind::Native.tag() + 1];
+    let mut read = 0;
+    for entry in table
+        .range(native.as_slice()..after.as_slice())
+        .map_err(backend)?
+    {
+        let (key, value) = entry.map_err(backend)?;
+        let (expires_at, absolute_expires_at) = codec::expiries(value.value())?;
+        read += 1;
+        if !each(&id_of(key.value())?, expires_at, absolute_expires_at) {
+            break;
+        }
+    }
+    Ok(read)
+}
+
 /// Whether the tombstone of a removed session is kept.
 pub fn ended(db: &Database, id: &SessionId) -> Result<bool, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
@@ -525,9 +551,21 @@ pub fn apply<'a>(
             let run = rest.iter().take_while(|(other, _)| *other == id).count();
             let (changes_of_id, after) = rest.split_at(run);
             rest = after;
-            // The last change is the session's state; a tombstone an earlier one left is kept
-            // all the same, as the table keeps one whatever is written for the session later.
-            let change = changes_of_id[run - 1].1;
+            // The last change is the session's state (an extension, the record an earlier
+            // one wrote, extended); a tombstone an earlier one left is kept all the same, as
+            // the table keeps one whatever is written for the session later.
+            let merged;
+            let change = match changes_of_id {
+                [.., (_, Kept::Extend { .. })] if run > 1 => {
+                    let mut changes = changes_of_id.iter().map(|(_, c)| *c);
+                    let first = changes.next().cloned();
+                    merged = changes.fold(first, |older, newer| {
+                        older.map(|older| Kept::over(&older, newer.clone()))
+                    });
+                    merged.as_ref().unwrap_or(changes_of_id[run - 1].1)
+                }
+                _ => changes_of_id[run - 1].1,
+            };
             let tombstone = changes_of_id.iter().rev().find_map(|(_, c)| match c {
                 Kept::Remove(Some(tombstone)) => Some(**tombstone),
                 _ => None,
@@ -558,6 +596,18 @@ pub fn apply<'a>(
                     Some(&refreshed)
                 }
                 Kept::Remove(_) => None,
+                Kept::Extend {
+                    last_seen_at,
+                    expires_at,
+                } => {
+                    let Some(value) = sessions.get(key).map_err(backend)? else {
+                        continue;
+                    };
+                    let mut copy = codec::decode(*id, value.value())?;
+                    extend(&mut copy, *last_seen_at, *expires_at);
+                    refreshed = codec::encode(&copy);
+                    Some(&refreshed)
+                }
             };
             // One walk down the tree: the write hands back what it replaced. The old user
             // is copied out only when the index changes (a new session, a removal): an

@@ -47,7 +47,7 @@ impl Mirror for LocalStore {
         let mut shard = self.shared.overlay.shard(id);
         let current = self.current(&shard, id)?;
         if let Some(write) = change(current.as_ref()) {
-            shard.put(*id, write);
+            self.shared.put(&mut shard, *id, write);
         }
         Ok(())
     }
@@ -65,7 +65,7 @@ impl Mirror for LocalStore {
             }) => brought_up(record, last_seen_at, expires_at),
             _ => record.clone(),
         };
-        shard.put(record.id, Write::Put(copy));
+        self.shared.put(&mut shard, record.id, Write::Put(copy));
         Ok(())
     }
 
@@ -88,7 +88,7 @@ impl Mirror for LocalStore {
             }
             None => Write::Refresh(record.clone()),
         };
-        shard.put(record.id, write);
+        self.shared.put(&mut shard, record.id, write);
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 //! user's sessions, a walk of the file) for a fold. The commits run on a thread of lower CPU
 //! priority (the `committer` module), so they never hold up an answer. The same
 //! writer purges expired sessions through the expiry index. The writer owns the database's
-//! write side and stops, after a last fold, when the store is closed.
+//! write side and stops, after a last fold, when the store is closed. The store on its own
+//! also keeps every session's times in memory (the `times` module), so that a keepalive
+//! extends a session without reading the file.
 
 pub mod codec;
 mod committer;
@@ -18,6 +20,7 @@ mod db;
 mod mirror;
 mod overlay;
 mod rotations;
+mod times;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -32,13 +35,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, Millis, duration_millis};
 use crate::metrics::Metrics;
-use crate::session::{OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError};
+use crate::session::{
+    Expiry, OLD_ID_LOGOUT_WINDOW, SessionId, SessionRecord, SessionStore, StoreError,
+};
 use crate::store::Write;
 use crate::task::Tasks;
 
 use committer::Committer;
-use overlay::Overlay;
+use overlay::{Kept, Newest, Overlay};
 use rotations::Rotations;
+use times::{Known, Times};
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "sessions.redb";
@@ -67,14 +73,14 @@ enum Commit {
 /// A caller's request to the writer, and where the answer goes.
 type Request = (Commit, oneshot::Sender<Result<(), String>>);
 
-/// The pages of the file redb keeps in memory for the store on its own, which reads a session
-/// through them on every request. redb's default (1 GiB) lets the process grow with the
-/// store, about the file's size once every session was read (a re-sync, a look-up of missed
-/// logouts): a million sessions cost hundreds of megabytes per instance. The file's pages stay
-/// in the kernel's page cache whatever this holds, so reading a page beyond it costs a system
-/// call, not a disk read on a machine with memory to spare; the B-tree's branches, read by
-/// every look-up, fit many times over.
-pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The pages of the file redb keeps in memory for the store on its own. Its keepalives read
+/// the table of times, not the file; what reads the file (a read of a session's data, the
+/// folds, in key order, the read of the times at start) needs the B-tree's branches, a few
+/// hundred kilobytes at a million sessions, and reads a leaf beyond them from the kernel's
+/// page cache with a system call. A larger cache would hold more leaves and grow the process
+/// by as much (redb's default, 1 GiB, lets it grow with the store): at a million sessions each
+/// MiB is about a byte a session, of the 64 the store aims to keep under.
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// The same for Redis's mirror: a keepalive reads Redis, not the file, which is read by the
 /// folds (in key order), the walks and an outage. Its branches still fit many times over (a
 /// few hundred kilobytes at a million sessions).
@@ -89,6 +95,10 @@ pub struct LocalStoreOptions {
     pub flush_interval: Duration,
     /// Period of the purge of expired sessions.
     pub purge_interval: Duration,
+    /// Whether to keep every session's times in memory, for keepalives that do not read the
+    /// file: for the store on its own. The failover's mirror does not, as a keepalive there
+    /// reads Redis, and the memory would be spent for nothing.
+    pub times_in_memory: bool,
 }
 
 /// State shared by the request side and the writer.
@@ -103,6 +113,26 @@ struct Shared {
     purge_margin: AtomicI64,
     /// Which new id replaced an old one lately: a logout of the old id ends the new one too.
     rotations: Rotations,
+    /// Every session's times, when the store keeps them in memory.
+    times: Option<Times>,
+}
+
+impl Shared {
+    /// Records a change to the session `id` in its shard of the overlay (which the caller
+    /// holds) and in the table of times: under the same lock, so the two agree.
+    fn put(&self, shard: &mut overlay::Shard, id: SessionId, change: Write) {
+        if let Some(times) = &self.times {
+            match &change {
+                Write::Put(record) => {
+                    times.set(&id, record.expires_at, record.absolute_expires_at);
+                }
+                // Its times are what the file holds and Redis answered: the file tells.
+                Write::Refresh(_) => times.set_in_file(&id),
+                Write::Remove(_) => times.set_gone(&id),
+            }
+        }
+        shard.put(id, change);
+    }
 }
 
 /// The durable embedded store.
@@ -149,6 +179,7 @@ impl LocalStore {
             metrics,
             purge_margin: AtomicI64::new(0),
             rotations: Rotations::default(),
+            times: options.times_in_memory.then(Times::default),
         });
         // What a crash left in the log is served from memory at once and written into the
         // tables by the writer's first fold, while the store serves: a start does not wait for
@@ -163,6 +194,18 @@ impl LocalStore {
                 changes = logged.len(),
                 "the local store holds changes its write-ahead log kept at the last stop; it writes them into its tables while it serves"
             );
+            if let Some(times) = &shared.times {
+                for (id, change) in &logged {
+                    match change {
+                        Kept::Put(bytes) => match codec::expiries(bytes) {
+                            Ok((expires_at, absolute)) => times.set(id, expires_at, absolute),
+                            Err(_) => times.set_in_file(id),
+                        },
+                        Kept::Remove(_) => times.set_gone(id),
+                        Kept::Refresh(_) | Kept::Extend { .. } => times.set_in_file(id),
+                    }
+                }
+            }
             shared.overlay.restore(logged);
         }
         let (tx, rx) = mpsc::channel(1024);
@@ -172,6 +215,10 @@ impl LocalStore {
         tasks.spawn("local store writer", |stop| {
             writer(writing, committer, rx, options, wal, stop)
         });
+        if shared.times.is_some() {
+            let reading = Arc::clone(&shared);
+            tasks.spawn("local store times", |stop| read_times(reading, stop));
+        }
         Ok(Self {
             shared,
             flush_requests: tx,
@@ -239,14 +286,63 @@ impl LocalStore {
         shard: &overlay::Shard,
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        let db = &self.shared.db;
         match shard.get(id)? {
-            Some(Write::Put(record)) => Ok(Some(record)),
-            Some(Write::Refresh(answer)) => Ok(
-                db::get(&self.shared.db, id)?.map(|copy| crate::store::answered(&copy, &answer))
-            ),
-            Some(Write::Remove(_)) => Ok(None),
-            None => db::get(&self.shared.db, id),
+            Some(Newest::Write(Write::Put(record))) => Ok(Some(record)),
+            Some(Newest::Write(Write::Refresh(answer))) => {
+                Ok(db::get(db, id)?.map(|copy| crate::store::answered(&copy, &answer)))
+            }
+            Some(Newest::Write(Write::Remove(_))) => Ok(None),
+            Some(Newest::Extended {
+                last_seen_at,
+                expires_at,
+            }) => Ok(db::get(db, id)?.map(|mut record| {
+                overlay::extend(&mut record, last_seen_at, expires_at);
+                record
+            })),
+            None => db::get(db, id),
         }
+    }
+
+    /// A keepalive from the table of times, without reading the file: `Err(())` when the
+    /// table cannot answer for `id` (still being read, not an id it keeps, a change whose
+    /// times it does not hold), and the caller reads the file.
+    fn extend_in_memory(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<Expiry>, ()> {
+        let times = self.shared.times.as_ref().ok_or(())?;
+        if !times.is_complete() || !Times::keeps(id) {
+            return Err(());
+        }
+        let mut shard = self.shared.overlay.shard(id);
+        if !shard.extends_the_file(id) {
+            return Err(());
+        }
+        let (expires_at, absolute_expires_at) = match times.get(id) {
+            Known::Absent => return Ok(None),
+            Known::InFile => return Err(()),
+            Known::Times {
+                expires_at,
+                absolute_expires_at,
+            } => (expires_at, absolute_expires_at),
+        };
+        // As `SessionRecord::touch` does.
+        if now >= expires_at {
+            return Ok(None);
+        }
+        let extended = now
+            .saturating_add(duration_millis(idle))
+            .min(absolute_expires_at)
+            .max(expires_at);
+        shard.extend(*id, now, extended);
+        times.set(id, extended, absolute_expires_at);
+        Ok(Some(Expiry {
+            expires_at: extended,
+            absolute_expires_at,
+        }))
     }
 }
 
@@ -254,10 +350,10 @@ impl LocalStore {
 impl SessionStore for LocalStore {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
         self.check_open()?;
-        self.shared
-            .overlay
-            .shard(&record.id)
-            .put(record.id, Write::Put(record));
+        {
+            let mut shard = self.shared.overlay.shard(&record.id);
+            self.shared.put(&mut shard, record.id, Write::Put(record));
+        }
         self.commit(Commit::Durable).await
     }
 
@@ -279,8 +375,21 @@ impl SessionStore for LocalStore {
             return Ok(None);
         };
         record.touch(now, idle);
-        shard.put(*id, Write::Put(record.clone()));
+        self.shared.put(&mut shard, *id, Write::Put(record.clone()));
         Ok(Some(record))
+    }
+
+    async fn extend(
+        &self,
+        id: &SessionId,
+        now: Millis,
+        idle: Duration,
+    ) -> Result<Option<Expiry>, StoreError> {
+        self.check_open()?;
+        match self.extend_in_memory(id, now, idle) {
+            Ok(expiry) => Ok(expiry),
+            Err(()) => Ok(self.touch(id, now, idle).await?.as_ref().map(Expiry::of)),
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
@@ -296,7 +405,7 @@ impl SessionStore for LocalStore {
             // An unknown id has nothing to remove: no write, no flush, so a flood of made-up
             // ids costs the disk nothing.
             if self.current(&shard, &id)?.is_some() {
-                shard.put(id, Write::Remove(None));
+                self.shared.put(&mut shard, id, Write::Remove(None));
                 existed = true;
             }
             next = self.shared.rotations.successor(&id, now);
@@ -327,25 +436,23 @@ impl SessionStore for LocalStore {
         // to take (the new id goes again), and one that comes after finds the new id named and
         // ends it too. A keepalive of the old id sees the removal from then on; both changes
         // reach the disk in the same commit.
-        self.shared
-            .overlay
-            .shard(&new)
-            .put(new, Write::Put(record.clone()));
+        {
+            let mut shard = self.shared.overlay.shard(&new);
+            self.shared.put(&mut shard, new, Write::Put(record.clone()));
+        }
         let taken = {
             let mut shard = self.shared.overlay.shard(old);
             let live = self.current(&shard, old)?.is_some_and(|r| r.is_live(now));
             if live {
-                shard.put(*old, Write::Remove(None));
+                self.shared.put(&mut shard, *old, Write::Remove(None));
                 let until = now.saturating_add(duration_millis(OLD_ID_LOGOUT_WINDOW));
                 self.shared.rotations.note(*old, new, until, now);
             }
             live
         };
         if !taken {
-            self.shared
-                .overlay
-                .shard(&new)
-                .put(new, Write::Remove(None));
+            let mut shard = self.shared.overlay.shard(&new);
+            self.shared.put(&mut shard, new, Write::Remove(None));
         }
         self.commit(Commit::Durable).await?;
         Ok(taken.then_some(record))
@@ -364,7 +471,7 @@ impl SessionStore for LocalStore {
                 Some(mut record) => {
                     record.data = data;
                     record.last_seen_at = record.last_seen_at.max(now);
-                    shard.put(*id, Write::Put(record.clone()));
+                    self.shared.put(&mut shard, *id, Write::Put(record.clone()));
                     Some(record)
                 }
                 None => None,
@@ -600,6 +707,43 @@ async fn fold(
     }
 }
 
+/// Reads the times of every session of the file into the table, while the store serves,
+/// and then marks it complete. What changed since the read began is in the table already
+/// and stays (see `Times::fill`).
+async fn read_times(shared: Arc<Shared>, stop: CancellationToken) {
+    let reading = Arc::clone(&shared);
+    let stopped = stop.clone();
+    let started = Instant::now();
+    let read = tokio::task::spawn_blocking(move || {
+        let Some(times) = &reading.times else {
+            return Ok(0);
+        };
+        db::native_expiries(&reading.db, |id, expires_at, absolute_expires_at| {
+            times.fill(id, expires_at, absolute_expires_at);
+            !stopped.is_cancelled()
+        })
+    })
+    .await;
+    match read {
+        Ok(Ok(_)) if stop.is_cancelled() => {}
+        Ok(Ok(sessions)) => {
+            if let Some(times) = &shared.times {
+                times.set_complete();
+            }
+            tracing::debug!(
+                sessions,
+                seconds = started.elapsed().as_secs_f64(),
+                "the local store read its sessions' times into memory; keepalives no longer read the file"
+            );
+        }
+        Ok(Err(err)) => tracing::error!(
+            error = %err,
+            "the local store could not read its sessions' times into memory; keepalives read the file, which is slower as the store grows"
+        ),
+        Err(err) => tracing::error!(error = %err, "reading the sessions' times stopped abnormally"),
+    }
+}
+
 fn committed_metrics(shared: &Shared, started: Instant, changes: usize) {
     shared
         .metrics
@@ -618,6 +762,11 @@ fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
         if removed < PURGE_BATCH {
             break;
         }
+    }
+    // Not while the file is read into the table: a logout's entry must outlive that read,
+    // which works from a view of the file older than the logout.
+    if let Some(times) = shared.times.as_ref().filter(|t| t.is_complete()) {
+        times.purge(expired_by);
     }
     shared.metrics.sessions_purged_total.inc_by(total as u64);
     Ok(total)

@@ -18,14 +18,18 @@
 //! last fold: hundreds of thousands of changes. So it keeps each in the form the file stores
 //! ([`Kept`]: the encoded record, about 23 bytes without user or data) rather than as a
 //! [`Write`] (about 130 bytes and one or two more allocations). It decodes a change when it is
-//! read; bringing a copy up to an answer reads only the change's times ([`Held`]).
+//! read; bringing a copy up to an answer reads only the change's times ([`Held`]). A
+//! keepalive of the store on its own keeps only the new times ([`Kept::Extend`]), read from
+//! the table of times rather than the file: it is an extension of what the file holds, as
+//! every change under it is one too (a keepalive extends that way only a session whose newest
+//! change is an extension or none), and the fold reads the file to write it.
 
 use std::collections::HashMap;
 use std::mem;
 use std::sync::{Arc, MutexGuard};
 
 use crate::clock::Millis;
-use crate::session::{SessionId, StoreError};
+use crate::session::{SessionId, SessionRecord, StoreError};
 use crate::store::{Sharded, Tombstone, Write};
 
 use super::codec;
@@ -42,6 +46,11 @@ pub enum Kept {
     /// [`Write::Remove`]; the tombstone boxed, as logouts are rare and an extension's entry
     /// then stays two words.
     Remove(Option<Box<Tombstone>>),
+    /// The session the file holds, extended to these times (each the later of the two).
+    Extend {
+        last_seen_at: Millis,
+        expires_at: Millis,
+    },
 }
 
 impl Kept {
@@ -56,13 +65,75 @@ impl Kept {
     }
 
     /// The change to session `id`.
-    pub fn write(&self, id: SessionId) -> Result<Write, StoreError> {
+    pub fn newest(&self, id: SessionId) -> Result<Newest, StoreError> {
         Ok(match self {
-            Self::Put(bytes) => Write::Put(codec::decode(id, bytes)?),
-            Self::Refresh(bytes) => Write::Refresh(codec::decode(id, bytes)?),
-            Self::Remove(tombstone) => Write::Remove(tombstone.as_deref().copied()),
+            Self::Put(bytes) => Newest::Write(Write::Put(codec::decode(id, bytes)?)),
+            Self::Refresh(bytes) => Newest::Write(Write::Refresh(codec::decode(id, bytes)?)),
+            Self::Remove(tombstone) => Newest::Write(Write::Remove(tombstone.as_deref().copied())),
+            Self::Extend {
+                last_seen_at,
+                expires_at,
+            } => Newest::Extended {
+                last_seen_at: *last_seen_at,
+                expires_at: *expires_at,
+            },
         })
     }
+
+    /// This change made after `older`, as one: an extension of a record is that record
+    /// extended (whatever the layers it sits in); anything else replaces what came before.
+    pub fn over(older: &Self, newer: Self) -> Self {
+        let Self::Extend {
+            last_seen_at,
+            expires_at,
+        } = newer
+        else {
+            return newer;
+        };
+        match older {
+            Self::Put(bytes) | Self::Refresh(bytes) => {
+                // Any id decodes a record: the encoding does not hold it. One that does not
+                // decode is kept as it is, and the fold that reads it says so.
+                let Ok(mut record) = codec::decode(SessionId::from_bytes([0; 16]), bytes) else {
+                    return older.clone();
+                };
+                extend(&mut record, last_seen_at, expires_at);
+                let bytes = codec::encode(&record).into_boxed_slice();
+                if matches!(older, Self::Put(_)) {
+                    Self::Put(bytes)
+                } else {
+                    Self::Refresh(bytes)
+                }
+            }
+            Self::Extend {
+                last_seen_at: seen,
+                expires_at: expires,
+            } => Self::Extend {
+                last_seen_at: last_seen_at.max(*seen),
+                expires_at: expires_at.max(*expires),
+            },
+            // An ended session is not extended.
+            Self::Remove(tombstone) => Self::Remove(tombstone.clone()),
+        }
+    }
+}
+
+/// Brings `record` up to an extension's times: each the later of the two.
+pub fn extend(record: &mut SessionRecord, last_seen_at: Millis, expires_at: Millis) {
+    record.last_seen_at = record.last_seen_at.max(last_seen_at);
+    record.expires_at = record.expires_at.max(expires_at);
+}
+
+/// The newest change to a session, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Newest {
+    /// The change in full.
+    Write(Write),
+    /// An extension of what the file holds ([`Kept::Extend`]).
+    Extended {
+        last_seen_at: Millis,
+        expires_at: Millis,
+    },
 }
 
 /// What the newest change to a session holds, as far as bringing a copy up to an answer
@@ -108,8 +179,14 @@ impl Shard {
     }
 
     /// The newest change to `id` this overlay knows: not yet on disk, or just written.
-    pub fn get(&self, id: &SessionId) -> Result<Option<Write>, StoreError> {
-        self.kept(id).map(|kept| kept.write(*id)).transpose()
+    pub fn get(&self, id: &SessionId) -> Result<Option<Newest>, StoreError> {
+        self.kept(id).map(|kept| kept.newest(*id)).transpose()
+    }
+
+    /// Whether a keepalive may keep only new times for `id` ([`Kept::Extend`]): its newest
+    /// change, if any, is such an extension, so the file is what it extends.
+    pub fn extends_the_file(&self, id: &SessionId) -> bool {
+        matches!(self.kept(id), None | Some(Kept::Extend { .. }))
     }
 
     /// What the newest change to `id` holds, without decoding its record.
@@ -127,6 +204,14 @@ impl Shard {
                 Kept::Put(bytes) => record(bytes, false),
                 Kept::Refresh(bytes) => record(bytes, true),
                 Kept::Remove(_) => Ok(Held::Removed),
+                Kept::Extend {
+                    last_seen_at,
+                    expires_at,
+                } => Ok(Held::Record {
+                    refresh: false,
+                    last_seen_at: *last_seen_at,
+                    expires_at: *expires_at,
+                }),
             })
             .transpose()
     }
@@ -142,9 +227,27 @@ impl Shard {
         self.pending.insert(id, Kept::of(change));
     }
 
+    /// Records a keepalive's new times for a session whose newest change is an extension or
+    /// none (see [`extends_the_file`](Self::extends_the_file)).
+    pub fn extend(&mut self, id: SessionId, last_seen_at: Millis, expires_at: Millis) {
+        let change = Kept::Extend {
+            last_seen_at,
+            expires_at,
+        };
+        let change = match self.pending.get(&id) {
+            Some(older) => Kept::over(older, change),
+            None => change,
+        };
+        self.pending.insert(id, change);
+    }
+
     /// Records a change the log holds, newer than those `logged` holds: a tombstone it
-    /// replaces is kept aside for the fold.
+    /// replaces is kept aside for the fold, and an extension of a record it holds extends it.
     fn logged_change(&mut self, id: SessionId, change: Kept) {
+        let change = match self.logged.get(&id) {
+            Some(older) => Kept::over(older, change),
+            None => change,
+        };
         if let Some(Kept::Remove(Some(tombstone))) = self.logged.insert(id, change)
             && !matches!(self.logged.get(&id), Some(Kept::Remove(Some(_))))
         {
@@ -279,14 +382,23 @@ impl Overlay {
         for mut shard in self.shards.each() {
             let flushing = mem::take(&mut shard.flushing);
             for (id, change) in flushing.iter() {
-                shard.pending.entry(*id).or_insert_with(|| change.clone());
+                put_under(&mut shard.pending, *id, change);
             }
             let folding = mem::take(&mut shard.folding);
             for (id, change) in folding.iter() {
-                shard.logged.entry(*id).or_insert_with(|| change.clone());
+                put_under(&mut shard.logged, *id, change);
             }
         }
     }
+}
+
+/// Puts `older` back under the change `changes` holds for `id`, if any.
+fn put_under(changes: &mut HashMap<SessionId, Kept>, id: SessionId, older: &Kept) {
+    let change = match changes.remove(&id) {
+        Some(newer) => Kept::over(older, newer),
+        None => older.clone(),
+    };
+    changes.insert(id, change);
 }
 
 /// What a fold writes: the log's changes and the pending ones, each a batch per shard.
@@ -308,11 +420,20 @@ impl Batches {
 mod tests {
     use super::*;
 
+    /// The newest change to `id`, which these tests make in full.
+    fn written(overlay: &Overlay, id: &SessionId) -> Option<Write> {
+        match overlay.shard(id).get(id).expect("reads") {
+            Some(Newest::Write(write)) => Some(write),
+            None => None,
+            Some(extended) => panic!("an extension: {extended:?}"),
+        }
+    }
+
     #[test]
     fn a_change_is_read_from_memory_through_the_log_and_the_fold() {
         let overlay = Overlay::default();
         let id = SessionId::generate().expect("id");
-        let read = |overlay: &Overlay| overlay.shard(&id).get(&id).expect("reads");
+        let read = |overlay: &Overlay| written(overlay, &id);
         let tombstone = Tombstone {
             at: 1,
             keep_until: 2,
@@ -351,7 +472,7 @@ mod tests {
     fn a_fold_of_the_log_alone_leaves_no_older_change_in_memory() {
         let overlay = Overlay::default();
         let id = SessionId::generate().expect("id");
-        let read = |overlay: &Overlay| overlay.shard(&id).get(&id).expect("reads");
+        let read = |overlay: &Overlay| written(overlay, &id);
         let minute = std::time::Duration::from_secs(60);
         let record = crate::session::SessionRecord::new(id, 0, minute, minute * 10, String::new());
         // A keepalive, pending when a caller asked for a fold: it lands in `recent`.
@@ -391,10 +512,7 @@ mod tests {
         overlay.shard(&id).put(id, Write::Remove(None));
         drop(overlay.begin_flush());
         overlay.end_log();
-        assert_eq!(
-            overlay.shard(&id).get(&id).expect("reads"),
-            Some(Write::Remove(None))
-        );
+        assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
         assert!(overlay.shard(&id).tombstoned(&id), "the tombstone is kept");
         let batches = overlay.begin_fold();
         let changes: Vec<_> = batches.older.iter().flat_map(|b| b.iter()).collect();
@@ -413,6 +531,41 @@ mod tests {
             !overlay.shard(&id).tombstoned(&id),
             "on the file from now on"
         );
+    }
+
+    #[test]
+    fn an_extension_over_a_record_extends_it_and_never_a_removal() {
+        let overlay = Overlay::default();
+        let id = SessionId::generate().expect("id");
+        let minute = std::time::Duration::from_secs(60);
+        let record =
+            crate::session::SessionRecord::new(id, 0, minute, minute * 10, r#"{"a":1}"#.into());
+        overlay.shard(&id).put(id, Write::Put(record.clone()));
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        // An extension pending over the record in the log: one record once both are logged.
+        overlay.shard(&id).extend(id, 30_000, 90_000);
+        overlay.shard(&id).extend(id, 20_000, 80_000);
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        let mut extended = record.clone();
+        extended.last_seen_at = 30_000;
+        extended.expires_at = 90_000;
+        assert_eq!(written(&overlay, &id), Some(Write::Put(extended.clone())));
+        // A failed fold puts the log back under a newer extension: still one record.
+        let batches = overlay.begin_fold();
+        drop(batches);
+        overlay.shard(&id).extend(id, 40_000, 100_000);
+        overlay.abort_flush();
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        extended.last_seen_at = 40_000;
+        extended.expires_at = 100_000;
+        assert_eq!(written(&overlay, &id), Some(Write::Put(extended)));
+        // A removal is not extended.
+        overlay.shard(&id).put(id, Write::Remove(None));
+        overlay.shard(&id).extend(id, 50_000, 110_000);
+        assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
     }
 
     #[test]
@@ -445,7 +598,10 @@ mod tests {
         ] {
             let mut shard = overlay.shard(&id);
             shard.put(id, change.clone());
-            assert_eq!(shard.get(&id).expect("reads"), Some(change.clone()));
+            assert_eq!(
+                shard.get(&id).expect("reads"),
+                Some(Newest::Write(change.clone()))
+            );
             let held = match &change {
                 Write::Put(r) | Write::Refresh(r) => Held::Record {
                     refresh: matches!(change, Write::Refresh(_)),

@@ -16,9 +16,10 @@
 //!
 //! One entry of a log value: the stored id's length (one byte) and bytes (see
 //! `db::StoredId`), the change's kind (one byte: 1 a record, 2 a refresh, 3 a removal, 4 a
-//! removal with a tombstone), then for a record or a refresh its encoding's length (four
-//! bytes, little-endian) and encoding (see `codec`), for a tombstone its two times (eight
-//! bytes each, little-endian). Entries follow each other to the value's end. Written by hand:
+//! removal with a tombstone, 5 an extension), then for a record or a refresh its encoding's
+//! length (four bytes, little-endian) and encoding (see `codec`), for a tombstone its two
+//! times and for an extension its last activity and idle expiry (eight bytes each,
+//! little-endian). Entries follow each other to the value's end. Written by hand:
 //! the values are read only by this module, at open, and a serialization crate would add a
 //! format to match these few fields.
 
@@ -32,6 +33,7 @@ const PUT: u8 = 1;
 const REFRESH: u8 = 2;
 const REMOVE: u8 = 3;
 const TOMBSTONE: u8 = 4;
+const EXTEND: u8 = 5;
 
 /// Encodes the changes of one commit as one log value.
 pub fn encode<'a>(changes: impl IntoIterator<Item = (&'a SessionId, &'a Kept)>) -> Vec<u8> {
@@ -58,6 +60,14 @@ pub fn encode<'a>(changes: impl IntoIterator<Item = (&'a SessionId, &'a Kept)>) 
                 out.push(TOMBSTONE);
                 out.extend_from_slice(&tombstone.at.to_le_bytes());
                 out.extend_from_slice(&tombstone.keep_until.to_le_bytes());
+            }
+            Kept::Extend {
+                last_seen_at,
+                expires_at,
+            } => {
+                out.push(EXTEND);
+                out.extend_from_slice(&last_seen_at.to_le_bytes());
+                out.extend_from_slice(&expires_at.to_le_bytes());
             }
         }
     }
@@ -90,6 +100,10 @@ pub fn decode(value: &[u8], changes: &mut Vec<(SessionId, Kept)>) -> Result<(), 
                 let keep_until = i64::from_le_bytes(rest.array()?);
                 Kept::Remove(Some(Box::new(Tombstone { at, keep_until })))
             }
+            EXTEND => Kept::Extend {
+                last_seen_at: i64::from_le_bytes(rest.array()?),
+                expires_at: i64::from_le_bytes(rest.array()?),
+            },
             _ => return Err(corrupt()),
         };
         changes.push((id, change));
@@ -124,6 +138,7 @@ mod tests {
     use super::*;
     use crate::session::SessionRecord;
     use crate::store::Write;
+    use crate::store::local::overlay::Newest;
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -156,6 +171,15 @@ mod tests {
             (express, Kept::of(Write::Remove(None))),
         ]
         .into();
+        let extended = SessionId::generate().expect("id");
+        let third: HashMap<SessionId, Kept> = [(
+            extended,
+            Kept::Extend {
+                last_seen_at: 1_700_000_030_000,
+                expires_at: 1_700_001_830_000,
+            },
+        )]
+        .into();
 
         let mut read = Vec::new();
         decode(&encode(&first), &mut read).expect("decodes");
@@ -163,14 +187,16 @@ mod tests {
         decode(&encode(&second), &mut read).expect("decodes");
         assert_eq!(read.len(), 4, "every change, in order");
         assert_eq!(read[2..].iter().cloned().collect::<HashMap<_, _>>(), second);
+        decode(&encode(&third), &mut read).expect("decodes");
+        assert_eq!(read[4..].iter().cloned().collect::<HashMap<_, _>>(), third);
         let newest = read
             .iter()
             .rev()
             .find(|(id, _)| *id == native)
             .expect("read");
         assert_eq!(
-            newest.1.write(native).expect("decodes"),
-            Write::Refresh(later)
+            newest.1.newest(native).expect("decodes"),
+            Newest::Write(Write::Refresh(later))
         );
     }
 

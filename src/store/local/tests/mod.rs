@@ -7,6 +7,8 @@ use crate::session::IdKind;
 use crate::store::Tombstone;
 use crate::store::failover::Mirror;
 
+mod times;
+
 const MIN: Duration = Duration::from_secs(60);
 const START: Millis = 1_700_000_000_000;
 
@@ -34,6 +36,7 @@ impl Fixture {
                 cache_bytes: CACHE_BYTES,
                 flush_interval,
                 purge_interval: Duration::from_secs(3600),
+                times_in_memory: true,
             },
             Arc::new(self.clock.clone()),
             Arc::new(Metrics::new()),
@@ -259,6 +262,7 @@ async fn extensions_are_batched_not_flushed_one_by_one() {
             cache_bytes: CACHE_BYTES,
             flush_interval: Duration::from_secs(1),
             purge_interval: Duration::from_secs(3600),
+            times_in_memory: true,
         },
         Arc::new(f.clock.clone()),
         Arc::clone(&metrics),
@@ -298,6 +302,7 @@ async fn a_second_process_on_the_same_directory_is_refused_clearly() {
             cache_bytes: CACHE_BYTES,
             flush_interval: Duration::from_millis(50),
             purge_interval: Duration::from_secs(60),
+            times_in_memory: true,
         },
         Arc::new(f.clock.clone()),
         Arc::new(Metrics::new()),
