@@ -241,9 +241,10 @@ impl LocalStore {
 
     /// Purges the sessions expired at the store's current time now; returns how many went.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now = self.shared.clock.now();
         self.flush().await?;
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || purge_all(&shared))
+        tokio::task::spawn_blocking(move || purge_all(&shared, now))
             .await
             .map_err(|err| StoreError::Backend(err.to_string()))?
     }
@@ -306,7 +307,9 @@ impl LocalStore {
 
     /// A keepalive from the table of times, without reading the file: `Err(())` when the
     /// table cannot answer for `id` (still being read, not an id it keeps, a change whose
-    /// times it does not hold), and the caller reads the file.
+    /// times it does not hold), and the caller reads the file. The shard's lock is held from
+    /// the table's answer to the overlay's change, as a keepalive that reads the file holds it,
+    /// so a logout cannot fall in between.
     fn extend_in_memory(
         &self,
         id: &SessionId,
@@ -314,35 +317,24 @@ impl LocalStore {
         idle: Duration,
     ) -> Result<Option<Expiry>, ()> {
         let times = self.shared.times.as_ref().ok_or(())?;
-        if !times.is_complete() || !Times::keeps(id) {
+        if !times.is_complete() {
             return Err(());
         }
         let mut shard = self.shared.overlay.shard(id);
-        if !shard.extends_the_file(id) {
-            return Err(());
-        }
-        let (expires_at, absolute_expires_at) = match times.get(id) {
-            Known::Absent => return Ok(None),
-            Known::InFile => return Err(()),
+        match times.extend(id, now, duration_millis(idle)) {
+            Known::Absent => Ok(None),
+            Known::InFile => Err(()),
             Known::Times {
                 expires_at,
                 absolute_expires_at,
-            } => (expires_at, absolute_expires_at),
-        };
-        // As `SessionRecord::touch` does.
-        if now >= expires_at {
-            return Ok(None);
+            } => {
+                shard.extend(*id, now, expires_at);
+                Ok(Some(Expiry {
+                    expires_at,
+                    absolute_expires_at,
+                }))
+            }
         }
-        let extended = now
-            .saturating_add(duration_millis(idle))
-            .min(absolute_expires_at)
-            .max(expires_at);
-        shard.extend(*id, now, extended);
-        times.set(id, extended, absolute_expires_at);
-        Ok(Some(Expiry {
-            expires_at: extended,
-            absolute_expires_at,
-        }))
     }
 }
 
@@ -546,8 +538,9 @@ async fn writer(
             _ = flush_tick.tick() => {}
             _ = purge_tick.tick() => {
                 let s = Arc::clone(&shared);
+                let now = shared.clock.now();
                 let purged = match fold(&shared, &committer, &mut wal).await {
-                    Ok(()) => committer.run(move || purge_all(&s)).await,
+                    Ok(()) => committer.run(move || purge_all(&s, now)).await,
                     Err(err) => Err(err),
                 };
                 match purged {
@@ -752,8 +745,12 @@ fn committed_metrics(shared: &Shared, started: Instant, changes: usize) {
     shared.metrics.store_writes_total.inc_by(changes as u64);
 }
 
-fn purge_all(shared: &Shared) -> Result<usize, StoreError> {
-    let now = shared.clock.now();
+/// Purges what expired by `now`, read before the fold that came first: a session the fold
+/// found live holds there the times the table of times held when the fold began, so one
+/// expired by then cannot have been extended since (only a live session is) and the purge
+/// never removes a session whose extension waits for the next fold, which would find no
+/// record to extend.
+fn purge_all(shared: &Shared, now: Millis) -> Result<usize, StoreError> {
     let expired_by = now.saturating_sub(shared.purge_margin.load(Ordering::Relaxed));
     let mut total = 0;
     loop {

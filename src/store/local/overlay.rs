@@ -20,11 +20,13 @@
 //! [`Write`] (about 130 bytes and one or two more allocations). It decodes a change when it is
 //! read; bringing a copy up to an answer reads only the change's times ([`Held`]). A
 //! keepalive of the store on its own keeps only the new times ([`Kept::Extend`]), read from
-//! the table of times rather than the file: it is an extension of what the file holds, as
-//! every change under it is one too (a keepalive extends that way only a session whose newest
-//! change is an extension or none), and the fold reads the file to write it.
+//! the table of times rather than the file: an extension of the newest change under it in the
+//! layers, or of what the file holds if none. A read brings that change up to the times, a
+//! layer taking in a newer one merges them, and the fold reads the file to write one that
+//! extends the file.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::mem;
 use std::sync::{Arc, MutexGuard};
 
@@ -178,42 +180,82 @@ impl Shard {
             .or_else(|| self.recent.get(id))
     }
 
-    /// The newest change to `id` this overlay knows: not yet on disk, or just written.
+    /// The newest change to `id` that is not an extension, and the times of the extensions
+    /// made after it (each the latest of them), through every layer, newest first.
+    fn layered(&self, id: &SessionId) -> (Option<&Kept>, Option<(Millis, Millis)>) {
+        let layers = [
+            &self.pending,
+            &*self.flushing,
+            &self.logged,
+            &*self.folding,
+            &*self.recent,
+        ];
+        let mut extended: Option<(Millis, Millis)> = None;
+        for layer in layers {
+            match layer.get(id) {
+                None => {}
+                Some(Kept::Extend {
+                    last_seen_at,
+                    expires_at,
+                }) => {
+                    extended = Some(match extended {
+                        Some((seen, expires)) => {
+                            (seen.max(*last_seen_at), expires.max(*expires_at))
+                        }
+                        None => (*last_seen_at, *expires_at),
+                    });
+                }
+                Some(kept) => return (Some(kept), extended),
+            }
+        }
+        (None, extended)
+    }
+
+    /// The newest state of `id` this overlay knows (not yet on disk, or just written): a
+    /// change, with the extensions made since, or extensions of what the file holds.
     pub fn get(&self, id: &SessionId) -> Result<Option<Newest>, StoreError> {
-        self.kept(id).map(|kept| kept.newest(*id)).transpose()
+        let (kept, extended) = self.layered(id);
+        let Some(kept) = kept else {
+            return Ok(extended.map(|(last_seen_at, expires_at)| Newest::Extended {
+                last_seen_at,
+                expires_at,
+            }));
+        };
+        let mut newest = kept.newest(*id)?;
+        if let (
+            Some((last_seen_at, expires_at)),
+            Newest::Write(Write::Put(record) | Write::Refresh(record)),
+        ) = (extended, &mut newest)
+        {
+            extend(record, last_seen_at, expires_at);
+        }
+        Ok(Some(newest))
     }
 
-    /// Whether a keepalive may keep only new times for `id` ([`Kept::Extend`]): its newest
-    /// change, if any, is such an extension, so the file is what it extends.
-    pub fn extends_the_file(&self, id: &SessionId) -> bool {
-        matches!(self.kept(id), None | Some(Kept::Extend { .. }))
-    }
-
-    /// What the newest change to `id` holds, without decoding its record.
+    /// What the newest state of `id` holds, without decoding its record.
     pub fn held(&self, id: &SessionId) -> Result<Option<Held>, StoreError> {
+        let (kept, extended) = self.layered(id);
+        let (seen, expires) = extended.unwrap_or((Millis::MIN, Millis::MIN));
         let record = |bytes: &[u8], refresh| {
             let (last_seen_at, expires_at) = codec::activity(bytes)?;
             Ok(Held::Record {
                 refresh,
-                last_seen_at,
-                expires_at,
+                last_seen_at: last_seen_at.max(seen),
+                expires_at: expires_at.max(expires),
             })
         };
-        self.kept(id)
-            .map(|kept| match kept {
-                Kept::Put(bytes) => record(bytes, false),
-                Kept::Refresh(bytes) => record(bytes, true),
-                Kept::Remove(_) => Ok(Held::Removed),
-                Kept::Extend {
+        match kept {
+            Some(Kept::Put(bytes)) => record(bytes, false).map(Some),
+            Some(Kept::Refresh(bytes)) => record(bytes, true).map(Some),
+            Some(Kept::Remove(_)) => Ok(Some(Held::Removed)),
+            Some(Kept::Extend { .. }) | None => {
+                Ok(extended.map(|(last_seen_at, expires_at)| Held::Record {
+                    refresh: false,
                     last_seen_at,
                     expires_at,
-                } => Ok(Held::Record {
-                    refresh: false,
-                    last_seen_at: *last_seen_at,
-                    expires_at: *expires_at,
-                }),
-            })
-            .transpose()
+                }))
+            }
+        }
     }
 
     /// Whether a change not yet folded into the file left a tombstone for `id`.
@@ -227,18 +269,22 @@ impl Shard {
         self.pending.insert(id, Kept::of(change));
     }
 
-    /// Records a keepalive's new times for a session whose newest change is an extension or
-    /// none (see [`extends_the_file`](Self::extends_the_file)).
+    /// Records a keepalive's new times for a session, read from the table of times: over a
+    /// change pending for it, that change extended.
     pub fn extend(&mut self, id: SessionId, last_seen_at: Millis, expires_at: Millis) {
         let change = Kept::Extend {
             last_seen_at,
             expires_at,
         };
-        let change = match self.pending.get(&id) {
-            Some(older) => Kept::over(older, change),
-            None => change,
-        };
-        self.pending.insert(id, change);
+        match self.pending.entry(id) {
+            Entry::Occupied(mut pending) => {
+                let merged = Kept::over(pending.get(), change);
+                pending.insert(merged);
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(change);
+            }
+        }
     }
 
     /// Records a change the log holds, newer than those `logged` holds: a tombstone it
@@ -543,14 +589,24 @@ mod tests {
         overlay.shard(&id).put(id, Write::Put(record.clone()));
         drop(overlay.begin_flush());
         overlay.end_log();
-        // An extension pending over the record in the log: one record once both are logged.
+        // An extension pending over the record in the log: read as the record extended, and
+        // one record once both are logged.
         overlay.shard(&id).extend(id, 30_000, 90_000);
         overlay.shard(&id).extend(id, 20_000, 80_000);
-        drop(overlay.begin_flush());
-        overlay.end_log();
         let mut extended = record.clone();
         extended.last_seen_at = 30_000;
         extended.expires_at = 90_000;
+        assert_eq!(written(&overlay, &id), Some(Write::Put(extended.clone())));
+        assert_eq!(
+            overlay.shard(&id).held(&id).expect("reads"),
+            Some(Held::Record {
+                refresh: false,
+                last_seen_at: 30_000,
+                expires_at: 90_000
+            })
+        );
+        drop(overlay.begin_flush());
+        overlay.end_log();
         assert_eq!(written(&overlay, &id), Some(Write::Put(extended.clone())));
         // A failed fold puts the log back under a newer extension: still one record.
         let batches = overlay.begin_fold();
@@ -566,6 +622,31 @@ mod tests {
         overlay.shard(&id).put(id, Write::Remove(None));
         overlay.shard(&id).extend(id, 50_000, 110_000);
         assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        overlay.shard(&id).extend(id, 60_000, 120_000);
+        assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
+        assert_eq!(
+            overlay.shard(&id).held(&id).expect("reads"),
+            Some(Held::Removed)
+        );
+    }
+
+    #[test]
+    fn extensions_alone_extend_what_the_file_holds() {
+        let overlay = Overlay::default();
+        let id = SessionId::generate().expect("id");
+        overlay.shard(&id).extend(id, 30_000, 90_000);
+        drop(overlay.begin_flush());
+        overlay.end_log();
+        overlay.shard(&id).extend(id, 40_000, 95_000);
+        assert_eq!(
+            overlay.shard(&id).get(&id).expect("reads"),
+            Some(Newest::Extended {
+                last_seen_at: 40_000,
+                expires_at: 95_000
+            })
+        );
     }
 
     #[test]

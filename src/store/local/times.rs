@@ -85,6 +85,7 @@ impl Times {
     }
 
     /// What the table knows of `id`; `InFile` for an id it does not keep.
+    #[cfg(test)]
     pub fn get(&self, id: &SessionId) -> Known {
         let Some((bucket, key)) = self.place(id) else {
             return Known::InFile;
@@ -92,6 +93,39 @@ impl Times {
         match find(&bucket, key) {
             Ok(at) => decode(&bucket[at]),
             Err(_) => Known::Absent,
+        }
+    }
+
+    /// A keepalive at `now`: extends a live session's idle expiry to `now + idle`, never past
+    /// its absolute expiry nor back (as `SessionRecord::touch` does), and answers its new
+    /// times; `Absent` for a session the table does not hold or that expired, `InFile` when
+    /// the table cannot tell. One look-up under one lock.
+    pub fn extend(&self, id: &SessionId, now: Millis, idle: Millis) -> Known {
+        let Some((mut bucket, key)) = self.place(id) else {
+            return Known::InFile;
+        };
+        let Ok(at) = find(&bucket, key) else {
+            return Known::Absent;
+        };
+        let (expires_at, absolute_expires_at) = match decode(&bucket[at]) {
+            Known::Times {
+                expires_at,
+                absolute_expires_at,
+            } => (expires_at, absolute_expires_at),
+            other => return other,
+        };
+        if now >= expires_at {
+            return Known::Absent;
+        }
+        let extended = now
+            .saturating_add(idle)
+            .min(absolute_expires_at)
+            .max(expires_at);
+        // Within 48 bits: no later than the absolute expiry, which the entry holds.
+        bucket[at][KEY..KEY + TIME].copy_from_slice(&(extended as u64).to_le_bytes()[..TIME]);
+        Known::Times {
+            expires_at: extended,
+            absolute_expires_at,
         }
     }
 
@@ -187,7 +221,16 @@ fn lock(bucket: &Mutex<Vec<Entry>>) -> MutexGuard<'_, Vec<Entry>> {
 }
 
 fn find(bucket: &[Entry], key: &[u8]) -> Result<usize, usize> {
-    bucket.binary_search_by(|entry| entry[..KEY].cmp(key))
+    // As integers: a comparison of two registers rather than a call to `memcmp`.
+    let key = ordered(key);
+    bucket.binary_search_by(|entry| ordered(&entry[..KEY]).cmp(&key))
+}
+
+/// A key as a number that orders as its bytes do.
+fn ordered(key: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    bytes[..KEY].copy_from_slice(key);
+    u128::from_be_bytes(bytes)
 }
 
 /// A time as an entry holds it, if it fits.
@@ -253,6 +296,27 @@ mod tests {
             }
         ));
         assert_eq!(times.len(), 2);
+    }
+
+    #[test]
+    fn a_keepalive_extends_within_the_absolute_lifetime_and_never_back() {
+        let times = Times::default();
+        let a = id(5, 1);
+        times.set(&a, 1_000, 10_000);
+        let extended = |expires_at| Known::Times {
+            expires_at,
+            absolute_expires_at: 10_000,
+        };
+        assert_eq!(times.extend(&a, 500, 2_000), extended(2_500));
+        assert_eq!(times.extend(&a, 600, 1_000), extended(2_500), "never back");
+        assert_eq!(times.extend(&a, 2_000, 9_000), extended(10_000), "capped");
+        assert_eq!(times.get(&a), extended(10_000));
+        assert_eq!(times.extend(&a, 10_000, 2_000), Known::Absent, "expired");
+        assert_eq!(times.extend(&id(5, 2), 500, 2_000), Known::Absent);
+        times.set_gone(&a);
+        assert_eq!(times.extend(&a, 500, 2_000), Known::Absent, "ended");
+        times.set_in_file(&a);
+        assert_eq!(times.extend(&a, 500, 2_000), Known::InFile);
     }
 
     #[test]
