@@ -172,6 +172,7 @@ impl LocalStore {
         .map_err(|err| StoreError::Backend(err.to_string()))??;
         let (db, (logged, next_seq)) = db;
 
+        let now = clock.now();
         let shared = Arc::new(Shared {
             db,
             overlay: Overlay::default(),
@@ -179,7 +180,7 @@ impl LocalStore {
             metrics,
             purge_margin: AtomicI64::new(0),
             rotations: Rotations::default(),
-            times: options.times_in_memory.then(Times::default),
+            times: options.times_in_memory.then(|| Times::new(now)),
         });
         // What a crash left in the log is served from memory at once and written into the
         // tables by the writer's first fold, while the store serves: a start does not wait for

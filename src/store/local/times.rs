@@ -4,10 +4,12 @@
 //! A keepalive answers a session's times, never its user or data, yet reading those times
 //! from the file costs a walk of redb's tree and, once the store outgrows redb's cache, a read
 //! of a page the cache no longer holds: the keepalive of a store of a million sessions cost a
-//! third more than that of a thousand. Here each session costs about 28 bytes: its id's last
-//! 14 bytes and its two expiries in 6 bytes each, in sorted arrays under the id's first two
-//! bytes. A hash map of the same entries costs half as much again (its empty slots and
-//! control bytes), and a B-tree map more. Only keepalive's own ids (16 random bytes, so the
+//! third more than that of a thousand. Here each session costs about 23 bytes: its id's last
+//! 14 bytes and its two expiries in 4 bytes each, in milliseconds after its array's base
+//! time, in sorted arrays under the id's first two bytes. A hash map of the same entries
+//! costs half as much again (its empty slots and control bytes), and a B-tree map more. The
+//! purge moves each array's base up to the time it purged by, so an expiry fits whenever it
+//! is less than 49 days after that; one that does not is read from the file. Only keepalive's own ids (16 random bytes, so the
 //! arrays stay even) are kept; an Express application's ids are read from the file.
 //!
 //! The table is kept in step with the overlay: every change put there is put here under the
@@ -30,13 +32,56 @@ use crate::session::{IdKind, SessionId};
 const BUCKETS: usize = 1 << 16;
 /// Bytes of an id after the two that choose its array.
 const KEY: usize = 14;
-/// Bytes of a time: milliseconds since 1970 up to the year 10 889.
-const TIME: usize = 6;
+/// Bytes of a time: milliseconds after the array's base.
+const TIME: usize = 4;
 const ENTRY: usize = KEY + 2 * TIME;
-/// The largest time an entry holds; as both times, it means "read the file".
-const IN_FILE: u64 = (1 << (8 * TIME)) - 1;
+/// As an idle expiry: "read the file".
+const IN_FILE: u32 = u32::MAX;
+/// How long before the table was made its first base lies: an expiry earlier than a base is
+/// held as the base, past for any clock that reads the time since.
+const FIRST_BASE_BEFORE: Millis = 24 * 3_600_000;
 
 type Entry = [u8; ENTRY];
+
+/// One array and the time its entries count from.
+struct Bucket {
+    base: Millis,
+    entries: Vec<Entry>,
+}
+
+impl Bucket {
+    /// `at` as an offset from the base: the base for a time at or before it, `None` for one
+    /// too far after it.
+    fn offset(&self, at: Millis) -> Option<u32> {
+        u32::try_from(at.saturating_sub(self.base).max(0))
+            .ok()
+            .filter(|&t| t < IN_FILE)
+    }
+
+    fn decode(&self, entry: &Entry) -> Known {
+        let read = |at: usize| {
+            let mut bytes = [0u8; TIME];
+            bytes.copy_from_slice(&entry[at..at + TIME]);
+            u32::from_le_bytes(bytes)
+        };
+        let (expires, absolute) = (read(KEY), read(KEY + TIME));
+        if expires == IN_FILE {
+            return Known::InFile;
+        }
+        Known::Times {
+            expires_at: self.base + Millis::from(expires),
+            absolute_expires_at: self.base + Millis::from(absolute),
+        }
+    }
+}
+
+fn entry(key: &[u8], expires: u32, absolute: u32) -> Entry {
+    let mut entry = [0u8; ENTRY];
+    entry[..KEY].copy_from_slice(key);
+    entry[KEY..KEY + TIME].copy_from_slice(&expires.to_le_bytes());
+    entry[KEY + TIME..].copy_from_slice(&absolute.to_le_bytes());
+    entry
+}
 
 /// What the table knows of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,20 +99,27 @@ pub enum Known {
 
 /// The table.
 pub struct Times {
-    buckets: Box<[Mutex<Vec<Entry>>]>,
+    buckets: Box<[Mutex<Bucket>]>,
     complete: AtomicBool,
 }
 
-impl Default for Times {
-    fn default() -> Self {
+impl Times {
+    /// An empty table, made at `now`.
+    pub fn new(now: Millis) -> Self {
+        let base = now.saturating_sub(FIRST_BASE_BEFORE);
         Self {
-            buckets: (0..BUCKETS).map(|_| Mutex::default()).collect(),
+            buckets: (0..BUCKETS)
+                .map(|_| {
+                    Mutex::new(Bucket {
+                        base,
+                        entries: Vec::new(),
+                    })
+                })
+                .collect(),
             complete: AtomicBool::new(false),
         }
     }
-}
 
-impl Times {
     /// Whether every session of the file has been read in: an id not in the table is then
     /// not in the store.
     pub fn is_complete(&self) -> bool {
@@ -90,8 +142,8 @@ impl Times {
         let Some((bucket, key)) = self.place(id) else {
             return Known::InFile;
         };
-        match find(&bucket, key) {
-            Ok(at) => decode(&bucket[at]),
+        match find(&bucket.entries, key) {
+            Ok(at) => bucket.decode(&bucket.entries[at]),
             Err(_) => Known::Absent,
         }
     }
@@ -104,10 +156,10 @@ impl Times {
         let Some((mut bucket, key)) = self.place(id) else {
             return Known::InFile;
         };
-        let Ok(at) = find(&bucket, key) else {
+        let Ok(at) = find(&bucket.entries, key) else {
             return Known::Absent;
         };
-        let (expires_at, absolute_expires_at) = match decode(&bucket[at]) {
+        let (expires_at, absolute_expires_at) = match bucket.decode(&bucket.entries[at]) {
             Known::Times {
                 expires_at,
                 absolute_expires_at,
@@ -121,8 +173,11 @@ impl Times {
             .saturating_add(idle)
             .min(absolute_expires_at)
             .max(expires_at);
-        // Within 48 bits: no later than the absolute expiry, which the entry holds.
-        bucket[at][KEY..KEY + TIME].copy_from_slice(&(extended as u64).to_le_bytes()[..TIME]);
+        // No later than the absolute expiry, which fits.
+        let Some(offset) = bucket.offset(extended) else {
+            return Known::InFile;
+        };
+        bucket.entries[at][KEY..KEY + TIME].copy_from_slice(&offset.to_le_bytes());
         Known::Times {
             expires_at: extended,
             absolute_expires_at,
@@ -131,45 +186,58 @@ impl Times {
 
     /// Records a session's times.
     pub fn set(&self, id: &SessionId, expires_at: Millis, absolute_expires_at: Millis) {
-        let (Some(expires), Some(absolute)) = (time(expires_at), time(absolute_expires_at)) else {
-            return self.set_in_file(id);
-        };
-        self.write(id, expires, absolute, true);
+        self.write(id, Some((expires_at, absolute_expires_at)), true);
     }
 
-    /// Records that the session ended.
+    /// Records that the session ended: held as expired at the array's base.
     pub fn set_gone(&self, id: &SessionId) {
-        self.write(id, 0, 0, true);
+        self.write(id, Some((Millis::MIN, Millis::MIN)), true);
     }
 
     /// Records that the session's times are to be read from the file.
     pub fn set_in_file(&self, id: &SessionId) {
-        self.write(id, IN_FILE, IN_FILE, true);
+        self.write(id, None, true);
     }
 
     /// Records a session read from the file, unless a change since left an entry.
     pub fn fill(&self, id: &SessionId, expires_at: Millis, absolute_expires_at: Millis) {
-        let (expires, absolute) = match (time(expires_at), time(absolute_expires_at)) {
-            (Some(expires), Some(absolute)) => (expires, absolute),
-            _ => (IN_FILE, IN_FILE),
-        };
-        self.write(id, expires, absolute, false);
+        self.write(id, Some((expires_at, absolute_expires_at)), false);
     }
 
-    /// Drops the entries of sessions expired by `expired_by` (ended ones among them) and
-    /// gives the arrays' spare room back; returns how many went.
+    /// Drops the entries of sessions expired by `expired_by` (ended ones among them), moves
+    /// each array's base up to it, and gives the arrays' spare room back; returns how many
+    /// entries went.
     pub fn purge(&self, expired_by: Millis) -> usize {
         let mut removed = 0;
         for bucket in self.buckets.iter() {
             let mut bucket = lock(bucket);
-            let before = bucket.len();
-            bucket.retain(|entry| match decode(entry) {
-                Known::Times { expires_at, .. } => expires_at > expired_by,
-                _ => true,
+            let Bucket { base, entries } = &mut *bucket;
+            let before = entries.len();
+            let shift = expired_by.saturating_sub(*base).max(0);
+            let shift = u32::try_from(shift).unwrap_or(u32::MAX);
+            entries.retain_mut(|entry| {
+                let read = |at: usize| {
+                    let mut bytes = [0u8; TIME];
+                    bytes.copy_from_slice(&entry[at..at + TIME]);
+                    u32::from_le_bytes(bytes)
+                };
+                let (expires, absolute) = (read(KEY), read(KEY + TIME));
+                if expires == IN_FILE {
+                    return true;
+                }
+                if expires <= shift {
+                    return false;
+                }
+                // Live past the new base: its idle expiry's offset stays positive.
+                entry[KEY..KEY + TIME].copy_from_slice(&(expires - shift).to_le_bytes());
+                let absolute = absolute.saturating_sub(shift);
+                entry[KEY + TIME..].copy_from_slice(&absolute.to_le_bytes());
+                true
             });
-            removed += before - bucket.len();
-            if bucket.capacity() > bucket.len() + bucket.len() / 8 + 1 {
-                bucket.shrink_to_fit();
+            *base += Millis::from(shift);
+            removed += before - entries.len();
+            if entries.capacity() > entries.len() + entries.len() / 8 + 1 {
+                entries.shrink_to_fit();
             }
         }
         removed
@@ -178,10 +246,10 @@ impl Times {
     /// How many entries the table holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(|b| lock(b).len()).sum()
+        self.buckets.iter().map(|b| lock(b).entries.len()).sum()
     }
 
-    fn place<'a>(&self, id: &'a SessionId) -> Option<(MutexGuard<'_, Vec<Entry>>, &'a [u8])> {
+    fn place<'a>(&self, id: &'a SessionId) -> Option<(MutexGuard<'_, Bucket>, &'a [u8])> {
         if !Self::keeps(id) {
             return None;
         }
@@ -190,31 +258,35 @@ impl Times {
         Some((lock(&self.buckets[bucket]), &bytes[2..]))
     }
 
-    fn write(&self, id: &SessionId, expires: u64, absolute: u64, replace: bool) {
+    /// Writes `times` (idle and absolute expiries; `None`: read the file) for `id`, over an
+    /// entry it holds only if `replace`.
+    fn write(&self, id: &SessionId, times: Option<(Millis, Millis)>, replace: bool) {
         let Some((mut bucket, key)) = self.place(id) else {
             return;
         };
-        let mut entry = [0u8; ENTRY];
-        entry[..KEY].copy_from_slice(key);
-        entry[KEY..KEY + TIME].copy_from_slice(&expires.to_le_bytes()[..TIME]);
-        entry[KEY + TIME..].copy_from_slice(&absolute.to_le_bytes()[..TIME]);
-        match find(&bucket, key) {
-            Ok(at) if replace => bucket[at] = entry,
+        let offsets = times.and_then(|(expires_at, absolute)| {
+            Some((bucket.offset(expires_at)?, bucket.offset(absolute)?))
+        });
+        let (expires, absolute) = offsets.unwrap_or((IN_FILE, IN_FILE));
+        let new = entry(key, expires, absolute);
+        let entries = &mut bucket.entries;
+        match find(entries, key) {
+            Ok(at) if replace => entries[at] = new,
             Ok(_) => {}
             Err(at) => {
                 // Grown by an eighth at a time, not doubled: the arrays are many and small,
                 // and a doubling would leave a third of the table empty on average.
-                if bucket.len() == bucket.capacity() {
-                    let more = bucket.len() / 8 + 1;
-                    bucket.reserve_exact(more);
+                if entries.len() == entries.capacity() {
+                    let more = entries.len() / 8 + 1;
+                    entries.reserve_exact(more);
                 }
-                bucket.insert(at, entry);
+                entries.insert(at, new);
             }
         }
     }
 }
 
-fn lock(bucket: &Mutex<Vec<Entry>>) -> MutexGuard<'_, Vec<Entry>> {
+fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
     bucket
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -233,28 +305,6 @@ fn ordered(key: &[u8]) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
-/// A time as an entry holds it, if it fits.
-fn time(at: Millis) -> Option<u64> {
-    u64::try_from(at).ok().filter(|&t| t < IN_FILE)
-}
-
-fn decode(entry: &Entry) -> Known {
-    let read = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes[..TIME].copy_from_slice(&entry[at..at + TIME]);
-        u64::from_le_bytes(bytes)
-    };
-    let (expires, absolute) = (read(KEY), read(KEY + TIME));
-    if expires == IN_FILE {
-        return Known::InFile;
-    }
-    // Both fit in 48 bits: the conversions cannot fail.
-    Known::Times {
-        expires_at: expires as Millis,
-        absolute_expires_at: absolute as Millis,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,7 +318,7 @@ mod tests {
 
     #[test]
     fn keeps_times_by_id_and_tells_what_it_does_not_hold() {
-        let times = Times::default();
+        let times = Times::new(1_700_000_000_000);
         let (a, b, c) = (id(1, 1), id(1, 2), id(2, 1));
         times.set(&a, 1_700_000_060_000, 1_700_003_600_000);
         times.set(&b, 5, 9);
@@ -279,12 +329,9 @@ mod tests {
                 absolute_expires_at: 1_700_003_600_000
             }
         );
-        assert_eq!(
-            times.get(&b),
-            Known::Times {
-                expires_at: 5,
-                absolute_expires_at: 9
-            }
+        assert!(
+            matches!(times.get(&b), Known::Times { expires_at, .. } if expires_at < 1_700_000_000_000),
+            "a time before the base is held as past"
         );
         assert_eq!(times.get(&c), Known::Absent);
         times.set(&a, 1_700_000_090_000, 1_700_003_600_000);
@@ -300,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_keepalive_extends_within_the_absolute_lifetime_and_never_back() {
-        let times = Times::default();
+        let times = Times::new(0);
         let a = id(5, 1);
         times.set(&a, 1_000, 10_000);
         let extended = |expires_at| Known::Times {
@@ -321,19 +368,16 @@ mod tests {
 
     #[test]
     fn a_read_of_the_file_never_undoes_a_change_made_since() {
-        let times = Times::default();
+        let times = Times::new(0);
         let (ended, extended, untouched) = (id(3, 1), id(3, 2), id(3, 3));
         times.set_gone(&ended);
         times.set(&extended, 500, 900);
         times.fill(&ended, 100, 900);
         times.fill(&extended, 100, 900);
         times.fill(&untouched, 100, 900);
-        assert_eq!(
-            times.get(&ended),
-            Known::Times {
-                expires_at: 0,
-                absolute_expires_at: 0
-            }
+        assert!(
+            matches!(times.get(&ended), Known::Times { expires_at, .. } if expires_at <= 0),
+            "ended: expired before the table was made"
         );
         assert!(matches!(
             times.get(&extended),
@@ -353,10 +397,11 @@ mod tests {
 
     #[test]
     fn times_it_cannot_hold_and_ids_it_does_not_keep_send_to_the_file() {
-        let times = Times::default();
+        let times = Times::new(0);
         let a = id(4, 1);
-        times.set(&a, -1, 10);
-        assert_eq!(times.get(&a), Known::InFile);
+        let fifty_days = 50 * 24 * 3_600_000;
+        times.set(&a, 10, fifty_days);
+        assert_eq!(times.get(&a), Known::InFile, "beyond the array's range");
         times.set(&a, 10, 20);
         times.set_in_file(&a);
         assert_eq!(times.get(&a), Known::InFile);
@@ -368,7 +413,7 @@ mod tests {
 
     #[test]
     fn the_purge_drops_expired_and_ended_entries_only() {
-        let times = Times::default();
+        let times = Times::new(0);
         for n in 0..100u8 {
             times.set(&id(n % 3, n), i64::from(n) * 10, 10_000);
         }
@@ -382,7 +427,42 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_twenty_eight_bytes_or_less() {
-        assert!(std::mem::size_of::<Entry>() <= 28);
+    fn the_purge_moves_the_base_and_the_times_stay_exact() {
+        let day = 24 * 3_600_000;
+        let times = Times::new(0);
+        let (kept, long) = (id(6, 1), id(6, 2));
+        times.set(&kept, 30 * day + 7, 40 * day + 11);
+        times.set(&long, 40 * day, 60 * day);
+        assert_eq!(
+            times.get(&long),
+            Known::InFile,
+            "60 days from a base a day before 0"
+        );
+        times.set_gone(&long);
+        assert_eq!(times.purge(20 * day), 1, "the ended one");
+        let expected = Known::Times {
+            expires_at: 30 * day + 7,
+            absolute_expires_at: 40 * day + 11,
+        };
+        assert_eq!(times.get(&kept), expected);
+        times.set(&long, 40 * day, 60 * day);
+        assert!(
+            matches!(times.get(&long), Known::Times { absolute_expires_at, .. } if absolute_expires_at == 60 * day),
+            "fits from the new base"
+        );
+        assert_eq!(
+            times.extend(&kept, 30 * day, day),
+            Known::Times {
+                expires_at: 31 * day,
+                absolute_expires_at: 40 * day + 11
+            }
+        );
+        assert_eq!(times.purge(35 * day), 1);
+        assert_eq!(times.get(&kept), Known::Absent);
+    }
+
+    #[test]
+    fn an_entry_is_twenty_two_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 22);
     }
 }
