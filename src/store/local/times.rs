@@ -9,8 +9,9 @@
 //! time, in sorted arrays under the id's first two bytes. A hash map of the same entries
 //! costs half as much again (its empty slots and control bytes), and a B-tree map more. The
 //! purge moves each array's base up to the time it purged by, so an expiry fits whenever it
-//! is less than 49 days after that; one that does not is read from the file. Only keepalive's own ids (16 random bytes, so the
-//! arrays stay even) are kept; an Express application's ids are read from the file.
+//! is less than 49 days after that; one that does not is read from the file. Only
+//! keepalive's own ids (16 random bytes, so the arrays stay even) are kept; an Express
+//! application's ids are read from the file.
 //!
 //! The table is kept in step with the overlay: every change put there is put here under the
 //! same shard lock (see `Shared::put`), so the two agree whatever order requests come in.
