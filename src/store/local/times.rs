@@ -60,12 +60,7 @@ impl Bucket {
     }
 
     fn decode(&self, entry: &Entry) -> Known {
-        let read = |at: usize| {
-            let mut bytes = [0u8; TIME];
-            bytes.copy_from_slice(&entry[at..at + TIME]);
-            u32::from_le_bytes(bytes)
-        };
-        let (expires, absolute) = (read(KEY), read(KEY + TIME));
+        let (expires, absolute) = offsets(entry);
         if expires == IN_FILE {
             return Known::InFile;
         }
@@ -74,6 +69,16 @@ impl Bucket {
             absolute_expires_at: self.base + Millis::from(absolute),
         }
     }
+}
+
+/// An entry's two offsets: its idle expiry's and its absolute expiry's.
+fn offsets(entry: &Entry) -> (u32, u32) {
+    let read = |at: usize| {
+        let mut bytes = [0u8; TIME];
+        bytes.copy_from_slice(&entry[at..at + TIME]);
+        u32::from_le_bytes(bytes)
+    };
+    (read(KEY), read(KEY + TIME))
 }
 
 fn entry(key: &[u8], expires: u32, absolute: u32) -> Entry {
@@ -217,12 +222,7 @@ impl Times {
             let shift = expired_by.saturating_sub(*base).max(0);
             let shift = u32::try_from(shift).unwrap_or(u32::MAX);
             entries.retain_mut(|entry| {
-                let read = |at: usize| {
-                    let mut bytes = [0u8; TIME];
-                    bytes.copy_from_slice(&entry[at..at + TIME]);
-                    u32::from_le_bytes(bytes)
-                };
-                let (expires, absolute) = (read(KEY), read(KEY + TIME));
+                let (expires, absolute) = offsets(entry);
                 if expires == IN_FILE {
                     return true;
                 }
