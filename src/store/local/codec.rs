@@ -157,10 +157,10 @@ pub fn activity(bytes: &[u8]) -> Result<(i64, i64), StoreError> {
     Ok((last_seen_at, expires_at))
 }
 
-/// A record's idle and absolute expiries, from its header alone.
-pub fn expiries(bytes: &[u8]) -> Result<(i64, i64), StoreError> {
-    let [_, _, expires_at, absolute_expires_at] = header(bytes)?.0;
-    Ok((expires_at, absolute_expires_at))
+/// A record's last activity and idle and absolute expiries, from its header alone.
+pub fn times(bytes: &[u8]) -> Result<[i64; 3], StoreError> {
+    let [_, last_seen_at, expires_at, absolute_expires_at] = header(bytes)?.0;
+    Ok([last_seen_at, expires_at, absolute_expires_at])
 }
 
 /// The four times of a record (created, last seen, idle expiry, absolute expiry) and the

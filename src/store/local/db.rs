@@ -1,7 +1,7 @@
 //! The redb file: its tables and the transactions the store runs on them.
 //!
 //! `sessions` maps an id to its encoded record. `expiry` is an index of (the end of the
-//! one-minute bucket of the idle expiry, id), so the purge walks only the expired prefix: its
+//! bucket of the idle expiry, id), so the purge walks only the expired prefix: its
 //! cost grows with the number of sessions that expired, not with the number stored, and an
 //! extension rewrites the index only when it crosses into a later bucket. `users` is an index
 //! of (user, id) for the sessions created for a user, so listing or ending a user's sessions
@@ -29,6 +29,7 @@ use crate::store::{Tombstone, answered};
 
 use super::committer::YIELD_EVERY;
 use super::overlay::{Kept, extend};
+use super::times::Stamp;
 use super::{codec, wal};
 
 const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions.v2");
@@ -107,29 +108,46 @@ fn index_key(at: Millis, id: &[u8]) -> (u64, &[u8]) {
     (u64::try_from(at).unwrap_or(0), id)
 }
 
-/// Width of the buckets of the expiry index. A session is indexed under the end of the bucket
-/// its idle expiry falls in, so an extension rewrites the index only when it moves the expiry
-/// into a later bucket (a busy session: about once a minute, instead of on every write), and
-/// the purge finds an expired session at most one bucket late.
-const EXPIRY_BUCKET_MS: Millis = 60_000;
+/// Width of the buckets of the expiry index, for the store on its own. A session is indexed
+/// under the end of the bucket its idle expiry falls in, so an extension rewrites the index
+/// only when it moves the expiry into a later bucket, and the purge finds an expired session
+/// at most one bucket late. A session kept alive every half minute crosses into the next
+/// bucket at one write in twenty here; and the index's entries it leaves lie anywhere in the
+/// index, so over a large store each such write costs a page read and written.
+pub const EXPIRY_BUCKET_MS: Millis = 600_000;
+/// The same for Redis's mirror, whose budget drops the copies that expire first, in this
+/// order (see `failover::budget`): to within a minute.
+pub const MIRROR_EXPIRY_BUCKET_MS: Millis = 60_000;
 
-/// The end of the bucket of `expires_at`: the first bucket boundary at or after it.
-fn bucket(expires_at: Millis) -> Millis {
+/// The end of the bucket of `width` that holds `expires_at`: the first bucket boundary at or
+/// after it.
+fn bucket(expires_at: Millis, width: Millis) -> Millis {
     expires_at
-        .div_euclid(EXPIRY_BUCKET_MS)
-        .saturating_add(i64::from(expires_at.rem_euclid(EXPIRY_BUCKET_MS) != 0))
-        .saturating_mul(EXPIRY_BUCKET_MS)
+        .div_euclid(width)
+        .saturating_add(i64::from(expires_at.rem_euclid(width) != 0))
+        .saturating_mul(width)
 }
 
-/// The expiry index's key for a session expiring at `expires_at`.
-fn expiry_key(expires_at: Millis, id: &[u8]) -> (u64, &[u8]) {
-    index_key(bucket(expires_at), id)
+/// The expiry index's key for a session expiring at `expires_at`, in buckets of `width`.
+fn expiry_key(expires_at: Millis, width: Millis, id: &[u8]) -> (u64, &[u8]) {
+    index_key(bucket(expires_at, width), id)
 }
 
-/// Opens (or creates) the database file and its tables, with a page cache of `cache_bytes`;
-/// copies a file of the first layout into this one, and rebuilds an index built another way,
-/// once.
-pub fn open(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+/// The width of the expiry index's buckets in this file (set at open).
+fn expiry_width(txn: &WriteTransaction) -> Result<Millis, StoreError> {
+    let meta = txn.open_table(META).map_err(backend)?;
+    let width = meta.get("expiry_bucket_ms").map_err(backend)?;
+    Ok(width
+        .and_then(|w| Millis::try_from(w.value()).ok())
+        .filter(|&w| w > 0)
+        .unwrap_or(MIRROR_EXPIRY_BUCKET_MS))
+}
+
+/// Opens (or creates) the database file and its tables, with a page cache of `cache_bytes`
+/// and the expiry index in buckets of `expiry_width` ms; copies a file of the first layout
+/// into this one, and rebuilds an index built another way, once (a store that moves between
+/// running on its own and as Redis's mirror rebuilds its expiry index once at that start).
+pub fn open(path: &Path, cache_bytes: usize, expiry_width: Millis) -> Result<Database, StoreError> {
     let db = Database::builder()
         .set_cache_size(cache_bytes)
         .create(path)
@@ -157,14 +175,14 @@ pub fn open(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
     };
     if layout != Some(LAYOUT) {
         copy_first_layout(&txn)?;
-        rebuild_indexes(&txn)?;
-    } else if width != Some(EXPIRY_BUCKET_MS.unsigned_abs()) {
-        rebuild_indexes(&txn)?;
+        rebuild_indexes(&txn, expiry_width)?;
+    } else if width != Some(expiry_width.unsigned_abs()) {
+        rebuild_indexes(&txn, expiry_width)?;
     }
     {
         let mut meta = txn.open_table(META).map_err(backend)?;
         meta.insert("layout", LAYOUT).map_err(backend)?;
-        meta.insert("expiry_bucket_ms", EXPIRY_BUCKET_MS.unsigned_abs())
+        meta.insert("expiry_bucket_ms", expiry_width.unsigned_abs())
             .map_err(backend)?;
     }
     txn.commit().map_err(backend)?;
@@ -255,7 +273,7 @@ fn copy_first_layout(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// Builds the expiry, user and tombstone indexes again from the tables they index.
-fn rebuild_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn rebuild_indexes(txn: &WriteTransaction, width: Millis) -> Result<(), StoreError> {
     txn.delete_table(EXPIRY).map_err(backend)?;
     txn.delete_table(USERS).map_err(backend)?;
     txn.delete_table(ENDED_UNTIL).map_err(backend)?;
@@ -267,7 +285,7 @@ fn rebuild_indexes(txn: &WriteTransaction) -> Result<(), StoreError> {
             let (key, value) = entry.map_err(backend)?;
             let (key, bytes) = (key.value(), value.value());
             expiry
-                .insert(expiry_key(codec::expires_at(bytes)?, key), ())
+                .insert(expiry_key(codec::expires_at(bytes)?, width, key), ())
                 .map_err(backend)?;
             if let Some(user) = codec::user(bytes)? {
                 users.insert((user, key), ()).map_err(backend)?;
@@ -325,12 +343,12 @@ pub fn scan<T>(
     Ok(out)
 }
 
-/// Hands `each` the id and the idle and absolute expiries of every stored session with one of
-/// keepalive's own ids (they come first in the table), reading the records' headers only,
-/// until it answers `false`; returns how many it read.
-pub fn native_expiries(
+/// Hands `each` the id and the times of every stored session with one of keepalive's own ids
+/// (they come first in the table), reading the records' headers only, until it answers
+/// `false`; returns how many it read.
+pub fn native_times(
     db: &Database,
-    mut each: impl FnMut(&SessionId, Millis, Millis) -> bool,
+    mut each: impl FnMut(&SessionId, Stamp) -> bool,
 ) -> Result<usize, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let table = txn.open_table(SESSIONS).map_err(backend)?;
@@ -342,9 +360,9 @@ pub fn native_expiries(
         .map_err(backend)?
     {
         let (key, value) = entry.map_err(backend)?;
-        let (expires_at, absolute_expires_at) = codec::expiries(value.value())?;
+        let times = Stamp::read(value.value())?;
         read += 1;
-        if !each(&id_of(key.value())?, expires_at, absolute_expires_at) {
+        if !each(&id_of(key.value())?, times) {
             break;
         }
     }
@@ -519,14 +537,22 @@ pub fn live_count(db: &Database, now: Millis) -> Result<u64, StoreError> {
     Ok(stored.saturating_sub(expired))
 }
 
+/// The order of the sessions table's keys (see [`StoredId`]).
+fn stored_order(id: &SessionId) -> (u8, &[u8]) {
+    (id.kind().tag(), id.as_bytes())
+}
+
 /// Writes changes in one durable transaction, keeping the indexes in step, and empties the
-/// log: the changes include everything it held. Where several change one session, the last
-/// is written, and the last tombstone among them is kept.
+/// log: the changes, with the extensions `extended` hands over (in the table's key order,
+/// each newer than any change to its session), include everything it held. Where several
+/// change one session, the last is written, and the last tombstone among them is kept.
 pub fn apply<'a>(
     db: &Database,
     changes: impl IntoIterator<Item = (&'a SessionId, &'a Kept)>,
+    extended: impl Iterator<Item = (SessionId, Stamp)>,
 ) -> Result<usize, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
+    let width = expiry_width(&txn)?;
     let mut written = 0;
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
@@ -539,32 +565,51 @@ pub fn apply<'a>(
         // cache) has leaves written out and read back between two of their writes. The sort
         // is stable, so one session's changes stay in their order.
         let mut changes: Vec<(&SessionId, &Kept)> = changes.into_iter().collect();
-        changes.sort_by(|(a, _), (b, _)| {
-            (a.kind().tag(), a.as_bytes()).cmp(&(b.kind().tag(), b.as_bytes()))
-        });
+        changes.sort_by(|(a, _), (b, _)| stored_order(a).cmp(&stored_order(b)));
         txn.open_table(WAL)
             .map_err(backend)?
             .retain(|_, _| false)
             .map_err(backend)?;
+        let mut extended = extended.peekable();
         let mut rest = changes.as_slice();
-        while let Some(&(id, _)) = rest.first() {
+        loop {
+            // The next session in key order, from either.
+            let id = match (rest.first(), extended.peek()) {
+                (None, None) => break,
+                (Some(&(id, _)), None) => *id,
+                (None, Some((id, _))) => *id,
+                (Some(&(a, _)), Some((b, _))) => {
+                    *std::cmp::min_by(a, b, |a, b| stored_order(a).cmp(&stored_order(b)))
+                }
+            };
+            let id = &id;
             let run = rest.iter().take_while(|(other, _)| *other == id).count();
             let (changes_of_id, after) = rest.split_at(run);
             rest = after;
+            let from_times = extended
+                .next_if(|(other, _)| other == id)
+                .map(|(_, stamp)| Kept::Extend {
+                    last_seen_at: stamp.last_seen_at,
+                    expires_at: stamp.expires_at,
+                });
             // The last change is the session's state (an extension, the record an earlier
             // one wrote, extended); a tombstone an earlier one left is kept all the same, as
             // the table keeps one whatever is written for the session later.
+            let mut all = changes_of_id.iter().map(|(_, c)| *c).chain(&from_times);
+            let Some(last) = all.clone().last() else {
+                continue;
+            };
             let merged;
-            let change = match changes_of_id {
-                [.., (_, Kept::Extend { .. })] if run > 1 => {
-                    let mut changes = changes_of_id.iter().map(|(_, c)| *c);
-                    let first = changes.next().cloned();
-                    merged = changes.fold(first, |older, newer| {
-                        older.map(|older| Kept::over(&older, newer.clone()))
-                    });
-                    merged.as_ref().unwrap_or(changes_of_id[run - 1].1)
-                }
-                _ => changes_of_id[run - 1].1,
+            let change = if matches!(last, Kept::Extend { .. })
+                && run + usize::from(from_times.is_some()) > 1
+            {
+                let first = all.next().cloned();
+                merged = all.fold(first, |older, newer| {
+                    older.map(|older| Kept::over(&older, newer.clone()))
+                });
+                merged.as_ref().unwrap_or(last)
+            } else {
+                last
             };
             let tombstone = changes_of_id.iter().rev().find_map(|(_, c)| match c {
                 Kept::Remove(Some(tombstone)) => Some(**tombstone),
@@ -629,12 +674,17 @@ pub fn apply<'a>(
                 None => (None, Some(None)),
             };
             // Most writes are extensions within the same bucket: the index stays.
-            if old_expiry.map(bucket) != new_expiry.map(bucket) {
+            let in_bucket = |at| bucket(at, width);
+            if old_expiry.map(in_bucket) != new_expiry.map(in_bucket) {
                 if let Some(old) = old_expiry {
-                    expiry.remove(expiry_key(old, key)).map_err(backend)?;
+                    expiry
+                        .remove(expiry_key(old, width, key))
+                        .map_err(backend)?;
                 }
                 if let Some(new) = new_expiry {
-                    expiry.insert(expiry_key(new, key), ()).map_err(backend)?;
+                    expiry
+                        .insert(expiry_key(new, width, key), ())
+                        .map_err(backend)?;
                 }
             }
             // `Some(previous)` when the session's entry in the user index must change.
@@ -742,14 +792,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_end_at_the_next_minute_boundary() {
-        assert_eq!(bucket(0), 0);
-        assert_eq!(bucket(1), 60_000);
-        assert_eq!(bucket(59_999), 60_000);
-        assert_eq!(bucket(60_000), 60_000);
-        assert_eq!(bucket(60_001), 120_000);
-        assert_eq!(bucket(-1), 0);
-        assert_eq!(bucket(i64::MAX), i64::MAX, "saturates");
+    fn buckets_end_at_the_next_boundary() {
+        let minute = MIRROR_EXPIRY_BUCKET_MS;
+        assert_eq!(bucket(0, minute), 0);
+        assert_eq!(bucket(1, minute), 60_000);
+        assert_eq!(bucket(59_999, minute), 60_000);
+        assert_eq!(bucket(60_000, minute), 60_000);
+        assert_eq!(bucket(60_001, minute), 120_000);
+        assert_eq!(bucket(-1, minute), 0);
+        assert_eq!(bucket(i64::MAX, minute), i64::MAX, "saturates");
+        assert_eq!(bucket(60_001, EXPIRY_BUCKET_MS), 600_000);
     }
 
     #[test]
@@ -758,6 +810,7 @@ mod tests {
         let db = open(
             &dir.path().join("sessions.redb"),
             crate::store::local::CACHE_BYTES,
+            EXPIRY_BUCKET_MS,
         )
         .expect("open");
         let ids: Vec<SessionId> = (1..=3u8).map(|b| SessionId::from_bytes([b; 16])).collect();

@@ -44,7 +44,7 @@ use crate::task::Tasks;
 use committer::Committer;
 use overlay::{Kept, Newest, Overlay};
 use rotations::Rotations;
-use times::{Known, Times};
+use times::{Known, Stamp, Times};
 
 /// Name of the database file inside the data directory.
 pub const FILE_NAME: &str = "sessions.redb";
@@ -57,9 +57,16 @@ const PURGE_BATCH: usize = 10_000;
 /// longer, the more extensions of one session and of one leaf a fold writes at once, and the
 /// more the overlay keeps in memory meanwhile; a store that goes quiet folds at its next tick.
 const FOLD_EVERY: Duration = Duration::from_secs(5);
-/// Most changes the log holds before a fold: bounds the overlay's memory under a load that
-/// extends many sessions, and what a crashed store reads back when it opens again.
+/// The same for the store on its own, whose overlay does not keep extensions (its table of
+/// times does): a fold over a large store writes nearly every leaf of the sessions table
+/// whatever the number of extensions, so the rarer the folds, the less each extension costs.
+const FOLD_EVERY_TIMES_KEPT: Duration = Duration::from_secs(30);
+/// Most changes the overlay keeps for the log before a fold: bounds its memory under a load
+/// that changes many sessions.
 const FOLD_AFTER_CHANGES: usize = 200_000;
+/// Most changes the log holds before a fold: bounds the file's growth (an extension is 35
+/// bytes of it) and what a crashed store reads back, before it serves, when it opens again.
+const FOLD_AFTER_LOGGED: usize = 1_000_000;
 
 /// What a caller of a commit waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +130,7 @@ impl Shared {
     fn put(&self, shard: &mut overlay::Shard, id: SessionId, change: Write) {
         if let Some(times) = &self.times {
             match &change {
-                Write::Put(record) => {
-                    times.set(&id, record.expires_at, record.absolute_expires_at);
-                }
+                Write::Put(record) => times.set(&id, Stamp::of(record)),
                 // Its times are what the file holds and Redis answered: the file tells.
                 Write::Refresh(_) => times.set_in_file(&id),
                 Write::Remove(_) => times.set_gone(&id),
@@ -164,7 +169,12 @@ impl LocalStore {
                     dir.display()
                 ))
             })?;
-            let db = db::open(&file, options.cache_bytes)?;
+            let width = if options.times_in_memory {
+                db::EXPIRY_BUCKET_MS
+            } else {
+                db::MIRROR_EXPIRY_BUCKET_MS
+            };
+            let db = db::open(&file, options.cache_bytes, width)?;
             let log = db::read_wal(&db)?;
             Ok::<_, StoreError>((db, log))
         })
@@ -185,11 +195,7 @@ impl LocalStore {
         // What a crash left in the log is served from memory at once and written into the
         // tables by the writer's first fold, while the store serves: a start does not wait for
         // it.
-        let wal = Wal {
-            changes: logged.len(),
-            seq: next_seq,
-            folded_at: Instant::now(),
-        };
+        let wal = Wal::new(logged.len(), next_seq, options.times_in_memory);
         if !logged.is_empty() {
             tracing::info!(
                 changes = logged.len(),
@@ -198,8 +204,8 @@ impl LocalStore {
             if let Some(times) = &shared.times {
                 for (id, change) in &logged {
                     match change {
-                        Kept::Put(bytes) => match codec::expiries(bytes) {
-                            Ok((expires_at, absolute)) => times.set(id, expires_at, absolute),
+                        Kept::Put(bytes) => match Stamp::read(bytes) {
+                            Ok(stamp) => times.set(id, stamp),
                             Err(_) => times.set_in_file(id),
                         },
                         Kept::Remove(_) => times.set_gone(id),
@@ -289,21 +295,29 @@ impl LocalStore {
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let db = &self.shared.db;
-        match shard.get(id)? {
-            Some(Newest::Write(Write::Put(record))) => Ok(Some(record)),
+        let mut record = match shard.get(id)? {
+            Some(Newest::Write(Write::Put(record))) => Some(record),
             Some(Newest::Write(Write::Refresh(answer))) => {
-                Ok(db::get(db, id)?.map(|copy| crate::store::answered(&copy, &answer)))
+                db::get(db, id)?.map(|copy| crate::store::answered(&copy, &answer))
             }
-            Some(Newest::Write(Write::Remove(_))) => Ok(None),
+            Some(Newest::Write(Write::Remove(_))) => None,
             Some(Newest::Extended {
                 last_seen_at,
                 expires_at,
-            }) => Ok(db::get(db, id)?.map(|mut record| {
+            }) => db::get(db, id)?.map(|mut record| {
                 overlay::extend(&mut record, last_seen_at, expires_at);
                 record
-            })),
-            None => db::get(db, id),
+            }),
+            None => db::get(db, id)?,
+        };
+        // The keepalives since the last fold live in the table and the log only (see
+        // `Overlay::end_log`): the table brings the record up to them.
+        if let (Some(record), Some(times)) = (&mut record, &self.shared.times)
+            && let Known::Times(stamp) = times.get(id)
+        {
+            stamp.bring_up(record);
         }
+        Ok(record)
     }
 
     /// A keepalive from the table of times, without reading the file: `Err(())` when the
@@ -325,14 +339,11 @@ impl LocalStore {
         match times.extend(id, now, duration_millis(idle)) {
             Known::Absent => Ok(None),
             Known::InFile => Err(()),
-            Known::Times {
-                expires_at,
-                absolute_expires_at,
-            } => {
-                shard.extend(*id, now, expires_at);
+            Known::Times(stamp) => {
+                shard.extend(*id, now, stamp.expires_at);
                 Ok(Some(Expiry {
-                    expires_at,
-                    absolute_expires_at,
+                    expires_at: stamp.expires_at,
+                    absolute_expires_at: stamp.absolute_expires_at,
                 }))
             }
         }
@@ -593,27 +604,43 @@ async fn writer(
 struct Wal {
     /// Changes appended (a session changed in two commits counts twice).
     changes: usize,
+    /// Of those, the changes the overlay keeps in memory until the fold.
+    held: usize,
     /// The key of the next value.
     seq: u64,
     /// When the log was last emptied.
     folded_at: Instant,
-}
-
-impl Default for Wal {
-    fn default() -> Self {
-        Self {
-            changes: 0,
-            seq: 0,
-            folded_at: Instant::now(),
-        }
-    }
+    /// Whether the store keeps a table of times, whose extensions the overlay does not keep.
+    times_kept: bool,
 }
 
 impl Wal {
+    fn new(changes: usize, seq: u64, times_kept: bool) -> Self {
+        Self {
+            changes,
+            held: changes,
+            seq,
+            folded_at: Instant::now(),
+            times_kept,
+        }
+    }
+
+    /// The log was folded into the tables.
+    fn emptied(&mut self) {
+        *self = Self::new(0, self.seq, self.times_kept);
+    }
+
     /// Whether the next commit should fold rather than append.
     fn due(&self) -> bool {
+        let every = if self.times_kept {
+            FOLD_EVERY_TIMES_KEPT
+        } else {
+            FOLD_EVERY
+        };
         self.changes > 0
-            && (self.changes >= FOLD_AFTER_CHANGES || self.folded_at.elapsed() >= FOLD_EVERY)
+            && (self.held >= FOLD_AFTER_CHANGES
+                || self.changes >= FOLD_AFTER_LOGGED
+                || self.folded_at.elapsed() >= every)
     }
 }
 
@@ -649,7 +676,7 @@ async fn log(
         .await;
     match committed {
         Ok(()) => {
-            shared.overlay.end_log();
+            wal.held = shared.overlay.end_log(shared.times.is_some());
             wal.changes += changes;
             wal.seq += 1;
             committed_metrics(shared, started, changes);
@@ -670,7 +697,8 @@ async fn fold(
     wal: &mut Wal,
 ) -> Result<(), StoreError> {
     let batches = shared.overlay.begin_fold();
-    if batches.is_empty() {
+    // The log may hold extensions the overlay does not (see `Overlay::end_log`).
+    if batches.is_empty() && wal.changes == 0 {
         shared.overlay.forget_recent();
         return Ok(());
     }
@@ -681,21 +709,24 @@ async fn fold(
     let committed = committer
         .run(move || {
             let all = batches.older.iter().chain(&batches.newer);
-            db::apply(&s.db, all.flat_map(|batch| batch.iter()))
+            // The extensions the log holds and the overlay does not, from the table of times
+            // (newer than any change the overlay holds for their sessions, and than the log's).
+            let extended = s.times.iter().flat_map(Times::extended);
+            db::apply(&s.db, all.flat_map(|batch| batch.iter()), extended)
         })
         .await;
     match committed {
         Ok(_) => {
             shared.overlay.end_fold();
-            *wal = Wal {
-                seq: wal.seq,
-                ..Wal::default()
-            };
+            wal.emptied();
             committed_metrics(shared, started, changes);
             Ok(())
         }
         Err(err) => {
             shared.overlay.abort_flush();
+            if let Some(times) = &shared.times {
+                times.unwritten();
+            }
             Err(err)
         }
     }
@@ -712,8 +743,8 @@ async fn read_times(shared: Arc<Shared>, stop: CancellationToken) {
         let Some(times) = &reading.times else {
             return Ok(0);
         };
-        db::native_expiries(&reading.db, |id, expires_at, absolute_expires_at| {
-            times.fill(id, expires_at, absolute_expires_at);
+        db::native_times(&reading.db, |id, stamp| {
+            times.fill(id, stamp);
             !stopped.is_cancelled()
         })
     })

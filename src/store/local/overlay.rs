@@ -338,22 +338,31 @@ impl Overlay {
 
     /// The flushed changes are in the log: they wait in `logged` for the next fold. The
     /// caller holds no batch of [`begin_flush`](Self::begin_flush) any more, so each moves
-    /// without a copy.
-    pub fn end_log(&self) {
+    /// without a copy. With `times_kept` (the store keeps a table of times, which answers
+    /// reads for an extended session and from which the fold takes it), an extension with no
+    /// older change to its session in `logged` leaves memory here: between two folds the
+    /// overlay then holds what was created, changed or ended, not every session kept alive.
+    /// Returns how many changes `logged` holds.
+    pub fn end_log(&self, times_kept: bool) -> usize {
+        let mut held = 0;
         for mut shard in self.shards.each() {
-            if shard.flushing.is_empty() {
-                continue;
+            if !shard.flushing.is_empty() {
+                let flushed = mem::take(&mut shard.flushing);
+                let flushed = Arc::try_unwrap(flushed).unwrap_or_else(|shared| (*shared).clone());
+                if shard.logged.is_empty() && !times_kept {
+                    shard.logged = flushed;
+                } else {
+                    for (id, change) in flushed {
+                        let in_times = times_kept && matches!(change, Kept::Extend { .. });
+                        if !in_times || shard.logged.contains_key(&id) {
+                            shard.logged_change(id, change);
+                        }
+                    }
+                }
             }
-            let flushed = mem::take(&mut shard.flushing);
-            let flushed = Arc::try_unwrap(flushed).unwrap_or_else(|shared| (*shared).clone());
-            if shard.logged.is_empty() {
-                shard.logged = flushed;
-                continue;
-            }
-            for (id, change) in flushed {
-                shard.logged_change(id, change);
-            }
+            held += shard.logged.len();
         }
+        held
     }
 
     /// Takes in what the log held at open (a crash left it unfolded), in its order: read from
@@ -488,7 +497,7 @@ mod tests {
         let batches = overlay.begin_flush();
         assert_eq!(batches.len(), 1);
         drop(batches);
-        overlay.end_log();
+        overlay.end_log(false);
         assert_eq!(read(&overlay), Some(Write::Remove(None)), "in the log");
         overlay.shard(&id).put(id, Write::Remove(Some(tombstone)));
 
@@ -531,7 +540,7 @@ mod tests {
         // A logout, appended to the log, then folded on its own.
         overlay.shard(&id).put(id, Write::Remove(None));
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         assert_eq!(read(&overlay), Some(Write::Remove(None)));
         let batches = overlay.begin_fold();
         assert_eq!((batches.older.len(), batches.newer.len()), (1, 0));
@@ -554,10 +563,10 @@ mod tests {
         };
         overlay.shard(&id).put(id, Write::Remove(Some(tombstone)));
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         overlay.shard(&id).put(id, Write::Remove(None));
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
         assert!(overlay.shard(&id).tombstoned(&id), "the tombstone is kept");
         let batches = overlay.begin_fold();
@@ -588,7 +597,7 @@ mod tests {
             crate::session::SessionRecord::new(id, 0, minute, minute * 10, r#"{"a":1}"#.into());
         overlay.shard(&id).put(id, Write::Put(record.clone()));
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         // An extension pending over the record in the log: read as the record extended, and
         // one record once both are logged.
         overlay.shard(&id).extend(id, 30_000, 90_000);
@@ -606,7 +615,7 @@ mod tests {
             })
         );
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         assert_eq!(written(&overlay, &id), Some(Write::Put(extended.clone())));
         // A failed fold puts the log back under a newer extension: still one record.
         let batches = overlay.begin_fold();
@@ -614,7 +623,7 @@ mod tests {
         overlay.shard(&id).extend(id, 40_000, 100_000);
         overlay.abort_flush();
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         extended.last_seen_at = 40_000;
         extended.expires_at = 100_000;
         assert_eq!(written(&overlay, &id), Some(Write::Put(extended)));
@@ -623,7 +632,7 @@ mod tests {
         overlay.shard(&id).extend(id, 50_000, 110_000);
         assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         overlay.shard(&id).extend(id, 60_000, 120_000);
         assert_eq!(written(&overlay, &id), Some(Write::Remove(None)));
         assert_eq!(
@@ -638,7 +647,7 @@ mod tests {
         let id = SessionId::generate().expect("id");
         overlay.shard(&id).extend(id, 30_000, 90_000);
         drop(overlay.begin_flush());
-        overlay.end_log();
+        overlay.end_log(false);
         overlay.shard(&id).extend(id, 40_000, 95_000);
         assert_eq!(
             overlay.shard(&id).get(&id).expect("reads"),

@@ -216,16 +216,17 @@ async fn purge_removes_only_the_expired() {
     for r in short.iter().chain(&long) {
         store.create(r.clone()).await.expect("create");
     }
-    // One short session is kept alive past the others' expiry: the purge must spare it.
-    f.clock.advance(90 * Duration::from_secs(1));
-    store
-        .touch(&short[0].id, f.clock.now(), 2 * MIN)
-        .await
-        .expect("touch")
-        .expect("live");
-    // The others expired at 2 min; the purge finds them within the minute after (the expiry
-    // index counts in one-minute buckets). The touched one lives until 3.5 min.
-    f.clock.advance(90 * Duration::from_secs(1));
+    // One short session is kept alive past the others' expiry: the purge must spare it. The
+    // others expired at 2 min; the purge finds them within the bucket after (the store on its
+    // own indexes expiries in ten-minute buckets). The touched one lives until 11.5 min.
+    for _ in 0..7 {
+        f.clock.advance(90 * Duration::from_secs(1));
+        store
+            .touch(&short[0].id, f.clock.now(), 2 * MIN)
+            .await
+            .expect("touch")
+            .expect("live");
+    }
 
     assert_eq!(store.count().await.expect("count"), 320);
     assert_eq!(store.purge_expired().await.expect("purge"), 299);
@@ -438,9 +439,9 @@ async fn a_session_extended_across_index_buckets_is_purged_once_expired() {
     let store = f.open().await;
     let record = f.record(2 * MIN);
     store.create(record.clone()).await.expect("create");
-    // Twenty seconds apart for five minutes: the expiry crosses several one-minute buckets,
-    // each write reaching the disk (the purge flushes first).
-    for _ in 0..15 {
+    // Twenty seconds apart for fifteen minutes: the expiry crosses into the next ten-minute
+    // bucket, each write reaching the disk (the purge flushes first).
+    for _ in 0..45 {
         f.clock.advance(Duration::from_secs(20));
         store
             .touch(&record.id, f.clock.now(), 2 * MIN)
@@ -458,7 +459,8 @@ async fn a_session_extended_across_index_buckets_is_purged_once_expired() {
             .is_none(),
         "expired"
     );
-    f.clock.advance(MIN);
+    // Found by the purge within a bucket.
+    f.clock.advance(10 * MIN);
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     assert_eq!(store.count().await.expect("count"), 0);
     store.close().await.expect("close");
@@ -535,7 +537,7 @@ async fn a_file_of_the_first_layout_is_copied_at_open() {
         .expect("live");
     f.clock.advance(2 * MIN - Duration::from_secs(1));
     assert_eq!(store.purge_expired().await.expect("purge"), 0, "alive");
-    f.clock.advance(4 * MIN);
+    f.clock.advance(8 * MIN);
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     assert_eq!(
         store.count().await.expect("count"),
@@ -793,11 +795,11 @@ async fn a_log_left_by_a_crash_is_served_at_open_and_folded_in_the_background() 
         keep_until: START + 3_600_000,
     };
     {
-        let db = db::open(&path, CACHE_BYTES).expect("opens");
+        let db = db::open(&path, CACHE_BYTES, db::EXPIRY_BUCKET_MS).expect("opens");
         let created: HashMap<_, _> = [&kept, &ended]
             .map(|r| (r.id, overlay::Kept::of(Write::Put(r.clone()))))
             .into();
-        db::apply(&db, &created).expect("writes");
+        db::apply(&db, &created, std::iter::empty()).expect("writes");
         // Two periodic commits, the second newer: an extension, then another and a logout; a
         // logout, then the session written again (its tombstone stays all the same).
         let mut extended = kept.clone();
@@ -865,7 +867,12 @@ async fn a_log_value_that_cannot_be_read_is_left_out_and_the_store_starts() {
     let f = Fixture::new();
     let record = f.record(10 * MIN);
     {
-        let db = db::open(&f.dir.path().join(FILE_NAME), CACHE_BYTES).expect("opens");
+        let db = db::open(
+            &f.dir.path().join(FILE_NAME),
+            CACHE_BYTES,
+            db::EXPIRY_BUCKET_MS,
+        )
+        .expect("opens");
         let created: std::collections::HashMap<_, _> =
             [(record.id, overlay::Kept::of(Write::Put(record.clone())))].into();
         db::append_wal(&db, 0, &[3, 0xff, 0xff]).expect("appends");

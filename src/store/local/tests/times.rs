@@ -230,10 +230,10 @@ async fn extensions_a_crash_left_in_the_log_are_read_from_the_file_they_extend()
     let path = f.dir.path().join(FILE_NAME);
     let (kept, created) = (f.record(10 * MIN), f.record(10 * MIN));
     {
-        let db = db::open(&path, CACHE_BYTES).expect("opens");
+        let db = db::open(&path, CACHE_BYTES, db::EXPIRY_BUCKET_MS).expect("opens");
         let written: HashMap<_, _> =
             [(kept.id, overlay::Kept::of(Write::Put(kept.clone())))].into();
-        db::apply(&db, &written).expect("writes");
+        db::apply(&db, &written, std::iter::empty()).expect("writes");
         // A creation and two keepalives that kept times only, in two commits, then a crash.
         let first: HashMap<_, _> = [
             (
@@ -345,7 +345,12 @@ async fn a_mirror_keeps_no_table_and_express_ids_read_the_file() {
 #[tokio::test]
 async fn a_fold_writes_a_record_and_its_extension_as_one() {
     let f = Fixture::new();
-    let db = db::open(&f.dir.path().join(FILE_NAME), CACHE_BYTES).expect("opens");
+    let db = db::open(
+        &f.dir.path().join(FILE_NAME),
+        CACHE_BYTES,
+        db::EXPIRY_BUCKET_MS,
+    )
+    .expect("opens");
     let record = f.record(10 * MIN);
     let older: HashMap<_, _> = [(record.id, overlay::Kept::of(Write::Put(record.clone())))].into();
     let newer: HashMap<_, _> = [(
@@ -356,8 +361,100 @@ async fn a_fold_writes_a_record_and_its_extension_as_one() {
         },
     )]
     .into();
-    db::apply(&db, older.iter().chain(newer.iter())).expect("writes");
+    db::apply(&db, older.iter().chain(newer.iter()), std::iter::empty()).expect("writes");
     let stored = db::get(&db, &record.id).expect("reads").expect("created");
     assert_eq!(stored.expires_at, START + 11 * 60_000);
     assert_eq!(stored.data, record.data);
+}
+
+/// Keepalives between two folds live in the table of times and the log, not in the overlay:
+/// reads, a crash and the purge see them all the same, and the fold writes them.
+#[tokio::test]
+async fn keepalives_wait_in_the_log_and_the_table_not_in_the_overlay() {
+    let f = Fixture::new();
+    // No periodic commit: the test says when the store appends and folds.
+    let store = f.open_committing_every(Duration::from_secs(3600)).await;
+    let times = store.shared.times.as_ref().expect("kept");
+    within(Duration::from_secs(5), || times.is_complete()).await;
+    let records: Vec<_> = (0..50).map(|_| f.record(10 * MIN)).collect();
+    for r in &records {
+        store.create(r.clone()).await.expect("create");
+    }
+    store.flush().await.expect("folds");
+    store.shared.overlay.forget_recent();
+
+    f.clock.advance(9 * MIN);
+    let seen = f.clock.now();
+    for r in &records {
+        store
+            .extend(&r.id, seen, 10 * MIN)
+            .await
+            .expect("extends")
+            .expect("live");
+    }
+    // A creation's commit appends what is pending to the log, the keepalives with it.
+    store.create(f.record(10 * MIN)).await.expect("create");
+    assert_eq!(db::wal_len(&store.shared.db).expect("reads"), 1);
+    for r in &records {
+        assert_eq!(newest(&store, &r.id), None, "the overlay let it go");
+        let stored = db::get(&store.shared.db, &r.id)
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(stored.expires_at, r.expires_at, "not folded yet");
+        let read = store.load(&r.id, seen).await.expect("load").expect("live");
+        assert_eq!(
+            (read.last_seen_at, read.expires_at, read.data.as_str()),
+            (seen, seen + 10 * 60_000, r.data.as_str()),
+            "a read sees the keepalive through the table"
+        );
+    }
+
+    // A crash now: a copy of the file as it stands opens with the keepalives in its log.
+    let crashed = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(f.dir.path().join(FILE_NAME), crashed.path().join(FILE_NAME)).expect("copies");
+    {
+        let after_crash = LocalStore::open(
+            crashed.path(),
+            LocalStoreOptions {
+                cache_bytes: CACHE_BYTES,
+                flush_interval: Duration::from_secs(3600),
+                purge_interval: Duration::from_secs(3600),
+                times_in_memory: true,
+            },
+            Arc::new(f.clock.clone()),
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("opens");
+        f.clock.advance(5 * MIN);
+        for r in &records {
+            let read = after_crash
+                .load(&r.id, f.clock.now())
+                .await
+                .expect("load")
+                .expect("kept alive by the keepalive in the log");
+            assert_eq!(
+                (read.last_seen_at, read.expires_at),
+                (seen, seen + 10 * 60_000)
+            );
+        }
+        after_crash.close().await.expect("close");
+    }
+
+    // Past the expiry the file holds, not the one the keepalives gave: the purge (which folds
+    // first) keeps every session, and the file holds the new times after it.
+    assert_eq!(store.purge_expired().await.expect("purges"), 0);
+    assert_eq!(db::wal_len(&store.shared.db).expect("reads"), 0);
+    for r in &records {
+        let stored = db::get(&store.shared.db, &r.id)
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(
+            (stored.last_seen_at, stored.expires_at),
+            (seen, seen + 10 * 60_000)
+        );
+    }
+    // Nothing left to write: the next fold takes no extension from the table.
+    assert_eq!(times.extended().count(), 0);
+    store.close().await.expect("close");
 }
