@@ -12,7 +12,8 @@
 //! writer purges expired sessions through the expiry index. The writer owns the database's
 //! write side and stops, after a last fold, when the store is closed. The store on its own
 //! also keeps every session's times in memory (the `times` module), so that a keepalive
-//! extends a session without reading the file.
+//! extends a session without reading the file, and the extension waits there, not in the
+//! overlay, for the fold.
 
 pub mod codec;
 mod committer;

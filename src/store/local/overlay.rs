@@ -23,7 +23,9 @@
 //! the table of times rather than the file: an extension of the newest change under it in the
 //! layers, or of what the file holds if none. A read brings that change up to the times, a
 //! layer taking in a newer one merges them, and the fold reads the file to write one that
-//! extends the file.
+//! extends the file. Once the log holds such an extension, with no other change to its
+//! session waiting there, it leaves the overlay (`end_log`): the table of times answers for
+//! it until the fold takes it from there.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

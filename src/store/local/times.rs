@@ -1,17 +1,25 @@
 //! The times of every session the store on its own holds, in memory: what a keepalive needs
-//! (whether the session lives, its idle and absolute expiries) without reading the file.
+//! (whether the session lives, its idle and absolute expiries) without reading the file, and
+//! where its extension waits for the fold.
 //!
 //! A keepalive answers a session's times, never its user or data, yet reading those times
 //! from the file costs a walk of redb's tree and, once the store outgrows redb's cache, a read
 //! of a page the cache no longer holds: the keepalive of a store of a million sessions cost a
-//! third more than that of a thousand. Here each session costs about 23 bytes: its id's last
-//! 14 bytes and its two expiries in 4 bytes each, in milliseconds after its array's base
-//! time, in sorted arrays under the id's first two bytes. A hash map of the same entries
-//! costs half as much again (its empty slots and control bytes), and a B-tree map more. The
-//! purge moves each array's base up to the time it purged by, so an expiry fits whenever it
-//! is less than 49 days after that; one that does not is read from the file. Only
-//! keepalive's own ids (16 random bytes, so the arrays stay even) are kept; an Express
-//! application's ids are read from the file.
+//! third more than that of a thousand. Here each session costs about 27 bytes: its id's last
+//! 14 bytes, its two expiries in 4 bytes each, in milliseconds after its array's base time,
+//! and its last activity as the time from it to the idle expiry, in sorted arrays under the
+//! id's first two bytes. A hash map of the same entries costs half as much again (its empty
+//! slots and control bytes), and a B-tree map more. The purge moves each array's base up to
+//! the time it purged by, so an expiry fits whenever it is less than 49 days after that, and
+//! a last activity when it is less than 24 days before the idle expiry; an entry that does
+//! not fit is read from the file. Only keepalive's own ids (16 random bytes, so the arrays
+//! stay even) are kept; an Express application's ids are read from the file.
+//!
+//! A keepalive marks the entry it extends. The overlay lets the extension go once the log
+//! holds it (see `Overlay::end_log`): reads bring a record up to the table's times, and the
+//! fold takes the marked entries, in the sessions table's key order, to write them
+//! ([`Times::extended`]). So between two folds memory holds each session's times once,
+//! whatever the number of sessions kept alive.
 //!
 //! The table is kept in step with the overlay: every change put there is put here under the
 //! same shard lock (see `Shared::put`), so the two agree whatever order requests come in.

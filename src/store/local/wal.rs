@@ -7,9 +7,11 @@
 //! expiry index) for a few dozen bytes that changed. So a periodic commit appends its changes
 //! instead, as one value of the `wal` table (a sequential write of their own bytes), and the
 //! overlay keeps them in memory; creations and logouts are appended the same way, in the
-//! commit their callers wait for. Every few seconds, and whenever a caller reads the tables
-//! (a user's sessions, a walk of the file, the purge), a fold writes everything the overlay
-//! holds into the tables in one transaction and empties the log. A session extended many times
+//! commit their callers wait for (the store on its own keeps a keepalive's extension in its
+//! table of times instead, see `times`). Every few seconds (half a minute for the store on
+//! its own), and whenever a caller reads the tables (a user's sessions, a walk of the file,
+//! the purge), a fold writes everything the overlay and the table hold into the tables in one
+//! transaction and empties the log. A session extended many times
 //! between two folds costs its leaf one write, and the leaves of a fold are each written once
 //! for the many sessions they hold. After a crash, the store reads what the log holds back
 //! into the overlay when it opens, and serves at once; its first fold writes it.
