@@ -344,27 +344,24 @@ impl Overlay {
     /// reads for an extended session and from which the fold takes it), an extension with no
     /// older change to its session in `logged` leaves memory here: between two folds the
     /// overlay then holds what was created, changed or ended, not every session kept alive.
-    /// Returns how many changes `logged` holds.
-    pub fn end_log(&self, times_kept: bool) -> usize {
-        let mut held = 0;
+    pub fn end_log(&self, times_kept: bool) {
         for mut shard in self.shards.each() {
-            if !shard.flushing.is_empty() {
-                let flushed = mem::take(&mut shard.flushing);
-                let flushed = Arc::try_unwrap(flushed).unwrap_or_else(|shared| (*shared).clone());
-                if shard.logged.is_empty() && !times_kept {
-                    shard.logged = flushed;
-                } else {
-                    for (id, change) in flushed {
-                        let in_times = times_kept && matches!(change, Kept::Extend { .. });
-                        if !in_times || shard.logged.contains_key(&id) {
-                            shard.logged_change(id, change);
-                        }
-                    }
+            if shard.flushing.is_empty() {
+                continue;
+            }
+            let flushed = mem::take(&mut shard.flushing);
+            let flushed = Arc::try_unwrap(flushed).unwrap_or_else(|shared| (*shared).clone());
+            if shard.logged.is_empty() && !times_kept {
+                shard.logged = flushed;
+                continue;
+            }
+            for (id, change) in flushed {
+                let in_times = times_kept && matches!(change, Kept::Extend { .. });
+                if !in_times || shard.logged.contains_key(&id) {
+                    shard.logged_change(id, change);
                 }
             }
-            held += shard.logged.len();
         }
-        held
     }
 
     /// Takes in what the log held at open (a crash left it unfolded), in its order: read from
