@@ -62,8 +62,9 @@ const FOLD_EVERY: Duration = Duration::from_secs(5);
 /// times does): the rarer the folds, the more extensions of one session a fold writes as one.
 const FOLD_EVERY_TIMES_KEPT: Duration = Duration::from_secs(30);
 /// Most changes the log holds before a fold: bounds what a crashed store reads back into the
-/// overlay before it serves when it opens again (half a million took 0.8 s at a million
-/// sessions), and the overlay's memory under a load that changes many sessions.
+/// overlay before it serves when it opens again (a store must be ready within a second, and a
+/// log of half a million changes kept it from that), and the overlay's memory under a load
+/// that changes many sessions.
 const FOLD_AFTER_CHANGES: usize = 200_000;
 
 /// What a caller of a commit waits for.
