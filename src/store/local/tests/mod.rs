@@ -30,8 +30,13 @@ impl Fixture {
     }
 
     async fn open_committing_every(&self, flush_interval: Duration) -> LocalStore {
+        self.open_in(self.dir.path(), flush_interval).await
+    }
+
+    /// The store on its own in `dir`, on this fixture's clock.
+    async fn open_in(&self, dir: &std::path::Path, flush_interval: Duration) -> LocalStore {
         LocalStore::open(
-            self.dir.path(),
+            dir,
             LocalStoreOptions {
                 cache_bytes: CACHE_BYTES,
                 flush_interval,

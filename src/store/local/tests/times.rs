@@ -413,19 +413,7 @@ async fn keepalives_wait_in_the_log_and_the_table_not_in_the_overlay() {
     let crashed = tempfile::tempdir().expect("tempdir");
     std::fs::copy(f.dir.path().join(FILE_NAME), crashed.path().join(FILE_NAME)).expect("copies");
     {
-        let after_crash = LocalStore::open(
-            crashed.path(),
-            LocalStoreOptions {
-                cache_bytes: CACHE_BYTES,
-                flush_interval: Duration::from_secs(3600),
-                purge_interval: Duration::from_secs(3600),
-                times_in_memory: true,
-            },
-            Arc::new(f.clock.clone()),
-            Arc::new(Metrics::new()),
-        )
-        .await
-        .expect("opens");
+        let after_crash = f.open_in(crashed.path(), Duration::from_secs(3600)).await;
         f.clock.advance(5 * MIN);
         for r in &records {
             let read = after_crash
