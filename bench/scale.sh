@@ -3,7 +3,10 @@
 # sessions to a million, and at each step what the instance costs with that many sessions:
 #
 #   - keepalive vs /livez throughput in the same run (`keepalive-bench load`, over the sessions
-#     created for that step), which should stay flat as the store grows;
+#     created for that step), which should stay flat as the store grows: the median of the
+#     rounds' ratios (each round runs both endpoints back to back, so the shared machine's
+#     drift cancels within it), with the lowest and highest round, and the server's CPU per
+#     keepalive over its CPU per /livez (the cost ratio);
 #   - how fast sessions are created (the load's own creation phase: durable creations over
 #     CONNECTIONS connections);
 #   - the server's resident memory (VmRSS) per session: 2 s after the load, once the local store
@@ -21,8 +24,11 @@
 #
 # Knobs (environment): STEPS (total sessions after each step, "1000 10000 100000 1000000"),
 # REDIS (0: the embedded store alone; 1: a throw-away redis-server, the local store as mirror),
-# CONNECTIONS (64), DURATION (3s), WARMUP (1s), ROUNDS (3), BENCH_DIR (where the JSON reports
-# go). Expect about ten minutes for the default steps on a 2-core machine.
+# CONNECTIONS (64), DURATION (2s), WARMUP (500ms), ROUNDS (7), BENCH_DIR (where the JSON
+# reports go). Many short rounds rather than a few long ones: on a shared machine the ratio of
+# two phases seconds apart is steadier than either phase's throughput, and their median leaves
+# out the round that a fold or a neighbour's burst fell into. Expect about ten minutes for the
+# default steps on a 2-core machine.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -119,7 +125,7 @@ out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
 mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
 summary="$out/scale-$mode-$stamp.tsv"
-printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tcreated_per_s\trss_bytes\trss_bytes_settled\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tratio_low\tratio_high\tcost_ratio\tcreated_per_s\trss_bytes\trss_bytes_settled\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
 
 start_server
 total=0
@@ -129,8 +135,8 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     echo "== $step sessions: creating $need more, then keepalive vs /livez" >&2
     json="$out/scale-$mode-$stamp-$step.json"
     "$target_dir/release/keepalive-bench" load --url "$base" --server-pid "$server_pid" \
-        --sessions "$need" --connections "${CONNECTIONS:-64}" --duration "${DURATION:-3s}" \
-        --warmup "${WARMUP:-1s}" --rounds "${ROUNDS:-3}" --latency-rounds 0 \
+        --sessions "$need" --connections "${CONNECTIONS:-64}" --duration "${DURATION:-2s}" \
+        --warmup "${WARMUP:-500ms}" --rounds "${ROUNDS:-7}" --latency-rounds 0 \
         --json "$json" >&2
     total=$step
     # Let the last batch of writes reach the disk before measuring it.
@@ -173,7 +179,11 @@ n, disk = int(n), int(disk)
 report = json.load(open(path))
 median, sessions = report["median"], report["sessions"]
 k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_sec"]
-print(f"{n}\t{k:.0f}\t{l:.0f}\t{k / l:.3f}\t{sessions['created'] / sessions['seconds']:.0f}\t"
+ratios = [r["ratio"] for r in report["rounds"] if r["ratio"] is not None]
+ka, lz = (median[e]["server_cpu_us_per_response"] for e in ("keepalive", "livez"))
+cost = f"{ka / lz:.3f}" if ka and lz else "-"
+print(f"{n}\t{k:.0f}\t{l:.0f}\t{median['ratio']:.3f}\t{min(ratios):.3f}\t{max(ratios):.3f}\t{cost}\t"
+      f"{sessions['created'] / sessions['seconds']:.0f}\t"
       f"{rss}\t{settled}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}")
 PY
     tail -1 "$summary" >&2
@@ -189,11 +199,13 @@ first = rows[0]
 def per_session(row, field):
     grown = int(row["sessions"]) - int(first["sessions"])
     return "-" if grown <= 0 else f"{(int(row[field]) - int(first[field])) / grown:.0f}"
-print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'created/s':>9} {'RSS MB':>7} "
+print(f"{'sessions':>9} {'keepalive/s':>11} {'ratio':>6} {'rounds':>11} {'cost':>5} {'created/s':>9} {'RSS MB':>7} "
       f"{'B/session':>9} {'settled: MB':>11} {'B/session':>9} {'after restart: MB':>17} {'B/session':>9} {'disk B/session':>14} "
       f"{'restart->ready':>14} {'written back':>12} {'flushed: ready':>14} {'written back':>12}")
 for r in rows:
+    spread = f"{float(r['ratio_low']):.2f}-{float(r['ratio_high']):.2f}"
     print(f"{int(r['sessions']):>9} {int(r['keepalive_rps']):>11} {float(r['ratio']):>6.3f} "
+          f"{spread:>11} {r['cost_ratio']:>5} "
           f"{int(r['created_per_s']):>9} {int(r['rss_bytes']) / 1e6:>7.1f} "
           f"{per_session(r, 'rss_bytes'):>9} {int(r['rss_bytes_settled']) / 1e6:>11.1f} "
           f"{per_session(r, 'rss_bytes_settled'):>9} {int(r['rss_bytes_after_restart']) / 1e6:>17.1f} "
@@ -203,7 +215,8 @@ for r in rows:
 if len(rows) > 1:
     a, b = float(first["ratio"]), float(rows[-1]["ratio"])
     print(f"ratio from {first['sessions']} to {rows[-1]['sessions']} sessions: {a:.3f} -> {b:.3f} "
-          f"({(b / a - 1) * 100:+.1f} %, target within 10 %); memory per session: the growth "
-          f"from {first['sessions']} sessions")
+          f"({(b / a - 1) * 100:+.1f} %, target within 10 %; the median of each step's rounds); "
+          f"server CPU per keepalive over CPU per /livez: {first['cost_ratio']} -> "
+          f"{rows[-1]['cost_ratio']}; memory per session: the growth from {first['sessions']} sessions")
 PY
 echo "per-step JSON reports and the summary: $out/scale-$mode-$stamp*" >&2
