@@ -145,8 +145,9 @@ fn expiry_width(txn: &WriteTransaction) -> Result<Millis, StoreError> {
 
 /// Opens (or creates) the database file and its tables, with a page cache of `cache_bytes`
 /// and the expiry index in buckets of `expiry_width` ms; copies a file of the first layout
-/// into this one, and rebuilds an index built another way, once (a store that moves between
-/// running on its own and as Redis's mirror rebuilds its expiry index once at that start).
+/// into this one (rebuilding every index), and rebuilds an expiry index of another width,
+/// once: a store that moves between running on its own and as Redis's mirror rebuilds it at
+/// that start, a walk of every session before the store serves.
 pub fn open(path: &Path, cache_bytes: usize, expiry_width: Millis) -> Result<Database, StoreError> {
     let db = Database::builder()
         .set_cache_size(cache_bytes)
@@ -173,11 +174,13 @@ pub fn open(path: &Path, cache_bytes: usize, expiry_width: Millis) -> Result<Dat
         };
         (read("layout")?, read("expiry_bucket_ms")?)
     };
+    // A file written before the width was recorded has one-minute buckets.
+    let width = width.unwrap_or(MIRROR_EXPIRY_BUCKET_MS.unsigned_abs());
     if layout != Some(LAYOUT) {
         copy_first_layout(&txn)?;
-        rebuild_indexes(&txn, expiry_width)?;
-    } else if width != Some(expiry_width.unsigned_abs()) {
-        rebuild_indexes(&txn, expiry_width)?;
+        rebuild_indexes(&txn, expiry_width, true)?;
+    } else if width != expiry_width.unsigned_abs() {
+        rebuild_indexes(&txn, expiry_width, false)?;
     }
     {
         let mut meta = txn.open_table(META).map_err(backend)?;
@@ -272,11 +275,13 @@ fn copy_first_layout(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Builds the expiry, user and tombstone indexes again from the tables they index.
-fn rebuild_indexes(txn: &WriteTransaction, width: Millis) -> Result<(), StoreError> {
+/// Builds the expiry index again, in buckets of `width`, from the sessions table, and with
+/// `all` the user and tombstone indexes too (only the expiry index depends on the width).
+fn rebuild_indexes(txn: &WriteTransaction, width: Millis, all: bool) -> Result<(), StoreError> {
     txn.delete_table(EXPIRY).map_err(backend)?;
-    txn.delete_table(USERS).map_err(backend)?;
-    txn.delete_table(ENDED_UNTIL).map_err(backend)?;
+    if all {
+        txn.delete_table(USERS).map_err(backend)?;
+    }
     {
         let sessions = txn.open_table(SESSIONS).map_err(backend)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(backend)?;
@@ -287,11 +292,18 @@ fn rebuild_indexes(txn: &WriteTransaction, width: Millis) -> Result<(), StoreErr
             expiry
                 .insert(expiry_key(codec::expires_at(bytes)?, width, key), ())
                 .map_err(backend)?;
+            if !all {
+                continue;
+            }
             if let Some(user) = codec::user(bytes)? {
                 users.insert((user, key), ()).map_err(backend)?;
             }
         }
     }
+    if !all {
+        return Ok(());
+    }
+    txn.delete_table(ENDED_UNTIL).map_err(backend)?;
     let ended = txn.open_table(ENDED).map_err(backend)?;
     let mut until = txn.open_table(ENDED_UNTIL).map_err(backend)?;
     for entry in ended.iter().map_err(backend)? {
@@ -802,6 +814,89 @@ mod tests {
         assert_eq!(bucket(-1, minute), 0);
         assert_eq!(bucket(i64::MAX, minute), i64::MAX, "saturates");
         assert_eq!(bucket(60_001, EXPIRY_BUCKET_MS), 600_000);
+    }
+
+    /// The expiry index's keys, in order.
+    fn expiry_keys(db: &Database) -> Vec<(u64, Vec<u8>)> {
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(EXPIRY).expect("expiry");
+        table
+            .iter()
+            .expect("iter")
+            .map(|entry| {
+                let (key, _) = entry.expect("entry");
+                let (at, id) = key.value();
+                (at, id.to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_of_bucket_width_rebuilds_the_expiry_index_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sessions.redb");
+        let cache = crate::store::local::CACHE_BYTES;
+        let record = SessionRecord::new(
+            SessionId::from_bytes([7; 16]),
+            0,
+            std::time::Duration::from_secs(90),
+            std::time::Duration::from_secs(600),
+            "{}".to_owned(),
+        );
+        let key = StoredId::of(&record.id);
+        let key = key.as_slice();
+        // An index entry left behind by hand (no session under it): a rebuild drops it.
+        let stray = StoredId::of(&SessionId::from_bytes([9; 16]));
+        let stray = stray.as_slice();
+        {
+            let db = open(&path, cache, EXPIRY_BUCKET_MS).expect("open");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut sessions = txn.open_table(SESSIONS).expect("sessions");
+                sessions
+                    .insert(key, codec::encode(&record).as_slice())
+                    .expect("insert");
+                let mut expiry = txn.open_table(EXPIRY).expect("expiry");
+                expiry
+                    .insert(expiry_key(record.expires_at, EXPIRY_BUCKET_MS, key), ())
+                    .expect("index");
+                let mut users = txn.open_table(USERS).expect("users");
+                users.insert(("ana", stray), ()).expect("user");
+            }
+            txn.commit().expect("commit");
+        }
+        // On its own, then as Redis's mirror: one-minute buckets from now on.
+        let db = open(&path, cache, MIRROR_EXPIRY_BUCKET_MS).expect("reopen");
+        assert_eq!(expiry_keys(&db), vec![(120_000, key.to_vec())]);
+        assert_eq!(
+            user_sessions(&db, "ana").expect("users").len(),
+            1,
+            "the user index does not depend on the width: left as it was"
+        );
+
+        // A file of a version that did not record the width has one-minute buckets: opened
+        // as a mirror, its index is kept as it is.
+        let txn = db.begin_write().expect("write");
+        txn.open_table(EXPIRY)
+            .expect("expiry")
+            .insert((0, stray), ())
+            .expect("stray");
+        txn.open_table(META)
+            .expect("meta")
+            .remove("expiry_bucket_ms")
+            .expect("forget the width");
+        txn.commit().expect("commit");
+        drop(db);
+        let db = open(&path, cache, MIRROR_EXPIRY_BUCKET_MS).expect("reopen");
+        assert_eq!(
+            expiry_keys(&db),
+            vec![(0, stray.to_vec()), (120_000, key.to_vec())],
+            "not rebuilt"
+        );
+        drop(db);
+        // The same file opened by the store on its own: rebuilt in ten-minute buckets.
+        let db = open(&path, cache, EXPIRY_BUCKET_MS).expect("reopen");
+        assert_eq!(expiry_keys(&db), vec![(600_000, key.to_vec())]);
     }
 
     #[test]
