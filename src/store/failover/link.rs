@@ -668,7 +668,14 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 continue;
             }
             probed = Instant::now();
-            let data_set = match shared.check_data_set().await {
+            // Neither a probe nor what follows it holds a stop up: a frozen Redis keeps each
+            // of them for the operation timeout. Cut short, they leave nothing half-done that
+            // the next start does not redo (see the reconnection below).
+            let checked = tokio::select! {
+                () = stop.cancelled() => break,
+                checked = shared.check_data_set() => checked,
+            };
+            let data_set = match checked {
                 Checked::Same(data_set) => Some(data_set),
                 Checked::Other(_) | Checked::Silent => None,
             };
@@ -692,12 +699,20 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 }
                 // Tried again at the next probe; a Redis that went away meanwhile is the next
                 // operation's to notice.
-                if let Err(err) = shared.begin_walk(Some(data_set.evicted)).await {
+                let began = tokio::select! {
+                    () = stop.cancelled() => break,
+                    began = shared.begin_walk(Some(data_set.evicted)) => began,
+                };
+                if let Err(err) = began {
                     tracing::warn!(error = %err, "[redis] Redis evicted keys; writing the local sessions back cannot begin: {err}");
                 }
             }
             // The mirror's budget, a page between two probes; tried again at the next.
-            if let Err(err) = shared.trim_mirror().await {
+            let trimmed = tokio::select! {
+                () = stop.cancelled() => break,
+                trimmed = shared.trim_mirror() => trimmed,
+            };
+            if let Err(err) = trimmed {
                 tracing::warn!(error = %err, "cannot drop the least lately active local copies beyond redis_mirror_max_sessions: {err}; the local store holds more than its budget until this succeeds");
             }
             backoff = BACKOFF_BASE;
@@ -707,7 +722,15 @@ pub(super) async fn run(shared: Arc<Shared>, options: FailoverOptions, stop: Can
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(jittered(backoff)) => {}
             }
-            match shared.reconnect(false).await {
+            // A stop does not wait for the re-sync: after a crash, or with a Redis that lost
+            // its data, it walks every local session (seconds a million), longer than a
+            // pod's grace period at ten million. Left half-way, it leaves no clean-stop note
+            // (the link is not online), so the next start writes every session back.
+            let reconnected = tokio::select! {
+                () = stop.cancelled() => break,
+                reconnected = shared.reconnect(false) => reconnected,
+            };
+            match reconnected {
                 Ok(_) => {
                     backoff = BACKOFF_BASE;
                     attempts = 0;

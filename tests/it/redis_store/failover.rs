@@ -635,6 +635,61 @@ fn a_sigterm_while_starting_stops_cleanly() {
     assert!(rest.iter().any(|l| l.contains("stopped; sessions flushed")));
 }
 
+/// A stop does not wait on Redis: neither for a probe of a Redis that does not answer (here
+/// frozen, with an operation timeout of 10 s) nor for a reconnection under way (in production,
+/// the walk of every local session that a crash or a Redis that lost its data calls for,
+/// seconds a million); the same race against the stop covers both. What a probe or a
+/// reconnection cut short left undone, the next start does: the session created during the
+/// outage before it is in Redis after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_on_a_frozen_redis() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = redis.url();
+    let mut vars = process_vars(&url).to_vec();
+    vars.extend([
+        ("KEEPALIVE_REDIS_TIMEOUT", "10s"),
+        ("KEEPALIVE_REDIS_BACKOFF_MAX", "200ms"),
+        ("KEEPALIVE_REDIS_PROBE_INTERVAL", "100ms"),
+    ]);
+    let mut process = Process::start(dir.path(), &vars);
+    redis.kill();
+    let created = create_session(&process.base).await;
+    redis.start_again();
+    let base = process.base.clone();
+    within(Duration::from_secs(10), "Redis back", || async {
+        keepalive(&base, None).await.1["serverHealth"]["checks"]["redis"] == "ok"
+    })
+    .await;
+    redis.freeze();
+    // The next probe (every 100 ms) waits for the frozen Redis's answer.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    process.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(process.wait(Duration::from_secs(15)), Some(0));
+    let stopped_in = started.elapsed();
+    let lines = process.drain_lines();
+    assert!(
+        stopped_in < Duration::from_secs(4),
+        "stopped {stopped_in:?} after SIGTERM: {lines:#?}"
+    );
+    drop(process);
+
+    redis.thaw();
+    let process = Process::start(dir.path(), &vars);
+    within(
+        Duration::from_secs(10),
+        "the session created during the outage written back to Redis",
+        || {
+            let there = redis.exists(&session_key(&created));
+            async move { there }
+        },
+    )
+    .await;
+    assert_eq!(keepalive(&process.base, Some(&created)).await.0, 200);
+    stop_cleanly(process);
+}
+
 /// Waits until `base` has ended `count` copies after other instances' logouts.
 async fn remote_logouts_reach(base: &str, count: u64, what: &str) {
     let line = format!("keepalive_redis_remote_logouts_total {count}\n");
