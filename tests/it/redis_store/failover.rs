@@ -38,6 +38,15 @@ fn session_key(cookie: &str) -> String {
     format!("keepalive:{{{}}}", cookie.split_once('=').expect("pair").1)
 }
 
+/// Waits up to `limit` for the session of `cookie` to be in Redis (`what` names the wait).
+async fn in_redis_within(redis: &RedisServer, cookie: &str, limit: Duration, what: &str) {
+    within(limit, what, || {
+        let there = redis.exists(&session_key(cookie));
+        async move { there }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_then_back_nothing_is_lost() {
     let mut redis = RedisServer::start();
@@ -492,13 +501,11 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
         )),
         "{lines:#?}"
     );
-    within(
+    in_redis_within(
+        &redis,
+        &cookies[0],
         Duration::from_secs(3),
         "the start after a crash writes every live session back",
-        || {
-            let there = redis.exists(&session_key(&cookies[0]));
-            async move { there }
-        },
     )
     .await;
 
@@ -553,13 +560,11 @@ async fn a_clean_restart_writes_back_only_what_changed_after_the_stop() {
     let process = Process::start(dir.path(), &vars);
     let offline = create_session(&process.base).await;
     redis.thaw();
-    within(
+    in_redis_within(
+        &redis,
+        &offline,
         Duration::from_secs(3),
         "the session created while Redis was frozen at start written back",
-        || {
-            let there = redis.exists(&session_key(&offline));
-            async move { there }
-        },
     )
     .await;
     assert!(
@@ -677,13 +682,11 @@ async fn a_stop_does_not_wait_on_a_frozen_redis() {
 
     redis.thaw();
     let process = Process::start(dir.path(), &vars);
-    within(
+    in_redis_within(
+        &redis,
+        &created,
         Duration::from_secs(10),
         "the session created during the outage written back to Redis",
-        || {
-            let there = redis.exists(&session_key(&created));
-            async move { there }
-        },
     )
     .await;
     assert_eq!(keepalive(&process.base, Some(&created)).await.0, 200);
