@@ -845,7 +845,8 @@ mod tests {
         );
         let key = StoredId::of(&record.id);
         let key = key.as_slice();
-        // An index entry left behind by hand (no session under it): a rebuild drops it.
+        // An id with no session under it, planted by hand: in the user index (which a width
+        // change leaves as it is) and later in the expiry index (which a rebuild drops it from).
         let stray = StoredId::of(&SessionId::from_bytes([9; 16]));
         let stray = stray.as_slice();
         {
