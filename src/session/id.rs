@@ -51,7 +51,7 @@ impl IdKind {
 /// A session identifier. Small and `Copy`: its bytes live inline. Ids are ordered by kind,
 /// then by their bytes: the order in which the local store keeps them, so that a walk through
 /// its sessions can tell which ids it has passed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SessionId {
     kind: IdKind,
     len: u8,
@@ -152,6 +152,15 @@ impl SessionId {
 impl Ord for SessionId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.kind, self.as_bytes()).cmp(&(other.kind, other.as_bytes()))
+    }
+}
+
+impl std::hash::Hash for SessionId {
+    /// The kind's tag and the bytes in use, not the zeros after them: equal ids have equal
+    /// bytes, and a keepalive hashes its id several times.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u8(self.kind.tag());
+        state.write(self.as_bytes());
     }
 }
 

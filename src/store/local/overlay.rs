@@ -40,6 +40,13 @@ use super::codec;
 
 const SHARDS: usize = 64;
 
+/// The overlay's maps, by session id. A keepalive looks its id up in up to five of them, and
+/// under load they hold hundreds of thousands of ids: the standard library's SipHash cost a
+/// few percent of a keepalive there. foldhash (the default of `hashbrown`, which the standard
+/// map is built on) is several times cheaper and still seeded per map; the keys are ids this
+/// service or the application issued, random bytes a client cannot choose.
+pub type Changes<V = Kept> = HashMap<SessionId, V, foldhash::fast::RandomState>;
+
 /// A change as the overlay keeps it: a record in its stored encoding (see `codec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kept {
@@ -157,19 +164,19 @@ pub enum Held {
 /// One shard of the overlay.
 #[derive(Default)]
 pub struct Shard {
-    pending: HashMap<SessionId, Kept>,
-    flushing: Arc<HashMap<SessionId, Kept>>,
+    pending: Changes,
+    flushing: Arc<Changes>,
     /// Changes in the log, not yet folded into the tables.
-    logged: HashMap<SessionId, Kept>,
+    logged: Changes,
     /// Tombstones in the log that a later change to their session replaced in `logged`: the
     /// file keeps a tombstone whatever is written for the session later, so the next fold
     /// writes them too.
-    replaced_tombstones: HashMap<SessionId, Tombstone>,
+    replaced_tombstones: Changes<Tombstone>,
     /// `logged` while a fold writes it.
-    folding: Arc<HashMap<SessionId, Kept>>,
+    folding: Arc<Changes>,
     /// What the last fold took from `pending`, as it is in the tables (nothing but the purge
     /// of expired sessions changes the file behind them).
-    recent: Arc<HashMap<SessionId, Kept>>,
+    recent: Arc<Changes>,
 }
 
 impl Shard {
@@ -325,7 +332,7 @@ impl Overlay {
     }
 
     /// Moves every pending change to `flushing` and returns them for the writer.
-    pub fn begin_flush(&self) -> Vec<Arc<HashMap<SessionId, Kept>>> {
+    pub fn begin_flush(&self) -> Vec<Arc<Changes>> {
         let mut batches = Vec::new();
         for mut shard in self.shards.each() {
             if shard.pending.is_empty() {
@@ -447,7 +454,7 @@ impl Overlay {
 }
 
 /// Puts `older` back under the change `changes` holds for `id`, if any.
-fn put_under(changes: &mut HashMap<SessionId, Kept>, id: SessionId, older: &Kept) {
+fn put_under(changes: &mut Changes, id: SessionId, older: &Kept) {
     let change = match changes.remove(&id) {
         Some(newer) => Kept::over(older, newer),
         None => older.clone(),
@@ -459,9 +466,9 @@ fn put_under(changes: &mut HashMap<SessionId, Kept>, id: SessionId, older: &Kept
 #[derive(Default)]
 pub struct Batches {
     /// What the log held (the tombstones later changes replaced there first).
-    pub older: Vec<Arc<HashMap<SessionId, Kept>>>,
+    pub older: Vec<Arc<Changes>>,
     /// What was pending, newer than `older` where both change a session.
-    pub newer: Vec<Arc<HashMap<SessionId, Kept>>>,
+    pub newer: Vec<Arc<Changes>>,
 }
 
 impl Batches {
