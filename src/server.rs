@@ -145,6 +145,10 @@ impl Keepalive {
                 flush_interval: config.store.flush_interval,
                 purge_interval: config.store.purge_interval,
                 times_in_memory: config.redis.is_none(),
+                fine_expiry_order: config
+                    .redis
+                    .as_ref()
+                    .is_some_and(|redis| redis.mirror_max_sessions > 0),
             },
             Arc::clone(&env.clock),
             Arc::clone(&metrics),

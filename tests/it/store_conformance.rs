@@ -417,6 +417,7 @@ fn local_options() -> LocalStoreOptions {
         flush_interval: Duration::from_millis(50),
         purge_interval: Duration::from_secs(3600),
         times_in_memory: true,
+        fine_expiry_order: false,
     }
 }
 

@@ -108,16 +108,18 @@ fn index_key(at: Millis, id: &[u8]) -> (u64, &[u8]) {
     (u64::try_from(at).unwrap_or(0), id)
 }
 
-/// Width of the buckets of the expiry index, for the store on its own. A session is indexed
-/// under the end of the bucket its idle expiry falls in, so an extension rewrites the index
-/// only when it moves the expiry into a later bucket, and the purge finds an expired session
-/// at most one bucket late. A session kept alive every half minute crosses into the next
-/// bucket at one write in twenty here; and the index's entries it leaves lie anywhere in the
-/// index, so over a large store each such write costs a page read and written.
+/// Width of the buckets of the expiry index. A session is indexed under the end of the bucket
+/// its idle expiry falls in, so an extension rewrites the index only when it moves the expiry
+/// into a later bucket, and the purge finds an expired session at most one bucket late. A
+/// session kept alive every half minute crosses into the next bucket at one write in twenty
+/// here; and the index's entries it leaves lie anywhere in the index, so over a large store
+/// each such write costs a page read and written.
 pub const EXPIRY_BUCKET_MS: Millis = 600_000;
-/// The same for Redis's mirror, whose budget drops the copies that expire first, in this
-/// order (see `failover::budget`): to within a minute.
-pub const MIRROR_EXPIRY_BUCKET_MS: Millis = 60_000;
+/// The same for Redis's mirror under a budget, which drops the copies that expire first, in
+/// this order (see `failover::budget`): to within a minute. A keepalive every half minute
+/// then moves its session's entry at every other write, which at a million copies cost more
+/// than writing the copy itself: only a mirror whose order is read pays it.
+pub const BUDGET_EXPIRY_BUCKET_MS: Millis = 60_000;
 
 /// The end of the bucket of `width` that holds `expires_at`: the first bucket boundary at or
 /// after it.
@@ -140,14 +142,14 @@ fn expiry_width(txn: &WriteTransaction) -> Result<Millis, StoreError> {
     Ok(width
         .and_then(|w| Millis::try_from(w.value()).ok())
         .filter(|&w| w > 0)
-        .unwrap_or(MIRROR_EXPIRY_BUCKET_MS))
+        .unwrap_or(BUDGET_EXPIRY_BUCKET_MS))
 }
 
 /// Opens (or creates) the database file and its tables, with a page cache of `cache_bytes`
 /// and the expiry index in buckets of `expiry_width` ms; copies a file of the first layout
 /// into this one (rebuilding every index), and rebuilds an expiry index of another width,
-/// once: a store that moves between running on its own and as Redis's mirror rebuilds it at
-/// that start, a walk of every session before the store serves.
+/// once: a store that moves to or from being the mirror of a Redis under a budget rebuilds it
+/// at that start, a walk of every session before the store serves.
 pub fn open(path: &Path, cache_bytes: usize, expiry_width: Millis) -> Result<Database, StoreError> {
     let db = Database::builder()
         .set_cache_size(cache_bytes)
@@ -175,7 +177,7 @@ pub fn open(path: &Path, cache_bytes: usize, expiry_width: Millis) -> Result<Dat
         (read("layout")?, read("expiry_bucket_ms")?)
     };
     // A file written before the width was recorded has one-minute buckets.
-    let width = width.unwrap_or(MIRROR_EXPIRY_BUCKET_MS.unsigned_abs());
+    let width = width.unwrap_or(BUDGET_EXPIRY_BUCKET_MS.unsigned_abs());
     if layout != Some(LAYOUT) {
         copy_first_layout(&txn)?;
         rebuild_indexes(&txn, expiry_width, true)?;
@@ -807,7 +809,7 @@ mod tests {
 
     #[test]
     fn buckets_end_at_the_next_boundary() {
-        let minute = MIRROR_EXPIRY_BUCKET_MS;
+        let minute = BUDGET_EXPIRY_BUCKET_MS;
         assert_eq!(bucket(0, minute), 0);
         assert_eq!(bucket(1, minute), 60_000);
         assert_eq!(bucket(59_999, minute), 60_000);
@@ -869,7 +871,7 @@ mod tests {
             txn.commit().expect("commit");
         }
         // On its own, then as Redis's mirror: one-minute buckets from now on.
-        let db = open(&path, cache, MIRROR_EXPIRY_BUCKET_MS).expect("reopen");
+        let db = open(&path, cache, BUDGET_EXPIRY_BUCKET_MS).expect("reopen");
         assert_eq!(expiry_keys(&db), vec![(120_000, key.to_vec())]);
         assert_eq!(
             user_sessions(&db, "ana").expect("users").len(),
@@ -890,7 +892,7 @@ mod tests {
             .expect("forget the width");
         txn.commit().expect("commit");
         drop(db);
-        let db = open(&path, cache, MIRROR_EXPIRY_BUCKET_MS).expect("reopen");
+        let db = open(&path, cache, BUDGET_EXPIRY_BUCKET_MS).expect("reopen");
         assert_eq!(
             expiry_keys(&db),
             vec![(0, stray.to_vec()), (120_000, key.to_vec())],

@@ -105,6 +105,10 @@ pub struct LocalStoreOptions {
     /// file: for the store on its own. The failover's mirror does not, as a keepalive there
     /// reads Redis, and the memory would be spent for nothing.
     pub times_in_memory: bool,
+    /// Whether the expiry index orders sessions to within a minute rather than ten: for the
+    /// mirror of a Redis under a budget, which drops the copies that expire first (see
+    /// `db::BUDGET_EXPIRY_BUCKET_MS`, which says what it costs).
+    pub fine_expiry_order: bool,
 }
 
 /// State shared by the request side and the writer.
@@ -168,10 +172,10 @@ impl LocalStore {
                     dir.display()
                 ))
             })?;
-            let width = if options.times_in_memory {
-                db::EXPIRY_BUCKET_MS
+            let width = if options.fine_expiry_order {
+                db::BUDGET_EXPIRY_BUCKET_MS
             } else {
-                db::MIRROR_EXPIRY_BUCKET_MS
+                db::EXPIRY_BUCKET_MS
             };
             let db = db::open(&file, options.cache_bytes, width)?;
             let log = db::read_wal(&db)?;

@@ -311,7 +311,7 @@ async fn metrics_count_live_sessions_and_show_the_process(store: Store) {
     .await;
 
     // One session kept alive, the other left idle past its 10-minute timeout (and past the
-    // minute the expiry index rounds it up to).
+    // end of the expiry index's bucket it falls in).
     for _ in 0..6 {
         server.clock.advance(2 * MIN);
         assert_eq!(keepalive(&server.base, Some(&kept)).await.0, 200);

@@ -325,6 +325,7 @@ async fn a_mirror_keeps_no_table_and_express_ids_read_the_file() {
             flush_interval: Duration::from_millis(50),
             purge_interval: Duration::from_secs(3600),
             times_in_memory: false,
+            fine_expiry_order: true,
         },
         Arc::new(f.clock.clone()),
         Arc::new(Metrics::new()),
@@ -445,4 +446,42 @@ async fn keepalives_wait_in_the_log_and_the_table_not_in_the_overlay() {
     // Nothing left to write: the next fold takes no extension from the table.
     assert_eq!(times.extended().count(), 0);
     store.close().await.expect("close");
+}
+
+/// A mirror sorts its copies by expiry in the store's ten-minute buckets unless a budget reads
+/// that order, and then by the minute: a copy expiring a minute and a half from now is listed
+/// under the end of its ten minutes, or of its minute.
+#[tokio::test]
+async fn a_mirror_sorts_expiries_by_the_minute_only_under_a_budget() {
+    for (fine_expiry_order, width) in [
+        (false, db::EXPIRY_BUCKET_MS),
+        (true, db::BUDGET_EXPIRY_BUCKET_MS),
+    ] {
+        let f = Fixture::new();
+        let mirror = LocalStore::open(
+            f.dir.path(),
+            LocalStoreOptions {
+                cache_bytes: MIRROR_CACHE_BYTES,
+                flush_interval: Duration::from_millis(50),
+                purge_interval: Duration::from_secs(3600),
+                times_in_memory: false,
+                fine_expiry_order,
+            },
+            Arc::new(f.clock.clone()),
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("opens");
+        let mut record = f.record(10 * MIN);
+        record.expires_at = START + 90_000;
+        Mirror::copy(&mirror, &record).expect("copies");
+        mirror.flush().await.expect("folds");
+        let listed = Mirror::first_to_expire(&mirror, f.clock.now(), 10)
+            .await
+            .expect("lists");
+        let bucket_end = (record.expires_at + width - 1) / width * width;
+        assert_eq!(listed, vec![(record.id, bucket_end)], "width {width}");
+        assert!(bucket_end >= record.expires_at && bucket_end - record.expires_at < width);
+        mirror.close().await.expect("close");
+    }
 }
