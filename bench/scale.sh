@@ -7,6 +7,8 @@
 #     rounds' ratios (each round runs both endpoints back to back, so the shared machine's
 #     drift cancels within it), with the lowest and highest round, and the server's CPU per
 #     keepalive over its CPU per /livez (the cost ratio);
+#   - with Redis, redis-server's own CPU per keepalive: what the sessions cost the shared store
+#     as its keys grow;
 #   - how fast sessions are created (the load's own creation phase: durable creations over
 #     CONNECTIONS connections);
 #   - the server's resident memory (VmRSS) per session: 2 s after the load, once the local store
@@ -125,7 +127,7 @@ out="${BENCH_DIR:-$target_dir/bench}"
 mkdir -p "$out"
 mode=$([ "${REDIS:-0}" = 1 ] && echo redis || echo embedded)
 summary="$out/scale-$mode-$stamp.tsv"
-printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tratio_low\tratio_high\tcost_ratio\tcreated_per_s\trss_bytes\trss_bytes_settled\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\n' >"$summary"
+printf 'sessions\tkeepalive_rps\tlivez_rps\tratio\tratio_low\tratio_high\tcost_ratio\tcreated_per_s\trss_bytes\trss_bytes_settled\trss_bytes_after_restart\tdisk_b_per_session\trestart_to_ready_s\twritten_back_s\tready_after_flush_s\tresynced_after_flush_s\tredis_cpu_us\n' >"$summary"
 
 start_server
 total=0
@@ -137,7 +139,7 @@ for step in ${STEPS:-1000 10000 100000 1000000}; do
     "$target_dir/release/keepalive-bench" load --url "$base" --server-pid "$server_pid" \
         --sessions "$need" --connections "${CONNECTIONS:-64}" --duration "${DURATION:-2s}" \
         --warmup "${WARMUP:-500ms}" --rounds "${ROUNDS:-7}" --latency-rounds 0 \
-        --json "$json" >&2
+        ${redis_pid:+--redis-pid "$redis_pid"} --json "$json" >&2
     total=$step
     # Let the last batch of writes reach the disk before measuring it.
     sleep 2
@@ -182,9 +184,12 @@ k, l = median["keepalive"]["requests_per_sec"], median["livez"]["requests_per_se
 ratios = [r["ratio"] for r in report["rounds"] if r["ratio"] is not None]
 ka, lz = (median[e]["server_cpu_us_per_response"] for e in ("keepalive", "livez"))
 cost = f"{ka / lz:.3f}" if ka and lz else "-"
+redis_us = median["keepalive"].get("redis_cpu_us_per_response")
+redis_us = f"{redis_us:.2f}" if redis_us else "-"
 print(f"{n}\t{k:.0f}\t{l:.0f}\t{median['ratio']:.3f}\t{min(ratios):.3f}\t{max(ratios):.3f}\t{cost}\t"
       f"{sessions['created'] / sessions['seconds']:.0f}\t"
-      f"{rss}\t{settled}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}")
+      f"{rss}\t{settled}\t{after}\t{disk / n:.0f}\t{ready}\t{written_back}\t{ready_flushed}\t{resynced}\t"
+      f"{redis_us}")
 PY
     tail -1 "$summary" >&2
 done
@@ -218,5 +223,7 @@ if len(rows) > 1:
           f"({(b / a - 1) * 100:+.1f} %, target within 10 %; the median of each step's rounds); "
           f"server CPU per keepalive over CPU per /livez: {first['cost_ratio']} -> "
           f"{rows[-1]['cost_ratio']}; memory per session: the growth from {first['sessions']} sessions")
+    if first["redis_cpu_us"] != "-":
+        print(f"redis-server CPU per keepalive: {first['redis_cpu_us']} -> {rows[-1]['redis_cpu_us']} µs")
 PY
 echo "per-step JSON reports and the summary: $out/scale-$mode-$stamp*" >&2
