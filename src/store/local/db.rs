@@ -870,7 +870,8 @@ mod tests {
             }
             txn.commit().expect("commit");
         }
-        // On its own, then as Redis's mirror: one-minute buckets from now on.
+        // On its own, then as the mirror of a Redis under a budget: one-minute buckets from
+        // now on.
         let db = open(&path, cache, BUDGET_EXPIRY_BUCKET_MS).expect("reopen");
         assert_eq!(expiry_keys(&db), vec![(120_000, key.to_vec())]);
         assert_eq!(
@@ -880,7 +881,7 @@ mod tests {
         );
 
         // A file of a version that did not record the width has one-minute buckets: opened
-        // as a mirror, its index is kept as it is.
+        // with one-minute buckets, its index is kept as it is.
         let txn = db.begin_write().expect("write");
         txn.open_table(EXPIRY)
             .expect("expiry")
