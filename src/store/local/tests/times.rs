@@ -17,6 +17,25 @@ async fn open_with_times(f: &Fixture) -> LocalStore {
     store
 }
 
+/// Opens the store in `f`'s directory as Redis's mirror: no table of times, the expiry index
+/// by the minute when `fine_expiry_order` (a budget), by ten minutes otherwise.
+async fn open_as_mirror(f: &Fixture, fine_expiry_order: bool) -> LocalStore {
+    LocalStore::open(
+        f.dir.path(),
+        LocalStoreOptions {
+            cache_bytes: MIRROR_CACHE_BYTES,
+            flush_interval: Duration::from_millis(50),
+            purge_interval: Duration::from_secs(3600),
+            times_in_memory: false,
+            fine_expiry_order,
+        },
+        Arc::new(f.clock.clone()),
+        Arc::new(Metrics::new()),
+    )
+    .await
+    .expect("opens")
+}
+
 /// What the overlay holds for `id`.
 fn newest(store: &LocalStore, id: &SessionId) -> Option<overlay::Newest> {
     store.shared.overlay.shard(id).get(id).expect("reads")
@@ -318,20 +337,7 @@ async fn a_mirror_keeps_no_table_and_express_ids_read_the_file() {
     store.close().await.expect("close");
     drop(store);
 
-    let mirror = LocalStore::open(
-        f.dir.path(),
-        LocalStoreOptions {
-            cache_bytes: MIRROR_CACHE_BYTES,
-            flush_interval: Duration::from_millis(50),
-            purge_interval: Duration::from_secs(3600),
-            times_in_memory: false,
-            fine_expiry_order: true,
-        },
-        Arc::new(f.clock.clone()),
-        Arc::new(Metrics::new()),
-    )
-    .await
-    .expect("opens");
+    let mirror = open_as_mirror(&f, true).await;
     assert!(mirror.shared.times.is_none());
     assert!(
         mirror
@@ -458,20 +464,7 @@ async fn a_mirror_sorts_expiries_by_the_minute_only_under_a_budget() {
         (true, db::BUDGET_EXPIRY_BUCKET_MS),
     ] {
         let f = Fixture::new();
-        let mirror = LocalStore::open(
-            f.dir.path(),
-            LocalStoreOptions {
-                cache_bytes: MIRROR_CACHE_BYTES,
-                flush_interval: Duration::from_millis(50),
-                purge_interval: Duration::from_secs(3600),
-                times_in_memory: false,
-                fine_expiry_order,
-            },
-            Arc::new(f.clock.clone()),
-            Arc::new(Metrics::new()),
-        )
-        .await
-        .expect("opens");
+        let mirror = open_as_mirror(&f, fine_expiry_order).await;
         let mut record = f.record(10 * MIN);
         record.expires_at = START + 90_000;
         Mirror::copy(&mirror, &record).expect("copies");
