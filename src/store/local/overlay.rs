@@ -43,8 +43,9 @@ const SHARDS: usize = 64;
 /// The overlay's maps, by session id. A keepalive looks its id up in up to five of them, and
 /// under load they hold hundreds of thousands of ids: the standard library's SipHash cost a
 /// few percent of a keepalive there. foldhash (the default of `hashbrown`, which the standard
-/// map is built on) is several times cheaper and still seeded per map; the keys are ids this
-/// service or the application issued, random bytes a client cannot choose.
+/// map is built on) is several times cheaper and still seeded per map, so that a client who
+/// picks the ids that land here (a logout of a made-up id during an outage leaves a
+/// tombstone) cannot aim them at one slot of a map it cannot see the seed of.
 pub type Changes<V = Kept> = HashMap<SessionId, V, foldhash::fast::RandomState>;
 
 /// A change as the overlay keeps it: a record in its stored encoding (see `codec`).
